@@ -1,0 +1,167 @@
+"""Per-cell figures that need the time axis: in-flight sweep, steady state, peak tokens/s, goodput.
+
+Inputs are normalised tables (``metrics.CellTables``) and the per-request frame; times are ns on
+the cluster-wide time base, results carry their unit in their name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from raybench.errors import ConfigError
+from raybench.store.schema import RequestStatus
+
+_NS_PER_S = 1_000_000_000
+GOODPUT_METRICS = ("ttft", "tpot", "e2el")  # vLLM's --goodput names
+STEADY_STATE_FRACTION = 0.9
+
+
+@dataclass(frozen=True, kw_only=True)
+class InFlight:
+    """Requests in flight after each arrival (t_sent) or departure (t_done), in event order.
+
+    Intervals are half-open [t_sent, t_done) and a departure is processed before an arrival at
+    the same instant, as vLLM's sweep does: a slot handed straight to the next request is not
+    counted twice. Failed requests held a slot too, so they are in the sweep.
+    """
+
+    t_ns: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def sweep(cls, requests: pl.DataFrame) -> InFlight:
+        sent = requests["t_sent_ns"].to_numpy()
+        done = requests["t_done_ns"].to_numpy()
+        t = np.concatenate([sent, done])
+        delta = np.concatenate([np.ones(sent.size, np.int64), -np.ones(done.size, np.int64)])
+        order = np.lexsort((delta, t))  # by time, then -1 (departure) before +1 (arrival)
+        return cls(t_ns=t[order], count=np.cumsum(delta[order]))
+
+    def peak(self) -> int:
+        return int(self.count.max()) if self.count.size else 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SteadyState:
+    """The window between ramp-up and drain, and the output rate inside it.
+
+    The window opens at the first event that brings in-flight requests to ≥ threshold and closes
+    at the last event that takes them below it; brief dips inside (a slot between one request's
+    end and the next one's start) do not split it.
+    """
+
+    start_ns: int
+    end_ns: int
+    threshold_in_flight: float
+    output_tokens: int
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / _NS_PER_S
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return self.output_tokens / self.duration_s
+
+
+def effective_target(target_concurrency: int | None, num_requests: int) -> int | None:
+    """The in-flight level a cell can reach: the concurrency cap, or fewer requests than that."""
+    if target_concurrency is None:
+        return None
+    if isinstance(target_concurrency, bool) or not isinstance(target_concurrency, int) or (
+        target_concurrency < 1
+    ):
+        raise ConfigError.invalid("target_concurrency", target_concurrency, "an int >= 1 or None")
+    return min(target_concurrency, num_requests)
+
+
+def steady_state(
+    flight: InFlight, ok_chunks: pl.DataFrame, target_in_flight: int | None
+) -> SteadyState | None:
+    """Output tokens/s while in-flight ≥ 90 % of ``target_in_flight``; None if never reached.
+
+    Tokens are counted from chunk arrivals (Σ n_tokens of successful requests' chunks with
+    start ≤ t < end), since server usage has no time axis.
+    """
+    if target_in_flight is None or flight.count.size == 0:
+        return None
+    threshold = STEADY_STATE_FRACTION * target_in_flight
+    above = flight.count >= threshold
+    if not above.any():
+        return None
+    start = int(flight.t_ns[int(np.argmax(above))])
+    drops = np.flatnonzero(above[:-1] & ~above[1:]) + 1  # the last event empties every slot
+    end = int(flight.t_ns[drops[-1]])
+    if end <= start:
+        return None
+    inside = ok_chunks.filter((pl.col("t_ns") >= start) & (pl.col("t_ns") < end))
+    return SteadyState(
+        start_ns=start,
+        end_ns=end,
+        threshold_in_flight=threshold,
+        output_tokens=int(inside["n_tokens"].sum()),
+    )
+
+
+def peak_output_tokens_per_s(ok_chunks: pl.DataFrame, t0_ns: int) -> float:
+    """Most output tokens that arrived within one 1 s bin, bins counted from ``t0_ns``.
+
+    Per token: a chunk of n tokens adds n to its bin (vLLM and SGLang rebuild one "token" per
+    chunk from the ITL list, which undercounts multi-token chunks).
+    """
+    bins = (
+        ok_chunks.filter(pl.col("n_tokens") >= 1)
+        .group_by(((pl.col("t_ns") - t0_ns) // _NS_PER_S).alias("bin"))
+        .agg(pl.col("n_tokens").sum())
+    )
+    return float(bins["n_tokens"].max()) if bins.height else 0.0
+
+
+def validate_slos(goodput_slos_ms: Mapping[str, float] | None) -> dict[str, float]:
+    """The SLOs as a plain dict; names are vLLM's (ttft, tpot, e2el), values finite ms ≥ 0."""
+    if goodput_slos_ms is None:
+        return {}
+    out: dict[str, float] = {}
+    for name, value in goodput_slos_ms.items():
+        if name not in GOODPUT_METRICS:
+            raise ConfigError.unknown("goodput SLO", str(name), GOODPUT_METRICS)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise ConfigError.invalid(f"goodput_slos_ms[{name!r}]", value, "a finite number of ms >= 0")
+        out[name] = float(value)
+    return out
+
+
+def good_requests(per_request: pl.DataFrame, slos_ms: Mapping[str, float]) -> int:
+    """Successful requests meeting every SLO (metric ≤ SLO).
+
+    As vLLM's ``all_tpots``, a request with ≤ 1 output token has TPOT 0 here (it is left out of
+    the TPOT statistics, not out of goodput). A request whose TTFT or E2E is undefined (no chunk
+    matched the mode's trigger) meets no SLO on it.
+    """
+    columns = {
+        "ttft": pl.col("ttft_ms"),
+        "tpot": pl.when(pl.col("output_tokens_used") > 1).then(pl.col("tpot_ms")).otherwise(0.0),
+        "e2el": pl.col("e2e_ms"),
+    }
+    conditions = [columns[name] <= slo for name, slo in slos_ms.items()]
+    if not conditions:
+        return 0
+    good = pl.all_horizontal(conditions).fill_null(False)
+    return int(per_request.filter(pl.col("ok") & good).height)
+
+
+def first_errors(requests: pl.DataFrame, limit: int = 10) -> list[str]:
+    """Up to ``limit`` failures as text, earliest sent first (vLLM prints 10)."""
+    failed = requests.filter(pl.col("status") != RequestStatus.OK.value).sort("t_sent_ns").head(limit)
+    out = []
+    for row in failed.iter_rows(named=True):
+        http = f" http {row['http_status']}" if row["http_status"] is not None else ""
+        out.append(f"request {row['request_id']} {row['status']}{http}: {row['error'] or '(no text)'}")
+    return out

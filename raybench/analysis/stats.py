@@ -1,0 +1,88 @@
+"""Summary statistics of one latency list, computed exactly as the reference clients do.
+
+Both references use ``np.mean``, ``np.median``, ``np.std`` (population, ddof=0) and
+``np.percentile`` with its default linear interpolation, and report 0 for an empty list
+(vLLM's ``x or 0``). raybench does the same, and keeps ``count`` beside every figure so that a
+0 from an empty list is never read as a measured 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from raybench.errors import ConfigError
+
+# SGLang's result names need p90, p95 and p99 whatever the caller asks for.
+SGLANG_PERCENTILES = (90.0, 95.0, 99.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stats:
+    """Statistics of one list, in the list's unit (ms throughout raybench's analysis)."""
+
+    count: int
+    mean: float
+    median: float
+    std: float
+    max: float
+    percentiles: Mapping[float, float]  # percentile (0..100) -> value
+
+
+def validate_percentiles(percentiles: Iterable[float]) -> tuple[float, ...]:
+    """Sorted, de-duplicated floats in [0, 100]; anything else is a ConfigError."""
+    out: set[float] = set()
+    for p in percentiles:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
+            raise ConfigError.invalid("percentiles", p, "numbers between 0 and 100")
+        out.add(float(p))
+    return tuple(sorted(out))
+
+
+def percentile_key(p: float) -> str:
+    """vLLM's key spelling: ``p99`` for integral percentiles, ``p99.9`` otherwise."""
+    return f"p{int(p)}" if float(p).is_integer() else f"p{p}"
+
+
+def describe(values: np.ndarray | Sequence[float], percentiles: Sequence[float]) -> Stats:
+    """Mean, median, population std, max and the given percentiles; all 0 when empty."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return Stats(
+            count=0, mean=0.0, median=0.0, std=0.0, max=0.0,
+            percentiles={float(p): 0.0 for p in percentiles},
+        )
+    pct = np.percentile(arr, list(percentiles)) if percentiles else []
+    return Stats(
+        count=int(arr.size),
+        mean=float(np.mean(arr)),
+        median=float(np.median(arr)),
+        std=float(np.std(arr)),
+        max=float(np.max(arr)),
+        percentiles={float(p): float(v) for p, v in zip(percentiles, pct)},
+    )
+
+
+def stats_fields(stats: Stats, name: str, *, with_max: bool = False) -> dict[str, float | int]:
+    """Flatten into ``mean_{name}_ms``, ``median_…``, ``std_…``, ``pXX_…`` and ``count_{name}``."""
+    out: dict[str, float | int] = {
+        f"count_{name}": stats.count,
+        f"mean_{name}_ms": stats.mean,
+        f"median_{name}_ms": stats.median,
+        f"std_{name}_ms": stats.std,
+    }
+    for p, v in stats.percentiles.items():
+        out[f"{percentile_key(p)}_{name}_ms"] = v
+    if with_max:
+        out[f"max_{name}_ms"] = stats.max
+    return out
+
+
+def safe_rate(amount: float, duration_s: float) -> float:
+    """``amount / duration_s``, 0.0 for a zero-length cell (nothing can be said per second)."""
+    if duration_s <= 0 or not math.isfinite(duration_s):
+        return 0.0
+    return float(amount) / duration_s

@@ -1,0 +1,181 @@
+"""raybench's command line: parse, build the config, call the library, translate errors.
+
+Ray is imported only after ``cluster.connect`` has decided between a real cluster and a
+private loopback-only one, because Ray reads that choice when it is imported.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from raybench import __version__
+from raybench.errors import ConfigError, RaybenchError
+from raybench.sim.command import sim_command
+
+_GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+
+
+class _Group(click.Group):
+    """Turns raybench's errors into one-line messages and exit codes (the only place that does)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RaybenchError as err:
+            raise click.ClickException(str(err)) from err
+        except KeyboardInterrupt:
+            click.echo("interrupted: completed cells are kept in the run directory", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="raybench")
+def main() -> None:
+    """Benchmark LLM inference servers (vLLM, SGLang, TensorRT-LLM, any OpenAI-compatible API)
+    from a pool of load-generator actors on Ray.
+
+    \b
+    Quick start (local Ray + the built-in simulator, no GPU):
+      raybench run experiments/quickstart.py
+      raybench bench --backend sim --input-len 3200 --output-len 800 --num-prompts 500 --concurrency 128
+    """
+
+
+def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
+    slos: dict[str, float] = {}
+    for item in " ".join(values).replace(",", " ").split():
+        key, sep, value = item.partition(":")
+        if not sep or key not in _GOODPUT_KEYS:
+            raise click.BadParameter(f"{item!r}: expected KEY:MS with KEY one of {', '.join(_GOODPUT_KEYS)}, e.g. ttft:500", param_hint="--goodput")
+        try:
+            slos[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number of milliseconds", param_hint="--goodput") from None
+        if not slos[key] > 0:
+            raise click.BadParameter(f"{item!r}: the SLO must be > 0 ms", param_hint="--goodput")
+    return slos
+
+
+@main.command(context_settings={"show_default": True})
+@click.option("--url", help="Base URL of a running OpenAI-compatible server, e.g. http://127.0.0.1:8000.")
+@click.option("--backend", type=click.Choice(["sim"]), help="Start a server instead of --url: the built-in simulator.")
+@click.option("--endpoint", default="/v1/completions", help="API path: /v1/completions or /v1/chat/completions.")
+@click.option("--model", default=None, help="Model name to request. Default: the only model the server lists (the simulator serves deepseek-ai/DeepSeek-R1).")
+@click.option("--dataset", type=click.Choice(["random", "prefix"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups.")
+@click.option("--input-len", type=click.IntRange(min=1), default=1024, help="Prompt tokens (prefix: prefix + question).")
+@click.option("--output-len", type=click.IntRange(min=1), default=128, help="Output tokens, forced with ignore_eos and min_tokens.")
+@click.option("--range-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Lengths drawn from [L(1-r), L(1+r)] (vLLM's meaning); 0 = exact.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=100, help="Requests in the cell (prefix: groups x prompts-per-group instead).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Cap on requests in flight (the client's semaphore). Default: no cap.")
+@click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), default=math.inf, help="Requests per second (gamma arrivals); inf releases all at once.")
+@click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Gamma shape of the arrivals: 1 = Poisson, < 1 burstier.")
+@click.option("--prefix-groups", type=click.IntRange(min=1), default=10, help="prefix dataset: number of shared prefixes.")
+@click.option("--prompts-per-group", type=click.IntRange(min=1), default=50, help="prefix dataset: prompts per prefix.")
+@click.option("--prefix-len", type=click.IntRange(min=1), default=2000, help="prefix dataset: shared prefix tokens.")
+@click.option("--goodput", multiple=True, help="SLOs as vLLM takes them: ttft:MS tpot:MS e2el:MS.")
+@click.option("--seed", type=int, default=0, help="Seed for prompts and arrivals.")
+@click.option("--compat", type=click.Choice(["raybench", "sglang", "vllm"]), default="raybench", help="Whose metric definitions the summary uses.")
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors. Default: one per 256 streams.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), help="Root of run directories.")
+@click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0, help="Seconds before a request is recorded as timed out.")
+@click.option("--ignore-eos/--no-ignore-eos", default=True, help="Send ignore_eos (vLLM, SGLang and the simulator accept it).")
+@click.option("--min-tokens/--no-min-tokens", default=True, help="Send min_tokens = max_tokens.")
+@click.option("--continuous-usage/--no-continuous-usage", default=True, help="Ask for usage on every chunk (exact tokens per chunk).")
+@click.option("--sim-timing", type=click.Choice(["engine", "fixed", "zero"]), default="engine", help="--backend sim: engine (continuous batching), fixed (--sim-ttft-ms/--sim-itl-ms), zero (as fast as it can).")
+@click.option("--sim-ttft-ms", type=click.FloatRange(min=0), default=200.0, help="--sim-timing fixed: time to first token.")
+@click.option("--sim-itl-ms", type=click.FloatRange(min=0), default=20.0, help="--sim-timing fixed: time between chunks.")
+@click.option("--sim-tokens-per-chunk", type=click.IntRange(min=1), default=1, help="--backend sim: tokens per streamed chunk (as MTP produces).")
+@click.option("--sim-gpu", default="H200", help="--backend sim: GPU profile (H200, MI300X, H100).")
+def bench(**opts) -> None:
+    """Benchmark one cell: a server at --url, or the simulator (--backend sim).
+
+    \b
+    Examples:
+      raybench bench --backend sim --input-len 3200 --output-len 800 --num-prompts 500 --concurrency 128
+      raybench bench --backend sim --num-prompts 1024 --concurrency 1024 --actors 4
+      raybench bench --url http://127.0.0.1:8000 --model deepseek-ai/DeepSeek-R1 \\
+          --input-len 3200 --output-len 800 --num-prompts 500 --concurrency 64 --goodput ttft:2000 tpot:100
+      raybench bench --url http://127.0.0.1:8000 --request-rate 4 --burstiness 0.5 --num-prompts 200
+    """
+    from raybench.experiment import Experiment, ExternalBackend, Online, SimBackend
+
+    if (opts["url"] is None) == (opts["backend"] is None):
+        raise click.UsageError("give exactly one of --url (a running server) or --backend sim")
+    if opts["dataset"] == "prefix" and opts["prefix_len"] >= opts["input_len"]:
+        raise click.BadParameter(f"{opts['prefix_len']} must be below --input-len ({opts['input_len']})", param_hint="--prefix-len")
+    goodput = _parse_goodput(opts["goodput"])
+    if opts["backend"] == "sim":
+        backend = SimBackend(timing=opts["sim_timing"], gpu=opts["sim_gpu"], ttft_ms=opts["sim_ttft_ms"],
+                             itl_ms=opts["sim_itl_ms"], tokens_per_chunk=opts["sim_tokens_per_chunk"])
+        model = opts["model"] or "deepseek-ai/DeepSeek-R1"
+    else:
+        from raybench.loadgen.preflight import check_server
+
+        backend = ExternalBackend(name="server", url=opts["url"])
+        model = check_server(opts["url"], opts["model"])
+    num_prompts = opts["num_prompts"]
+    if opts["dataset"] == "prefix":
+        num_prompts = opts["prefix_groups"] * opts["prompts_per_group"]
+    sweep = Online(
+        concurrency=(opts["concurrency"] or num_prompts,), input_len=opts["input_len"], output_len=opts["output_len"],
+        num_prompts=num_prompts, dataset=opts["dataset"], range_ratio=opts["range_ratio"],
+        request_rate=opts["request_rate"], burstiness=opts["burstiness"], num_groups=opts["prefix_groups"],
+        prompts_per_group=opts["prompts_per_group"], prefix_len=opts["prefix_len"],
+    )
+    experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
+                            compat=opts["compat"], goodput_slos_ms=goodput)
+    client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
+                        "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
+    _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
+         request_timeout_s=opts["request_timeout"], client_overrides=client_overrides)
+
+
+@main.command()
+@click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Root of run directories.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write into this run directory (cells already complete there are skipped).")
+@click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors per cell. Default: one per 256 streams.")
+def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | None, actors: int | None) -> None:
+    """Run every cell of an experiment file.
+
+    \b
+    Examples:
+      raybench run experiments/quickstart.py
+      raybench run experiments/quickstart.py --run-dir runs/quickstart/20260101-120000   # resume
+      RAY_ADDRESS=auto raybench run experiments/my_cluster.py
+    """
+    from raybench.experiment import load_experiment
+
+    experiment = load_experiment(experiment_file)
+    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir)
+
+
+def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_dir: Path | None = None,
+         request_timeout_s: float = 1800.0, client_overrides: dict | None = None) -> None:
+    from raybench import cluster
+    from raybench.store.rundir import RunDir
+
+    rd = RunDir(run_dir) if run_dir is not None else RunDir.create(out, experiment.name)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    cluster.connect(address)
+    from raybench.runner import RunOptions, Runner
+
+    options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {})
+    click.echo(f"run directory: {rd.path}", err=True)
+    try:
+        Runner(experiment, rd, options, report=lambda line: click.echo(line, err=True)).run()
+    finally:
+        cluster.disconnect()
+    click.echo(str(rd.path))
+
+
+main.add_command(sim_command, name="sim")
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,65 @@
+"""Joining a Ray cluster, or starting a private local one that listens on loopback only.
+
+A laptop benchmark must not expose Ray's ports to the network. Ray decides at import time
+whether a node may take a routable address (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``), so local
+mode sets that variable to 0 before Ray is imported; every Ray process started from here
+inherits it and binds to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from raybench.errors import RunError
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+NAMESPACE = "raybench"
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join, or None for a fresh local one."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS); with neither, start a fresh local cluster.
+
+    The local cluster is always a new one (``address="local"``): a stale cluster found on
+    disk from an earlier session is never joined by accident.
+    """
+    address = cluster_address(address)
+    if address is None:
+        os.environ[LOOPBACK_ENV] = "0"
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:
+            # Ray was imported before this call (in a test or a notebook): the import-time
+            # switch is already read, so set it where Ray looks it up when starting a node.
+            constants.ENABLE_RAY_CLUSTER = False
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        if address is None:
+            ray.init(
+                address="local",
+                namespace=NAMESPACE,
+                num_cpus=num_cpus,
+                logging_level=logging.WARNING,
+                configure_logging=True,
+            )
+        else:
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = address or "a new local cluster"
+        raise RunError(f"cannot connect to Ray at {where}: {err}") from err
+
+
+def disconnect() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()

@@ -1,0 +1,101 @@
+"""What the load generator sends: the client settings and the request bodies.
+
+Bodies are serialised once, before the clock starts, so the hot path only writes bytes.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from raybench.errors import ConfigError
+from raybench.workloads.base import RequestSpec, prompt_text
+
+DEFAULT_READ_BUFSIZE = 10 * 2**20  # long contexts collapse with aiohttp's 256 KiB default
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    """How requests are made to one OpenAI-compatible server.
+
+    Output length is forced (``ignore_eos`` and ``min_tokens`` = ``max_tokens``) and counted
+    from the server's usage (``include_usage``, ``continuous_usage_stats``): a server that
+    rejects one of these fields can be told not to send it.
+    """
+
+    base_url: str
+    model: str
+    endpoint: str = "/v1/completions"
+    stream: bool = True
+    ignore_eos: bool = True
+    send_min_tokens: bool = True
+    continuous_usage_stats: bool = True
+    temperature: float | None = 0.0
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_timeout_s: float = 3600.0
+    stall_timeout_s: float | None = 600.0
+    read_bufsize: int = DEFAULT_READ_BUFSIZE
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError.invalid("url", self.base_url, "an http:// or https:// URL such as http://127.0.0.1:8000")
+        if not self.endpoint.startswith("/"):
+            raise ConfigError.invalid("endpoint", self.endpoint, "a path starting with '/', e.g. /v1/completions")
+        if not self.model:
+            raise ConfigError.invalid("model", self.model, "the served model name (see GET /v1/models)")
+        if self.request_timeout_s <= 0:
+            raise ConfigError.invalid("request_timeout_s", self.request_timeout_s, "a positive number of seconds")
+        if self.stall_timeout_s is not None and self.stall_timeout_s <= 0:
+            raise ConfigError.invalid("stall_timeout_s", self.stall_timeout_s, "a positive number of seconds, or None")
+        if self.temperature is not None and self.temperature < 0:
+            raise ConfigError.invalid("temperature", self.temperature, ">= 0")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "extra_body", types.MappingProxyType(dict(self.extra_body)))
+        object.__setattr__(self, "headers", types.MappingProxyType(dict(self.headers)))
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.endpoint
+
+    @property
+    def chat(self) -> bool:
+        return "chat" in self.endpoint
+
+
+def request_body(client: ClientConfig, spec: RequestSpec) -> bytes:
+    """The JSON body for one request, as vLLM's and SGLang's OpenAI servers accept it."""
+    body: dict[str, Any] = {"model": client.model}
+    if client.chat:
+        body["messages"] = [{"role": "user", "content": prompt_text(spec)}]
+        body["max_completion_tokens"] = spec.max_tokens
+    else:
+        body["prompt"] = spec.prompt_token_ids
+    body["max_tokens"] = spec.max_tokens
+    if client.send_min_tokens:
+        body["min_tokens"] = spec.max_tokens
+    if client.ignore_eos:
+        body["ignore_eos"] = True
+    if client.temperature is not None:
+        body["temperature"] = client.temperature
+    body["stream"] = client.stream
+    if client.stream:
+        options = {"include_usage": True}
+        if client.continuous_usage_stats:
+            options["continuous_usage_stats"] = True
+        body["stream_options"] = options
+    body.update(client.extra_body)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def request_headers(client: ClientConfig, cell_id: str, request_id: int) -> dict[str, str]:
+    """Per-request headers; X-Request-Id lets a server's own log be matched to our rows."""
+    headers = {"Content-Type": "application/json", "X-Request-Id": f"{cell_id}-{request_id}"}
+    headers.update(client.headers)
+    return headers

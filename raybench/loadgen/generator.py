@@ -1,0 +1,259 @@
+"""``LoadGenerator``: one actor's share of a cell, on one asyncio loop and one aiohttp session.
+
+Concurrency slots are worker coroutines that take the next request in arrival order, wait for
+its arrival time, send it and read its stream. A request's ``t_scheduled`` is its arrival time
+(the cell start when everything is released at once), ``t_sent`` is taken after a slot was
+free, just before the request is written, as both reference clients do; the difference is the
+client-side queue time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import orjson
+
+from raybench.errors import ConfigError
+from raybench.loadgen.client import ClientConfig, request_body, request_headers
+from raybench.loadgen.records import STATUS_CODE, ChunkColumns, RequestColumns
+from raybench.loadgen.sse import SseReader, StreamError
+from raybench.store.schema import RequestStatus
+from raybench.workloads.base import RequestSpec
+
+_ERROR_BODY_CHARS = 300
+_LAG_PROBE_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot of one generator, cheap enough to take every second."""
+
+    total: int
+    sent: int
+    done: int
+    failed: int
+    in_flight: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class SelfCheck:
+    """How loaded the generator itself was: a saturated client distorts every latency."""
+
+    cpu_s: float
+    wall_s: float
+    max_loop_lag_ms: float
+    mean_loop_lag_ms: float
+
+
+class LoadGenerator:
+    """Sends ``specs`` to one server and records every request and streamed event."""
+
+    def __init__(
+        self,
+        *,
+        cell_id: str,
+        client: ClientConfig,
+        specs: Sequence[RequestSpec],
+        arrivals_s: Sequence[float] | np.ndarray,
+        concurrency: int,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+        session_factory: Callable[[int], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError.invalid("concurrency", concurrency, "an integer >= 1")
+        if len(arrivals_s) != len(specs):
+            raise ConfigError(f"{len(arrivals_s)} arrival times for {len(specs)} requests")
+        order = np.argsort(np.asarray(arrivals_s, dtype=np.float64), kind="stable")
+        self._specs = [specs[i] for i in order]
+        self._arrivals_ns = (np.asarray(arrivals_s, dtype=np.float64)[order] * 1e9).astype(np.int64).tolist()
+        self._client = client
+        self._cell_id = cell_id
+        self._concurrency = min(concurrency, max(1, len(specs)))
+        self._clock_ns = clock_ns
+        self._session_factory = session_factory or self._default_session
+        # prepared before the clock starts: the hot path only writes bytes
+        self._bodies = [request_body(client, s) for s in self._specs]
+        self._headers = [request_headers(client, cell_id, s.request_id) for s in self._specs]
+        self._timeout = aiohttp.ClientTimeout(
+            total=client.request_timeout_s, sock_read=client.stall_timeout_s
+        )
+        self._chunks = ChunkColumns()
+        self._requests = RequestColumns()
+        self._next = 0
+        self._done = 0
+        self._failed = 0
+        self._in_flight = 0
+        self._output_tokens = 0
+        self._lags_ns: list[int] = []
+        self._wall_ns = 0
+        self._cpu_s = 0.0
+
+    def _default_session(self, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=None)
+        return aiohttp.ClientSession(
+            connector=connector,
+            read_bufsize=self._client.read_bufsize,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def run(self, t_start_ns: int) -> None:
+        """Send every request, the first at ``t_start_ns`` (this process's perf_counter_ns)."""
+        cpu0, wall0 = _cpu_s(), self._clock_ns()
+        session = self._session_factory(self._concurrency)
+        lag_task = asyncio.create_task(self._watch_loop_lag())
+        try:
+            delay_ns = t_start_ns - self._clock_ns()
+            if delay_ns > 0:
+                await asyncio.sleep(delay_ns / 1e9)
+            workers = [asyncio.create_task(self._worker(session, t_start_ns)) for _ in range(self._concurrency)]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
+        finally:
+            lag_task.cancel()
+            await session.close()
+            self._cpu_s = _cpu_s() - cpu0
+            self._wall_ns = self._clock_ns() - wall0
+
+    async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
+        while self._next < len(self._specs):
+            i = self._next
+            self._next += 1
+            t_scheduled = t_start_ns + self._arrivals_ns[i]
+            wait_ns = t_scheduled - self._clock_ns()
+            if wait_ns > 0:
+                await asyncio.sleep(wait_ns / 1e9)
+            await self._one(session, i, t_scheduled)
+
+    async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int) -> None:
+        spec = self._specs[i]
+        reader = SseReader(spec.request_id)
+        status, http_status, error = RequestStatus.OK, None, None
+        self._in_flight += 1
+        t_sent = self._clock_ns()
+        try:
+            async with session.post(
+                self._client.url, data=self._bodies[i], headers=self._headers[i], timeout=self._timeout
+            ) as resp:
+                http_status = resp.status
+                if resp.status != 200:
+                    body = (await resp.text(errors="replace"))[:_ERROR_BODY_CHARS]
+                    status, error = RequestStatus.HTTP_ERROR, f"HTTP {resp.status}: {body}"
+                elif self._client.stream:
+                    status, error = await self._read_stream(resp, reader)
+                else:
+                    reader.complete_body(orjson.loads(await resp.read()), self._clock_ns(), self._chunks)
+        except StreamError as err:
+            status, error = RequestStatus.BAD_RESPONSE, str(err)
+        except orjson.JSONDecodeError as err:
+            status, error = RequestStatus.BAD_RESPONSE, f"response body is not JSON: {err}"
+        except asyncio.TimeoutError:
+            status, error = RequestStatus.TIMEOUT, self._timeout_message(reader)
+        except aiohttp.ClientConnectorError as err:
+            status, error = RequestStatus.DISCONNECTED, f"cannot connect to {self._client.base_url}: {err.os_error}"
+        except (aiohttp.ClientError, OSError) as err:
+            status, error = RequestStatus.DISCONNECTED, f"connection lost after {reader.seq} events: {err!r}"
+        except asyncio.CancelledError:
+            self._record(spec, reader, t_scheduled, t_sent, RequestStatus.CANCELLED, http_status, "run stopped")
+            raise
+        self._record(spec, reader, t_scheduled, t_sent, status, http_status, error)
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, reader: SseReader
+    ) -> tuple[RequestStatus, str | None]:
+        content_type = resp.headers.get("Content-Type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise StreamError(
+                f"asked for a stream but the server answered {content_type or 'no content type'}: "
+                "is this an OpenAI-compatible endpoint?"
+            )
+        clock = self._clock_ns
+        async for data in resp.content.iter_any():
+            reader.feed(data, clock(), self._chunks)
+        reader.close(clock(), self._chunks)
+        if not (reader.done or reader.finished):
+            return RequestStatus.DISCONNECTED, f"stream ended without [DONE] after {reader.seq} events"
+        return RequestStatus.OK, None
+
+    def _timeout_message(self, reader: SseReader) -> str:
+        c = self._client
+        stall = f" or no data for {c.stall_timeout_s:g} s" if c.stall_timeout_s else ""
+        return f"no complete response within {c.request_timeout_s:g} s{stall} ({reader.seq} events read)"
+
+    def _record(
+        self,
+        spec: RequestSpec,
+        reader: SseReader,
+        t_scheduled: int,
+        t_sent: int,
+        status: RequestStatus,
+        http_status: int | None,
+        error: str | None,
+    ) -> None:
+        self._in_flight -= 1
+        self._done += 1
+        if status is not RequestStatus.OK:
+            self._failed += 1
+        self._output_tokens += reader.tokens
+        r = self._requests
+        r.request_id.append(spec.request_id)
+        r.prompt_tokens.append(spec.prompt_tokens)
+        r.server_prompt_tokens.append(reader.prompt_tokens)
+        r.max_tokens.append(spec.max_tokens)
+        r.output_tokens.append(reader.output_tokens)
+        r.cached_tokens.append(reader.cached_tokens)
+        r.t_scheduled_ns.append(t_scheduled)
+        r.t_sent_ns.append(t_sent)
+        r.t_first_ns.append(reader.t_first_ns)
+        r.t_done_ns.append(self._clock_ns())
+        r.status.append(STATUS_CODE[status])
+        r.http_status.append(http_status)
+        r.error.append(error)
+
+    async def _watch_loop_lag(self) -> None:
+        while True:
+            t0 = self._clock_ns()
+            await asyncio.sleep(_LAG_PROBE_S)
+            self._lags_ns.append(self._clock_ns() - t0 - int(_LAG_PROBE_S * 1e9))
+
+    def drain(self) -> tuple[ChunkColumns, RequestColumns]:
+        """Hand over what was recorded since the last drain. Call on the generator's loop."""
+        chunks, requests = self._chunks, self._requests
+        self._chunks, self._requests = ChunkColumns(), RequestColumns()
+        return chunks, requests
+
+    def progress(self) -> Progress:
+        return Progress(
+            total=len(self._specs),
+            sent=self._next,
+            done=self._done,
+            failed=self._failed,
+            in_flight=self._in_flight,
+            output_tokens=self._output_tokens,
+        )
+
+    def self_check(self) -> SelfCheck:
+        lags = self._lags_ns or [0]
+        return SelfCheck(
+            cpu_s=self._cpu_s,
+            wall_s=self._wall_ns / 1e9,
+            max_loop_lag_ms=max(lags) / 1e6,
+            mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
+        )
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

@@ -1,0 +1,140 @@
+"""The plain logic behind a load-generator actor: a private event loop in its own thread.
+
+The generator runs on its own loop (uvloop where installed) instead of the actor's, so calls
+from the driver (poll, stop) never queue behind the hot path and the hot path never waits for
+Ray. Everything the driver asks is answered from the loop thread, so nothing is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from raybench.loadgen.client import ClientConfig
+from raybench.loadgen.generator import LoadGenerator, Progress, SelfCheck
+from raybench.loadgen.records import chunks_batch, requests_batch
+from raybench.workloads.base import Workload
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on every platform but Windows
+    uvloop = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardTask:
+    """One actor's share of a cell. Prompts are built on the actor from the workload's seed."""
+
+    cell_id: str
+    client: ClientConfig
+    workload: Workload
+    request_ids: tuple[int, ...]
+    arrivals_s: np.ndarray
+    concurrency: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollResult:
+    """What one poll hands back: the rows recorded since the last poll, and where it stands."""
+
+    requests: pa.RecordBatch | None
+    chunks: pa.RecordBatch | None
+    progress: Progress
+    finished: bool
+    error: str | None = None
+    self_check: SelfCheck | None = None
+
+
+class LoadGenWorker:
+    """Runs one ``LoadGenerator`` at a time; times leave it on the driver's time base."""
+
+    def __init__(self, name: str = "loadgen", node: str = "local") -> None:
+        self.name = name
+        self.node = node
+        self._loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{name}-loop", daemon=True)
+        self._thread.start()
+        self._generator: LoadGenerator | None = None
+        self._run: concurrent.futures.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._cell_id = ""
+        self._offset_ns = 0
+
+    def clock_ns(self) -> int:
+        return time.perf_counter_ns()
+
+    def prepare(self, task: ShardTask, offset_ns: int) -> int:
+        """Build prompts and bodies before the clock starts; returns the number of requests."""
+        specs = task.workload.build(task.request_ids)
+        self._generator = LoadGenerator(
+            cell_id=task.cell_id,
+            client=task.client,
+            specs=specs,
+            arrivals_s=task.arrivals_s,
+            concurrency=task.concurrency,
+        )
+        self._cell_id, self._offset_ns, self._run = task.cell_id, offset_ns, None
+        return len(specs)
+
+    def go(self, t_start_driver_ns: int) -> None:
+        """Start sending at ``t_start_driver_ns`` on the driver's time base."""
+        if self._generator is None:
+            raise RuntimeError("go() before prepare()")
+        self._run = asyncio.run_coroutine_threadsafe(
+            self._run_as_task(self._generator, t_start_driver_ns + self._offset_ns), self._loop
+        )
+
+    async def _run_as_task(self, generator: LoadGenerator, t_start_ns: int) -> None:
+        self._task = asyncio.current_task()
+        await generator.run(t_start_ns)
+
+    def poll(self, wait_s: float = 0.0) -> PollResult:
+        """Rows since the last poll; waits up to ``wait_s`` for the run to end first."""
+        if self._generator is None:
+            raise RuntimeError("poll() before prepare()")
+        generator = self._generator
+        if wait_s > 0 and self._run is not None:
+            concurrent.futures.wait([self._run], timeout=wait_s)
+        finished = self._run is not None and self._run.done()
+        chunks, requests = self._on_loop(lambda: generator.drain())
+        error = None
+        if finished and not self._run.cancelled() and self._run.exception() is not None:
+            error = repr(self._run.exception())
+        return PollResult(
+            requests=requests_batch(requests, self._cell_id, self.name, self.node, self._offset_ns)
+            if len(requests)
+            else None,
+            chunks=chunks_batch(chunks, self._cell_id, self._offset_ns) if len(chunks) else None,
+            progress=self._on_loop(generator.progress),
+            finished=finished,
+            error=error,
+            self_check=generator.self_check() if finished else None,
+        )
+
+    def stop(self) -> None:
+        """Cancel what is in flight; the cancelled requests come back as rows on the next poll."""
+        if self._run is not None and not self._run.done():
+            # cancel the task, not the future: the future then ends only after the generator
+            # has recorded its cancelled requests and closed its session
+            self._loop.call_soon_threadsafe(lambda: self._task and self._task.cancel())
+            try:
+                self._run.result(timeout=30)
+            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
+                pass
+
+    def shutdown(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def _on_loop(self, fn):
+        async def call():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()

@@ -1,0 +1,307 @@
+"""Drives an experiment on a Ray cluster: servers up, cells in order, results stored, servers down.
+
+The driver owns the run directory: load generators send their rows here while a cell runs,
+and each cell's summary is written when the cell completes, so an interrupted run keeps
+every cell it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import platform
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+
+import raybench
+from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
+from raybench.backends.process import ServerProcess, free_port
+from raybench.errors import BackendError, RunError
+from raybench.experiment import Cell, Experiment, ExternalBackend, Mode, OfflineMethod, SimBackend
+from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
+from raybench.loadgen.client import ClientConfig
+from raybench.loadgen.generator import LoadGenerator, Progress
+from raybench.loadgen.pool import LoadGenPool, PoolResult
+from raybench.loadgen.preflight import check_server
+from raybench.store.cells import SUMMARY_FILE, CellWriter, read_cell
+from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
+from raybench.store.schema import RequestStatus
+from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
+
+Report = Callable[[str], None]
+_SATURATED_LAG_MS = 50.0
+_SATURATED_CPU_SHARE = 0.9
+_PROGRESS_EVERY_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run, as opposed to what (the experiment)."""
+
+    actors: int | None = None  # None: one per 256 streams
+    streams_per_actor: int = 256
+    num_cpus_per_actor: float = 0.25
+    request_timeout_s: float = 1800.0
+    cell_timeout_s: float | None = None
+    client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def workload_for(cell: Cell, seed: int) -> Workload:
+    if cell.dataset == "prefix":
+        return SharedPrefixWorkload(
+            num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
+            prefix_len=cell.prefix_len, question_len=cell.input_len - cell.prefix_len,
+            output_len=cell.output_len, seed=seed,
+        )
+    return RandomWorkload(
+        num_prompts=cell.num_prompts, input_len=cell.input_len, output_len=cell.output_len,
+        range_ratio=cell.range_ratio, seed=seed,
+    )
+
+
+class _Server:
+    """A started backend: its URL, and for the simulator the process and its ground truth."""
+
+    def __init__(self, name: str, url: str, process: ServerProcess | None = None) -> None:
+        self.name, self.url, self.process = name, url, process
+
+    def save_ground_truth(self, cell_dir: Path) -> None:
+        """The simulator's own log of what it sent, beside what the client measured."""
+        if self.process is None:
+            return
+        for table in ("chunks", "requests"):
+            with urllib.request.urlopen(f"{self.url}/sim/ground_truth?table={table}", timeout=60) as r:
+                data = pyarrow.ipc.open_stream(r.read()).read_all()
+            write_table_atomic(cell_dir / f"server_{table}.parquet", data)
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/sim/reset", method="POST"), timeout=10).close()
+
+
+class Runner:
+    def __init__(self, experiment: Experiment, run_dir: RunDir, options: RunOptions, report: Report = print) -> None:
+        self.experiment = experiment
+        self.run_dir = run_dir
+        self.options = options
+        self.report = report
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every cell not yet complete in the run dir; return every cell's summary."""
+        cells = self.experiment.cells()
+        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": [c.to_json() for c in cells]})
+        write_json_atomic(self.run_dir.env_json, _environment())
+        done = set(self.run_dir.cell_ids())
+        for backend in self.experiment.backends:
+            todo = [c for c in cells if c.backend == backend.name and c.id not in done]
+            if not todo:
+                continue
+            with self._server(backend) as server:
+                for cell in todo:
+                    self._run_cell(cell, server)
+        summaries = [
+            json.loads((self.run_dir.cell_dir(c.id) / SUMMARY_FILE).read_text())
+            for c in cells
+            if (self.run_dir.cell_dir(c.id) / SUMMARY_FILE).is_file()
+        ]
+        write_table_atomic(self.run_dir.summary_parquet, summary_frame(summaries).to_arrow())
+        return summaries
+
+    @contextlib.contextmanager
+    def _server(self, backend: SimBackend | ExternalBackend) -> Iterator[_Server]:
+        if isinstance(backend, ExternalBackend):
+            check_server(backend.url, self.experiment.model)
+            yield _Server(backend.name, backend.url.rstrip("/"))
+            return
+        port = free_port()
+        process = ServerProcess(
+            name=backend.name,
+            argv=backend.argv(model=self.experiment.model, port=port),
+            base_url=f"http://127.0.0.1:{port}",
+            model=self.experiment.model,
+            log_path=self.run_dir.server_log(backend.name),
+            ready_timeout_s=60,
+        )
+        self.report(f"starting {backend.name} (log: {process.log_path})")
+        with process:
+            yield _Server(backend.name, process.base_url, process)
+
+    def _client(self, server: _Server) -> ClientConfig:
+        return ClientConfig(
+            base_url=server.url,
+            model=self.experiment.model,
+            request_timeout_s=self.options.request_timeout_s,
+            **self.options.client_overrides,
+        )
+
+    def _run_cell(self, cell: Cell, server: _Server) -> None:
+        cell_dir = self.run_dir.cell_dir(cell.id)
+        self.report(f"cell {cell.id}")
+        t0 = time.monotonic()
+        if cell.mode is Mode.OFFLINE and cell.offline_method is OfflineMethod.ENGINE:
+            summary = self._run_engine_cell(cell, server, cell_dir)
+        else:
+            summary = self._run_http_cell(cell, server, cell_dir)
+        summary["cell"] = cell.to_json()
+        summary["raybench_version"] = raybench.__version__
+        summary["wall_s"] = round(time.monotonic() - t0, 3)
+        write_json_atomic(cell_dir / SUMMARY_FILE, summary)
+        self.report(format_summary_table(summary) if "duration" in summary else _offline_line(summary))
+
+    def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
+        client = self._client(server)
+        workload = workload_for(cell, self.experiment.seed)
+        concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+        warm_up(client, workload, self.experiment.warmup_requests)
+        arrivals = ArrivalProcess(
+            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=self.experiment.seed
+        ).offsets_s(workload.num_requests)
+        actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
+        actors = max(1, min(actors, concurrency, workload.num_requests))
+        pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor)
+        writer = CellWriter(cell_dir)
+        try:
+            result = pool.run(
+                client=client, workload=workload, arrivals_s=arrivals, concurrency=concurrency,
+                sink=writer, timeout_s=self.options.cell_timeout_s, on_progress=self._progress_printer(cell),
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        server.save_ground_truth(cell_dir)
+        requests, chunks = read_cell(cell_dir)
+        if requests.height == 0:
+            raise RunError(f"cell {cell.id}: no request was recorded (all load generators lost?)")
+        rate = None if math.isinf(cell.request_rate) else cell.request_rate
+        summary = summarize_cell(
+            requests, chunks, compat=self.experiment.compat, target_concurrency=concurrency,
+            request_rate_per_s=rate, burstiness=cell.burstiness, goodput_slos_ms=self.experiment.goodput_slos_ms or None,
+        )
+        summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
+        return summary
+
+    def _run_engine_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
+        from raybench.backends.sim_engine import run_offline_engine
+
+        backend = self.experiment.backend(cell.backend)
+        if not isinstance(backend, SimBackend):
+            raise RunError(f"cell {cell.id}: offline engine mode needs an in-process engine; {backend.name} has none")
+        workload = workload_for(cell, self.experiment.seed)
+        specs = workload.build(range(workload.num_requests))
+        result = run_offline_engine(
+            backend, model=self.experiment.model,
+            prompt_lens=[s.prompt_tokens for s in specs], max_tokens=[s.max_tokens for s in specs],
+        )
+        write_table_atomic(cell_dir / "requests.parquet", result.requests_table(cell.id, specs))
+        summary = summarize_offline(
+            result.elapsed_s, result.prompt_tokens, result.output_tokens, cell.input_len, cell.output_len
+        )
+        summary["cell_id"] = cell.id
+        return summary
+
+    def _progress_printer(self, cell: Cell) -> Callable[[Progress], None]:
+        last = [time.monotonic(), 0]
+
+        def show(p: Progress) -> None:
+            now = time.monotonic()
+            if now - last[0] < _PROGRESS_EVERY_S:
+                return
+            rate = (p.output_tokens - last[1]) / (now - last[0])
+            last[:] = [now, p.output_tokens]
+            self.report(
+                f"  {cell.id}: {p.done}/{p.total} done, {p.in_flight} in flight, {p.failed} failed, {rate:,.0f} output tok/s"
+            )
+
+        return show
+
+
+def warm_up(client: ClientConfig, workload: Workload, num_requests: int) -> None:
+    """Send a few short requests first; a server that rejects them stops the cell with one line."""
+    if num_requests <= 0:
+        return
+    specs = [dataclasses.replace(s, max_tokens=min(s.max_tokens, 16)) for s in workload.build(range(min(num_requests, workload.num_requests)))]
+    generator = LoadGenerator(cell_id="warmup", client=client, specs=specs, arrivals_s=np.zeros(len(specs)), concurrency=len(specs))
+    asyncio.run(generator.run(time.perf_counter_ns()))
+    _, requests = generator.drain()
+    for code, error in zip(requests.status, requests.error):
+        if code != 0:
+            raise BackendError(f"warm-up request to {client.url} failed: {error}{_hint(error or '')}")
+
+
+def _hint(error: str) -> str:
+    for field, flag in (
+        ("min_tokens", "--no-min-tokens"),
+        ("ignore_eos", "--no-ignore-eos"),
+        ("continuous_usage_stats", "--no-continuous-usage"),
+        ("stream_options", "--no-continuous-usage"),
+    ):
+        if field in error:
+            return f" (the server may not accept {field}: try {flag})"
+    return ""
+
+
+def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[str, Any]:
+    actors = []
+    saturated = False
+    for a in result.actors:
+        check = a.self_check
+        row = {"name": a.name, "node": a.node, "num_requests": a.num_requests, "concurrency": a.concurrency,
+               "clock_offset_ns": a.clock_offset_ns, "clock_rtt_ns": a.clock_rtt_ns, "lost": a.lost, "error": a.error}
+        if check is not None:
+            row.update(dataclasses.asdict(check))
+            busy = check.wall_s > 0 and check.cpu_s / check.wall_s > _SATURATED_CPU_SHARE
+            saturated |= check.max_loop_lag_ms > _SATURATED_LAG_MS or busy
+        actors.append(row)
+    return {
+        "num_actors": len(result.actors),
+        "actors": actors,
+        "client_saturated": saturated,
+        "lost_actors": len(result.lost_actors),
+        "requests_not_recorded": expected - recorded,
+        "timed_out": result.timed_out,
+    }
+
+
+def _offline_line(summary: dict[str, Any]) -> str:
+    return (
+        f"  offline: {summary['num_requests']} requests in {summary['elapsed_s']:.2f} s: "
+        f"{summary['requests_per_second']:.2f} req/s, {summary['tokens_per_second']:.1f} total tok/s, "
+        f"{summary['output_tokens_per_s']:.1f} output tok/s"
+    )
+
+
+def _environment() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    import ray
+
+    versions = {}
+    for pkg in ("ray", "aiohttp", "numpy", "pyarrow", "polars", "altair", "click", "orjson", "uvloop"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    nodes = [
+        {"node_id": n["NodeID"], "address": n["NodeManagerAddress"], "alive": n["Alive"], "resources": n["Resources"]}
+        for n in ray.nodes()
+    ]
+    return {
+        "raybench_version": raybench.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "ray_nodes": nodes,
+        "time_base": "driver perf_counter_ns; actor clocks anchored NTP-style (see cells' actors)",
+    }
+
+
+def failed_statuses() -> tuple[str, ...]:
+    return tuple(s.value for s in RequestStatus if s is not RequestStatus.OK)

@@ -1,0 +1,90 @@
+"""``raybench sim``: serve the simulator from the command line (a thin adapter over ``run``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from raybench.sim import costmodel
+from raybench.sim.config import TIMINGS, FaultKind, FaultSpec, SimConfig, SimConfigError
+from raybench.sim.server import run
+
+_OPTION_OF_FIELD = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(SimConfig)}
+_OPTION_OF_FIELD["faults"] = "--fault"
+
+EPILOG = """\b
+Examples:
+  raybench sim                                   # zero latency, on a free port
+  raybench sim --port 8000 --timing fixed --ttft-ms 200 --itl-ms 20
+  raybench sim --timing engine --gpu MI300X --backend-profile sglang
+  raybench sim --tokens-per-chunk 4              # MTP-like: 4 tokens per chunk
+  raybench sim --fault http_500:every=10 --fault drop:every=7:after=5
+  raybench sim --ready-file /tmp/sim.port        # the port is written there once listening
+"""
+
+
+class FaultParam(click.ParamType):
+    """KIND[:every=N][:after=K] into a FaultSpec."""
+
+    name = "fault"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, FaultSpec):
+            return value
+        kind, *options = str(value).split(":")
+        kwargs: dict[str, object] = {"kind": kind}
+        for option in options:
+            name, sep, number = option.partition("=")
+            field = {"every": "every", "after": "after_chunks"}.get(name)
+            if not sep or field is None:
+                self.fail(f"{value!r}: options are every=N and after=K, got {option!r}", param, ctx)
+            try:
+                kwargs[field] = int(number)
+            except ValueError:
+                self.fail(f"{value!r}: {name} must be an integer, got {number!r}", param, ctx)
+        try:
+            return FaultSpec(**kwargs)  # type: ignore[arg-type]
+        except SimConfigError as err:
+            self.fail(f"{value!r}: {err}", param, ctx)
+
+
+@click.command("sim", epilog=EPILOG)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to bind; 0 picks a free one.")
+@click.option("--model", default="deepseek-ai/DeepSeek-R1", show_default=True,
+              help="Served model name (engine timing needs a profiled model).")
+@click.option("--timing", type=click.Choice(TIMINGS), default="zero", show_default=True,
+              help="zero: as fast as possible; fixed: --ttft-ms/--itl-ms; engine: batching + roofline.")
+@click.option("--ttft-ms", type=click.FloatRange(0, 3.6e6), default=200.0, show_default=True,
+              help="fixed timing: time to first token.")
+@click.option("--itl-ms", type=click.FloatRange(0, 3.6e6), default=20.0, show_default=True,
+              help="fixed timing: time per output token.")
+@click.option("--tokens-per-chunk", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Tokens per decode step and chunk (MTP / speculative decoding).")
+@click.option("--gpu", type=click.Choice(list(costmodel.GPUS)), default="H200", show_default=True)
+@click.option("--num-gpus", type=click.IntRange(1, 1024), default=8, show_default=True)
+@click.option("--backend-profile", type=click.Choice(list(costmodel.BACKENDS)), default="vllm",
+              show_default=True, help="Efficiency profile and engine defaults.")
+@click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
+              help="Cap on running requests [default: backend profile].")
+@click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,
+              help="Token budget per step [default: backend profile].")
+@click.option("--kv-capacity-tokens", type=click.IntRange(min=1), default=None,
+              help="KV cache size in tokens [default: GPU memory minus weights].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the early-EOS points.")
+@click.option("--fault", "faults", type=FaultParam(), multiple=True, metavar="KIND[:every=N][:after=K]",
+              help=f"Inject a fault (repeatable); kinds: {', '.join(k.value for k in FaultKind)}.")
+@click.option("--ready-file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the port number here once listening.")
+def sim_command(ready_file: str | None, **options: object) -> None:
+    """Serve the simulated OpenAI-compatible inference server until SIGTERM / Ctrl-C."""
+    options["faults"] = tuple(options["faults"])  # type: ignore[arg-type]
+    try:
+        config = SimConfig(**options)  # type: ignore[arg-type]
+    except SimConfigError as err:
+        field = err.field.split(".")[0]
+        hint = _OPTION_OF_FIELD.get(field, _OPTION_OF_FIELD.get(field + "s", field))
+        raise click.BadParameter(str(err), param_hint=f"'{hint}'") from err
+    run(config, ready_file=ready_file)

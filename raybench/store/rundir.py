@@ -1,0 +1,101 @@
+"""The run directory's layout, and writes that never leave a half file looking whole.
+
+    runs/<experiment>/<YYYYmmdd-HHMMSS>/
+      plan.json  env.json  summary.parquet
+      cells/<cell_id>/requests.parquet  chunks.parquet  summary.json
+      servers/<name>.log
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raybench.errors import RunError
+
+_SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe form of ``text`` (cell ids, experiment names)."""
+    return _SAFE.sub("_", text).strip("_") or "unnamed"
+
+
+def tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+class RunDir:
+    """Paths inside one run directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: Path | str, experiment: str, now: dt.datetime | None = None) -> RunDir:
+        stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / safe_name(experiment) / stamp
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            path = path.with_name(f"{stamp}-{os.getpid()}")
+            path.mkdir(parents=True)
+        except OSError as err:
+            raise RunError(f"cannot create the run directory {path}: {err.strerror}") from err
+        return cls(path)
+
+    def cell_dir(self, cell_id: str) -> Path:
+        return self.path / "cells" / safe_name(cell_id)
+
+    def server_log(self, name: str) -> Path:
+        return self.path / "servers" / f"{safe_name(name)}.log"
+
+    @property
+    def plan_json(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def env_json(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def summary_parquet(self) -> Path:
+        return self.path / "summary.parquet"
+
+    def cell_ids(self) -> list[str]:
+        """Cells whose summary.json exists: the ones that completed."""
+        cells = self.path / "cells"
+        if not cells.is_dir():
+            return []
+        return sorted(p.name for p in cells.iterdir() if (p / "summary.json").is_file())

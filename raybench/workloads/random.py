@@ -1,0 +1,111 @@
+"""Random token-id prompts at exact (or ranged) lengths, the workload of the seed benchmark.
+
+Lengths follow vLLM's current ``--random-range-ratio`` meaning (after vllm#16126): a length
+``L`` with ratio ``r`` is drawn uniformly from the integers in ``[floor(L(1-r)), ceil(L(1+r))]``,
+so ``r = 0`` (the default) gives exactly ``L``. SGLang's flag of the same name means something
+else (``r = 1`` is exact there, sglang#7253); experiments that copy SGLang commands must convert.
+
+Ids are sent as a list, so there is no decode/re-encode step that could change the length
+(sglang#15732, vllm#44708): ``prompt_tokens`` is the length the server sees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from raybench.workloads.base import (
+    DEFAULT_TOKEN_ID_HIGH,
+    DEFAULT_TOKEN_ID_LOW,
+    RequestSpec,
+    check_request_ids,
+    require_int,
+    require_ratio,
+    require_vocab,
+)
+
+
+def length_bounds(length: int, range_ratio: float) -> tuple[int, int]:
+    """Inclusive ``(low, high)`` lengths for ``length`` at ``range_ratio``; never below 1 token.
+
+    vLLM clamps only the output minimum to 1; the prompt is clamped too, since a prompt of zero
+    tokens is not a request any server accepts.
+    """
+    low = max(math.floor(length * (1.0 - range_ratio)), 1)
+    high = max(math.ceil(length * (1.0 + range_ratio)), low)
+    return low, high
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomWorkload:
+    """``num_prompts`` prompts of random ids in ``[token_id_low, token_id_high)``.
+
+    Request ``i`` draws its lengths and ids from ``np.random.default_rng([seed, i])`` alone, so
+    it is the same prompt whichever actor builds it and however the cell is sharded.
+    """
+
+    num_prompts: int
+    input_len: int
+    output_len: int
+    range_ratio: float = 0.0
+    seed: int = 0
+    token_id_low: int = DEFAULT_TOKEN_ID_LOW
+    token_id_high: int = DEFAULT_TOKEN_ID_HIGH
+
+    def __post_init__(self) -> None:
+        checked = {
+            "num_prompts": require_int("random.num_prompts", self.num_prompts, minimum=1),
+            "input_len": require_int("random.input_len", self.input_len, minimum=1),
+            "output_len": require_int("random.output_len", self.output_len, minimum=1),
+            "range_ratio": require_ratio("random.range_ratio", self.range_ratio),
+            "seed": require_int("random.seed", self.seed, minimum=0),
+        }
+        checked["token_id_low"], checked["token_id_high"] = require_vocab(
+            "random", self.token_id_low, self.token_id_high
+        )
+        # Store plain Python numbers so describe() is JSON-safe even when given numpy scalars.
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def num_requests(self) -> int:
+        return self.num_prompts
+
+    def build(self, request_ids: Sequence[int]) -> list[RequestSpec]:
+        check_request_ids(request_ids, self.num_prompts)
+        input_low, input_high = length_bounds(self.input_len, self.range_ratio)
+        output_low, output_high = length_bounds(self.output_len, self.range_ratio)
+        specs = []
+        for request_id in request_ids:
+            rng = np.random.default_rng([self.seed, int(request_id)])
+            prompt_tokens = int(rng.integers(input_low, input_high + 1))
+            max_tokens = int(rng.integers(output_low, output_high + 1))
+            ids = rng.integers(
+                self.token_id_low, self.token_id_high, size=prompt_tokens, dtype=np.int32
+            )
+            specs.append(
+                RequestSpec(
+                    request_id=int(request_id),
+                    prompt_token_ids=ids,
+                    prompt_tokens=prompt_tokens,
+                    max_tokens=max_tokens,
+                    group=None,
+                )
+            )
+        return specs
+
+    def describe(self) -> dict[str, Any]:
+        input_low, input_high = length_bounds(self.input_len, self.range_ratio)
+        output_low, output_high = length_bounds(self.output_len, self.range_ratio)
+        return {
+            "name": "random",
+            **asdict(self),
+            "num_requests": self.num_requests,
+            "input_len_range": [input_low, input_high],
+            "output_len_range": [output_low, output_high],
+            "range_ratio_semantics": "vllm",
+        }

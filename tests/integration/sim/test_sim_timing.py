@@ -1,0 +1,73 @@
+"""Fixed and engine timing against the clock: what the client sees and what the sim logged."""
+
+import asyncio
+from time import perf_counter_ns
+
+import aiohttp
+import numpy as np
+import orjson
+from conftest import completion_body, headers, read_sse
+
+
+async def _timed_stream(session, sim, key, n, **extra):
+    t_sent = perf_counter_ns()
+    async with session.post(sim.url + "/v1/completions", data=completion_body(n, **extra), headers=headers(key)) as resp:
+        assert resp.status == 200
+        events = await read_sse(resp)
+    token_times = [t for t, p in events if p != b"[DONE]" and orjson.loads(p)["choices"]]
+    return t_sent, np.array(token_times, dtype=np.int64)
+
+
+async def test_fixed_timing_at_low_load(make_sim, session):
+    sim = await make_sim(timing="fixed", ttft_ms=100, itl_ms=10)
+    results = await asyncio.gather(*(_timed_stream(session, sim, f"r{i}", 20) for i in range(4)))
+    for t_sent, times in results:
+        assert len(times) == 20
+        ttft_ms = (times[0] - t_sent) / 1e6
+        assert 99 <= ttft_ms <= 106
+        gaps_ms = np.diff(times) / 1e6
+        assert abs(np.median(gaps_ms) - 10) < 1.0
+        assert np.percentile(np.abs(gaps_ms - 10), 90) < 3
+    truth = sim.ground_truth_chunks()
+    requests = {r["request_key"]: r for r in sim.ground_truth_requests().to_pylist()}
+    for i in range(4):
+        rows = truth.filter(np.array(truth.column("request_key").to_pylist()) == f"r{i}")
+        t_ns = np.array(rows.column("t_ns").to_pylist())
+        kinds = rows.column("kind").to_pylist()
+        token_t = t_ns[np.array(kinds) == "token"]
+        assert abs((token_t[0] - requests[f"r{i}"]["t_arrival_ns"]) / 1e6 - 100) < 2  # sim side: exact to ~1 ms
+        # deadlines are absolute: the last token is due at ttft + 19 * itl, no drift
+        assert abs((token_t[-1] - requests[f"r{i}"]["t_arrival_ns"]) / 1e6 - 290) < 2
+        assert len(rows) == 22  # 20 tokens + usage + [DONE], as the client read
+
+
+async def test_fixed_timing_with_four_tokens_per_chunk(make_sim, session):
+    sim = await make_sim(timing="fixed", ttft_ms=20, itl_ms=5, tokens_per_chunk=4)
+    t_sent, times = await _timed_stream(session, sim, "k4", 16)
+    assert len(times) == 4
+    assert abs(np.median(np.diff(times)) / 1e6 - 20) < 1.5  # a chunk every itl x k
+
+
+async def test_fixed_timing_has_no_capacity_limit(make_sim):
+    sim = await make_sim(timing="fixed", ttft_ms=50, itl_ms=5)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        results = await asyncio.gather(*(_timed_stream(session, sim, f"c{i}", 5) for i in range(200)))
+    ttfts_ms = np.array([(times[0] - t_sent) / 1e6 for t_sent, times in results])
+    truth = sim.ground_truth_requests()
+    assert truth.num_rows == 200 and set(truth.column("output_tokens").to_pylist()) == {5}
+    assert ttfts_ms.min() >= 49 and np.median(ttfts_ms) < 80  # no queueing behind a capacity cap
+
+
+async def test_engine_timing_queues_beyond_max_num_seqs(make_sim, session):
+    sim = await make_sim(timing="engine", model="meta-llama/Llama-3.1-8B-Instruct", gpu="H100", num_gpus=1,
+                         max_num_seqs=4, backend_profile="trtllm")
+    t0_ms = 21.0
+    results = await asyncio.gather(*(_timed_stream(session, sim, f"e{i}", 4, prompt=range(64)) for i in range(8)))
+    ttfts_ms = sorted((times[0] - t_sent) / 1e6 for t_sent, times in results)
+    # first wave: prefill in the first step; second wave waits for the first to finish its 4 tokens
+    assert all(t0_ms <= t < 4 * t0_ms for t in ttfts_ms[:4])
+    assert all(t >= 4 * t0_ms for t in ttfts_ms[4:])
+    for _, times in results:
+        gaps_ms = np.diff(times) / 1e6
+        assert np.all(gaps_ms > t0_ms - 2)  # every decode step costs at least t0
+    assert sim.app._engine.core.kv_used_tokens == 0

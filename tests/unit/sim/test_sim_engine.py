@@ -1,0 +1,114 @@
+"""The engine core: budget, chunked prefill, running cap, KV admission, k tokens per step."""
+
+import math
+
+import pytest
+
+from raybench.sim import costmodel
+from raybench.sim.config import SimConfig
+from raybench.sim.engine import EngineCore, KvCapacityError
+
+
+def _core(k=1, **overrides) -> EngineCore:
+    config = SimConfig(timing="engine", model="meta-llama/Llama-3.1-8B-Instruct", gpu="H100", num_gpus=1,
+                       tokens_per_chunk=k, **overrides)
+    return EngineCore(costmodel.resolve(config), k)
+
+
+def _run(core: EngineCore) -> list:
+    steps = []
+    while (step := core.step()) is not None:
+        steps.append(step)
+    return steps
+
+
+def test_step_budget_is_never_exceeded():
+    core = _core(max_num_batched_tokens=512, max_num_seqs=64)
+    for i in range(40):
+        core.add_request(i, 100 + 37 * i, 20)
+    steps = _run(core)
+    for step in steps:
+        used = sum(c for _, c in step.prefill_chunks) + len(step.decode_req_ids)
+        assert used == step.num_tokens <= 512
+    assert max(s.num_tokens for s in steps) == 512  # the budget is actually used
+    assert sum(e.new_tokens for s in steps for e in s.emissions) == 40 * 20
+
+
+def test_long_prompt_is_prefilled_in_chunks_across_steps():
+    core = _core(max_num_batched_tokens=4096)
+    core.add_request(1, 10_000, 3)
+    steps = _run(core)
+    assert [s.prefill_chunks for s in steps[:3]] == [((1, 4096),), ((1, 4096),), ((1, 1808),)]
+    assert [len(s.emissions) for s in steps[:2]] == [0, 0]  # no token before the prompt is done
+    assert steps[2].emissions[0].new_tokens == 1  # the last prefill chunk samples the first token
+    assert len(steps) == 5 and steps[0].duration_s > steps[-1].duration_s
+
+
+def test_running_requests_are_capped_and_the_rest_wait():
+    core = _core(max_num_seqs=4)
+    for i in range(10):
+        core.add_request(i, 50, 5)
+    step = core.step()
+    assert core.num_running == 4 and core.num_waiting == 6
+    assert {r for r, _ in step.prefill_chunks} == {0, 1, 2, 3}
+    finish_order = [e.req_id for s in _run(core) for e in s.emissions if e.finished]
+    assert finish_order == list(range(10))  # FIFO admission
+
+
+def test_kv_capacity_queues_requests_until_space_frees():
+    core = _core(kv_capacity_tokens=2500)
+    for i in range(3):
+        core.add_request(i, 1000, 100)  # each reserves 1100 tokens: only two fit at once
+    core.step()
+    assert (core.num_running, core.num_waiting, core.kv_used_tokens) == (2, 1, 2200)
+    steps = _run(core)
+    first_token_step = {e.req_id: i for i, s in enumerate(steps) for e in s.emissions if e.total_tokens == 1}
+    finished_step = {e.req_id: i for i, s in enumerate(steps) for e in s.emissions if e.finished}
+    assert first_token_step[2] > finished_step[0]  # admitted only after request 0 left
+    assert core.kv_used_tokens == 0
+    with pytest.raises(KvCapacityError, match="exceeds the KV capacity of 2500"):
+        core.add_request(9, 2000, 600)
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 9])
+def test_k_tokens_per_step_gives_ceil_n_over_k_emissions(n):
+    core = _core(k=4)
+    core.add_request(1, 10, n)
+    emissions = [e for s in _run(core) for e in s.emissions]
+    assert len(emissions) == math.ceil(n / 4)
+    assert [e.new_tokens for e in emissions] == [4] * (n // 4) + ([n % 4] if n % 4 else [])
+    assert emissions[-1].finished and emissions[-1].total_tokens == n
+
+
+def test_early_target_finishes_before_max_tokens_and_abort_frees_kv():
+    core = _core()
+    core.add_request(1, 10, 100, target_tokens=7)
+    core.add_request(2, 10, 100)
+    core.step()
+    assert core.kv_used_tokens == 220
+    core.abort(2)
+    assert core.kv_used_tokens == 110
+    emitted = sum(e.new_tokens for s in _run(core) for e in s.emissions)
+    assert emitted == 6 and core.kv_used_tokens == 0 and not core.has_work()
+
+
+def test_fast_forward_gives_the_same_time_as_stepping():
+    def elapsed(use_fast_forward: bool) -> tuple[float, int]:
+        core = _core(k=2)
+        for i in range(16):
+            core.add_request(i, 300, 101 + 7 * i)
+        total, tokens = 0.0, 0
+        while core.has_work():
+            span = core.fast_forward_decode() if use_fast_forward else None
+            if span is not None:
+                total += span[0]
+                tokens += sum(e.new_tokens for e in span[2])
+                continue
+            step = core.step()
+            total += step.duration_s
+            tokens += sum(e.new_tokens for e in step.emissions)
+        return total, tokens
+
+    slow, fast = elapsed(False), elapsed(True)
+    assert fast[1] == slow[1] == sum(101 + 7 * i for i in range(16))
+    assert fast[0] == pytest.approx(slow[0], rel=1e-9)
