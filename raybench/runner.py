@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.ipc
 
 import raybench
@@ -33,9 +32,9 @@ from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.generator import LoadGenerator, Progress
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
-from raybench.store.cells import SUMMARY_FILE, CellWriter, read_cell
+from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
-from raybench.store.schema import RequestStatus
+from raybench.store.schema import CHUNKS_SCHEMA
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
 
 Report = Callable[[str], None]
@@ -83,7 +82,11 @@ class _Server:
             with urllib.request.urlopen(f"{self.url}/sim/ground_truth?table={table}", timeout=60) as r:
                 data = pyarrow.ipc.open_stream(r.read()).read_all()
             write_table_atomic(cell_dir / f"server_{table}.parquet", data)
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/sim/reset", method="POST"), timeout=10).close()
+        self.reset_ground_truth()
+
+    def reset_ground_truth(self) -> None:
+        if self.process is not None:
+            urllib.request.urlopen(urllib.request.Request(f"{self.url}/sim/reset", method="POST"), timeout=10).close()
 
 
 class Runner:
@@ -160,6 +163,7 @@ class Runner:
         workload = workload_for(cell, self.experiment.seed)
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
         warm_up(client, workload, self.experiment.warmup_requests)
+        server.reset_ground_truth()
         arrivals = ArrivalProcess(
             rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=self.experiment.seed
         ).offsets_s(workload.num_requests)
@@ -200,7 +204,9 @@ class Runner:
             backend, model=self.experiment.model,
             prompt_lens=[s.prompt_tokens for s in specs], max_tokens=[s.max_tokens for s in specs],
         )
-        write_table_atomic(cell_dir / "requests.parquet", result.requests_table(cell.id, specs))
+        write_table_atomic(cell_dir / REQUESTS_FILE, result.requests_table(cell.id, specs))
+        # an in-process engine streams nothing: an empty chunks table keeps every cell alike
+        write_table_atomic(cell_dir / CHUNKS_FILE, CHUNKS_SCHEMA.empty_table())
         summary = summarize_offline(
             result.elapsed_s, result.prompt_tokens, result.output_tokens, cell.input_len, cell.output_len
         )
@@ -301,7 +307,3 @@ def _environment() -> dict[str, Any]:
         "ray_nodes": nodes,
         "time_base": "driver perf_counter_ns; actor clocks anchored NTP-style (see cells' actors)",
     }
-
-
-def failed_statuses() -> tuple[str, ...]:
-    return tuple(s.value for s in RequestStatus if s is not RequestStatus.OK)

@@ -2,9 +2,13 @@
 
 Concurrency slots are worker coroutines that take the next request in arrival order, wait for
 its arrival time, send it and read its stream. A request's ``t_scheduled`` is its arrival time
-(the cell start when everything is released at once), ``t_sent`` is taken after a slot was
-free, just before the request is written, as both reference clients do; the difference is the
-client-side queue time.
+(the cell start when everything is released at once). ``t_sent`` is taken just before the
+request's body is written to the socket (an aiohttp trace hook), after a slot was free: both reference
+clients start their clock after the slot too, but before the HTTP library has built the
+request and found a connection, which at concurrency 1024 puts hundreds of milliseconds of
+client overhead into TTFT. That overhead is kept, as client queue time (t_sent - t_scheduled).
+Connections are opened before the clock starts, one per slot, so no TCP handshake lands
+inside a measurement either.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +28,7 @@ from raybench.errors import ConfigError
 from raybench.loadgen.client import ClientConfig, request_body, request_headers
 from raybench.loadgen.records import STATUS_CODE, ChunkColumns, RequestColumns
 from raybench.loadgen.sse import SseReader, StreamError
+from raybench.loadgen.stamping import StampingResponseHandler, make_connector
 from raybench.store.schema import RequestStatus
 from raybench.workloads.base import RequestSpec
 
@@ -92,22 +98,54 @@ class LoadGenerator:
         self._in_flight = 0
         self._output_tokens = 0
         self._lags_ns: list[int] = []
+        self._session: aiohttp.ClientSession | None = None
         self._wall_ns = 0
         self._cpu_s = 0.0
 
     def _default_session(self, limit: int) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=None)
+        connector, _ = make_connector(limit)
+        trace = aiohttp.TraceConfig()
+        # not on_request_headers_sent: aiohttp buffers the headers and writes them with the
+        # body from a task of its own, which at a burst of requests runs many milliseconds later
+        trace.on_request_chunk_sent.append(self._on_body_sent)
         return aiohttp.ClientSession(
             connector=connector,
             read_bufsize=self._client.read_bufsize,
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None),
+            trace_configs=[trace],
         )
+
+    async def _on_body_sent(self, session: object, ctx: types.SimpleNamespace, params: object) -> None:
+        reader = ctx.trace_request_ctx
+        if reader is not None and reader.t_sent_ns is None:
+            reader.t_sent_ns = self._clock_ns()
+
+    async def connect(self) -> None:
+        """Open the session and one connection per slot, before the clock starts.
+
+        Each slot's connection is opened by a GET of /v1/models, which every OpenAI-compatible
+        server answers; the connections then wait, kept alive, in the pool.
+        """
+        if self._session is None:
+            self._session = self._session_factory(self._concurrency)
+        url = self._client.base_url + "/v1/models"
+
+        async def touch() -> None:
+            try:
+                async with self._session.get(url, headers=self._client.headers) as resp:
+                    await resp.read()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                pass  # the cell's requests will say what is wrong, one row each
+
+        await asyncio.gather(*(touch() for _ in range(self._concurrency)))
 
     async def run(self, t_start_ns: int) -> None:
         """Send every request, the first at ``t_start_ns`` (this process's perf_counter_ns)."""
         cpu0, wall0 = _cpu_s(), self._clock_ns()
-        session = self._session_factory(self._concurrency)
+        if self._session is None:
+            self._session = self._session_factory(self._concurrency)
+        session = self._session
         lag_task = asyncio.create_task(self._watch_loop_lag())
         try:
             delay_ns = t_start_ns - self._clock_ns()
@@ -123,6 +161,7 @@ class LoadGenerator:
                 raise
         finally:
             lag_task.cancel()
+            self._session = None
             await session.close()
             self._cpu_s = _cpu_s() - cpu0
             self._wall_ns = self._clock_ns() - wall0
@@ -142,10 +181,14 @@ class LoadGenerator:
         reader = SseReader(spec.request_id)
         status, http_status, error = RequestStatus.OK, None, None
         self._in_flight += 1
-        t_sent = self._clock_ns()
+        t_slot = self._clock_ns()
         try:
             async with session.post(
-                self._client.url, data=self._bodies[i], headers=self._headers[i], timeout=self._timeout
+                self._client.url,
+                data=self._bodies[i],
+                headers=self._headers[i],
+                timeout=self._timeout,
+                trace_request_ctx=reader,
             ) as resp:
                 http_status = resp.status
                 if resp.status != 200:
@@ -154,7 +197,7 @@ class LoadGenerator:
                 elif self._client.stream:
                     status, error = await self._read_stream(resp, reader)
                 else:
-                    reader.complete_body(orjson.loads(await resp.read()), self._clock_ns(), self._chunks)
+                    reader.complete_body(orjson.loads(await resp.read()), self._clock_ns())
         except StreamError as err:
             status, error = RequestStatus.BAD_RESPONSE, str(err)
         except orjson.JSONDecodeError as err:
@@ -166,9 +209,9 @@ class LoadGenerator:
         except (aiohttp.ClientError, OSError) as err:
             status, error = RequestStatus.DISCONNECTED, f"connection lost after {reader.seq} events: {err!r}"
         except asyncio.CancelledError:
-            self._record(spec, reader, t_scheduled, t_sent, RequestStatus.CANCELLED, http_status, "run stopped")
+            self._record(spec, reader, t_scheduled, t_slot, RequestStatus.CANCELLED, http_status, "run stopped")
             raise
-        self._record(spec, reader, t_scheduled, t_sent, status, http_status, error)
+        self._record(spec, reader, t_scheduled, t_slot, status, http_status, error)
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, reader: SseReader
@@ -180,9 +223,16 @@ class LoadGenerator:
                 "is this an OpenAI-compatible endpoint?"
             )
         clock = self._clock_ns
-        async for data in resp.content.iter_any():
-            reader.feed(data, clock(), self._chunks)
-        reader.close(clock(), self._chunks)
+        feed = reader.feed
+        protocol = resp.connection.protocol if resp.connection is not None else None
+        if isinstance(protocol, StampingResponseHandler) and clock is time.perf_counter_ns:
+            # the time the bytes reached the connection (see stamping.py)
+            async for data in resp.content.iter_any():
+                feed(data, protocol.t_data_ns)
+        else:
+            async for data in resp.content.iter_any():
+                feed(data, clock())
+        reader.close(clock())
         if not (reader.done or reader.finished):
             return RequestStatus.DISCONNECTED, f"stream ended without [DONE] after {reader.seq} events"
         return RequestStatus.OK, None
@@ -197,16 +247,19 @@ class LoadGenerator:
         spec: RequestSpec,
         reader: SseReader,
         t_scheduled: int,
-        t_sent: int,
+        t_slot: int,
         status: RequestStatus,
         http_status: int | None,
         error: str | None,
     ) -> None:
+        """One request row; ``t_slot`` stands in for t_sent when nothing was ever sent."""
+        t_sent = reader.t_sent_ns if reader.t_sent_ns is not None else t_slot
         self._in_flight -= 1
         self._done += 1
         if status is not RequestStatus.OK:
             self._failed += 1
         self._output_tokens += reader.tokens
+        reader.flush_into(self._chunks)
         r = self._requests
         r.request_id.append(spec.request_id)
         r.prompt_tokens.append(spec.prompt_tokens)

@@ -29,13 +29,17 @@ _KIND_DICTIONARY = pa.array(CHUNK_KIND_VALUES, pa.string())
 _STATUS_DICTIONARY = pa.array(STATUS_VALUES, pa.string())
 
 
+def pack_code(n_tokens: int, kind: int) -> int:
+    """One int per event for the hot path: the token count and the kind, unpacked at drain."""
+    return (n_tokens << 2) | kind
+
+
 @dataclass(slots=True)
 class ChunkColumns:
     request_id: array.array = field(default_factory=lambda: array.array("Q"))
     seq: array.array = field(default_factory=lambda: array.array("i"))
     t_ns: array.array = field(default_factory=lambda: array.array("q"))
-    n_tokens: array.array = field(default_factory=lambda: array.array("h"))
-    kind: array.array = field(default_factory=lambda: array.array("b"))
+    code: array.array = field(default_factory=lambda: array.array("i"))  # pack_code()
 
     def __len__(self) -> int:
         return len(self.t_ns)
@@ -76,14 +80,15 @@ def _shift_nullable(values: list[int | None], offset_ns: int) -> pa.Array:
 def chunks_batch(cols: ChunkColumns, cell_id: str, offset_ns: int) -> pa.RecordBatch:
     """Arrow batch of ``cols``, times moved from the actor's clock to the run's time base."""
     n = len(cols)
+    code = np.frombuffer(cols.code, np.int32)
     return pa.RecordBatch.from_arrays(
         [
             pa.repeat(pa.scalar(cell_id, pa.string()), n),
             pa.array(np.frombuffer(cols.request_id, np.uint64)),
             pa.array(np.frombuffer(cols.seq, np.int32)),
             pa.array(_shift(np.frombuffer(cols.t_ns, np.int64), offset_ns)),
-            pa.array(np.frombuffer(cols.n_tokens, np.int16)),
-            _dictionary(np.frombuffer(cols.kind, np.int8), _KIND_DICTIONARY),
+            pa.array((code >> 2).astype(np.int16)),
+            _dictionary((code & 3).astype(np.int8), _KIND_DICTIONARY),
         ],
         schema=CHUNKS_SCHEMA,
     )

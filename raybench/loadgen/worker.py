@@ -80,6 +80,8 @@ class LoadGenWorker:
             concurrency=task.concurrency,
         )
         self._cell_id, self._offset_ns, self._run = task.cell_id, offset_ns, None
+        generator = self._generator
+        self._on_loop_async(generator.connect())
         return len(specs)
 
     def go(self, t_start_driver_ns: int) -> None:
@@ -137,4 +139,7 @@ class LoadGenWorker:
         async def call():
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+        return self._on_loop_async(call())
+
+    def _on_loop_async(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -9,10 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 #: max_tokens when a request gives none (OpenAI's documented completions default)
 DEFAULT_MAX_TOKENS = 16
+
+# Top-level fields stay raw JSON until asked for: a 3200-id prompt then costs a byte count,
+# not 3200 Python ints (about 60 us a request, which at a burst of 1024 requests would delay
+# every arrival stamp behind it).
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ID_LIST_BYTES = b"0123456789, \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +59,19 @@ def error_body(status: int, message: str, err_type: str, param: str | None = Non
 def parse_generation(raw: bytes, *, chat: bool, served_model: str) -> GenRequest:
     """Validate a /v1/completions or /v1/chat/completions body; raises ApiError."""
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise ApiError(400, f"Invalid JSON body: {err}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object")
+        fields = _FIELDS.decode(raw)
+    except msgspec.DecodeError:
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise ApiError(400, f"Invalid JSON body: {err}") from None
+        raise ApiError(400, "The request body must be a JSON object") from None
+    prompt = None if chat else fields.pop("prompt", None)
+    body = {name: orjson.loads(bytes(value)) for name, value in fields.items()}
     model = body.get("model")
     if model is not None and model != served_model:
         raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
-    prompt_tokens = _chat_tokens(body) if chat else _prompt_tokens(body)
+    prompt_tokens = _chat_tokens(body) if chat else _prompt_tokens(prompt)
     max_tokens = _max_tokens(body, chat)
     min_tokens = _int_field(body, "min_tokens", 0)
     if min_tokens < 0 or min_tokens > max_tokens:
@@ -89,15 +100,23 @@ def parse_generation(raw: bytes, *, chat: bool, served_model: str) -> GenRequest
     )
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    prompt = body.get("prompt")
+def _prompt_tokens(raw: msgspec.Raw | None) -> int:
+    if raw is None:
+        raise ApiError(400, "`prompt` is required.", param="prompt")
+    data = bytes(raw)
+    if data[:1] == b"[" and data[-1:] == b"]" and not data[1:-1].translate(None, _ID_LIST_BYTES):
+        count = data.count(b",") + 1 if data[1:-1].strip() else 0  # a flat list of token ids
+        if count == 0:
+            raise ApiError(400, "`prompt` must not be empty.", param="prompt")
+        return count
+    prompt = orjson.loads(data)
     if prompt is None:
         raise ApiError(400, "`prompt` is required.", param="prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
     if isinstance(prompt, str):
         count = len(prompt.split())
-    elif isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+    elif isinstance(prompt, list) and set(map(type, prompt)) <= {int}:  # C speed: prompts run to 100k ids
         count = len(prompt)
     else:
         raise ApiError(

@@ -19,14 +19,8 @@ from raybench.sim import costmodel
 from raybench.sim.api import ApiError, GenRequest, error_body, parse_generation
 from raybench.sim.config import FaultKind, FaultSpec, SimConfig
 from raybench.sim.engine import EngineCore, KvCapacityError
-from raybench.sim.groundtruth import (
-    BAD_RESPONSE,
-    DISCONNECTED,
-    HTTP_ERROR,
-    STALLED,
-    GroundTruthLog,
-    to_ipc_stream,
-)
+from raybench.sim.groundtruth import GroundTruthLog, SimStatus, to_ipc_stream
+from raybench.sim.httpproto import ParseQueue
 from raybench.sim.responses import PlanCache
 from raybench.sim.streams import Stream
 from raybench.sim.timing import EngineDriver, FixedScheduler
@@ -49,8 +43,10 @@ class SimApp:
     def __init__(self, config: SimConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.connections: set[HttpConnection] = set()
+        self.parse_queue = ParseQueue(loop)
         self.log = GroundTruthLog()
-        self.plans = PlanCache(config.model, int(time.time()))
+        created = int(time.time())
+        self.plans = PlanCache(config.model, created)
         self.arrivals = 0
         self.events_written = 0
         self.tokens_written = 0
@@ -62,10 +58,14 @@ class SimApp:
         elif config.timing == "engine":
             core = EngineCore(costmodel.resolve(config), config.tokens_per_chunk)
             self._engine = EngineDriver(loop, core)
-        created = int(time.time())
         self._models_body = orjson.dumps({"object": "list", "data": [{
             "id": config.model, "object": "model", "created": created, "owned_by": "raybench-sim",
             "root": config.model, "parent": None}]})
+
+    @property
+    def engine_core(self) -> EngineCore | None:
+        """The engine core in engine timing (for inspection in tests), else None."""
+        return self._engine.core if self._engine is not None else None
 
     # -- routing -------------------------------------------------------------------------------
     def handle(self, conn: HttpConnection, request: HttpRequest) -> None:
@@ -172,20 +172,20 @@ class SimApp:
             self._reject(conn, request, key, status, body, extra, req.max_tokens, req.prompt_tokens, kind.value)
             return True
         if kind is FaultKind.NOT_OPENAI:
-            self._log_end(request, key, req, BAD_RESPONSE, 200, kind.value)
+            self._log_end(request, key, req, SimStatus.BAD_RESPONSE, 200, kind.value)
             conn.respond(200, NOT_OPENAI_BODY, b"text/html; charset=utf-8", extra)
             return True
         if req.stream:
             return False
         # a non-streamed response has no events: mid-stream faults act on the whole body
         if kind is FaultKind.DROP:
-            self._log_end(request, key, req, DISCONNECTED, 200, kind.value)
+            self._log_end(request, key, req, SimStatus.DISCONNECTED, 200, kind.value)
             conn.close()
         elif kind is FaultKind.STALL:
-            self._log_end(request, key, req, STALLED, 200, kind.value)
+            self._log_end(request, key, req, SimStatus.STALLED, 200, kind.value)
             conn.hold()
         else:
-            self._log_end(request, key, req, BAD_RESPONSE, 200, kind.value)
+            self._log_end(request, key, req, SimStatus.BAD_RESPONSE, 200, kind.value)
             conn.respond(200, b"{not json", _JSON, extra)
         return True
 
@@ -193,10 +193,10 @@ class SimApp:
                 prompt: int, fault: str | None = None) -> None:
         self.log.request_done(key, t_arrival_ns=request.t_arrival_ns, t_end_ns=time.perf_counter_ns(),
                               prompt_tokens=prompt, output_tokens=0, max_tokens=max_tokens,
-                              status=HTTP_ERROR, http_status=status, fault=fault)
+                              status=SimStatus.HTTP_ERROR, http_status=status, fault=fault)
         conn.respond(status, body, _JSON, extra)
 
-    def _log_end(self, request, key: int, req: GenRequest, status: int, http_status: int, fault: str) -> None:
+    def _log_end(self, request, key: int, req: GenRequest, status: SimStatus, http_status: int, fault: str) -> None:
         self.log.request_done(key, t_arrival_ns=request.t_arrival_ns, t_end_ns=time.perf_counter_ns(),
                               prompt_tokens=req.prompt_tokens, output_tokens=0, max_tokens=req.max_tokens,
                               status=status, http_status=http_status, fault=fault)
@@ -206,7 +206,7 @@ class SimApp:
         self.events_written += events
         self.tokens_written += tokens
 
-    def stream_ended(self, stream: Stream, status: int, output_tokens: int) -> None:
+    def stream_ended(self, stream: Stream, status: SimStatus, output_tokens: int) -> None:
         self._streams.discard(stream)
         if self._engine is not None:
             self._engine.remove(stream)

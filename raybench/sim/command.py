@@ -87,4 +87,7 @@ def sim_command(ready_file: str | None, **options: object) -> None:
         field = err.field.split(".")[0]
         hint = _OPTION_OF_FIELD.get(field, _OPTION_OF_FIELD.get(field + "s", field))
         raise click.BadParameter(str(err), param_hint=f"'{hint}'") from err
-    run(config, ready_file=ready_file)
+    try:
+        run(config, ready_file=ready_file)
+    except OSError as err:  # the address is taken or not ours
+        raise click.ClickException(f"cannot serve on {config.host}:{config.port}: {err.strerror or err}") from err

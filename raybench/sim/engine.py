@@ -134,6 +134,11 @@ class EngineCore:
             return None
         return self._apply(prefill, decode, self.cost.max_num_batched_tokens - budget)
 
+    def _head_admissible(self) -> bool:
+        head = self._waiting[0]
+        return (len(self._running) < self.cost.max_num_seqs
+                and self._kv_used_tokens + head.kv_reserved_tokens <= self.cost.kv_capacity_tokens)
+
     def _admit(self, budget: int, prefill: list[tuple[_Request, int]]) -> int:
         capacity = self.cost.kv_capacity_tokens
         while self._waiting and budget > 0 and len(self._running) < self.cost.max_num_seqs:
@@ -187,14 +192,16 @@ class EngineCore:
     def fast_forward_decode(self) -> tuple[float, int, tuple[Emission, ...]] | None:
         """Run every step of a pure-decode span at once, for the offline engine.
 
-        Applies when nothing waits and every running request is decoding: then each of the
-        next S steps (S = steps until the first request finishes) has the same batch and a
-        context that grows by k per request per step, so their durations can be summed in one
-        vector expression. Returns (seconds, steps, final emissions) or None when it does not apply.
+        Applies when every running request is decoding and no waiting request can be admitted
+        (none waits, or the head is blocked by max_num_seqs or KV; nothing finishes during the
+        span, so that stays true): then each of the next S steps (S = steps until the first
+        request could finish) has the same batch and a context that grows by k per request per
+        step, so their durations can be summed in one vector expression. Returns (seconds,
+        steps, emissions summed over the span) or None when it does not apply.
         """
         import numpy as np
 
-        if self._waiting or not self._running:
+        if not self._running or (self._waiting and self._head_admissible()):
             return None
         k = self.tokens_per_chunk
         reqs = list(self._running.values())

@@ -9,19 +9,35 @@ response plan's shared ``EventTable``; runs are expanded with numpy only when ex
 
 from __future__ import annotations
 
+import enum
 from array import array
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-#: event kinds; "malformed" is the sim-only garbage event of the malformed fault
-KINDS: tuple[str, ...] = ("token", "empty", "usage", "done", "malformed")
-TOKEN, EMPTY, USAGE, DONE, MALFORMED = range(len(KINDS))
+class EventKind(enum.IntEnum):
+    """What one SSE event carried (stored as int8 codes, exported as lower-case names)."""
 
-#: how a request ended, seen from the simulator (client vocabulary where it applies)
-STATUSES: tuple[str, ...] = ("ok", "http_error", "disconnected", "bad_response", "stalled")
-OK, HTTP_ERROR, DISCONNECTED, BAD_RESPONSE, STALLED = range(len(STATUSES))
+    TOKEN = 0  # choices with non-empty text
+    EMPTY = 1  # choices with empty text: the chat role chunk
+    USAGE = 2  # choices == []: the trailing include_usage chunk
+    DONE = 3  # the [DONE] sentinel
+    MALFORMED = 4  # sim-only: the garbage event of the malformed fault
+
+
+class SimStatus(enum.IntEnum):
+    """How a request ended, seen from the simulator (the client's vocabulary where it applies)."""
+
+    OK = 0  # the whole response was written
+    HTTP_ERROR = 1  # answered 4xx/5xx (bad request, or the http_500 / http_429 faults)
+    DISCONNECTED = 2  # the connection closed mid-response (client left, or the drop fault)
+    BAD_RESPONSE = 3  # 200 but not valid OpenAI output (malformed / not_openai faults)
+    STALLED = 4  # the stall fault: nothing more will be sent
+
+
+KINDS: tuple[str, ...] = tuple(k.name.lower() for k in EventKind)
+STATUSES: tuple[str, ...] = tuple(s.name.lower() for s in SimStatus)
 
 CHUNKS_SCHEMA = pa.schema(
     [
@@ -36,7 +52,7 @@ CHUNKS_SCHEMA = pa.schema(
 REQUESTS_SCHEMA = pa.schema(
     [
         pa.field("request_key", pa.string(), nullable=False),
-        pa.field("t_arrival_ns", pa.int64(), nullable=False),  # request fully read
+        pa.field("t_arrival_ns", pa.int64(), nullable=False),  # first bytes of the request read
         pa.field("t_end_ns", pa.int64(), nullable=False),  # last write, close, or stall start
         pa.field("prompt_tokens", pa.int32(), nullable=False),
         pa.field("output_tokens", pa.int32(), nullable=False),  # tokens actually sent
@@ -115,7 +131,7 @@ class GroundTruthLog:
         prompt_tokens: int,
         output_tokens: int,
         max_tokens: int,
-        status: int,
+        status: SimStatus,
         http_status: int,
         fault: str | None = None,
     ) -> None:

@@ -9,6 +9,7 @@ HTTP clients send for JSON); chunked request bodies are refused with 411.
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
@@ -33,13 +34,40 @@ class HttpRequest:
     query: str
     headers: dict[str, str]  # lower-case names
     body: bytes
-    t_arrival_ns: int  # perf_counter_ns when the whole request had been read
+    t_arrival_ns: int  # perf_counter_ns when the request's first bytes were read
 
 
 class _ProtocolError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ParseQueue:
+    """Connections with unparsed bytes, parsed one per event-loop turn.
+
+    Between two parses the loop polls its sockets, so a request that lands while others are
+    being parsed is stamped when it lands, not when the parsing before it is done.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: collections.deque[HttpConnection] = collections.deque()
+        self._scheduled = False
+
+    def push(self, conn: HttpConnection) -> None:
+        self._waiting.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._next)
+
+    def _next(self) -> None:
+        conn = self._waiting.popleft()
+        if self._waiting:
+            self._loop.call_soon(self._next)
+        else:
+            self._scheduled = False
+        conn.parse_queued()
 
 
 class HttpConnection(asyncio.Protocol):
@@ -57,6 +85,10 @@ class HttpConnection(asyncio.Protocol):
         self._held = False  # a stalled response owns the connection until the client leaves
         self._processing = False
         self._continue_sent = False
+        self._eof = False  # the client half-closed: finish the response in flight, then close
+        self._parse_queued = False
+        self._t_start_ns = 0  # first bytes of the request being read
+        self._t_data_ns = 0  # the latest read
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -64,10 +96,23 @@ class HttpConnection(asyncio.Protocol):
         self.app.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        # A request arrives when its first bytes are read. Parsing waits its turn in the
+        # ParseQueue, so when many requests land at once (a client releasing 1024 together)
+        # each is stamped when it lands and no arrival carries another request's parse time.
+        self._t_data_ns = perf_counter_ns()
+        if not self._buf:
+            self._t_start_ns = self._t_data_ns
         self._buf += data
+        if not self._parse_queued:
+            self._parse_queued = True
+            self.app.parse_queue.push(self)
+
+    def parse_queued(self) -> None:
+        self._parse_queued = False
         self._process()
 
     def eof_received(self) -> bool:
+        self._eof = True
         return self.active is not None  # keep the write side open while a response streams
 
     def pause_writing(self) -> None:
@@ -102,7 +147,7 @@ class HttpConnection(asyncio.Protocol):
         """A whole response with a Content-Length body; then the next request (or close)."""
         if close:
             self.keep_alive = False
-        if self.transport is not None and not self._closed:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.writelines([self.head(status, content_type, len(body), extra), body])
         self.response_done()
 
@@ -111,7 +156,7 @@ class HttpConnection(asyncio.Protocol):
 
     def response_done(self) -> None:
         self.active = None
-        if not self.keep_alive:
+        if not self.keep_alive or self._eof:
             self.close()
         elif self._buf:
             self._process()
@@ -146,7 +191,14 @@ class HttpConnection(asyncio.Protocol):
                     return
                 if request is None:
                     return
-                self.app.handle(self, request)
+                try:
+                    self.app.handle(self, request)
+                except Exception as err:  # a simulator bug: answer it rather than drop the line
+                    if self.active is None:
+                        self.respond(500, self.app.error_json(500, f"simulator error: {err!r}"), close=True)
+                    else:
+                        self.abort()
+                    raise
         finally:
             self._processing = False
 
@@ -169,7 +221,9 @@ class HttpConnection(asyncio.Protocol):
         del buf[: start + length]
         self._head = None
         self._continue_sent = False
-        return HttpRequest(method, path, query, headers, body, perf_counter_ns())
+        # bytes left in the buffer belong to a pipelined request that came with the last read
+        t_arrival_ns, self._t_start_ns = self._t_start_ns, self._t_data_ns
+        return HttpRequest(method, path, query, headers, body, t_arrival_ns)
 
     def _parse_head(self, head: str, start: int) -> tuple[str, str, str, dict[str, str], int, int]:
         lines = head.split("\r\n")

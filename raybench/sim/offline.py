@@ -68,18 +68,7 @@ class OfflineEngine:
 
         Output length is forced, as offline throughput benchmarks force it (ignore_eos).
         """
-        lengths = [_length(p) for p in prompts]
-        if isinstance(max_tokens, Sequence) or hasattr(max_tokens, "__len__"):
-            outs = [operator.index(m) for m in max_tokens]
-        else:
-            outs = [operator.index(max_tokens)] * len(lengths)
-        if len(outs) != len(lengths):
-            raise SimConfigError("max_tokens", f"{len(outs)} values", f"one per prompt ({len(lengths)})")
-        for i, (p, m) in enumerate(zip(lengths, outs)):
-            if p < 1:
-                raise SimConfigError(f"prompts[{i}]", p, "a prompt of at least 1 token")
-            if m < 1:
-                raise SimConfigError(f"max_tokens[{i}]", m, "an integer >= 1")
+        lengths, outs = _normalize(prompts, max_tokens)
         core = EngineCore(self.cost, self.config.tokens_per_chunk)
         for i, (p, m) in enumerate(zip(lengths, outs)):
             try:
@@ -114,6 +103,23 @@ class OfflineEngine:
                 for p, m, f, d in zip(lengths, outs, first, finish)
             ),
         )
+
+
+def _normalize(prompts, max_tokens) -> tuple[list[int], list[int]]:
+    """Prompt lengths and output lengths, one each per prompt; SimConfigError when impossible."""
+    lengths = [_length(p) for p in prompts]
+    if isinstance(max_tokens, Sequence) or hasattr(max_tokens, "__len__"):
+        outs = [operator.index(m) for m in max_tokens]
+    else:
+        outs = [operator.index(max_tokens)] * len(lengths)
+    if len(outs) != len(lengths):
+        raise SimConfigError("max_tokens", f"{len(outs)} values", f"one per prompt ({len(lengths)})")
+    for i, (p, m) in enumerate(zip(lengths, outs)):
+        if p < 1:
+            raise SimConfigError(f"prompts[{i}]", p, "a prompt of at least 1 token")
+        if m < 1:
+            raise SimConfigError(f"max_tokens[{i}]", m, "an integer >= 1")
+    return lengths, outs
 
 
 def _length(prompt: int | Sequence[int]) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 
 from raybench.sim.api import GenRequest
-from raybench.sim.groundtruth import DONE, EMPTY, TOKEN, USAGE, EventTable
+from raybench.sim.groundtruth import EventKind, EventTable
 
 TOKEN_TEXT = " tok"  # the text of one generated token
 PIECE_BYTES = 64 * 1024  # zero mode writes at least this much per transport write (at step ends)
@@ -137,7 +137,8 @@ class _StreamBuilder:
         if req.chat:
             role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None}
-            self._event(self._chunk(role, _usage(req.prompt_tokens, 0) if req.continuous_usage else None), 0, EMPTY)
+            usage = _usage(req.prompt_tokens, 0) if req.continuous_usage else None
+            self._event(self._chunk(role, usage), 0, EventKind.EMPTY)
         done = 0
         while done < n:
             step = min(k, n - done)
@@ -153,12 +154,13 @@ class _StreamBuilder:
                 choice = {"index": 0, "text": text, "logprobs": None,
                           "finish_reason": finish if last else None, "stop_reason": None}
             usage = _usage(req.prompt_tokens, done) if req.continuous_usage else None
-            self._event(self._chunk(choice, usage), step, TOKEN)
+            self._event(self._chunk(choice, usage), step, EventKind.TOKEN)
             if not last:
                 step_events.append(len(self.kinds))
         if req.include_usage:
-            self._event(orjson.dumps(dict(self.header, choices=[], usage=_usage(req.prompt_tokens, n))), 0, USAGE)
-        self._event(b"[DONE]", 0, DONE)
+            final = dict(self.header, choices=[], usage=_usage(req.prompt_tokens, n))
+            self._event(orjson.dumps(final), 0, EventKind.USAGE)
+        self._event(b"[DONE]", 0, EventKind.DONE)
         step_events.append(len(self.kinds))
         self.parts.append(b"0\r\n\r\n")
         body = b"".join(self.parts)

@@ -108,8 +108,13 @@ def run(config: SimConfig, ready_file: str | os.PathLike[str] | None = None) -> 
 async def _serve(config: SimConfig, ready_file: str | os.PathLike[str] | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or Windows
+            pass
     server = SimServer(config)
     await server.start()
     try:
@@ -121,6 +126,6 @@ async def _serve(config: SimConfig, ready_file: str | os.PathLike[str] | None) -
             tmp.replace(path)
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in handled:
             loop.remove_signal_handler(sig)
         await server.stop()

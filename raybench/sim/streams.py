@@ -12,14 +12,7 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from raybench.sim.config import FaultKind, FaultSpec
-from raybench.sim.groundtruth import (
-    BAD_RESPONSE,
-    DISCONNECTED,
-    MALFORMED,
-    OK,
-    STALLED,
-    EventTable,
-)
+from raybench.sim.groundtruth import EventKind, EventTable, SimStatus
 
 if TYPE_CHECKING:
     from raybench.sim.api import GenRequest
@@ -29,7 +22,7 @@ if TYPE_CHECKING:
 
 MALFORMED_EVENT = b"data: {not json\n\n"
 MALFORMED_FRAME = b"%x\r\n%b\r\n" % (len(MALFORMED_EVENT), MALFORMED_EVENT)
-MALFORMED_TABLE = EventTable(array("h", [0]), array("b", [MALFORMED]))
+MALFORMED_TABLE = EventTable(array("h", [0]), array("b", [EventKind.MALFORMED]))
 
 
 class Stream:
@@ -72,7 +65,7 @@ class Stream:
         self.piece = 0
         self.total_steps = -(-plan.output_tokens // tokens_per_chunk)
         self.done = False
-        self.status = OK
+        self.status = SimStatus.OK
         self.engine_id = -1
 
     # -- driven by the timing modes ------------------------------------------------------------
@@ -110,15 +103,21 @@ class Stream:
     def lost(self) -> None:
         """The connection went away before the response ended."""
         if not self.done:
-            self._finish(DISCONNECTED)
+            self._finish(SimStatus.DISCONNECTED)
 
     # -- writing -------------------------------------------------------------------------------
     def _write_whole(self) -> None:
+        if self.conn.transport.is_closing():
+            self.lost()
+            return
         head, self.head = self.head, None
         self.conn.transport.writelines([head or b"", self.plan.body])
-        self._finish(OK, output_tokens=self.plan.output_tokens)
+        self._finish(SimStatus.OK, output_tokens=self.plan.output_tokens)
 
     def _write(self, a: int, b: int) -> None:
+        if self.conn.transport.is_closing():  # the peer left; connection_lost is on its way
+            self.lost()
+            return
         cut = self.cut
         if cut is not None and cut < b:
             if a < cut:
@@ -151,20 +150,20 @@ class Stream:
         """Apply the mid-stream fault at the cut; False when the stream ends here."""
         kind = self.fault.kind
         if kind is FaultKind.DROP:
-            self._finish(DISCONNECTED, close=True)
+            self._finish(SimStatus.DISCONNECTED, close=True)
             return False
         if kind is FaultKind.STALL:
-            self._finish(STALLED, hold=True)
+            self._finish(SimStatus.STALLED, hold=True)
             return False
         head, self.head = self.head, None
         t_ns = perf_counter_ns()
         self.conn.transport.writelines([head or b"", MALFORMED_FRAME])
         self.app.log.events(self.key, self.seq, t_ns, self.app.log.source(MALFORMED_TABLE), 0, 1)
         self.seq += 1
-        self.status = BAD_RESPONSE
+        self.status = SimStatus.BAD_RESPONSE
         return True
 
-    def _finish(self, status: int, *, output_tokens: int | None = None, close: bool = False,
+    def _finish(self, status: SimStatus, *, output_tokens: int | None = None, close: bool = False,
                 hold: bool = False) -> None:
         self.done = True
         if output_tokens is None:
@@ -174,5 +173,5 @@ class Stream:
             self.conn.close()
         elif hold:
             self.conn.hold()
-        elif status != DISCONNECTED:
+        elif status != SimStatus.DISCONNECTED:
             self.conn.response_done()

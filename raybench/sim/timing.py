@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: a due time this close counts as now: event-loop timers have about 1 ms resolution
 SLACK_NS = 500_000
+#: longest run of writes before the scheduler yields to the event loop (only when behind)
+SLICE_NS = 1_000_000
 
 
 class FixedScheduler:
@@ -31,7 +33,7 @@ class FixedScheduler:
         self._step_ns = round(itl_ms * 1e6 * k)
         self._heap: list[tuple[int, int, int, Stream]] = []
         self._counter = 0  # tie-breaker: streams never get compared
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._timer_due_ns = 0
 
     def add(self, stream: Stream) -> None:
@@ -63,13 +65,21 @@ class FixedScheduler:
     def _fire(self) -> None:
         self._timer = None
         heap = self._heap
-        horizon = perf_counter_ns() + SLACK_NS
-        while heap and heap[0][0] <= horizon:
-            due, _, step, stream = heapq.heappop(heap)
-            if stream.advance():
-                self._push(stream.t_arrival_ns + self._ttft_ns + (step + 1) * self._step_ns, step + 1, stream)
-            horizon = perf_counter_ns() + SLACK_NS
-        self._arm()
+        now = perf_counter_ns()
+        slice_end = now + SLICE_NS
+        try:
+            while heap and heap[0][0] <= now + SLACK_NS:
+                if now > slice_end:  # behind: let reads, accepts and other timers in, then go on
+                    self._timer = self._loop.call_soon(self._fire)
+                    self._timer_due_ns = 0
+                    return
+                _, _, step, stream = heapq.heappop(heap)
+                if stream.advance():
+                    self._push(stream.t_arrival_ns + self._ttft_ns + (step + 1) * self._step_ns, step + 1, stream)
+                now = perf_counter_ns()
+        finally:  # also when a stream failed: one stream must not stop every other stream's clock
+            if self._timer is None:
+                self._arm()
 
 
 class EngineDriver:
@@ -120,11 +130,13 @@ class EngineDriver:
     def _deliver(self) -> None:
         self._timer = None
         result = self._pending
-        for emission in result.emissions:
-            stream = self._streams.get(emission.req_id)
-            if stream is None:
-                continue
-            if emission.finished:
-                del self._streams[emission.req_id]
-            stream.advance()
-        self._start_step()
+        try:
+            for emission in result.emissions:
+                stream = self._streams.get(emission.req_id)
+                if stream is None:
+                    continue
+                if emission.finished:
+                    del self._streams[emission.req_id]
+                stream.advance()
+        finally:  # one failing stream must not stop the engine
+            self._start_step()

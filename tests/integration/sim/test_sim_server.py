@@ -7,7 +7,7 @@ import aiohttp
 import orjson
 import pyarrow as pa
 import pytest
-from conftest import completion_body, headers, read_sse
+from simclient import completion_body, headers, read_sse
 
 
 async def _stream(session, sim, key, body, path="/v1/completions"):
@@ -160,3 +160,59 @@ async def test_pipelined_requests_are_answered_in_order(make_sim):
     writer.close()
     assert data.count(b"HTTP/1.1 200 OK") == 3 and data.count(b'"completion_tokens":2') == 2
     assert data.endswith(b"content-length: 0\r\nconnection: close\r\n\r\n")
+
+
+async def _raw(sim, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    writer.write(data)
+    reply = await asyncio.wait_for(reader.read(), 5)  # read until the server closes
+    writer.close()
+    return reply
+
+
+async def test_http10_and_refused_chunked_bodies_close_the_connection(make_sim):
+    sim = await make_sim()
+    reply = await _raw(sim, b"GET /health HTTP/1.0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in reply
+    reply = await _raw(sim, b"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 411 Length Required") and b"Content-Length" in reply
+    reply = await _raw(sim, b"NONSENSE\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request")
+
+
+@pytest.mark.parametrize("timing", ["fixed", "engine"])
+async def test_client_leaving_mid_stream_is_logged_and_frees_the_engine(make_sim, session, timing):
+    extra = {"model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "H100", "num_gpus": 1} if timing == "engine" else {}
+    sim = await make_sim(timing=timing, ttft_ms=1, itl_ms=1, **extra)
+    seen = 0
+    async with session.post(sim.url + "/v1/completions", data=completion_body(1000), headers=headers("gone")) as resp:
+        async for line in resp.content:
+            seen += line.startswith(b"data: ")
+            if seen == 3:
+                break
+        resp.close()  # drop the connection
+    for _ in range(200):
+        if sim.ground_truth_requests().num_rows:
+            break
+        await asyncio.sleep(0.01)
+    row = sim.ground_truth_requests().to_pylist()[0]
+    assert row["status"] == "disconnected" and 3 <= row["output_tokens"] < 1000
+    if timing == "engine":
+        assert sim.app.engine_core.kv_used_tokens == 0 and not sim.app.engine_core.has_work()
+
+
+async def test_ground_truth_rows_match_what_concurrent_clients_saw(make_sim, session):
+    sim = await make_sim(tokens_per_chunk=3)
+
+    async def one(i):
+        body = completion_body(200 + i, continuous=bool(i % 2), usage=bool(i % 3))
+        events = await _stream(session, sim, f"c-{i}", body)
+        return f"c-{i}", len(events)
+
+    seen = dict(await asyncio.gather(*(one(i) for i in range(32))))
+    truth = sim.ground_truth_chunks()
+    keys = truth.column("request_key").to_pylist()
+    assert {k: keys.count(k) for k in seen} == seen
+    assert truth.num_rows == sum(seen.values())
+    tokens = sim.ground_truth_requests().to_pydict()
+    assert dict(zip(tokens["request_key"], tokens["output_tokens"])) == {f"c-{i}": 200 + i for i in range(32)}

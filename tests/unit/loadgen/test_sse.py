@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from raybench.loadgen.records import K_DONE, K_EMPTY, K_TOKEN, K_USAGE, ChunkColumns
+from raybench.loadgen.records import K_DONE, K_EMPTY, K_TOKEN, K_USAGE, ChunkColumns, chunks_batch
 from raybench.loadgen.sse import SseReader, StreamError
 
 
@@ -13,12 +13,18 @@ def completion(text, usage=None, finish=None):
     return event({"choices": [{"index": 0, "text": text, "finish_reason": finish}], "usage": usage})
 
 
-def rows(cols: ChunkColumns):
-    return list(zip(cols.seq, cols.t_ns, cols.n_tokens, cols.kind))
+KINDS = {K_TOKEN: "token", K_EMPTY: "empty", K_USAGE: "usage", K_DONE: "done"}
+
+
+def rows(reader: SseReader):
+    """(request_id, seq, t_ns, n_tokens, kind) per event, through the real Arrow batch."""
+    cols = ChunkColumns()
+    reader.flush_into(cols)
+    batch = chunks_batch(cols, "cell", 0).to_pylist()
+    return [(r["request_id"], r["seq"], r["t_ns"], r["n_tokens"], r["kind"]) for r in batch]
 
 
 def test_completion_stream_with_continuous_usage_counts_tokens_per_chunk():
-    cols = ChunkColumns()
     reader = SseReader(7)
     first = completion(" a", {"prompt_tokens": 5, "completion_tokens": 1})
     stream = (
@@ -32,12 +38,13 @@ def test_completion_stream_with_continuous_usage_counts_tokens_per_chunk():
     n = len(first)
     parts = [stream[:10], stream[10 : n - 1], stream[n - 1 : n + 1], stream[n + 1 :]]
     for t, part in enumerate(parts):
-        reader.feed(part, 1000 + t, cols)
-    reader.close(2000, cols)
-    assert [r[2] for r in rows(cols)] == [1, 3, 0, 0, 0]
-    assert [r[3] for r in rows(cols)] == [K_TOKEN, K_TOKEN, K_EMPTY, K_USAGE, K_DONE]
-    assert list(cols.request_id) == [7] * 5
-    assert list(cols.seq) == [0, 1, 2, 3, 4]
+        reader.feed(part, 1000 + t)
+    reader.close(2000)
+    events = rows(reader)
+    assert [r[3] for r in events] == [1, 3, 0, 0, 0]
+    assert [r[4] for r in events] == ["token", "token", "empty", "usage", "done"]
+    assert [r[0] for r in events] == [7] * 5
+    assert [r[1] for r in events] == [0, 1, 2, 3, 4]
     assert reader.tokens == 4 and reader.output_tokens == 4 and reader.prompt_tokens == 5
     assert reader.cached_tokens == 3
     assert reader.done and reader.finished
@@ -45,32 +52,28 @@ def test_completion_stream_with_continuous_usage_counts_tokens_per_chunk():
 
 
 def test_without_continuous_usage_each_text_chunk_is_one_token_and_final_usage_is_not_a_chunk_count():
-    cols = ChunkColumns()
     reader = SseReader(0)
-    reader.feed(completion(" a") + completion(" b") + event({"choices": [], "usage": {"completion_tokens": 2}}), 5, cols)
-    reader.feed(b"data: [DONE]\n\n", 6, cols)
-    assert list(cols.n_tokens) == [1, 1, 0, 0]
+    reader.feed(completion(" a") + completion(" b") + event({"choices": [], "usage": {"completion_tokens": 2}}), 5)
+    reader.feed(b"data: [DONE]\n\n", 6)
+    assert [r[3] for r in rows(reader)] == [1, 1, 0, 0]
     assert reader.output_tokens == 2
 
 
 def test_chat_role_chunk_is_empty_and_does_not_start_ttft():
-    cols = ChunkColumns()
     reader = SseReader(0)
-    reader.feed(event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}), 1, cols)
-    reader.feed(event({"choices": [{"index": 0, "delta": {"content": "hi"}}]}), 2, cols)
-    reader.feed(event({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}), 3, cols)
-    assert list(cols.kind) == [K_EMPTY, K_TOKEN, K_TOKEN]
+    reader.feed(event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}), 1)
+    reader.feed(event({"choices": [{"index": 0, "delta": {"content": "hi"}}]}), 2)
+    reader.feed(event({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}), 3)
+    assert [r[4] for r in rows(reader)] == ["empty", "token", "token"]
     assert reader.t_first_ns == 2
 
 
 def test_comments_crlf_and_trailing_event_without_blank_line():
-    cols = ChunkColumns()
     reader = SseReader(0)
-    reader.feed(b": ping\r\n\r\n" + completion(" a").replace(b"\n\n", b"\r\n\r\n"), 1, cols)
-    reader.feed(b"data: [DONE]", 2, cols)
-    reader.close(3, cols)
-    assert list(cols.kind) == [K_TOKEN, K_DONE]
-    assert list(cols.t_ns) == [1, 3]
+    reader.feed(b": ping\r\n\r\n" + completion(" a").replace(b"\n\n", b"\r\n\r\n"), 1)
+    reader.feed(b"data: [DONE]", 2)
+    reader.close(3)
+    assert [(r[2], r[4]) for r in rows(reader)] == [(1, "token"), (3, "done")]
 
 
 @pytest.mark.parametrize(
@@ -85,11 +88,10 @@ def test_comments_crlf_and_trailing_event_without_blank_line():
 )
 def test_bad_events_raise_stream_error_naming_the_problem(payload, message):
     with pytest.raises(StreamError, match=message):
-        SseReader(0).feed(payload, 1, ChunkColumns())
+        SseReader(0).feed(payload, 1)
 
 
 def test_non_streamed_body_is_one_chunk_with_the_usage_count():
-    cols = ChunkColumns()
     reader = SseReader(0)
-    reader.complete_body({"choices": [{"text": "a b c"}], "usage": {"completion_tokens": 3, "prompt_tokens": 2}}, 9, cols)
-    assert list(cols.n_tokens) == [3] and reader.t_first_ns == 9 and reader.output_tokens == 3
+    reader.complete_body({"choices": [{"text": "a b c"}], "usage": {"completion_tokens": 3, "prompt_tokens": 2}}, 9)
+    assert [r[3] for r in rows(reader)] == [3] and reader.t_first_ns == 9 and reader.output_tokens == 3

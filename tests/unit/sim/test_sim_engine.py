@@ -92,9 +92,10 @@ def test_early_target_finishes_before_max_tokens_and_abort_frees_kv():
     assert emitted == 6 and core.kv_used_tokens == 0 and not core.has_work()
 
 
-def test_fast_forward_gives_the_same_time_as_stepping():
+@pytest.mark.parametrize("limits", [{}, {"kv_capacity_tokens": 2000}, {"max_num_seqs": 5}])
+def test_fast_forward_gives_the_same_time_as_stepping(limits):
     def elapsed(use_fast_forward: bool) -> tuple[float, int]:
-        core = _core(k=2)
+        core = _core(k=2, **limits)
         for i in range(16):
             core.add_request(i, 300, 101 + 7 * i)
         total, tokens = 0.0, 0

@@ -2,12 +2,13 @@
 
 from array import array
 
-from raybench.sim.groundtruth import DISCONNECTED, DONE, OK, TOKEN, USAGE, EventTable, GroundTruthLog
+from raybench.sim.groundtruth import EventKind, EventTable, GroundTruthLog, SimStatus
 
 
 def test_runs_expand_into_rows_and_reset_clears():
     log = GroundTruthLog()
-    table = EventTable(array("h", [1, 2, 0, 0]), array("b", [TOKEN, TOKEN, USAGE, DONE]))
+    kinds = [EventKind.TOKEN, EventKind.TOKEN, EventKind.USAGE, EventKind.DONE]
+    table = EventTable(array("h", [1, 2, 0, 0]), array("b", kinds))
     a, b = log.new_request("cell-1"), log.new_request("cell-2")
     src = log.source(table)
     assert log.source(table) == src
@@ -15,9 +16,9 @@ def test_runs_expand_into_rows_and_reset_clears():
     log.events(b, 0, 150, src, 0, 4)
     log.events(a, 1, 200, src, 1, 3)
     log.request_done(a, t_arrival_ns=50, t_end_ns=200, prompt_tokens=7, output_tokens=3, max_tokens=3,
-                     status=OK, http_status=200)
+                     status=SimStatus.OK, http_status=200)
     log.request_done(b, t_arrival_ns=60, t_end_ns=150, prompt_tokens=7, output_tokens=3, max_tokens=3,
-                     status=DISCONNECTED, http_status=200, fault="drop")
+                     status=SimStatus.DISCONNECTED, http_status=200, fault="drop")
     chunks = log.chunks_table().to_pydict()
     assert chunks["request_key"] == ["cell-1", "cell-2", "cell-2", "cell-2", "cell-2", "cell-1", "cell-1", "cell-1"]
     assert chunks["seq"] == [0, 0, 1, 2, 3, 1, 2, 3]

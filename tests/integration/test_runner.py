@@ -1,0 +1,136 @@
+"""The whole path on local Ray: simulator process, load-generator actors, Parquet, summaries."""
+
+import json
+
+import polars as pl
+import pytest
+import ray
+
+from raybench.analysis.fidelity import fidelity
+from raybench.experiment import Experiment, Offline, OfflineMethod, Online, SimBackend
+from raybench.runner import RunOptions, Runner
+from raybench.store.rundir import RunDir
+
+MODEL = "deepseek-ai/DeepSeek-R1"
+
+
+def run(tmp_path, backend, *, online=(), offline=(), name="t", options=RunOptions(), run_dir=None):
+    experiment = Experiment(name=name, model=MODEL, backends=(backend,), online=online, offline=offline)
+    rd = run_dir or RunDir.create(tmp_path, name)
+    lines = []
+    summaries = Runner(experiment, rd, options, report=lines.append).run()
+    return rd, summaries, lines
+
+
+def cell_tables(rd, summary):
+    d = rd.cell_dir(summary["cell_id"])
+    return {name: pl.read_parquet(d / f"{name}.parquet") for name in ("requests", "chunks", "server_requests", "server_chunks")}
+
+
+@pytest.mark.parametrize("num_prompts, concurrency", [(500, 128), (1024, 1024)])
+def test_every_request_and_event_is_recorded(ray_local, tmp_path, num_prompts, concurrency):
+    sweep = Online(concurrency=(concurrency,), input_len=3200, output_len=800, num_prompts=num_prompts)
+    rd, [summary], _ = run(tmp_path, SimBackend(timing="zero"), online=(sweep,))
+    t = cell_tables(rd, summary)
+    assert summary["completed"] == num_prompts and summary["failed"] == 0
+    assert t["requests"].height == num_prompts == t["server_requests"].height
+    assert t["chunks"].height == t["server_chunks"].height  # every event the server wrote, once
+    usage = t["requests"]["output_tokens"].sum()
+    assert t["chunks"]["n_tokens"].sum() == usage == num_prompts * 800
+    assert summary["total_output_tokens"] == num_prompts * 800
+    assert summary["num_actors"] == max(1, concurrency // 256)
+    assert summary["peak_concurrency_requests"] <= concurrency
+
+
+def test_client_times_match_the_servers_log_at_concurrency_128(ray_local, tmp_path):
+    sweep = Online(concurrency=(128,), input_len=3200, output_len=100, num_prompts=256)
+    rd, [summary], _ = run(tmp_path, SimBackend(timing="fixed", ttft_ms=200, itl_ms=20), online=(sweep,))
+    t = cell_tables(rd, summary)
+    f = fidelity(t["requests"], t["chunks"], t["server_requests"], t["server_chunks"])
+    print(f"\nfidelity at concurrency 128: {json.dumps(f, indent=1)}")
+    assert f["requests_matched"] == 256
+    assert f["ttft_abs_err_mean_ms"] < 2.0
+    assert f["itl_abs_err_mean_ms"] < 2.0
+
+
+def test_client_ttft_error_at_concurrency_1024(ray_local, tmp_path):
+    sweep = Online(concurrency=(1024,), input_len=128, output_len=200, num_prompts=1024)
+    rd, [summary], _ = run(tmp_path, SimBackend(timing="fixed", ttft_ms=200, itl_ms=20), online=(sweep,))
+    t = cell_tables(rd, summary)
+    f = fidelity(t["requests"], t["chunks"], t["server_requests"], t["server_chunks"])
+    print(f"\nfidelity at concurrency 1024: {json.dumps(f, indent=1)}")
+    assert f["requests_matched"] == 1024
+    assert f["ttft_abs_err_mean_ms"] < 20.0
+
+
+def test_online_offline_and_resume(ray_local, tmp_path):
+    online = (Online(concurrency=(2, 8), input_len=64, output_len=16, num_prompts=8),)
+    offline = (
+        Offline(batch_sizes=(16,), input_len=64, output_len=16),
+        Offline(batch_sizes=(16,), input_len=64, output_len=16, method=OfflineMethod.BURST),
+    )
+    backend = SimBackend(timing="engine")
+    rd, summaries, lines = run(tmp_path, backend, online=online, offline=offline, name="mixed")
+    ids = [s["cell_id"] for s in summaries]
+    assert ids == [
+        "sim-online-c2-i64-o16",
+        "sim-online-c8-i64-o16",
+        "sim-offline-engine-b16-i64-o16",
+        "sim-offline-burst-b16-i64-o16",
+    ]
+    engine = summaries[2]
+    assert engine["num_requests"] == 16 and engine["total_output_tokens"] == 16 * 16 and engine["elapsed_s"] > 0
+    burst = summaries[3]
+    assert burst["completed"] == 16 and burst["max_concurrent_requests"] == 16
+    for s in summaries:
+        d = rd.cell_dir(s["cell_id"])
+        assert (d / "requests.parquet").is_file() and (d / "chunks.parquet").is_file() and (d / "summary.json").is_file()
+    assert pl.read_parquet(rd.summary_parquet).height == 4
+    assert rd.server_log("sim").is_file()
+
+    # the same run dir again: every cell is complete, so none runs and no server starts
+    _, again, lines = run(tmp_path, backend, online=online, offline=offline, name="mixed", run_dir=rd)
+    assert [s["cell_id"] for s in again] == ids
+    assert not any(line.startswith(("cell ", "starting")) for line in lines)
+
+
+def test_a_lost_actor_costs_only_its_own_unsent_rows(ray_local, tmp_path, monkeypatch):
+    from raybench.loadgen import pool as pool_module
+
+    killed = []
+    original = pool_module.LoadGenPool._poll
+
+    def poll_then_kill(self, members, sink, wait_s=0.0):
+        original(self, members, sink, wait_s)
+        if not killed and any(m.progress and m.progress.done >= 4 for m in members):
+            victim = members[1]
+            ray.kill(victim.handle, no_restart=True)
+            killed.append(victim.name)
+
+    monkeypatch.setattr(pool_module.LoadGenPool, "_poll", poll_then_kill)
+    sweep = Online(concurrency=(8,), input_len=32, output_len=100, num_prompts=64)
+    rd, [summary], _ = run(
+        tmp_path, SimBackend(timing="fixed", ttft_ms=10, itl_ms=5), online=(sweep,),
+        options=RunOptions(actors=2), name="lost",
+    )
+    assert killed == ["raybench:sim-online-c8-i32-o100:1"]
+    assert summary["lost_actors"] == 1
+    requests = pl.read_parquet(rd.cell_dir(summary["cell_id"]) / "requests.parquet")
+    # the surviving actor finished its 32; the lost one handed over what it had polled before
+    assert (requests["actor"] == "raybench:sim-online-c8-i32-o100:0").sum() == 32
+    assert summary["requests_not_recorded"] == 64 - requests.height > 0
+    assert requests.filter(pl.col("status") == "ok").height == requests.height
+
+
+def test_cell_deadline_cancels_in_flight_requests_and_keeps_finished_ones(ray_local, tmp_path):
+    sweep = Online(concurrency=(4,), input_len=32, output_len=2000, num_prompts=12)
+    rd, [summary], _ = run(
+        tmp_path, SimBackend(timing="fixed", ttft_ms=5, itl_ms=1), online=(sweep,),
+        options=RunOptions(cell_timeout_s=3.0), name="deadline",
+    )
+    requests = pl.read_parquet(rd.cell_dir(summary["cell_id"]) / "requests.parquet")
+    statuses = dict(requests.group_by("status").len().iter_rows())
+    assert summary["timed_out"] is True
+    assert statuses.get("ok", 0) >= 4  # the first wave (about 2 s each) finished
+    assert statuses.get("cancelled", 0) == 4  # the second wave was cut
+    assert requests.height == statuses["ok"] + 4
