@@ -163,7 +163,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
 
     rd = RunDir(run_dir) if run_dir is not None else RunDir.create(out, experiment.name)
     rd.path.mkdir(parents=True, exist_ok=True)
-    cluster.connect(address)
+    connected_here = cluster.connect(address)
     from raybench.runner import RunOptions, Runner
 
     options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {})
@@ -171,7 +171,8 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     try:
         Runner(experiment, rd, options, report=lambda line: click.echo(line, err=True)).run()
     finally:
-        cluster.disconnect()
+        if connected_here:
+            cluster.disconnect()
     click.echo(str(rd.path))
 
 

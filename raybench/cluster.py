@@ -23,11 +23,12 @@ def cluster_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS); with neither, start a fresh local cluster.
 
     The local cluster is always a new one (``address="local"``): a stale cluster found on
-    disk from an earlier session is never joined by accident.
+    disk from an earlier session is never joined by accident. Returns False when this
+    process was already connected (and so should not disconnect either).
     """
     address = cluster_address(address)
     if address is None:
@@ -40,7 +41,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     try:
         if address is None:
             ray.init(
@@ -55,6 +56,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = address or "a new local cluster"
         raise RunError(f"cannot connect to Ray at {where}: {err}") from err
+    return True
 
 
 def disconnect() -> None:

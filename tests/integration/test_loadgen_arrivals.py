@@ -1,0 +1,49 @@
+"""Requests leave at their arrival times; a full concurrency cap shows up as client queue time."""
+
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from raybench.loadgen.arrivals import ArrivalProcess
+from raybench.loadgen.client import ClientConfig
+from raybench.loadgen.generator import LoadGenerator
+from raybench.loadgen.records import requests_batch
+from raybench.sim import SimConfig, SimServer
+from raybench.workloads import RandomWorkload
+
+MODEL = "deepseek-ai/DeepSeek-R1"
+
+
+async def run(sim: SimConfig, arrivals_s: np.ndarray, concurrency: int):
+    n = len(arrivals_s)
+    async with SimServer(sim) as server:
+        client = ClientConfig(base_url=server.url, model=MODEL)
+        specs = RandomWorkload(num_prompts=n, input_len=8, output_len=4).build(range(n))
+        gen = LoadGenerator(cell_id="c", client=client, specs=specs, arrivals_s=arrivals_s, concurrency=concurrency)
+        await gen.connect()
+        t_start = time.perf_counter_ns() + 20_000_000
+        await gen.run(t_start)
+        _, requests = gen.drain()
+    rows = pa.Table.from_batches([requests_batch(requests, "c", "a", "n", 0)]).to_pylist()
+    return t_start, sorted(rows, key=lambda r: r["request_id"])
+
+
+async def test_poisson_arrivals_are_kept_when_slots_are_free():
+    arrivals = ArrivalProcess(rate_per_s=50.0, burstiness=1.0, seed=3).offsets_s(30)
+    t_start, rows = await run(SimConfig(timing="zero"), arrivals, concurrency=30)
+    scheduled_s = np.array([(r["t_scheduled_ns"] - t_start) / 1e9 for r in rows])
+    np.testing.assert_allclose(scheduled_s, arrivals, atol=1e-6)
+    lateness_ms = np.array([(r["t_sent_ns"] - r["t_scheduled_ns"]) / 1e6 for r in rows])
+    assert (lateness_ms >= 0).all()
+    assert np.median(lateness_ms) < 2.0, lateness_ms
+    assert all(r["status"] == "ok" for r in rows)
+
+
+async def test_a_full_concurrency_cap_becomes_queue_time():
+    # 6 requests at once, 2 slots, each request takes ~100 ms: waves at 0, 100, 200 ms
+    t_start, rows = await run(SimConfig(timing="fixed", ttft_ms=50, itl_ms=15), np.zeros(6), concurrency=2)
+    queue_ms = sorted((r["t_sent_ns"] - r["t_scheduled_ns"]) / 1e6 for r in rows)
+    assert queue_ms[0] < 5 and queue_ms[1] < 5
+    assert 80 < queue_ms[2] < 130 and 80 < queue_ms[3] < 130
+    assert 170 < queue_ms[4] < 260 and 170 < queue_ms[5] < 260
