@@ -90,3 +90,23 @@ async def test_streamed_rows_match_the_servers_ground_truth_one_to_one():
     assert sum(c["n_tokens"] for c in chk) == 50 == pa.compute.sum(truth["n_tokens"]).as_py()
     # 10 tokens at 3 per chunk: 4 token chunks per request
     assert sum(1 for c in chk if c["kind"] == "token") == 20
+
+
+async def test_chat_endpoint_streams_a_role_chunk_then_tokens():
+    server = SimServer(SimConfig(timing="zero"))
+    await server.start()
+    try:
+        client = ClientConfig(base_url=server.url, model=MODEL, endpoint="/v1/chat/completions")
+        specs = RandomWorkload(num_prompts=2, input_len=12, output_len=5).build(range(2))
+        gen = LoadGenerator(cell_id="c", client=client, specs=specs, arrivals_s=np.zeros(2), concurrency=2)
+        await gen.run(time.perf_counter_ns())
+        chunks, requests = gen.drain()
+    finally:
+        await server.stop()
+    req = pa.Table.from_batches([requests_batch(requests, "c", "a", "n", 0)]).to_pylist()
+    chk = pa.Table.from_batches([chunks_batch(chunks, "c", 0)]).to_pylist()
+    assert [(r["status"], r["output_tokens"], r["server_prompt_tokens"]) for r in req] == [("ok", 5, 12)] * 2
+    first = [c for c in chk if c["request_id"] == 0]
+    assert first[0]["kind"] == "empty" and first[0]["n_tokens"] == 0  # the role-only chunk
+    assert sum(c["n_tokens"] for c in first) == 5
+    assert first[-1]["kind"] == "done"
