@@ -42,25 +42,27 @@ def test_every_request_and_event_is_recorded(ray_local, tmp_path, num_prompts, c
     assert summary["peak_concurrency_requests"] <= concurrency
 
 
-def test_client_times_match_the_servers_log_at_concurrency_128(ray_local, tmp_path):
-    sweep = Online(concurrency=(128,), input_len=3200, output_len=100, num_prompts=256)
+@pytest.mark.parametrize(
+    "concurrency, input_len, output_len, num_prompts, ttft_limit_ms, itl_limit_ms",
+    [
+        (128, 3200, 100, 500, 2.0, 2.0),  # the seed's setting: 500 prompts at once behind 128 slots
+        # all 1024 requests leave at once: the reference clients are off by 200-400 ms here
+        (1024, 128, 200, 1024, 20.0, None),
+    ],
+)
+def test_client_times_match_the_servers_log(
+    ray_local, tmp_path, concurrency, input_len, output_len, num_prompts, ttft_limit_ms, itl_limit_ms
+):
+    """Mean |client - server| TTFT and per-event gap, against the simulator's own write log."""
+    sweep = Online(concurrency=(concurrency,), input_len=input_len, output_len=output_len, num_prompts=num_prompts)
     rd, [summary], _ = run(tmp_path, SimBackend(timing="fixed", ttft_ms=200, itl_ms=20), online=(sweep,))
     t = cell_tables(rd, summary)
     f = fidelity(t["requests"], t["chunks"], t["server_requests"], t["server_chunks"])
-    print(f"\nfidelity at concurrency 128: {json.dumps(f, indent=1)}")
-    assert f["requests_matched"] == 256
-    assert f["ttft_abs_err_mean_ms"] < 2.0
-    assert f["itl_abs_err_mean_ms"] < 2.0
-
-
-def test_client_ttft_error_at_concurrency_1024(ray_local, tmp_path):
-    sweep = Online(concurrency=(1024,), input_len=128, output_len=200, num_prompts=1024)
-    rd, [summary], _ = run(tmp_path, SimBackend(timing="fixed", ttft_ms=200, itl_ms=20), online=(sweep,))
-    t = cell_tables(rd, summary)
-    f = fidelity(t["requests"], t["chunks"], t["server_requests"], t["server_chunks"])
-    print(f"\nfidelity at concurrency 1024: {json.dumps(f, indent=1)}")
-    assert f["requests_matched"] == 1024
-    assert f["ttft_abs_err_mean_ms"] < 20.0
+    print(f"\nfidelity at concurrency {concurrency}: {json.dumps(f, indent=1)}")
+    assert f["requests_matched"] == num_prompts
+    assert f["ttft_abs_err_mean_ms"] < ttft_limit_ms
+    if itl_limit_ms is not None:
+        assert f["itl_abs_err_mean_ms"] < itl_limit_ms
 
 
 def test_online_offline_and_resume(ray_local, tmp_path):
