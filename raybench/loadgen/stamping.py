@@ -30,11 +30,10 @@ class StampingResponseHandler(ResponseHandler):
         super().data_received(data)
 
 
-def make_connector(limit: int) -> tuple[aiohttp.TCPConnector, bool]:
-    """A connector for ``limit`` connections, and whether its connections stamp reads."""
+def make_connector(limit: int) -> aiohttp.TCPConnector:
+    """A connector for ``limit`` connections whose protocols stamp reads where aiohttp allows."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=None)
     factory = getattr(connector, "_factory", None)
     if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
         connector._factory = functools.partial(StampingResponseHandler, *factory.args, **factory.keywords)
-        return connector, True
-    return connector, False
+    return connector
