@@ -65,3 +65,27 @@ def disconnect() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+def node_gpu_inventories(timeout_s: float = 60.0) -> dict[str, dict]:
+    """Each alive node's accelerators, read by the vendor tools on that node, by node id."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from raybench.store.hardware import gpu_inventory
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(gpu_inventory)  # once per run, not per node
+    refs = {
+        node["NodeID"]: probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+        ).remote()
+        for node in ray.nodes()
+        if node["Alive"]
+    }
+    inventories = {}
+    for node_id, ref in refs.items():
+        try:
+            inventories[node_id] = ray.get(ref, timeout=timeout_s)
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            inventories[node_id] = {"vendor": None, "gpus": [], "error": f"could not ask the node: {err!r}"}
+    return inventories

@@ -25,6 +25,7 @@ import pyarrow.ipc
 import raybench
 from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
 from raybench.backends.process import ServerProcess, free_port
+from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
 from raybench.experiment import Cell, Experiment, ExternalBackend, Mode, OfflineMethod, SimBackend
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
@@ -305,5 +306,6 @@ def _environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "ray_nodes": nodes,
+        "gpus_by_node": node_gpu_inventories(),
         "time_base": "driver perf_counter_ns; actor clocks anchored NTP-style (see cells' actors)",
     }

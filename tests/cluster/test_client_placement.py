@@ -37,5 +37,9 @@ def test_load_generators_land_on_the_client_node(two_nodes, tmp_path):
     requests = pl.read_parquet(rd.cell_dir(summary["cell_id"]) / "requests.parquet")
     assert set(requests["node"]) == {two_nodes}
     assert set(requests["actor"]) == {"raybench:sim-online-c8-i16-o8:0", "raybench:sim-online-c8-i16-o8:1"}
-    nodes = {n["node_id"]: n for n in json.loads(rd.env_json.read_text())["ray_nodes"]}
+    env = json.loads(rd.env_json.read_text())
+    nodes = {n["node_id"]: n for n in env["ray_nodes"]}
     assert nodes[two_nodes]["resources"]["client"] == 1
+    # every node was asked for its GPUs on the node itself; this machine has none
+    assert set(env["gpus_by_node"]) == set(nodes)
+    assert all(inv["gpus"] == [] and "error" in inv for inv in env["gpus_by_node"].values())
