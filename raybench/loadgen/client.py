@@ -39,7 +39,9 @@ class ClientConfig:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = 3600.0
-    stall_timeout_s: float | None = 600.0
+    # None by default: a request queued behind 1024 others at a server can wait many minutes
+    # for its first byte, and that is a measurement, not a failure
+    stall_timeout_s: float | None = None
     read_bufsize: int = DEFAULT_READ_BUFSIZE
 
     def __post_init__(self) -> None:
