@@ -82,7 +82,8 @@ def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors. Default: one per 256 streams.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), help="Root of run directories.")
 @click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
-@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0, help="Seconds before a request is recorded as timed out.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=3600.0, help="Seconds before a request is recorded as timed out.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds without a byte before a request is recorded as timed out. Default: none (a request queued at the server may wait long for its first byte).")
 @click.option("--ignore-eos/--no-ignore-eos", default=True, help="Send ignore_eos (vLLM, SGLang and the simulator accept it).")
 @click.option("--min-tokens/--no-min-tokens", default=True, help="Send min_tokens = max_tokens.")
 @click.option("--continuous-usage/--no-continuous-usage", default=True, help="Ask for usage on every chunk (exact tokens per chunk).")
@@ -130,6 +131,7 @@ def bench(**opts) -> None:
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
+                        "stall_timeout_s": opts["stall_timeout"],
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides)
@@ -141,7 +143,8 @@ def bench(**opts) -> None:
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write into this run directory (cells already complete there are skipped).")
 @click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors per cell. Default: one per 256 streams.")
-def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | None, actors: int | None) -> None:
+@click.option("--report/--no-report", "write_report", default=True, show_default=True, help="Write report.html and charts/ into the run directory at the end.")
+def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | None, actors: int | None, write_report: bool) -> None:
     """Run every cell of an experiment file.
 
     \b
@@ -153,11 +156,11 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | N
     from raybench.experiment import load_experiment
 
     experiment = load_experiment(experiment_file)
-    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir)
+    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, write_report=write_report)
 
 
 def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_dir: Path | None = None,
-         request_timeout_s: float = 1800.0, client_overrides: dict | None = None) -> None:
+         request_timeout_s: float = 3600.0, client_overrides: dict | None = None, write_report: bool = True) -> None:
     from raybench import cluster
     from raybench.store.rundir import RunDir
 
@@ -169,11 +172,74 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
-        Runner(experiment, rd, options, report=lambda line: click.echo(line, err=True)).run()
+        Runner(experiment, rd, options, report=_progress_display()).run()
     finally:
         if connected_here:
             cluster.disconnect()
+    if write_report:
+        from raybench.report.build import write_run_report
+
+        html = write_run_report(rd.path, warn=lambda line: click.echo(line, err=True))
+        if html is not None:
+            click.echo(f"report: {html}", err=True)
     click.echo(str(rd.path))
+
+
+@main.command(name="report")
+@click.argument("source")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory for report.html and charts/. Default: the run directory itself; for a file, ./report-<file name>.")
+@click.option("--images/--no-images", default=True, show_default=True, help="Write PNG and SVG of every chart under charts/.")
+def report_command(source: str, out: Path | None, images: bool) -> None:
+    """Draw the report of a run directory, a results file, or `published` (the seed's results).
+
+    \b
+    SOURCE: a raybench run directory, vLLM's --save-result JSON, SGLang's bench_serving JSONL,
+    dstack's tidy results CSV, or `published`.
+    Examples:
+      raybench report runs/quickstart/20260101-120000
+      raybench report published --out seed-report
+    """
+    from raybench.report import build_report
+    from raybench.store.rundir import safe_name
+
+    if out is None and not Path(source).is_dir():
+        out = Path(f"report-{safe_name(Path(source).stem)}")
+    result = build_report(source, out, images=images)
+    for name, why in result.skipped.items():
+        click.echo(f"not drawn: {name} ({why})", err=True)
+    click.echo(f"{len(result.drawn)} charts drawn, {len(result.images)} image files", err=True)
+    click.echo(str(result.html))
+
+
+@main.command(name="compare")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--reference", default=None, help="The baseline: a run directory, vLLM JSON, SGLang JSONL, dstack CSV, or `published` (the seed's H200/MI300X results). Default: the first SOURCE.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory for the comparison report. Default: ./comparison-<YYYYmmdd-HHMMSS>.")
+@click.option("--images/--no-images", default=True, show_default=True, help="Write PNG and SVG of every chart under charts/.")
+def compare_command(sources: tuple[str, ...], reference: str | None, out: Path | None, images: bool) -> None:
+    """Put runs side by side: the same charts, one series per run, and ratios per matching cell.
+
+    \b
+    Examples:
+      raybench compare runs/quickstart/20260101-120000 runs/quickstart/20260102-090000
+      raybench compare runs/deepseek_r1/20260101-120000 --reference published
+      raybench compare runs/deepseek_r1/20260101-120000 --reference vllm-128qps.json
+    """
+    import datetime as dt
+
+    from raybench.report import compare_sources
+
+    out = out or Path(f"comparison-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    result = compare_sources(sources, out, reference=reference, images=images)
+    click.echo(result.table)
+    click.echo(f"comparison report: {result.html}")
+
+
+def _progress_display():
+    """Progress on stderr (stdout carries only the run dir): redrawn live on a terminal, plain lines otherwise."""
+    from raybench.telemetry.progress import ProgressDisplay
+
+    return ProgressDisplay.for_stream(sys.stderr)
 
 
 main.add_command(sim_command, name="sim")

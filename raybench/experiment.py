@@ -15,9 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raybench.backends import (  # noqa: F401  (re-exported: experiment files import backends from here)
+    Backend,
+    Container,
+    ExternalBackend,
+    Placement,
+    Platform,
+    SGLangBackend,
+    SimBackend,
+    TRTLLMBackend,
+    VLLMBackend,
+)
 from raybench.errors import ConfigError
-
-_TIMINGS = ("zero", "fixed", "engine")
 
 
 class Mode(str, enum.Enum):
@@ -43,56 +52,6 @@ def _positive_ints(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError.invalid(name, value, "an integer >= 1")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimBackend:
-    """The built-in simulator, started by raybench; it stands in for a GPU server."""
-
-    name: str = "sim"
-    timing: str = "engine"
-    gpu: str = "H200"
-    num_gpus: int = 8
-    profile: str = "generic"
-    ttft_ms: float = 200.0
-    itl_ms: float = 20.0
-    tokens_per_chunk: int = 1
-    extra_args: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.timing not in _TIMINGS:
-            raise ConfigError.unknown("sim timing", self.timing, _TIMINGS)
-        _positive_int("tokens_per_chunk", self.tokens_per_chunk)
-        _positive_int("num_gpus", self.num_gpus)
-        if self.ttft_ms < 0 or self.itl_ms < 0:
-            raise ConfigError.invalid("ttft_ms/itl_ms", (self.ttft_ms, self.itl_ms), "values >= 0")
-
-    def argv(self, *, model: str, port: int, ready_file: str | None = None) -> list[str]:
-        import sys
-
-        argv = [sys.executable, "-m", "raybench", "sim", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--model", model, "--timing", self.timing, "--gpu", self.gpu]
-        argv += ["--num-gpus", str(self.num_gpus), "--backend-profile", self.profile]
-        argv += ["--ttft-ms", str(self.ttft_ms), "--itl-ms", str(self.itl_ms)]
-        argv += ["--tokens-per-chunk", str(self.tokens_per_chunk)]
-        if ready_file:
-            argv += ["--ready-file", ready_file]
-        return argv + list(self.extra_args)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExternalBackend:
-    """A server someone else runs: raybench only sends it requests."""
-
-    name: str
-    url: str
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError.invalid("url", self.url, "an http:// or https:// URL")
-
-
-Backend = SimBackend | ExternalBackend
 
 
 @dataclass(frozen=True, kw_only=True)

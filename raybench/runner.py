@@ -24,24 +24,30 @@ import pyarrow.ipc
 
 import raybench
 from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
-from raybench.backends.process import ServerProcess, free_port
+from raybench.backends import admin
+from raybench.backends.base import BackendKind, ProcessBackend
+from raybench.backends.guard import ServerGuard
+from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
-from raybench.experiment import Cell, Experiment, ExternalBackend, Mode, OfflineMethod, SimBackend
+from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode, OfflineMethod
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig
-from raybench.loadgen.generator import LoadGenerator, Progress
+from raybench.loadgen.clock import estimate_anchor
+from raybench.loadgen.generator import LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA
+from raybench.telemetry.progress import ProgressDisplay
+from raybench.telemetry.scraper import ServerMetricsRecording
+from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
 
 Report = Callable[[str], None]
 _SATURATED_LAG_MS = 50.0
 _SATURATED_CPU_SHARE = 0.9
-_PROGRESS_EVERY_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,7 +57,7 @@ class RunOptions:
     actors: int | None = None  # None: one per 256 streams
     streams_per_actor: int = 256
     num_cpus_per_actor: float = 0.25
-    request_timeout_s: float = 1800.0
+    request_timeout_s: float = 3600.0
     cell_timeout_s: float | None = None
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -70,14 +76,16 @@ def workload_for(cell: Cell, seed: int) -> Workload:
 
 
 class _Server:
-    """A started backend: its URL, and for the simulator the process and its ground truth."""
+    """A backend's running server: its URL, its ServerActor (None for an external URL)."""
 
-    def __init__(self, name: str, url: str, process: ServerProcess | None = None) -> None:
-        self.name, self.url, self.process = name, url, process
+    def __init__(self, backend: Backend, url: str, handle: ServerHandle | None = None) -> None:
+        self.backend, self.url, self.handle = backend, url, handle
+        self.name = backend.name
+        # the simulator keeps its own log of what it sent: saved beside what the client measured
+        self.ground_truth = backend.kind is BackendKind.SIM
 
     def save_ground_truth(self, cell_dir: Path) -> None:
-        """The simulator's own log of what it sent, beside what the client measured."""
-        if self.process is None:
+        if not self.ground_truth:
             return
         for table in ("chunks", "requests"):
             with urllib.request.urlopen(f"{self.url}/sim/ground_truth?table={table}", timeout=60) as r:
@@ -86,8 +94,19 @@ class _Server:
         self.reset_ground_truth()
 
     def reset_ground_truth(self) -> None:
-        if self.process is not None:
+        if self.ground_truth:
             urllib.request.urlopen(urllib.request.Request(f"{self.url}/sim/reset", method="POST"), timeout=10).close()
+
+    def reset_cache(self) -> None:
+        """Between cells, when the backend asks for it (the seed flushed SGLang before each run)."""
+        if not self.backend.reset_cache:
+            return
+        path = self.backend.cache_reset if isinstance(self.backend, ExternalBackend) else self.backend.endpoints.cache_reset
+        admin.reset_cache(self.url, path)
+
+    def check_alive(self, during: str) -> None:
+        if self.handle is not None:
+            self.handle.check_alive(during)
 
 
 class Runner:
@@ -96,6 +115,8 @@ class Runner:
         self.run_dir = run_dir
         self.options = options
         self.report = report
+        # a ProgressDisplay passed as report draws live; any other callable gets plain lines
+        self.progress = report if isinstance(report, ProgressDisplay) else ProgressDisplay(report=report)
 
     def run(self) -> list[dict[str, Any]]:
         """Run every cell not yet complete in the run dir; return every cell's summary."""
@@ -103,54 +124,64 @@ class Runner:
         write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": [c.to_json() for c in cells]})
         write_json_atomic(self.run_dir.env_json, _environment())
         done = set(self.run_dir.cell_ids())
-        for backend in self.experiment.backends:
-            todo = [c for c in cells if c.backend == backend.name and c.id not in done]
-            if not todo:
-                continue
-            with self._server(backend) as server:
-                for cell in todo:
-                    self._run_cell(cell, server)
+        self.progress.plan([(c.id, c.num_prompts or 0) for c in cells], done=sorted(done))
+        with ServerGuard() as guard:
+            for backend in self.experiment.backends:
+                todo = [c for c in cells if c.backend == backend.name and c.id not in done]
+                # engine cells need the GPUs the server holds: they run once it is down
+                engine = [c for c in todo if _is_engine_cell(c)]
+                served = [c for c in todo if not _is_engine_cell(c)]
+                if served:
+                    with self._server(backend, guard) as server:
+                        for cell in served:
+                            self._run_cell(cell, server)
+                for cell in engine:
+                    self._run_cell(cell, None)
         summaries = [
             json.loads((self.run_dir.cell_dir(c.id) / SUMMARY_FILE).read_text())
             for c in cells
             if (self.run_dir.cell_dir(c.id) / SUMMARY_FILE).is_file()
         ]
         write_table_atomic(self.run_dir.summary_parquet, summary_frame(summaries).to_arrow())
+        self.progress.finish(summaries)
         return summaries
 
     @contextlib.contextmanager
-    def _server(self, backend: SimBackend | ExternalBackend) -> Iterator[_Server]:
+    def _server(self, backend: Backend, guard: ServerGuard) -> Iterator[_Server]:
+        model = self.experiment.model
         if isinstance(backend, ExternalBackend):
-            check_server(backend.url, self.experiment.model)
-            yield _Server(backend.name, backend.url.rstrip("/"))
+            check_server(backend.url, model)
+            yield _Server(backend, backend.url.rstrip("/"))
             return
-        port = free_port()
-        process = ServerProcess(
-            name=backend.name,
-            argv=backend.argv(model=self.experiment.model, port=port),
-            base_url=f"http://127.0.0.1:{port}",
-            model=self.experiment.model,
-            log_path=self.run_dir.server_log(backend.name),
-            ready_timeout_s=60,
-        )
-        self.report(f"starting {backend.name} (log: {process.log_path})")
-        with process:
-            yield _Server(backend.name, process.base_url, process)
+        log_path = self.run_dir.server_log(backend.name)
+        handle = ServerHandle(backend, model=model, log_path=log_path)
+        guard.add(handle)
+        self.report(f"starting {backend.name} (log: {log_path})")
+        try:
+            info = handle.start()
+            self.report(f"  {backend.name} ready at {info.url} on node {info.node_ip}")
+            record = {**dataclasses.asdict(info), "version": admin.server_version(info.url, backend.endpoints.version)}
+            write_json_atomic(log_path.with_suffix(".json"), record)
+            yield _Server(backend, info.url, handle)
+        finally:
+            handle.stop()
+            guard.discard(handle)
 
     def _client(self, server: _Server) -> ClientConfig:
+        settings = {**server.backend.dialect.client_settings(), **self.options.client_overrides}
         return ClientConfig(
             base_url=server.url,
-            model=self.experiment.model,
+            model=server.backend.served_model(self.experiment.model),
             request_timeout_s=self.options.request_timeout_s,
-            **self.options.client_overrides,
+            **settings,
         )
 
-    def _run_cell(self, cell: Cell, server: _Server) -> None:
+    def _run_cell(self, cell: Cell, server: _Server | None) -> None:
         cell_dir = self.run_dir.cell_dir(cell.id)
         self.report(f"cell {cell.id}")
         t0 = time.monotonic()
-        if cell.mode is Mode.OFFLINE and cell.offline_method is OfflineMethod.ENGINE:
-            summary = self._run_engine_cell(cell, server, cell_dir)
+        if server is None:
+            summary = self._run_engine_cell(cell, cell_dir)
         else:
             summary = self._run_http_cell(cell, server, cell_dir)
         summary["cell"] = cell.to_json()
@@ -158,29 +189,39 @@ class Runner:
         summary["wall_s"] = round(time.monotonic() - t0, 3)
         write_json_atomic(cell_dir / SUMMARY_FILE, summary)
         self.report(format_summary_table(summary) if "duration" in summary else _offline_line(summary))
+        self.progress.cell_done(cell.id)
 
     def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
         client = self._client(server)
         workload = workload_for(cell, self.experiment.seed)
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+        labels = _metric_labels(self.experiment, cell)
+        server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
+        server_metrics.start()  # its process starts during the warm-up, not during the cell
         warm_up(client, workload, self.experiment.warmup_requests)
+        server.reset_cache()
         server.reset_ground_truth()
         arrivals = ArrivalProcess(
             rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=self.experiment.seed
         ).offsets_s(workload.num_requests)
         actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
         actors = max(1, min(actors, concurrency, workload.num_requests))
-        pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor)
+        pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
+                           labels=labels)
         writer = CellWriter(cell_dir)
         try:
-            result = pool.run(
-                client=client, workload=workload, arrivals_s=arrivals, concurrency=concurrency,
-                sink=writer, timeout_s=self.options.cell_timeout_s, on_progress=self._progress_printer(cell),
-            )
+            with server_metrics:
+                result = pool.run(
+                    client=client, workload=workload, arrivals_s=arrivals, concurrency=concurrency, sink=writer,
+                    timeout_s=self.options.cell_timeout_s, on_progress=self.progress.cell(cell.id, workload.num_requests),
+                )
         except BaseException:
             writer.abort()
             raise
         writer.close()
+        if server_metrics.table is not None:
+            write_table_atomic(cell_dir / SERVER_METRICS_FILE, server_metrics.table)
+        server.check_alive(f"cell {cell.id}")  # a cell whose server crashed gets no summary: a resume reruns it
         server.save_ground_truth(cell_dir)
         requests, chunks = read_cell(cell_dir)
         if requests.height == 0:
@@ -193,18 +234,15 @@ class Runner:
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
         return summary
 
-    def _run_engine_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
-        from raybench.backends.sim_engine import run_offline_engine
+    def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:
+        from raybench.backends.engine_actor import run_offline_engine
 
         backend = self.experiment.backend(cell.backend)
-        if not isinstance(backend, SimBackend):
+        if not isinstance(backend, ProcessBackend):
             raise RunError(f"cell {cell.id}: offline engine mode needs an in-process engine; {backend.name} has none")
         workload = workload_for(cell, self.experiment.seed)
         specs = workload.build(range(workload.num_requests))
-        result = run_offline_engine(
-            backend, model=self.experiment.model,
-            prompt_lens=[s.prompt_tokens for s in specs], max_tokens=[s.max_tokens for s in specs],
-        )
+        result = run_offline_engine(backend, model=self.experiment.model, specs=specs)
         write_table_atomic(cell_dir / REQUESTS_FILE, result.requests_table(cell.id, specs))
         # an in-process engine streams nothing: an empty chunks table keeps every cell alike
         write_table_atomic(cell_dir / CHUNKS_FILE, CHUNKS_SCHEMA.empty_table())
@@ -214,20 +252,15 @@ class Runner:
         summary["cell_id"] = cell.id
         return summary
 
-    def _progress_printer(self, cell: Cell) -> Callable[[Progress], None]:
-        last = [time.monotonic(), 0]
 
-        def show(p: Progress) -> None:
-            now = time.monotonic()
-            if now - last[0] < _PROGRESS_EVERY_S:
-                return
-            rate = (p.output_tokens - last[1]) / (now - last[0])
-            last[:] = [now, p.output_tokens]
-            self.report(
-                f"  {cell.id}: {p.done}/{p.total} done, {p.in_flight} in flight, {p.failed} failed, {rate:,.0f} output tok/s"
-            )
+def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
+    """Tags on a cell's live Ray metrics (hardware stays empty until cells carry one)."""
+    return {"experiment": experiment.name, "cell": cell.id, "backend": cell.backend,
+            "hardware": str(getattr(cell, "hardware", None) or "")}
 
-        return show
+
+def _is_engine_cell(cell: Cell) -> bool:
+    return cell.mode is Mode.OFFLINE and cell.offline_method is OfflineMethod.ENGINE
 
 
 def warm_up(client: ClientConfig, workload: Workload, num_requests: int) -> None:

@@ -50,6 +50,7 @@ class ServerProcess:
         model: str,
         log_path: Path,
         env: Mapping[str, str] | None = None,
+        env_remove: Sequence[str] = (),
         ready_timeout_s: float = 600.0,
         stop_grace_s: float = 10.0,
     ) -> None:
@@ -59,6 +60,7 @@ class ServerProcess:
         self.model = model
         self.log_path = log_path
         self.env = dict(env or {})
+        self.env_remove = tuple(env_remove)  # inherited variables the server must not see
         self.ready_timeout_s = ready_timeout_s
         self.stop_grace_s = stop_grace_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -68,6 +70,15 @@ class ServerProcess:
         return None if self._proc is None else self._proc.pid
 
     def start(self) -> None:
+        self.launch()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def launch(self) -> int:
+        """Start the process (in its own process group) without waiting; returns its pid."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             try:
@@ -76,22 +87,27 @@ class ServerProcess:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env={**os.environ, **self.env},
+                    env={k: v for k, v in {**os.environ, **self.env}.items() if k not in self.env_remove},
                     start_new_session=True,
                 )
             except OSError as err:
                 raise BackendError(f"cannot start {self.name}: {self.argv[0]}: {err.strerror}") from err
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        return self._proc.pid
 
-    def _wait_ready(self) -> None:
+    def poll(self) -> int | None:
+        """The exit code once the process has exited, else None (also None before launch)."""
+        return None if self._proc is None else self._proc.poll()
+
+    def wait_ready(self) -> None:
+        """Block until ready; BackendError with the log's tail if it exits, is stopped or times out."""
         deadline = time.monotonic() + self.ready_timeout_s
         delay = 0.05
         while True:
-            code = self._proc.poll() if self._proc else None
+            proc = self._proc
+            if proc is None:
+                raise BackendError(f"{self.name} was stopped while starting; last lines of {self.log_path}:\n"
+                                   + log_tail(self.log_path))
+            code = proc.poll()
             if code is not None:
                 raise BackendError(
                     f"{self.name} exited with code {code} while starting; last lines of {self.log_path}:\n"
@@ -105,7 +121,7 @@ class ServerProcess:
                     + log_tail(self.log_path)
                 )
             time.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            delay = min(delay * 1.5, 0.5)
 
     def _ready(self) -> bool:
         try:

@@ -1,19 +1,42 @@
-"""``LoadGenActor``: the Ray face of ``LoadGenWorker``, made once at module level."""
+"""``LoadGenActor``: the Ray face of ``LoadGenWorker``, made once at module level.
+
+Besides handing rows to the driver, each poll feeds the rows it drained to the actor's live
+Ray metrics (telemetry.ClientMetrics), off the generator's loop, and adds the TTFT histogram
+so far to the progress snapshot for the terminal display.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 import ray
 
-from raybench.loadgen.worker import LoadGenWorker
+from raybench.loadgen.worker import LoadGenWorker, PollResult
+from raybench.telemetry import catalog
+from raybench.telemetry.client_metrics import ClientMetrics
+from raybench.telemetry.ray_sink import RayMetricsSink
 
 
 class _LoadGenActor(LoadGenWorker):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         super().__init__(name=name, node=ray.get_runtime_context().get_node_id())
+        sink = RayMetricsSink(catalog.CLIENT_METRIC_NAMES)
+        self._metrics = ClientMetrics(sink, {**(labels or {}), "actor": name})
 
     def ready(self) -> str:
         """The node the actor landed on (its Ray node id)."""
         return self.node
+
+    def poll(self, wait_s: float = 0.0) -> PollResult:
+        result = super().poll(wait_s)
+        p = result.progress
+        self._metrics.record(
+            result.requests, result.chunks,
+            in_flight=p.in_flight, output_tokens=p.output_tokens, loop_lag_ms=p.loop_lag_ms,
+        )
+        progress = dataclasses.replace(p, ttft_ms_counts=self._metrics.ttft_ms_counts())
+        return dataclasses.replace(result, progress=progress)
 
 
 LoadGenActor = ray.remote(_LoadGenActor)

@@ -34,11 +34,19 @@ from raybench.workloads.base import RequestSpec
 
 _ERROR_BODY_CHARS = 300
 _LAG_PROBE_S = 0.1
+_LAG_WINDOW = 10  # probes: the progress snapshot reports the worst lag of the last second
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A snapshot of one generator, cheap enough to take every second."""
+    """A snapshot of one generator, cheap enough to take every second.
+
+    ``output_tokens`` counts the tokens streamed so far, those of requests still in flight
+    included, so a rate taken from two snapshots is the rate now, not the rate at which
+    requests happened to finish. ``loop_lag_ms`` is the largest event-loop lag over the last
+    second. ``ttft_ms_counts`` is filled in by the actor at poll time (telemetry's cumulative
+    TTFT histogram of the successful requests so far); the generator leaves it empty.
+    """
 
     total: int
     sent: int
@@ -46,6 +54,8 @@ class Progress:
     failed: int
     in_flight: int
     output_tokens: int
+    loop_lag_ms: float = 0.0
+    ttft_ms_counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,9 @@ class LoadGenerator:
         self._failed = 0
         self._in_flight = 0
         self._output_tokens = 0
+        # readers of the requests in flight, so a progress snapshot can count their tokens
+        # without any per-chunk bookkeeping
+        self._active: set[SseReader] = set()
         self._lags_ns: list[int] = []
         self._session: aiohttp.ClientSession | None = None
         self._wall_ns = 0
@@ -181,6 +194,7 @@ class LoadGenerator:
         reader = SseReader(spec.request_id)
         status, http_status, error = RequestStatus.OK, None, None
         self._in_flight += 1
+        self._active.add(reader)
         t_slot = self._clock_ns()
         try:
             async with session.post(
@@ -255,6 +269,7 @@ class LoadGenerator:
         """One request row; ``t_slot`` stands in for t_sent when nothing was ever sent."""
         t_sent = reader.t_sent_ns if reader.t_sent_ns is not None else t_slot
         self._in_flight -= 1
+        self._active.discard(reader)
         self._done += 1
         if status is not RequestStatus.OK:
             self._failed += 1
@@ -288,13 +303,16 @@ class LoadGenerator:
         return chunks, requests
 
     def progress(self) -> Progress:
+        """Where the run stands; call on the generator's loop (it reads the live readers)."""
+        lags = self._lags_ns[-_LAG_WINDOW:]
         return Progress(
             total=len(self._specs),
             sent=self._next,
             done=self._done,
             failed=self._failed,
             in_flight=self._in_flight,
-            output_tokens=self._output_tokens,
+            output_tokens=self._output_tokens + sum(r.tokens for r in self._active),
+            loop_lag_ms=max(lags) / 1e6 if lags else 0.0,
         )
 
     def self_check(self) -> SelfCheck:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import ClockAnchor, estimate_anchor
 from raybench.loadgen.generator import Progress, SelfCheck
 from raybench.loadgen.worker import PollResult, ShardTask
+from raybench.telemetry.client_metrics import merge_counts
 from raybench.workloads.base import Workload
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,13 @@ class LoadGenPool:
         num_actors: int,
         num_cpus_per_actor: float = 0.25,
         poll_interval_s: float = 1.0,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         if num_actors < 1:
             raise RunError(f"num_actors={num_actors} is not allowed: at least 1")
         self.cell_id = cell_id
+        # tags on the actors' live metrics (experiment, backend, hardware); cell is always set
+        self.labels = {**(labels or {}), "cell": cell_id}
         self.num_actors = num_actors
         self.num_cpus_per_actor = num_cpus_per_actor
         self.poll_interval_s = poll_interval_s
@@ -146,7 +150,7 @@ class LoadGenPool:
             name = f"raybench:{self.cell_id}:{i}"
             handle = LoadGenActor.options(
                 name=name, num_cpus=self.num_cpus_per_actor, max_restarts=0, **options
-            ).remote(name)
+            ).remote(name, self.labels)
             members.append(_Member(name=name, handle=handle))
         nodes = ray.get([m.handle.ready.remote() for m in members], timeout=_CALL_TIMEOUT_S * 5)
         for m, node in zip(members, nodes):
@@ -221,6 +225,8 @@ def _total_progress(members: list[_Member]) -> Progress:
         failed=sum(p.failed for p in snaps),
         in_flight=sum(p.in_flight for p in snaps),
         output_tokens=sum(p.output_tokens for p in snaps),
+        loop_lag_ms=max((p.loop_lag_ms for p in snaps), default=0.0),
+        ttft_ms_counts=merge_counts([p.ttft_ms_counts for p in snaps]),
     )
 
 

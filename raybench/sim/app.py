@@ -2,7 +2,8 @@
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
 GET /sim/ground_truth?table=chunks|requests (Arrow IPC stream), POST /sim/reset (clears the
-log and the arrival counter), GET /sim/stats (counters and this process's CPU seconds).
+log and the arrival counter), GET /sim/stats (counters and this process's CPU seconds),
+GET /metrics (Prometheus text: running/waiting requests, KV usage, tokens; see metrics.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from raybench.sim.config import FaultKind, FaultSpec, SimConfig
 from raybench.sim.engine import EngineCore, KvCapacityError
 from raybench.sim.groundtruth import GroundTruthLog, SimStatus, to_ipc_stream
 from raybench.sim.httpproto import ParseQueue
+from raybench.sim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from raybench.sim.metrics import SimMetrics
 from raybench.sim.responses import PlanCache
 from raybench.sim.streams import Stream
 from raybench.sim.timing import EngineDriver, FixedScheduler
@@ -50,6 +53,7 @@ class SimApp:
         self.arrivals = 0
         self.events_written = 0
         self.tokens_written = 0
+        self.metrics = SimMetrics(config.model)
         self._streams: set[Stream] = set()
         self._fixed: FixedScheduler | None = None
         self._engine: EngineDriver | None = None
@@ -86,6 +90,8 @@ class SimApp:
             conn.respond(200, b'{"status":"reset"}')
         elif path == "/sim/stats" and method == "GET":
             conn.respond(200, orjson.dumps(self.stats()))
+        elif path == "/metrics" and method == "GET":
+            conn.respond(200, self._metrics_text(), METRICS_CONTENT_TYPE)
         else:
             conn.respond(404, self.error_json(404, f"no route for {method} {path}"))
 
@@ -93,6 +99,7 @@ class SimApp:
         return error_body(status, message, _ERROR_TYPES.get(status, "Error"))
 
     def reset(self) -> None:
+        self.metrics.before_reset(self.tokens_written)
         self.log.reset()
         self.arrivals = 0
         self.events_written = 0
@@ -102,6 +109,15 @@ class SimApp:
         return {"process_cpu_s": time.process_time(), "requests": self.arrivals,
                 "events_written": self.events_written, "tokens_written": self.tokens_written,
                 "open_connections": len(self.connections), "streams_in_flight": len(self._streams)}
+
+    def _metrics_text(self) -> bytes:
+        core = self.engine_core
+        if core is None:  # zero and fixed timing: every stream runs, no queue, no KV model
+            return self.metrics.render(running=len(self._streams), waiting=0, kv_cache_usage=None,
+                                       tokens_written=self.tokens_written)
+        return self.metrics.render(running=core.num_running, waiting=core.num_waiting,
+                                   kv_cache_usage=core.kv_used_tokens / core.cost.kv_capacity_tokens,
+                                   tokens_written=self.tokens_written)
 
     def _ground_truth(self, conn: HttpConnection, request: HttpRequest) -> None:
         table = parse_qs(request.query).get("table", [""])[0]
@@ -129,6 +145,7 @@ class SimApp:
         fault = self._fault_for(index)
         if fault is not None and self._fault_before_stream(conn, request, req, key, fault, extra):
             return
+        self.metrics.request_arrived(req.prompt_tokens)
         target = self._target_tokens(req, key_text)
         plan = self.plans.get(req, target, self.config.tokens_per_chunk)
         head = conn.head(200, _SSE if req.stream else _JSON, None if req.stream else len(plan.body), extra)

@@ -44,11 +44,14 @@ class _ProtocolError(Exception):
 
 
 class ParseQueue:
-    """Connections with unparsed bytes, parsed one per event-loop turn.
+    """Connections with unparsed bytes, parsed in slices of at most ``SLICE_NS`` per loop turn.
 
-    Between two parses the loop polls its sockets, so a request that lands while others are
-    being parsed is stamped when it lands, not when the parsing before it is done.
+    Between two slices the loop polls its sockets, so a request that lands while others are
+    being parsed is stamped when it lands (within a slice), not when all parsing before it is
+    done; and a long queue still drains in a few loop turns.
     """
+
+    SLICE_NS = 100_000
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -62,12 +65,18 @@ class ParseQueue:
             self._loop.call_soon(self._next)
 
     def _next(self) -> None:
-        conn = self._waiting.popleft()
-        if self._waiting:
-            self._loop.call_soon(self._next)
-        else:
-            self._scheduled = False
-        conn.parse_queued()
+        waiting = self._waiting
+        end_ns = perf_counter_ns() + self.SLICE_NS
+        try:
+            while waiting:
+                waiting.popleft().parse_queued()
+                if perf_counter_ns() > end_ns:
+                    break
+        finally:  # a request that raised must not stall the others
+            if waiting:
+                self._loop.call_soon(self._next)
+            else:
+                self._scheduled = False
 
 
 class HttpConnection(asyncio.Protocol):

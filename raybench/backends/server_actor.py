@@ -1,0 +1,341 @@
+"""``ServerActor``: one backend's server on the node Ray picked, from start to a sure teardown.
+
+    driver                                   GPU node
+    ServerHandle.start() ── creates ──►      ServerActor (num_gpus / {"H200": 8})
+      log pump thread ◄── read_log ──        ServerHost: ServerProcess(argv, own process group)
+      servers/<name>.log                       + watchdog (kills the group if the actor dies)
+
+The actor reserves the backend's GPUs or custom resources, binds the server to the node's IP
+on a free port, waits for readiness under the backend's deadline, and answers a failure with
+the last 50 lines of the server's log. Its log lives on the GPU node and is pulled into the
+driver's run dir while the server runs. Stopping is SIGTERM, then SIGKILL of the whole group
+after ``stop_grace_s``; a container is removed too. ``guard.ServerGuard`` makes the driver
+stop every server whatever ends the run; the watchdog covers the actor dying unasked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from raybench.backends.base import BackendKind, ProcessBackend
+from raybench.backends.process import ServerProcess, free_port, log_tail
+from raybench.backends.watchdog import release_watchdog, start_watchdog
+from raybench.errors import BackendError
+
+LOG_CHUNK_BYTES = 4 * 2**20
+_PUMP_INTERVAL_S = 1.0
+_CALL_TIMEOUT_S = 60.0
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+_VISIBLE_DEVICE_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerInfo:
+    """Where a started server runs and what it was started with."""
+
+    name: str
+    kind: str
+    url: str
+    model: str  # the name /v1/models lists
+    node_id: str
+    node_ip: str
+    pid: int
+    gpu_ids: tuple[str, ...]
+    visible_devices: dict[str, str]  # CUDA_/HIP_VISIBLE_DEVICES as the server inherits them
+    argv: tuple[str, ...]
+    container: str | None = None
+
+
+class ServerHost:
+    """The ServerActor's logic, without Ray: start, read the log, stop. Runs on the server's node."""
+
+    def __init__(self, backend: ProcessBackend, *, model: str, node_id: str, node_ip: str,
+                 gpu_ids: tuple[str, ...] = (), log_label: str | None = None) -> None:
+        self.backend = backend
+        self.model = model
+        self.node_id = node_id
+        self.node_ip = node_ip
+        self.gpu_ids = tuple(str(g) for g in gpu_ids)
+        self._dir = Path(tempfile.mkdtemp(prefix="raybench-server-"))
+        self.log_path = self._dir / "server.log"
+        self.log_path.touch()
+        self.log_label = log_label or str(self.log_path)  # how errors name the log (the driver's copy)
+        self._lock = threading.Lock()
+        self._process: ServerProcess | None = None
+        self._watchdog_fd: int | None = None
+        self._container: list[str] | None = None  # the command that removes it
+        self._stopped = False
+
+    def start(self) -> ServerInfo:
+        b = self.backend
+        bind = b.host if b.host is not None else self.node_ip
+        url_host = self.node_ip if bind in _WILDCARD_HOSTS else bind
+        port = free_port(url_host)
+        spec = b.launch_spec(model=self.model, host=bind, port=port, python=sys.executable, gpu_ids=self.gpu_ids)
+        remove = self._ray_only_env(spec.env)
+        visible = {k: os.environ[k] for k in _VISIBLE_DEVICE_VARS if k in os.environ and k not in remove}
+        process = ServerProcess(
+            name=b.name, argv=spec.argv, base_url=f"http://{url_host}:{port}", model=b.served_model(self.model),
+            log_path=self.log_path, env=spec.env, env_remove=remove, ready_timeout_s=b.ready_timeout_s,
+            stop_grace_s=b.stop_grace_s,
+        )
+        with self.log_path.open("a") as log:
+            log.write(f"raybench: starting {b.kind.value} on node {self.node_ip} (GPUs {','.join(self.gpu_ids) or 'none'}):"
+                      f" {' '.join(spec.argv)}\n")
+        with self._lock:
+            if self._stopped:
+                raise BackendError(f"{b.name} was stopped before it started")
+            try:
+                pid = process.launch()
+            except BackendError as err:
+                raise BackendError(f"{err} on node {self.node_ip}: is {b.kind.value} installed there and on its PATH "
+                                   f"({os.environ.get('PATH', '')})? Or give the backend a container image") from err
+            self._process = process
+            if spec.container_name and b.container is not None:
+                self._container = b.container.remove_argv(spec.container_name)
+            self._watchdog_fd = start_watchdog(pgid=pid, grace_s=b.stop_grace_s, remove_argv=self._container or (),
+                                               env=b.server_env())
+        try:
+            process.wait_ready()
+        except BackendError as err:
+            raise BackendError(f"[node {self.node_ip}] " + str(err).replace(str(self.log_path), self.log_label)) from err
+        return ServerInfo(
+            name=b.name, kind=b.kind.value, url=process.base_url, model=process.model, node_id=self.node_id,
+            node_ip=self.node_ip, pid=pid, gpu_ids=self.gpu_ids, visible_devices=visible, argv=tuple(spec.argv),
+            container=spec.container_name,
+        )
+
+    def _ray_only_env(self, env: dict[str, str] | Any) -> tuple[str, ...]:
+        """Variables a Ray worker has and a server started by hand would not; the backend's env wins.
+
+        Ray sets OMP_NUM_THREADS=1 in workers with no CPU reserved (the engines pick their own
+        thread counts), and, with no GPU reserved, the visible-devices variable to "" (a real
+        backend placed with num_gpus=0 manages its node's GPUs itself; the simulator needs none).
+        """
+        remove = []
+        if "OMP_NUM_THREADS" not in env:
+            remove.append("OMP_NUM_THREADS")
+        var = self.backend.platform.visible_devices_env
+        if not self.gpu_ids and self.backend.kind is not BackendKind.SIM and os.environ.get(var) == "" and var not in env:
+            remove.append(var)
+        return tuple(remove)
+
+    def read_log(self, offset: int, max_bytes: int = LOG_CHUNK_BYTES) -> bytes:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read(max_bytes)
+        except FileNotFoundError:
+            return b""
+
+    def poll(self) -> int | None:
+        """The server's exit code if it has exited, else None."""
+        process = self._process
+        return None if process is None else process.poll()
+
+    def tail(self) -> str:
+        return log_tail(self.log_path)
+
+    def stop(self) -> int | None:
+        """SIGTERM the group, SIGKILL it after the grace period, remove the container; idempotent."""
+        with self._lock:
+            self._stopped = True
+            process, self._process = self._process, None
+            fd, self._watchdog_fd = self._watchdog_fd, None
+            container, self._container = self._container, None
+        code = process.stop() if process is not None else None
+        if container:
+            subprocess.run(container, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=60, check=False)
+        if fd is not None:
+            release_watchdog(fd)
+        return code
+
+    def cleanup(self) -> None:
+        """Delete the node-local log once the driver has pulled all of it."""
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _ServerActor:
+    """The Ray face of ServerHost. Threaded: read_log and stop answer while start waits."""
+
+    def __init__(self, backend: ProcessBackend, model: str, log_label: str) -> None:
+        context = ray.get_runtime_context()
+        gpu_ids = tuple(context.get_accelerator_ids().get("GPU", ()))
+        self.host = ServerHost(backend, model=model, node_id=context.get_node_id(),
+                               node_ip=ray.util.get_node_ip_address(), gpu_ids=gpu_ids, log_label=log_label)
+
+    def start(self) -> ServerInfo | str:
+        """The server's info once ready, or the error (with the log's tail) as one message."""
+        try:
+            return self.host.start()
+        except BackendError as err:
+            self.host.stop()
+            return str(err)
+        except Exception as err:  # noqa: BLE001 (one message to the driver, not a remote traceback)
+            self.host.stop()
+            return f"{self.host.backend.name} could not be started on node {self.host.node_ip}: {type(err).__name__}: {err}"
+
+    def read_log(self, offset: int, max_bytes: int = LOG_CHUNK_BYTES) -> bytes:
+        return self.host.read_log(offset, max_bytes)
+
+    def poll(self) -> int | None:
+        return self.host.poll()
+
+    def tail(self) -> str:
+        return self.host.tail()
+
+    def stop(self) -> int | None:
+        return self.host.stop()
+
+    def cleanup(self) -> None:
+        self.host.cleanup()
+
+
+ServerActor = ray.remote(max_restarts=0, max_concurrency=4)(_ServerActor)
+
+
+class _LogPump:
+    """Appends the server's node-local log to the driver's copy, in a background thread."""
+
+    def __init__(self, actor: Any, path: Path) -> None:
+        self.actor = actor
+        self.path = path
+        self.offset = 0
+        self._stop = threading.Event()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+        self._thread = threading.Thread(target=self._run, name=f"raybench-log:{path.name}", daemon=True)
+        self._thread.start()
+
+    def _pull(self) -> int:
+        data = ray.get(self.actor.read_log.remote(self.offset), timeout=_CALL_TIMEOUT_S)
+        if data:
+            self._file.write(data)
+            self._file.flush()
+            self.offset += len(data)
+        return len(data)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                full = self._pull() >= LOG_CHUNK_BYTES
+            except Exception:  # noqa: BLE001 (actor lost or Ray shut down: finish() says what is left)
+                return
+            if not full:
+                self._stop.wait(_PUMP_INTERVAL_S)
+
+    def finish(self, pull: bool = True) -> None:
+        """Stop the thread, then pull whatever is left (unless the actor is already unreachable)."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            while pull and self._pull():
+                pass
+        except (RayActorError, GetTimeoutError):
+            pass
+        self._file.close()
+
+
+class ServerHandle:
+    """The driver's side of one ServerActor: start it, pull its log, check it, stop it."""
+
+    def __init__(self, backend: ProcessBackend, *, model: str, log_path: Path) -> None:
+        self.backend = backend
+        self.model = model
+        self.log_path = log_path
+        self.info: ServerInfo | None = None
+        self._actor: Any = None
+        self._pump: _LogPump | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        if self.info is None:
+            raise BackendError(f"{self.backend.name} is not running")
+        return self.info.url
+
+    def start(self) -> ServerInfo:
+        """Place the actor, start the server, wait until ready; BackendError with the log's tail if not."""
+        check_placement(self.backend)
+        name = f"raybench:server:{self.backend.name}:{uuid.uuid4().hex[:6]}"
+        with self._lock:
+            self._actor = ServerActor.options(name=name, **self.backend.actor_options()).remote(
+                self.backend, self.model, str(self.log_path))
+            self._pump = _LogPump(self._actor, self.log_path)
+        try:
+            result = ray.get(self._actor.start.remote())
+        except RayActorError as err:
+            self.stop()
+            raise BackendError(f"the ServerActor of {self.backend.name} died while starting: {err}") from err
+        if isinstance(result, str):
+            self.stop()
+            raise BackendError(result)
+        self.info = result
+        return result
+
+    def check_alive(self, during: str) -> None:
+        """BackendError with the log's tail if the server has exited (it crashed during ``during``)."""
+        if self._actor is None:
+            return
+        try:
+            code = ray.get(self._actor.poll.remote(), timeout=_CALL_TIMEOUT_S)
+            tail = ray.get(self._actor.tail.remote(), timeout=_CALL_TIMEOUT_S) if code is not None else ""
+        except (RayActorError, GetTimeoutError) as err:
+            raise BackendError(f"the ServerActor of {self.backend.name} was lost during {during}: {err}") from err
+        if code is not None:
+            raise BackendError(f"{self.backend.name} exited with code {code} during {during}; "
+                               f"last lines of {self.log_path}:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop the server and the actor; safe to call twice, from a signal handler's unwinding too."""
+        with self._lock:
+            actor, self._actor = self._actor, None
+            pump, self._pump = self._pump, None
+        if actor is None:
+            return
+        if not ray.is_initialized():  # Ray is gone, and its actors with it: their watchdogs did the rest
+            if pump is not None:
+                pump.finish(pull=False)
+            return
+        try:
+            ray.get(actor.stop.remote(), timeout=self.backend.stop_grace_s + _CALL_TIMEOUT_S)
+        except (RayActorError, GetTimeoutError):
+            pass  # the actor is gone or stuck: killing it below fires the watchdog
+        finally:
+            if pump is not None:
+                pump.finish()
+            try:
+                ray.get(actor.cleanup.remote(), timeout=_CALL_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError):
+                pass
+            ray.kill(actor, no_restart=True)
+
+
+def check_placement(backend: ProcessBackend) -> None:
+    """Fail at once when no node could ever hold the server, instead of waiting forever for one."""
+    want = {"GPU": float(backend.reserved_gpus), **{k: float(v) for k, v in backend.placement.resources.items()}}
+    want = {k: v for k, v in want.items() if v > 0}
+    if not want:
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(res.get(k, 0.0) >= v for k, v in want.items()) for res in nodes):
+        return
+    offered = "; ".join(
+        ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k == "GPU" or not k.startswith(("node:", "memory", "object_store")))
+        for res in nodes
+    )
+    raise BackendError(f"{backend.name} needs {want} on one node, and no node of this cluster has that "
+                       f"(nodes offer: {offered or 'nothing'}); change placement= or add a node")

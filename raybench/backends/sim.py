@@ -1,0 +1,63 @@
+"""The built-in simulator as a backend: ``python -m raybench sim``, a GPU and a backend profile.
+
+It stands in for a GPU server: by default it reserves no GPU from Ray (``placement`` can ask
+for some, to exercise placement), starts in a second, and serves the same OpenAI API plus
+its ground-truth log (``/sim/ground_truth``), which the runner saves beside each cell.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+from raybench.backends.base import BackendKind, Endpoints, ProcessBackend, check_positive
+from raybench.errors import ConfigError
+
+TIMINGS = ("zero", "fixed", "engine")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimBackend(ProcessBackend):
+    """The built-in simulator, started by raybench; it stands in for a GPU server."""
+
+    kind: ClassVar[BackendKind] = BackendKind.SIM
+    endpoints: ClassVar[Endpoints] = Endpoints()
+    reserved_flags: ClassVar[dict[str, str]] = {"--host": "the node's address", "--port": "a free port"}
+
+    name: str = "sim"
+    timing: str = "engine"
+    gpu: str = "H200"
+    num_gpus: int = 8  # GPUs the cost model simulates (not reserved from Ray: see placement)
+    profile: str = "generic"
+    ttft_ms: float = 200.0
+    itl_ms: float = 20.0
+    tokens_per_chunk: int = 1
+    ready_timeout_s: float = 60.0
+    stop_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.timing not in TIMINGS:
+            raise ConfigError.unknown("sim timing", self.timing, TIMINGS)
+        check_positive("tokens_per_chunk", self.tokens_per_chunk)
+        check_positive("num_gpus", self.num_gpus)
+        if self.ttft_ms < 0 or self.itl_ms < 0:
+            raise ConfigError.invalid("ttft_ms/itl_ms", (self.ttft_ms, self.itl_ms), "values >= 0")
+
+    def server_argv(self, *, model: str, host: str, port: int, python: str) -> list[str]:
+        return self._argv(model=model, host=host, port=port, python=python) + list(self.extra_args)
+
+    def argv(self, *, model: str, port: int, ready_file: str | None = None, host: str = "127.0.0.1") -> list[str]:
+        """The command line on this machine (tests and benchmarks start it without Ray)."""
+        argv = self._argv(model=model, host=host, port=port, python=sys.executable)
+        if ready_file:
+            argv += ["--ready-file", ready_file]
+        return argv + list(self.extra_args)
+
+    def _argv(self, *, model: str, host: str, port: int, python: str) -> list[str]:
+        argv = [python, "-m", "raybench", "sim", "--host", host, "--port", str(port)]
+        argv += ["--model", model, "--timing", self.timing, "--gpu", self.gpu]
+        argv += ["--num-gpus", str(self.num_gpus), "--backend-profile", self.profile]
+        argv += ["--ttft-ms", str(self.ttft_ms), "--itl-ms", str(self.itl_ms)]
+        return argv + ["--tokens-per-chunk", str(self.tokens_per_chunk)]

@@ -1,0 +1,103 @@
+"""vLLM's OpenAI server: ``vllm serve MODEL --tensor-parallel-size N --host H --port P ...``.
+
+Flags are vLLM's engine and frontend arguments (docs: "Engine Arguments" and ``vllm serve
+--help``; source: ``vllm/engine/arg_utils.py``, ``vllm/entrypoints/openai/cli_args.py``).
+Environment: ``VLLM_ATTENTION_BACKEND`` picks the attention kernels (the seed's H200 run used
+FLASHMLA); on ROCm the seed set ``VLLM_USE_TRITON_FLASH_ATTN=0`` and ``VLLM_FP8_PADDING=0``
+(``vllm/envs.py``). ``POST /reset_prefix_cache`` exists only when the server runs with
+``VLLM_SERVER_DEV_MODE=1`` (``vllm/entrypoints/openai/api_server.py``), so ``reset_cache=True``
+sets it. Version: ``GET /version`` -> ``{"version": ...}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from raybench.backends.base import (
+    BackendKind,
+    Endpoints,
+    ProcessBackend,
+    check_fraction,
+    check_positive,
+    flag_value,
+)
+from raybench.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class VLLMBackend(ProcessBackend):
+    kind: ClassVar[BackendKind] = BackendKind.VLLM
+    endpoints: ClassVar[Endpoints] = Endpoints(cache_reset="/reset_prefix_cache", version=("/version",))
+    reserved_flags: ClassVar[dict[str, str]] = {
+        "--host": "the node's address", "--port": "a free port", "--tensor-parallel-size": "use tp=",
+        "-tp": "use tp=", "--pipeline-parallel-size": "use pp=", "-pp": "use pp=",
+        "--served-model-name": "the experiment's model name",
+    }
+
+    name: str = "vllm"
+    executable: str = "vllm"
+    tp: int = 1
+    pp: int = 1
+    trust_remote_code: bool = False
+    enable_prefix_caching: bool | None = None  # None: vLLM's default (on in the V1 engine)
+    enable_chunked_prefill: bool = False
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    attention_backend: str | None = None  # VLLM_ATTENTION_BACKEND, e.g. "FLASHMLA"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("tp", self.tp)
+        check_positive("pp", self.pp)
+        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+            check_positive(name, getattr(self, name), optional=True)
+        check_fraction("gpu_memory_utilization", self.gpu_memory_utilization)
+        if self.enable_prefix_caching not in (None, True, False):
+            raise ConfigError.invalid("enable_prefix_caching", self.enable_prefix_caching, "None, True or False")
+
+    def default_num_gpus(self) -> int:
+        return self.tp * self.pp
+
+    def server_argv(self, *, model: str, host: str, port: int, python: str) -> list[str]:
+        argv = [self.executable, "serve", self.load_path(model)]
+        argv += ["--tensor-parallel-size", str(self.tp)]
+        if self.pp > 1:
+            argv += ["--pipeline-parallel-size", str(self.pp)]
+        argv += flag_value("--trust-remote-code", self.trust_remote_code)
+        if self.enable_prefix_caching is not None:
+            argv.append("--enable-prefix-caching" if self.enable_prefix_caching else "--no-enable-prefix-caching")
+        argv += flag_value("--enable-chunked-prefill", self.enable_chunked_prefill)
+        argv += flag_value("--max-model-len", self.max_model_len)
+        argv += flag_value("--max-num-seqs", self.max_num_seqs)
+        argv += flag_value("--max-num-batched-tokens", self.max_num_batched_tokens)
+        argv += flag_value("--gpu-memory-utilization", self.gpu_memory_utilization)
+        if self.model_path and self.model_path != model:
+            argv += ["--served-model-name", model]
+        return argv + ["--host", host, "--port", str(port), *self.extra_args]
+
+    def server_env(self) -> dict[str, str]:
+        env = dict(self.env)
+        if self.attention_backend is not None:
+            env.setdefault("VLLM_ATTENTION_BACKEND", self.attention_backend)
+        if self.reset_cache:
+            env.setdefault("VLLM_SERVER_DEV_MODE", "1")
+        return env
+
+    def engine_kwargs(self, model: str) -> dict[str, object]:
+        """``vllm.LLM(**kwargs)`` for offline engine mode: the same settings as the server."""
+        kwargs: dict[str, object] = {"model": self.load_path(model), "tensor_parallel_size": self.tp}
+        optional = {
+            "pipeline_parallel_size": self.pp if self.pp > 1 else None,
+            "trust_remote_code": self.trust_remote_code or None,
+            "enable_prefix_caching": self.enable_prefix_caching,
+            "enable_chunked_prefill": self.enable_chunked_prefill or None,
+            "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        return kwargs

@@ -1,0 +1,269 @@
+"""A report for one source: report.html, and PNG + SVG of every chart under charts/.
+
+``build_report`` is what ``raybench report`` and the end of ``raybench run`` call. A run dir's
+report is written into the run dir; any other source (the published CSV, a vLLM or SGLang
+results file) into the directory given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import polars as pl
+
+import raybench
+from raybench.errors import ConfigError
+from raybench.report import html as h
+from raybench.report.charts import CHARTS, ChartDef
+from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
+from raybench.report.frame import as_report_frame
+from raybench.report.slices import NothingToDraw
+from raybench.report.sources import load_source
+from raybench.report.style import SeriesStyle, series_style
+from raybench.store.rundir import safe_name, tmp_path
+
+REPORT_FILE = "report.html"
+CHARTS_DIR = "charts"
+IMAGE_FORMATS = ("png", "svg")
+_PNG_SCALE = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportResult:
+    html: Path
+    images: tuple[Path, ...]  # every file written under charts/
+    drawn: tuple[str, ...]  # chart names drawn
+    skipped: Mapping[str, str]  # chart name -> why it was not drawn
+
+
+def draw_charts(
+    frame: pl.DataFrame, style: SeriesStyle | None = None, charts: Sequence[ChartDef] = CHARTS
+) -> tuple[dict[str, alt.TopLevelMixin], dict[str, str]]:
+    """Every chart the frame has cells for, by name; the others with the reason they are absent."""
+    frame = as_report_frame(frame)
+    style = style or series_style(frame)
+    drawn, skipped = {}, {}
+    for chart in charts:
+        try:
+            drawn[chart.name] = chart.draw(frame, style=style)
+        except NothingToDraw as why:
+            skipped[chart.name] = str(why)
+    return drawn, skipped
+
+
+def write_images(
+    specs: Mapping[str, Mapping[str, Any]], out_dir: Path, formats: Sequence[str] = IMAGE_FORMATS
+) -> list[Path]:
+    """``<name>.<format>`` for each Vega-Lite spec, drawn by vl-convert (no browser)."""
+    import vl_convert
+
+    unknown = set(formats) - set(IMAGE_FORMATS)
+    if unknown:
+        raise ConfigError.invalid("image formats", sorted(unknown), f"some of {IMAGE_FORMATS}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, spec in specs.items():
+        # one Vega run per chart: the PNG is rasterised from the SVG (about half the time)
+        svg = vl_convert.vegalite_to_svg(dict(spec))
+        for fmt in formats:
+            path = out_dir / f"{safe_name(name)}.{fmt}"
+            if fmt == "png":
+                path.write_bytes(vl_convert.svg_to_png(svg, scale=_PNG_SCALE))
+            else:
+                path.write_text(svg)
+            written.append(path)
+    return written
+
+
+SUMMARY_COLUMNS = {
+    "cell_id": ("Cell", ""),
+    "series": ("Series", ""),
+    "mode": ("Mode", ""),
+    "concurrency": ("Conc.", "d"),
+    "batch_size": ("Batch", "d"),
+    "input_len": ("In", "d"),
+    "output_len": ("Out", "d"),
+    "prefix_len": ("Prefix", "d"),
+    "completed": ("OK", "d"),
+    "failed": ("Failed", "d"),
+    "duration_s": ("Duration (s)", ",.2f"),
+    "total_throughput_tokens_per_s": ("In+out (tok/s)", ",.1f"),
+    "output_throughput_tokens_per_s": ("Output (tok/s)", ",.1f"),
+    "mean_ttft_ms": ("Mean TTFT (ms)", ",.1f"),
+    "p99_ttft_ms": ("P99 TTFT (ms)", ",.1f"),
+    "mean_tpot_ms": ("Mean TPOT (ms)", ",.2f"),
+    "mean_itl_ms": ("Mean ITL (ms)", ",.2f"),
+    "mean_e2e_latency_s": ("Mean E2E (s)", ",.2f"),
+}
+
+
+def summary_table(frame: pl.DataFrame, flags: Mapping[str, str] | None = None) -> str:
+    table = frame.with_columns((pl.col("mean_e2e_latency_ms") / 1e3).alias("mean_e2e_latency_s"))
+    columns = dict(SUMMARY_COLUMNS)
+    if flags is not None:
+        table = table.with_columns(pl.col("cell_id").replace_strict(flags, default="").alias("flags"))
+        columns["flags"] = ("Flags", "")
+    return h.html_table(table, columns, text=("cell_id", "series", "mode", "flags"), raw=("flags",))
+
+
+def chart_section(
+    charts: Mapping[str, alt.TopLevelMixin], skipped: Mapping[str, str], *, prefix: str = "chart", images: bool = True
+) -> h.Section:
+    """The seed's charts under the seed's headings, with a line for each chart not drawn."""
+    groups = []
+    for section in dict.fromkeys(c.section for c in CHARTS):
+        blocks, notes = [], []
+        for chart in (c for c in CHARTS if c.section == section):
+            if chart.name in charts:
+                files = (f' · <a href="{CHARTS_DIR}/{chart.name}.png">PNG</a>'
+                         f' · <a href="{CHARTS_DIR}/{chart.name}.svg">SVG</a>') if images else ""
+                caption = f'{h.esc(chart.name)} · redraws <a href="{h.esc(chart.seed_image)}">the seed\'s chart</a>{files}'
+                blocks.append(h.ChartBlock(id=f"{prefix}-{chart.name}", spec=charts[chart.name].to_dict(), caption=caption))
+            else:
+                notes.append(f'<p class="skipped">{h.esc(chart.name)}: not drawn ({h.esc(skipped.get(chart.name))})</p>')
+        groups.append((f"<h3>{h.esc(section)}</h3>", "".join(notes), blocks))
+    return h.Section(id="charts", title="Charts", groups=groups)
+
+
+def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
+    if not path.is_dir():
+        items = {"source": str(path), "cells": frame.height, "series": ", ".join(frame["series"].unique().to_list())}
+        return h.Section(id="metadata", title="Run metadata", body=h.definition_list(items))
+    env = _read_json(path / "env.json")
+    plan = _read_json(path / "plan.json")
+    packages = env.get("packages") or {}
+    nodes = env.get("ray_nodes") or []
+    items = {
+        "run directory": str(path.resolve()),
+        "experiment": plan.get("experiment"),
+        "cells planned / completed": f"{len(plan.get('cells', []))} / {frame.height}",
+        "raybench": env.get("raybench_version"),
+        "python": env.get("python"),
+        "platform": env.get("platform"),
+        "packages": ", ".join(f"{k} {v}" for k, v in packages.items() if v),
+        "command": env.get("command") or env.get("argv"),
+        "hardware": env.get("hardware"),
+        "ray nodes": len(nodes) or None,
+    }
+    body = [h.definition_list(items)]
+    for key in ("gpus_by_node", "hardware", "ray_nodes"):
+        if env.get(key):
+            body.append(h.json_details(f"env.json: {key}", env[key]))
+    body.append(h.json_details("env.json (all)", env))
+    body.append(h.json_details("plan.json", plan))
+    return h.Section(id="metadata", title="Run metadata", body="".join(body))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle) -> tuple[h.Section, dict[str, str], dict[str, dict]]:
+    """One collapsible block per cell, opened where a flag is raised.
+
+    Returns the section, each cell's badge (for the summary table) and the drill-down specs by
+    cell id (for charts/cells/).
+    """
+    from raybench.store.cells import read_cell
+
+    parts, badges, specs, embedded = [], {}, {}, {}
+    for row in frame.iter_rows(named=True):
+        cell_id = row["cell_id"]
+        cell_dir = path / "cells" / safe_name(cell_id)
+        summary = _read_json(cell_dir / "summary.json")
+        flags = cell_flags(summary)
+        worst = min((f.level for f in flags), key=list(FlagLevel).index)
+        badges[cell_id] = f'<span class="badge {worst.value}">{worst.value}</span>'
+        text = "".join(f'<p class="flag {f.level.value}">{f.level.value}: {h.esc(f.text)}</p>' for f in flags)
+        data = None
+        if (cell_dir / "requests.parquet").is_file() and (cell_dir / "chunks.parquet").is_file():
+            requests, chunks = read_cell(cell_dir)
+            data = drilldown_data(requests, chunks, summary) if requests.height else None
+        if data is None:
+            chart = '<p class="skipped">no streamed chunks in this cell (offline engine mode: one batched generate)</p>'
+        else:
+            block = h.ChartBlock(
+                id=f"cell-{safe_name(cell_id)}",
+                spec=cell_drilldown(data, title=cell_id, color=style.of(row["series"])[0]).to_dict(),
+                caption=(f'<a href="{CHARTS_DIR}/cells/{safe_name(cell_id)}.png">PNG</a> · '
+                         f'<a href="{CHARTS_DIR}/cells/{safe_name(cell_id)}.svg">SVG</a>'),
+            )
+            specs[cell_id] = block.spec
+            embedded[block.id] = block.spec
+            chart = h.figure(block)
+        # flagged cells open, and the first drawn one, so a reader sees what a drill-down shows
+        opened = " open" if worst is not FlagLevel.OK or (data is not None and len(specs) == 1) else ""
+        parts.append(f"<details{opened}><summary>{h.esc(cell_id)}{badges[cell_id]}</summary>{text}{chart}</details>")
+    section = h.Section(id="cells", title="Cells (drill-down)", body="".join(parts), embedded=embedded)
+    return section, badges, specs
+
+
+def build_report(
+    source: str | Path, out_dir: Path | None = None, *, images: bool = True, drilldowns: bool = True
+) -> ReportResult:
+    """Write report.html (and charts/) for a run dir, a results file or "published".
+
+    ``out_dir`` defaults to the run dir itself; a file source needs one. Raises ConfigError for
+    a source that cannot be read.
+    """
+    path = Path(source)
+    frame = load_source(source)
+    if out_dir is None:
+        if not path.is_dir():
+            raise ConfigError(f"{source} is not a run directory: give an output directory for its report")
+        out_dir = path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    style = series_style(frame)
+    charts, skipped = draw_charts(frame, style)
+    cells, badges, cell_specs = None, None, {}
+    if drilldowns and path.is_dir():
+        cells, badges, cell_specs = _drilldowns(path, frame, style)
+    sections = [
+        h.Section(id="summary", title="Summary", body=summary_table(frame, badges)),
+        chart_section(charts, skipped, images=images),
+        _metadata_section(path, frame),
+        *([cells] if cells is not None else []),
+    ]
+    name = frame["run"][0] if frame.height else str(source)
+    page = h.Page(
+        title=f"raybench report: {name}",
+        subtitle=f"{frame.height} cells · {len(charts)} charts · raybench {raybench.__version__} · "
+        f"written {dt.datetime.now().isoformat(timespec='seconds')}",
+        sections=sections,
+    )
+    written: list[Path] = []
+    if images:
+        written += write_images({n: c.to_dict() for n, c in charts.items()}, out_dir / CHARTS_DIR)
+        written += write_images(cell_specs, out_dir / CHARTS_DIR / "cells")
+    report = out_dir / REPORT_FILE
+    write_text_atomic(report, h.render_page(page))
+    return ReportResult(html=report, images=tuple(written), drawn=tuple(charts), skipped=skipped)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Written under a temporary name and renamed: a crash never leaves half a report."""
+    tmp = tmp_path(path)
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_run_report(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
+    """The report at the end of ``raybench run``: a failure to draw warns, and the run stays whole.
+
+    The cells are on disk before this is called, so nothing here can lose them; the warning
+    says how to draw the report again.
+    """
+    try:
+        return build_report(run_dir).html
+    except Exception as err:  # noqa: BLE001 -- any failure to draw is reported, never raised
+        warn(
+            f"warning: the report was not written ({type(err).__name__}: {err}); the run's data is complete. "
+            f"Draw it again with: raybench report {run_dir}"
+        )
+        return None

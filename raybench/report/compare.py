@@ -1,0 +1,186 @@
+"""Runs side by side: the same charts with one series per run, and ratios per matching cell.
+
+Cells match when they ran the same workload: the same mode, concurrency (online) or batch size
+(offline), output length and prefix caching, and input lengths within 5 % (a tool that reports
+the measured mean prompt length, as SGLang's shared-prefix runs do, still matches the nominal
+one). Where the reference has a cell of the same backend × hardware, only that one is compared;
+otherwise the cell is compared with every reference series at that workload, so a simulated or
+new cluster is set beside each published H200 and MI300X line.
+
+A ratio is run / reference: above 1 means more throughput, or a longer latency.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+import raybench
+from raybench.errors import ConfigError
+from raybench.report import html as h
+from raybench.report.build import (
+    CHARTS_DIR,
+    REPORT_FILE,
+    chart_section,
+    draw_charts,
+    summary_table,
+    write_images,
+    write_text_atomic,
+)
+from raybench.report.frame import CellMode, as_report_frame, combine_runs
+from raybench.report.sources import load_source
+from raybench.report.style import series_style
+
+INPUT_TOLERANCE = 0.05
+_KEYS = ["mode", "size", "output_len", "prefix_cached"]
+RATIO_COLUMNS = ("throughput_ratio", "ttft_ratio", "tpot_ratio", "e2e_ratio")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareResult:
+    html: Path
+    ratios: pl.DataFrame  # one row per (run cell, reference cell) pair
+    table: str  # the ratios as printed
+    images: tuple[Path, ...]
+
+
+def _with_size(frame: pl.DataFrame) -> pl.DataFrame:
+    return as_report_frame(frame).with_columns(
+        pl.coalesce("concurrency", "batch_size").alias("size"),
+        # offline cells have no per-request latency: the batch's elapsed time stands for it
+        pl.when(pl.col("mode") == CellMode.OFFLINE.value)
+        .then(pl.col("duration_s") * 1e3)
+        .otherwise(pl.col("mean_e2e_latency_ms"))
+        .alias("latency_ms"),
+    )
+
+
+def ratio_table(reference: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
+    """Each run cell against the reference cells of the same workload (see the module doc)."""
+    cols = ["run", "series", "label", "cell_id", *_KEYS, "input_len", "total_throughput_tokens_per_s",
+            "mean_ttft_ms", "mean_tpot_ms", "latency_ms"]
+    ref = _with_size(reference).select(cols)
+    run = _with_size(runs).select(cols)
+    pairs = run.join(ref, on=_KEYS, how="inner", suffix="_ref", nulls_equal=True).filter(
+        pl.col("input_len").is_null()
+        | pl.col("input_len_ref").is_null()
+        | ((pl.col("input_len") - pl.col("input_len_ref")).abs() <= INPUT_TOLERANCE * pl.col("input_len_ref"))
+    )
+    same = (pl.col("label") == pl.col("label_ref")).any().over(["run", "cell_id"])
+    pairs = pairs.filter(~same | (pl.col("label") == pl.col("label_ref")))
+
+    def ratio(name: str) -> pl.Expr:
+        return pl.when(pl.col(f"{name}_ref") > 0).then(pl.col(name) / pl.col(f"{name}_ref")).otherwise(None)
+
+    return pairs.select(
+        "run", "series", "cell_id", "mode", "size", "input_len", "output_len", "prefix_cached",
+        pl.col("run_ref").alias("reference_run"),
+        pl.col("series_ref").alias("reference_series"),
+        pl.col("cell_id_ref").alias("reference_cell_id"),
+        pl.col("total_throughput_tokens_per_s").alias("throughput_tokens_per_s"),
+        pl.col("total_throughput_tokens_per_s_ref").alias("reference_throughput_tokens_per_s"),
+        ratio("total_throughput_tokens_per_s").alias("throughput_ratio"),
+        ratio("mean_ttft_ms").alias("ttft_ratio"),
+        ratio("mean_tpot_ms").alias("tpot_ratio"),
+        ratio("latency_ms").alias("e2e_ratio"),
+    ).sort("run", "mode", "size", "output_len", "series", "reference_series")
+
+
+def format_ratio_table(ratios: pl.DataFrame) -> str:
+    """The ratios as a fixed-width text table (what ``raybench compare`` prints)."""
+    if ratios.is_empty():
+        return "no matching cells: the runs share no workload (mode, concurrency/batch, lengths, prefix)"
+    head = ("series", "cell", "vs reference", "tok/s", "ref tok/s", "tput x", "TTFT x", "TPOT x", "E2E x")
+    rows = [head]
+    for r in ratios.iter_rows(named=True):
+        size = f"{'c' if r['mode'] == CellMode.ONLINE.value else 'b'}{r['size']}"
+        cell = f"{r['mode']} {size} in{r['input_len']} out{r['output_len']}" + (" prefix" if r["prefix_cached"] else "")
+        rows.append((
+            r["series"], cell, r["reference_series"], _num(r["throughput_tokens_per_s"], ",.0f"),
+            _num(r["reference_throughput_tokens_per_s"], ",.0f"),
+            *(_num(r[c], ".2f") for c in RATIO_COLUMNS),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("x = run / reference: > 1 is more throughput, or a longer TTFT / TPOT / end-to-end latency "
+                 "(offline: the batch's elapsed time)")
+    return "\n".join(lines)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _unique_runs(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """Rename repeated run names (two runs of one experiment in one second) so series stay apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for frame in frames:
+        renames = {}
+        for run in frame["run"].unique(maintain_order=True).to_list():
+            seen[run] = seen.get(run, 0) + 1
+            if seen[run] > 1:
+                renames[run] = f"{run} ({seen[run]})"
+        out.append(frame.with_columns(pl.col("run").replace(renames)) if renames else frame)
+    return out
+
+
+def compare_sources(
+    sources: Sequence[str | Path], out_dir: Path, *, reference: str | Path | None = None, images: bool = True
+) -> CompareResult:
+    """Compare runs (any source ``load_source`` reads) with a reference, write the report.
+
+    Without ``reference`` the first source is the reference. Writes ``report.html``,
+    ``ratios.csv``, ``ratios.txt`` and charts/ into ``out_dir``.
+    """
+    sources = list(sources)
+    if reference is not None:
+        sources = [reference, *sources]
+    if len(sources) < 2:
+        raise ConfigError.invalid("sources", [str(s) for s in sources], "at least two (runs, or runs and --reference)")
+    frames = _unique_runs([load_source(s) for s in sources])
+    combined = combine_runs(frames)
+    ref_run = frames[0]["run"][0]
+    ratios = ratio_table(combined.filter(pl.col("run") == ref_run), combined.filter(pl.col("run") != ref_run))
+    table = format_ratio_table(ratios)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    style = series_style(combined)
+    charts, skipped = draw_charts(combined, style)
+    written = write_images({n: c.to_dict() for n, c in charts.items()}, out_dir / CHARTS_DIR) if images else []
+    ratios.write_csv(out_dir / "ratios.csv")
+    (out_dir / "ratios.txt").write_text(table + "\n")
+    listing = "".join(
+        f"<li>{h.esc(f['run'][0])}{' (reference)' if i == 0 else ''}: {h.esc(s)} · {f.height} cells</li>"
+        for i, (f, s) in enumerate(zip(frames, sources))
+    )
+    ratio_html = h.html_table(
+        ratios,
+        {"series": ("Series", ""), "cell_id": ("Cell", ""), "reference_series": ("Reference", ""),
+         "throughput_tokens_per_s": ("tok/s", ",.1f"), "reference_throughput_tokens_per_s": ("ref tok/s", ",.1f"),
+         **{c: (c.removesuffix("_ratio").upper() + " ×" if c != "throughput_ratio" else "Throughput ×", ".3f")
+            for c in RATIO_COLUMNS}},
+        text=("series", "cell_id", "reference_series"),
+    ) if ratios.height else f"<p>{h.esc(table)}</p>"
+    page = h.Page(
+        title="raybench comparison",
+        subtitle=f"reference: {ref_run} · raybench {raybench.__version__} · "
+        f"written {dt.datetime.now().isoformat(timespec='seconds')}",
+        sections=[
+            h.Section(id="ratios", title="Ratios per matching cell",
+                      body=f"<ul>{listing}</ul>{ratio_html}<p>× = run / reference.</p>"),
+            chart_section(charts, skipped, images=images),
+            h.Section(id="summary", title="Every cell", body=summary_table(combined)),
+        ],
+    )
+    report = out_dir / REPORT_FILE
+    write_text_atomic(report, h.render_page(page))
+    return CompareResult(html=report, ratios=ratios, table=table, images=tuple(written))

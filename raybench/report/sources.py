@@ -1,0 +1,356 @@
+"""Results from four tools into one report frame (``frame.py``).
+
+- a raybench run dir: ``cells/<id>/summary.json`` (the cell's settings under ``"cell"``);
+- the seed's published results (``data/dstack_deepseek_r1_results.csv``, shipped with raybench);
+- vLLM ``bench serve --save-result`` JSON (one object, or JSON lines from ``--append-result``);
+- SGLang ``bench_serving --output-file`` JSONL (one object per line).
+
+The field names each tool writes are in /work/shared/reference/reference-clients.md §4. vLLM's
+file records no prompt or output length, so they are derived (total tokens / completed) unless
+``--metadata input_len=... output_len=...`` put them in; ``--metadata hardware=H200`` names the
+hardware the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from raybench.errors import ConfigError
+from raybench.report.frame import CellMode, SourceKind, hardware_name, report_frame
+
+PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
+PUBLISHED_RUN = "dstack (published)"
+PUBLISHED_FILE = "dstack_deepseek_r1_results.csv"
+
+
+def published_csv() -> Path:
+    """The seed's published results, as shipped in the package (see data/README.md)."""
+    return Path(str(importlib.resources.files("raybench.report") / "data" / PUBLISHED_FILE))
+
+
+def load_source(source: str | Path, *, run: str | None = None) -> pl.DataFrame:
+    """A run dir, a results file of any supported tool, or ``"published"``, as a report frame.
+
+    ``run`` names the source in charts and tables (default: the run dir's experiment/stamp or
+    the file's stem). Raises ConfigError naming the path and what was expected.
+    """
+    if str(source) == PUBLISHED:
+        return load_reference_csv(published_csv(), run=run or PUBLISHED_RUN)
+    path = Path(source)
+    if path.is_dir():
+        return load_run_dir(path, run=run)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist: give a run directory, a results file, or {PUBLISHED!r}")
+    if path.suffix.lower() == ".csv":
+        return load_reference_csv(path, run=run)
+    if path.suffix.lower() in (".json", ".jsonl"):
+        return load_results_file(path, run=run)
+    raise ConfigError.invalid(
+        "source", str(path), "a run directory, a .csv (dstack's tidy results), a .json (vLLM) or .jsonl (SGLang)"
+    )
+
+
+def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
+    """Every completed cell of a raybench run dir (the ones with a summary.json)."""
+    cells = path / "cells"
+    files = sorted(cells.glob("*/summary.json")) if cells.is_dir() else []
+    if not files:
+        raise ConfigError(f"{path} has no cells/*/summary.json: is it a raybench run directory?")
+    name = run or run_name(path)
+    order = _plan_order(path)
+    summaries = [json.loads(f.read_text()) for f in files]
+    summaries.sort(key=lambda s: order.get(s.get("cell_id"), len(order)))
+    return report_frame([raybench_row(s, run=name) for s in summaries])
+
+
+def run_name(path: Path) -> str:
+    """``<experiment>/<stamp>`` for ``runs/<experiment>/<stamp>``: short, and tells runs apart."""
+    path = path.resolve()
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def _plan_order(path: Path) -> dict[str, int]:
+    plan = path / "plan.json"
+    if not plan.is_file():
+        return {}
+    cells = json.loads(plan.read_text()).get("cells", [])
+    return {c.get("id"): i for i, c in enumerate(cells)}
+
+
+def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
+    """One raybench cell summary (summary.json) as a report row."""
+    cell = summary.get("cell") or {}
+    mode = cell.get("mode") or summary.get("mode") or CellMode.ONLINE.value
+    hardware = hardware_name(cell.get("hardware") or summary.get("hardware"))
+    prefix_len = int(cell.get("prefix_len") or 0)
+    row: dict[str, Any] = {
+        "run": run,
+        "source": SourceKind.RAYBENCH.value,
+        "cell_id": summary.get("cell_id") or cell.get("id"),
+        "backend": cell.get("backend") or summary.get("backend") or "unknown",
+        "hardware": hardware,
+        "mode": mode,
+        "concurrency": cell.get("concurrency"),
+        "batch_size": cell.get("batch_size"),
+        "num_prompts": cell.get("num_prompts") or summary.get("num_prompts") or summary.get("num_requests"),
+        "input_len": cell.get("input_len") or summary.get("nominal_input_len"),
+        "output_len": cell.get("output_len") or summary.get("nominal_output_len"),
+        "prefix_len": prefix_len,
+        "prefix_cached": cell.get("dataset") == "prefix" or prefix_len > 0,
+        "client_saturated": summary.get("client_saturated"),
+    }
+    if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
+        row.update(
+            completed=summary.get("num_requests"),
+            failed=0,
+            duration_s=summary["elapsed_s"],
+            request_throughput_per_s=summary.get("requests_per_second"),
+            input_throughput_tokens_per_s=summary.get("input_tokens_per_s"),
+            output_throughput_tokens_per_s=summary.get("output_tokens_per_s"),
+            total_throughput_tokens_per_s=summary.get("tokens_per_second"),
+        )
+        return row
+    row.update(
+        completed=summary.get("completed"),
+        failed=summary.get("failed"),
+        duration_s=summary.get("duration_s"),
+        request_throughput_per_s=summary.get("request_throughput_per_s"),
+        input_throughput_tokens_per_s=summary.get("input_throughput_tokens_per_s"),
+        output_throughput_tokens_per_s=summary.get("output_throughput_tokens_per_s"),
+        total_throughput_tokens_per_s=summary.get("total_token_throughput"),
+    )
+    for metric, key in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e_latency", "e2el")):
+        for stat in ("mean", "median", "p99"):
+            row[f"{stat}_{metric}_ms"] = summary.get(f"{stat}_{key}_ms")
+    return row
+
+
+def load_reference_csv(path: Path, *, run: str | None = None) -> pl.DataFrame:
+    """dstack's tidy results (the columns of reference/README.md) as a report frame."""
+    with open(path, newline="") as f:
+        records = list(csv.DictReader(f))
+    needed = {"mode", "hardware", "backend", "output_len", "total_throughput_tok_s"}
+    if not records or not needed <= set(records[0]):
+        raise ConfigError.invalid(
+            f"{path} columns", sorted(records[0]) if records else [], f"dstack's tidy results with {sorted(needed)}"
+        )
+    name = run or (PUBLISHED_RUN if path.name == PUBLISHED_FILE else path.stem)
+    return report_frame([_csv_row(r, i, name) for i, r in enumerate(records)])
+
+
+def _num(value: str | None, kind: type = float) -> Any:
+    if value is None or value.strip() == "":
+        return None
+    number = float(value)
+    return int(round(number)) if kind is int else number
+
+
+def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
+    online = r["mode"] == CellMode.ONLINE.value
+    size = f"c{r['max_concurrency']}" if online else f"b{r['batch_size']}"
+    prefix = _num(r.get("shared_prefix_len"), int) or 0
+    tag = f"p{prefix}" if prefix else ""
+    row: dict[str, Any] = {
+        "run": run,
+        "source": SourceKind.DSTACK_CSV.value,
+        "cell_id": f"{r['hardware']}-{r['backend']}-{r['mode']}-{size}-i{r['input_len']}{tag}-o{r['output_len']}",
+        "backend": r["backend"],
+        "hardware": r["hardware"] or None,
+        "mode": r["mode"],
+        "concurrency": _num(r.get("max_concurrency"), int),
+        "batch_size": _num(r.get("batch_size"), int),
+        "num_prompts": _num(r.get("num_prompts"), int),
+        "input_len": _num(r.get("input_len"), int),
+        "output_len": _num(r.get("output_len"), int),
+        "prefix_len": prefix,
+        "prefix_cached": r.get("prefix_cached") == "yes",
+        "completed": _num(r.get("completed"), int),
+        "duration_s": _num(r.get("duration_s")),
+        "request_throughput_per_s": _num(r.get("request_throughput_req_s")),
+        "input_throughput_tokens_per_s": _num(r.get("input_throughput_tok_s")),
+        "output_throughput_tokens_per_s": _num(r.get("output_throughput_tok_s")),
+        "total_throughput_tokens_per_s": _num(r.get("total_throughput_tok_s")),
+    }
+    if row["completed"] is not None and row["num_prompts"] is not None:
+        row["failed"] = row["num_prompts"] - row["completed"]
+    for metric in ("ttft", "tpot", "itl", "e2e_latency"):
+        for stat in ("mean", "median", "p99"):
+            key = f"{stat}_{metric}_ms"
+            if key == "p99_itl_ms":
+                continue  # the source's p99 ITL column is mislabelled (reference/README.md caveats)
+            row[key] = _num(r.get(key))
+    return row
+
+
+def load_results_file(path: Path, *, run: str | None = None) -> pl.DataFrame:
+    """vLLM --save-result JSON or SGLang bench_serving JSONL (told apart by their field names)."""
+    name = run or path.stem
+    rows = []
+    for i, record in enumerate(_json_records(path)):
+        if "summary_version" in record and "cell" in record:
+            rows.append(raybench_row(record, run=name))
+        elif _is_vllm(record):
+            rows.append(vllm_row(record, run=name, index=i))
+        elif _is_sglang(record):
+            rows.append(sglang_row(record, run=name, index=i))
+        else:
+            raise ConfigError(
+                f"{path}: record {i + 1} is neither vLLM's --save-result JSON (total_token_throughput, "
+                "mean_ttft_ms) nor SGLang's bench_serving JSONL (mean_e2e_latency_ms, random_input_len)"
+            )
+    if not rows:
+        raise ConfigError(f"{path} holds no result record")
+    return report_frame(rows)
+
+
+def _json_records(path: Path) -> Iterator[dict[str, Any]]:
+    text = path.read_text()
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict):
+        yield whole
+        return
+    if isinstance(whole, list):
+        yield from whole
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{n}: not a JSON object ({err.msg})") from err
+
+
+def _is_vllm(record: Mapping[str, Any]) -> bool:
+    return "total_token_throughput" in record or "endpoint_type" in record or "mean_e2el_ms" in record
+
+
+def _is_sglang(record: Mapping[str, Any]) -> bool:
+    return "mean_e2e_latency_ms" in record or "random_input_len" in record or "dataset_name" in record
+
+
+def _per_request(total: Any, completed: Any) -> int | None:
+    if not total or not completed:
+        return None
+    return int(round(total / completed))
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def vllm_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[str, Any]:
+    """One vLLM --save-result record; lengths from --metadata when given, else tokens/completed."""
+    completed = record.get("completed")
+    duration = _finite(record.get("duration"))
+    total_in, total_out = record.get("total_input_tokens"), record.get("total_output_tokens")
+    concurrency = record.get("max_concurrency")
+    input_len = _int_meta(record, "input_len", "random_input_len") or _per_request(total_in, completed)
+    output_len = _int_meta(record, "output_len", "random_output_len") or _per_request(total_out, completed)
+    prefix_len = _int_meta(record, "prefix_len", "random_prefix_len") or 0
+    e2e = record.get("latencies")
+    row: dict[str, Any] = {
+        "run": run,
+        "source": SourceKind.VLLM.value,
+        "cell_id": f"{run}-{index}-c{concurrency}-i{input_len}-o{output_len}",
+        "backend": str(record.get("engine") or record.get("backend") or "vllm"),
+        "hardware": hardware_name(record.get("hardware") or record.get("gpu")),
+        "mode": CellMode.ONLINE.value,
+        "concurrency": concurrency,
+        "num_prompts": record.get("num_prompts"),
+        "input_len": input_len,
+        "output_len": output_len,
+        "prefix_len": prefix_len,
+        "completed": completed,
+        "failed": record.get("failed"),
+        "duration_s": duration,
+        "request_throughput_per_s": _finite(record.get("request_throughput")),
+        "input_throughput_tokens_per_s": total_in / duration if total_in is not None and duration else None,
+        "output_throughput_tokens_per_s": _finite(record.get("output_throughput")),
+        "total_throughput_tokens_per_s": _finite(record.get("total_token_throughput")),
+    }
+    for metric, key in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e_latency", "e2el")):
+        for stat in ("mean", "median", "p99"):
+            row[f"{stat}_{metric}_ms"] = _finite(record.get(f"{stat}_{key}_ms"))
+    if row["mean_e2e_latency_ms"] is None and isinstance(e2e, list) and e2e:
+        # E2EL is saved only when asked for (--percentile-metrics); the per-request latencies
+        # (seconds) stay in the file either way.
+        row["mean_e2e_latency_ms"] = sum(e2e) / len(e2e) * 1e3
+    return row
+
+
+def _int_meta(record: Mapping[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = record.get(key)
+        if value is not None and value != "":
+            try:
+                return int(float(value))
+            except (TypeError, ValueError):
+                raise ConfigError.invalid(key, value, "a whole number of tokens") from None
+    return None
+
+
+def sglang_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[str, Any]:
+    """One SGLang bench_serving JSONL record (S25 or newer field set)."""
+    dataset = record.get("dataset_name") or "random"
+    shared = dataset == "generated-shared-prefix"
+    completed = record.get("completed")
+    total_in, total_out = record.get("total_input_tokens"), record.get("total_output_tokens")
+    if shared:
+        # random_input_len is an unused default here; the prompt is system prompt + question
+        parts = [_int_meta(record, "gsp_system_prompt_len"), _int_meta(record, "gsp_question_len")]
+        input_len = sum(parts) if None not in parts else _per_request(total_in, completed)
+        output_len = _int_meta(record, "gsp_output_len") or _per_request(total_out, completed)
+        prefix_len = _int_meta(record, "gsp_system_prompt_len")
+    elif dataset == "random":
+        input_len = _int_meta(record, "random_input_len") or _per_request(total_in, completed)
+        output_len = _int_meta(record, "random_output_len") or _per_request(total_out, completed)
+        prefix_len = 0
+    else:
+        input_len, output_len, prefix_len = _per_request(total_in, completed), _per_request(total_out, completed), 0
+    input_tput, output_tput = _finite(record.get("input_throughput")), _finite(record.get("output_throughput"))
+    total = _finite(record.get("total_throughput"))
+    if total is None and input_tput is not None and output_tput is not None:
+        total = input_tput + output_tput  # dstack's "throughput (input+output)"
+    concurrency = record.get("max_concurrency")
+    row: dict[str, Any] = {
+        "run": run,
+        "source": SourceKind.SGLANG.value,
+        "cell_id": f"{run}-{index}-c{concurrency}-i{input_len}-o{output_len}",
+        "backend": str(record.get("backend") or "sglang"),
+        "hardware": hardware_name(record.get("hardware") or record.get("gpu")),
+        "mode": CellMode.ONLINE.value,
+        "concurrency": concurrency,
+        "num_prompts": record.get("num_prompts"),
+        "input_len": input_len,
+        "output_len": output_len,
+        "prefix_len": prefix_len,
+        "prefix_cached": shared,
+        "completed": completed,
+        "duration_s": _finite(record.get("duration")),
+        "request_throughput_per_s": _finite(record.get("request_throughput")),
+        "input_throughput_tokens_per_s": input_tput,
+        "output_throughput_tokens_per_s": output_tput,
+        "total_throughput_tokens_per_s": total,
+    }
+    for metric in ("ttft", "tpot", "itl", "e2e_latency"):
+        for stat in ("mean", "median", "p99"):
+            row[f"{stat}_{metric}_ms"] = _finite(record.get(f"{stat}_{metric}_ms"))
+    return row

@@ -1,0 +1,118 @@
+"""`raybench compare`: ratios per matching cell, against run dirs, vLLM JSON, SGLang JSONL, the CSV."""
+
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from report_fixtures import sglang_record, vllm_record, write_run_dir
+
+from raybench.cli import main
+from raybench.errors import ConfigError
+from raybench.report import compare_sources, load_source, ratio_table
+
+
+def row(ratios, **where):
+    for key, value in where.items():
+        ratios = ratios.filter(pl.col(key) == value)
+    assert ratios.height == 1, ratios
+    return ratios.row(0, named=True)
+
+
+def test_two_runs_compare_cell_by_cell(tmp_path):
+    fast = write_run_dir(tmp_path / "q" / "fast", itl_ms=2.0)
+    slow = write_run_dir(tmp_path / "q" / "slow", itl_ms=4.0)
+    result = CliRunner().invoke(main, ["compare", str(fast), str(slow), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["series", "cell", "vs", "reference"]
+    assert any(line.startswith("q/slow") and "online c4 in512 out64" in line for line in lines)
+    assert lines[-1] == f"comparison report: {tmp_path / 'cmp' / 'report.html'}"
+    ratios = pl.read_csv(tmp_path / "cmp" / "ratios.csv")
+    assert ratios.height == 3  # c4, c16 online and b32 offline, each against its twin
+    c4 = row(ratios, mode="online", size=4)
+    assert (c4["series"], c4["reference_series"]) == ("q/slow", "q/fast")
+    # TPOT doubles with the ITL; TTFT (20 ms) is the same; a request lasts 20+63*4 vs 20+63*2 ms
+    assert c4["tpot_ratio"] == pytest.approx(2.0, rel=1e-3)
+    assert c4["ttft_ratio"] == pytest.approx(1.0, rel=1e-3)
+    assert c4["e2e_ratio"] == pytest.approx((20 + 63 * 4) / (20 + 63 * 2), rel=1e-3)
+    assert c4["throughput_ratio"] == pytest.approx((20 + 63 * 2) / (20 + 63 * 4), rel=1e-2)
+    offline = row(ratios, mode="offline")
+    assert offline["throughput_ratio"] == pytest.approx(0.5) and offline["e2e_ratio"] == pytest.approx(2.0)
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "Ratios per matching cell" in html and "q/fast (reference)" in html
+    specs = json.loads(html.split('id="raybench-specs">')[1].split("</script>")[0])
+    tput = specs["chart-online_throughput_vs_latency"]
+    assert {p["series"] for p in tput["datasets"][tput["data"]["name"]]} == {"q/fast", "q/slow"}
+    assert (tmp_path / "cmp" / "charts" / "online_throughput_vs_latency.png").is_file()
+
+
+def test_compare_against_a_vllm_result_json(tmp_path):
+    run = write_run_dir(tmp_path / "q" / "run", batch_sizes=())
+    run_row = load_source(run).filter(pl.col("concurrency") == 4).row(0, named=True)
+    ref = tmp_path / "vllm-infqps-concurrency4.json"
+    ref.write_text(json.dumps(vllm_record(concurrency=4, completed=32, input_len=512, output_len=64, duration_s=4.0,
+                                          ttft_ms=40.0, tpot_ms=4.0, e2el_ms=292.0)))
+    result = CliRunner().invoke(main, ["compare", str(run), "--reference", str(ref), "--out", str(tmp_path / "c"),
+                                       "--no-images"])
+    assert result.exit_code == 0, result.output
+    assert "online c4 in512 out64" in result.output and "vllm" in result.output
+    ratios = pl.read_csv(tmp_path / "c" / "ratios.csv")
+    c4 = row(ratios, size=4)
+    assert c4["reference_series"] == "vllm-infqps-concurrency4"
+    assert c4["throughput_ratio"] == pytest.approx(run_row["total_throughput_tokens_per_s"] / (32 * 576 / 4.0))
+    assert c4["ttft_ratio"] == pytest.approx(0.5, rel=1e-3) and c4["tpot_ratio"] == pytest.approx(0.5, rel=1e-3)
+    assert c4["e2e_ratio"] == pytest.approx(run_row["mean_e2e_latency_ms"] / 292.0)
+    assert ratios.height == 1  # c16 has no vLLM cell to match
+
+
+def test_compare_against_an_sglang_jsonl(tmp_path):
+    run = write_run_dir(tmp_path / "q" / "run", batch_sizes=())
+    ref = tmp_path / "sglang_0101_32_512_64.jsonl"
+    ref.write_text("".join(
+        json.dumps(sglang_record(concurrency=c, completed=32, input_len=512, output_len=64, duration_s=d,
+                                 ttft_ms=10.0, tpot_ms=1.0)) + "\n"
+        for c, d in ((4, 2.0), (16, 0.5))))
+    result = compare_sources([run], tmp_path / "c", reference=ref, images=False)
+    assert sorted(result.ratios["size"].to_list()) == [4, 16]
+    c16 = row(result.ratios, size=16)
+    assert c16["reference_throughput_tokens_per_s"] == pytest.approx(32 * 576 / 0.5)
+    assert c16["tpot_ratio"] == pytest.approx(2.0, rel=1e-3)
+    assert "sglang_0101_32_512_64" in result.table
+
+
+def test_compare_with_the_published_results_matches_workload_then_hardware(tmp_path):
+    same = write_run_dir(tmp_path / "e" / "h200", backend="vllm", hardware="H200", concurrencies=(128,),
+                         batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0)
+    other = write_run_dir(tmp_path / "e" / "sim", backend="sim", concurrencies=(128,), batch_sizes=(),
+                          num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0)
+    small = write_run_dir(tmp_path / "e" / "small", batch_sizes=())
+    result = compare_sources([same, other, small], tmp_path / "c", reference="published", images=False)
+    ratios = result.ratios
+    # the H200-vLLM run is compared with the published H200-vLLM cell only
+    mine = ratios.filter(pl.col("series") == "e/h200")
+    assert mine["reference_series"].to_list() == ["dstack (published): H200-vLLM"]
+    assert mine["reference_throughput_tokens_per_s"].to_list() == [pytest.approx(3723.915, abs=0.001)]
+    # a backend the reference lacks is set beside every published series at that workload
+    assert sorted(ratios.filter(pl.col("series") == "e/sim")["reference_series"].str.split(": ").list.get(1)) == sorted(
+        ["H200-SGLang", "H200-TRT-LLM", "H200-vLLM", "MI300X-SGLang", "MI300X-vLLM"])
+    assert ratios.filter(pl.col("series") == "e/small").is_empty()  # 512/64 was never published
+
+
+def test_ratio_table_tolerates_measured_prompt_lengths():
+    from raybench.report import report_frame
+
+    base = {"backend": "sglang", "hardware": "H200", "mode": "online", "concurrency": 128, "output_len": 800,
+            "prefix_len": 2000, "total_throughput_tokens_per_s": 100.0}
+    ref = report_frame([{**base, "run": "ref", "cell_id": "a", "input_len": 3200}])
+    close = report_frame([{**base, "run": "r", "cell_id": "b", "input_len": 3275, "total_throughput_tokens_per_s": 150.0}])
+    far = report_frame([{**base, "run": "r", "cell_id": "c", "input_len": 4000}])
+    assert ratio_table(ref, close)["throughput_ratio"].to_list() == [1.5]
+    assert ratio_table(ref, far).is_empty()
+
+
+def test_compare_needs_two_sources(tmp_path):
+    with pytest.raises(ConfigError, match="at least two"):
+        compare_sources(["published"], tmp_path)
+    result = CliRunner().invoke(main, ["compare", "published", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "at least two" in result.output
