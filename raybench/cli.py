@@ -144,7 +144,11 @@ def bench(**opts) -> None:
 @click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors per cell. Default: one per 256 streams.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True, help="Write report.html and charts/ into the run directory at the end.")
-def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | None, actors: int | None, write_report: bool) -> None:
+@click.option("--only", default=None, help="Run only the cells whose plan fields match, e.g. backend=vllm,hardware=H200,mode=online (see `raybench plan`).")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests per online cell instead of the file's (prefix sweeps: prompts per group scaled to match).")
+@click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
+def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | None, actors: int | None, write_report: bool,
+        only: str | None, num_prompts: int | None, simulate: bool) -> None:
     """Run every cell of an experiment file.
 
     \b
@@ -154,22 +158,74 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | N
       RAY_ADDRESS=auto raybench run experiments/my_cluster.py
     """
     from raybench.experiment import load_experiment
+    from raybench.plan import resolve
 
     experiment = load_experiment(experiment_file)
-    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, write_report=write_report)
+    cell_ids = None
+    if only or num_prompts or simulate:
+        experiment, cells = resolve(experiment, only=only, num_prompts=num_prompts, simulate=simulate)
+        cell_ids = frozenset(c.id for c in cells)
+    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, write_report=write_report, cell_ids=cell_ids)
+
+
+@main.command(name="plan")
+@click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json (a list of cells) for programs.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Mark the cells already complete in this run directory.")
+@click.option("--only", default=None, help="Only the cells whose plan fields match, e.g. backend=vllm,hardware=H200,mode=online.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="As `raybench run --num-prompts`.")
+@click.option("--simulate", is_flag=True, help="As `raybench run --simulate`.")
+def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: str | None, num_prompts: int | None, simulate: bool) -> None:
+    """Print the cells an experiment runs (and which are done), without starting anything.
+
+    \b
+    Examples:
+      raybench plan experiments/deepseek_r1.py
+      raybench plan experiments/deepseek_r1.py --format json --only backend=vllm,hardware=H200
+      raybench plan experiments/quickstart.py --run-dir runs/quickstart/20260101-120000
+    """
+    import orjson
+
+    from raybench.experiment import load_experiment
+    from raybench.plan import format_plan_table, plan_row, resolve
+    from raybench.store.rundir import RunDir, safe_name
+
+    experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, simulate=simulate)
+    done = set(RunDir(run_dir).cell_ids()) if run_dir is not None else None
+    rows = [plan_row(c, None if done is None else safe_name(c.id) in done) for c in cells]
+    if fmt == "json":
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_plan_table(rows))
+        summary = f"{len(rows)} cells"
+        if done is not None:
+            summary += f", {sum(r['done'] for r in rows)} done"
+        click.echo(summary, err=True)
 
 
 def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_dir: Path | None = None,
-         request_timeout_s: float = 3600.0, client_overrides: dict | None = None, write_report: bool = True) -> None:
+         request_timeout_s: float = 3600.0, client_overrides: dict | None = None, write_report: bool = True,
+         cell_ids: frozenset[str] | None = None) -> None:
     from raybench import cluster
     from raybench.store.rundir import RunDir
 
     rd = RunDir(run_dir) if run_dir is not None else RunDir.create(out, experiment.name)
     rd.path.mkdir(parents=True, exist_ok=True)
     connected_here = cluster.connect(address)
+    import ray
+
+    from raybench.plan import check_hardware
     from raybench.runner import RunOptions, Runner
 
-    options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {})
+    try:
+        check_hardware(experiment, ray.cluster_resources())
+    except Exception:
+        if connected_here:
+            cluster.disconnect()
+        raise
+
+    options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
+                         cell_ids=cell_ids)
     click.echo(f"run directory: {rd.path}", err=True)
     try:
         Runner(experiment, rd, options, report=_progress_display()).run()

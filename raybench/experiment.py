@@ -8,9 +8,12 @@ so the same file always gives the same ids.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
+import re
 import runpy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,37 @@ def _positive_int(name: str, value: Any) -> None:
         raise ConfigError.invalid(name, value, "an integer >= 1")
 
 
+def _names(name: str, values: Any) -> tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ConfigError.invalid(name, values, "a tuple of backend names, e.g. ('vllm-h200',)")
+    return tuple(values)
+
+
+_HW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hardware:
+    """A kind of accelerator node: its name, the Ray resource that marks it, and how many a server takes.
+
+    ``Hardware(name="H200", count=8)`` asks Ray for ``{"H200": 8}`` (start the nodes with
+    ``ray start --resources '{"H200": 8}'``). The name goes into cell ids and the plan.
+    """
+
+    name: str
+    count: int = 8
+    resource: str | None = None  # the Ray custom resource; None: the name
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _HW_NAME.match(self.name):
+            raise ConfigError.invalid("hardware.name", self.name, "letters, digits, '_' or '-', e.g. H200")
+        _positive_int("hardware.count", self.count)
+        if self.resource is None:
+            object.__setattr__(self, "resource", self.name)
+        elif not isinstance(self.resource, str) or not self.resource:
+            raise ConfigError.invalid("hardware.resource", self.resource, "a Ray resource name, e.g. H200")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Online:
     """Online sweep: one cell per concurrency."""
@@ -70,9 +104,12 @@ class Online:
     num_groups: int = 10
     prompts_per_group: int = 50
     prefix_len: int = 2000
+    # backend names this sweep runs on; empty: every backend
+    only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", _positive_ints("concurrency", self.concurrency))
+        object.__setattr__(self, "only", _names("only", self.only))
         for name in ("input_len", "output_len", "num_prompts"):
             _positive_int(name, getattr(self, name))
         if self.dataset not in ("random", "prefix"):
@@ -93,9 +130,12 @@ class Offline:
     input_len: int
     output_len: int
     method: OfflineMethod = OfflineMethod.ENGINE
+    # backend names this sweep runs on; empty: every backend
+    only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", _positive_ints("batch_sizes", self.batch_sizes))
+        object.__setattr__(self, "only", _names("only", self.only))
         _positive_int("input_len", self.input_len)
         _positive_int("output_len", self.output_len)
         object.__setattr__(self, "method", OfflineMethod(self.method))
@@ -121,6 +161,8 @@ class Cell:
     prefix_len: int = 0
     num_groups: int | None = None
     prompts_per_group: int | None = None
+    hardware: str | None = None  # Hardware.name the backend is paired with; None: none given
+    engine: str | None = None  # the backend's kind: sglang, vllm, trtllm, sim, external
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,10 +183,17 @@ class Experiment:
     warmup_requests: int = 1
     compat: str = "raybench"
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
+    # backend name -> the hardware it runs on; a paired backend asks Ray for {resource: count}
+    hardware: Mapping[str, Hardware] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("backends", "online", "offline"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._pair_hardware()
+        for sweep in (*self.online, *self.offline):
+            for name in sweep.only:
+                if name not in {b.name for b in self.backends}:
+                    raise ConfigError.unknown("only", name, [b.name for b in self.backends])
         if not self.backends:
             raise ConfigError.invalid("backends", (), "at least one backend")
         if not (self.online or self.offline):
@@ -155,20 +204,49 @@ class Experiment:
         if self.compat not in ("raybench", "sglang", "vllm"):
             raise ConfigError.unknown("compat", self.compat, ("raybench", "sglang", "vllm"))
 
+    def _pair_hardware(self) -> None:
+        if not isinstance(self.hardware, Mapping):
+            raise ConfigError.invalid("hardware", self.hardware, 'backend names mapped to Hardware, e.g. {"vllm-h200": Hardware(name="H200")}')
+        hardware = dict(self.hardware)
+        names = [b.name for b in self.backends]
+        for key, hw in hardware.items():
+            if key not in names:
+                raise ConfigError.unknown("hardware", key, names)
+            if not isinstance(hw, Hardware):
+                raise ConfigError.invalid(f"hardware[{key!r}]", hw, 'a Hardware(name="H200", count=8)')
+        object.__setattr__(self, "hardware", hardware)
+        backends = []
+        for b in self.backends:
+            hw = hardware.get(b.name)
+            # the simulator reserves nothing from Ray (it only models its GPUs), so it runs anywhere
+            if hw is not None and hw.resource not in b.placement.resources and not isinstance(b, SimBackend):
+                # pairing is what places the server: Ray puts it only on a node with that resource
+                placement = dataclasses.replace(b.placement, resources={**b.placement.resources, hw.resource: hw.count})
+                b = dataclasses.replace(b, placement=placement)
+            backends.append(b)
+        object.__setattr__(self, "backends", tuple(backends))
+
     def backend(self, name: str) -> Backend:
         return next(b for b in self.backends if b.name == name)
 
     def cells(self) -> list[Cell]:
         cells: list[Cell] = []
         for b in self.backends:
+            hw = self.hardware.get(b.name)
+            # cells without hardware keep the ids they had before hardware existed
+            key = f"{b.name}.{hw.name}" if hw else b.name
+            engine = getattr(b, "kind", None)
+            common = {"hardware": hw.name if hw else None, "engine": engine.value if engine else None}
             for s in self.online:
+                if s.only and b.name not in s.only:
+                    continue
                 prefix = s.dataset == "prefix"
                 for c in s.concurrency:
                     tag = f"p{s.prefix_len}" if prefix else ""
                     rate = "" if math.isinf(s.request_rate) else f"-r{s.request_rate:g}"
                     cells.append(
                         Cell(
-                            id=f"{b.name}-online-c{c}-i{s.input_len}{tag}-o{s.output_len}{rate}",
+                            id=f"{key}-online-c{c}-i{s.input_len}{tag}-o{s.output_len}{rate}", **common,
                             backend=b.name, mode=Mode.ONLINE, concurrency=c,
                             num_prompts=s.num_groups * s.prompts_per_group if prefix else s.num_prompts,
                             input_len=s.input_len, output_len=s.output_len, dataset=s.dataset,
@@ -179,10 +257,12 @@ class Experiment:
                         )
                     )
             for o in self.offline:
+                if o.only and b.name not in o.only:
+                    continue
                 for bs in o.batch_sizes:
                     cells.append(
                         Cell(
-                            id=f"{b.name}-offline-{o.method.value}-b{bs}-i{o.input_len}-o{o.output_len}",
+                            id=f"{key}-offline-{o.method.value}-b{bs}-i{o.input_len}-o{o.output_len}", **common,
                             backend=b.name, mode=Mode.OFFLINE, batch_size=bs, num_prompts=bs,
                             input_len=o.input_len, output_len=o.output_len, offline_method=o.method,
                         )
@@ -204,10 +284,35 @@ def load_experiment(path: str | Path) -> Experiment:
     except SyntaxError as err:
         raise ConfigError(f"{path}:{err.lineno}: syntax error: {err.msg}") from err
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from err
+        raise ConfigError(f"{_where(path, err)}: {err}") from err
     except TypeError as err:
-        raise ConfigError(f"{path}: {err}") from err
+        raise ConfigError(f"{_where(path, err)}: {err}{_allowed_fields(str(err))}") from err
     experiment = namespace.get("experiment")
     if not isinstance(experiment, Experiment):
         raise ConfigError(f"{path} must define `experiment = Experiment(...)`")
     return experiment
+
+
+def _where(path: Path, err: BaseException) -> str:
+    """``file:line`` of the experiment file's line that raised (the innermost one in that file)."""
+    line = None
+    tb = err.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _allowed_fields(message: str) -> str:
+    """For an unknown keyword on one of the experiment's dataclasses: the fields it has."""
+    match = _UNEXPECTED.search(message)
+    known = {c.__name__: c for c in (Experiment, Online, Offline, Hardware, Placement, Container, SGLangBackend,
+                                     VLLMBackend, TRTLLMBackend, SimBackend, ExternalBackend)}
+    if match is None or match.group(1) not in known:
+        return ""
+    names = sorted(f.name for f in dataclasses.fields(known[match.group(1)]) if f.init)
+    return f"; allowed: {', '.join(names)}"

@@ -60,6 +60,7 @@ class RunOptions:
     request_timeout_s: float = 3600.0
     cell_timeout_s: float | None = None
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
 
 
 def workload_for(cell: Cell, seed: int) -> Workload:
@@ -121,6 +122,8 @@ class Runner:
     def run(self) -> list[dict[str, Any]]:
         """Run every cell not yet complete in the run dir; return every cell's summary."""
         cells = self.experiment.cells()
+        if self.options.cell_ids is not None:
+            cells = [c for c in cells if c.id in self.options.cell_ids]
         write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": [c.to_json() for c in cells]})
         write_json_atomic(self.run_dir.env_json, _environment())
         done = set(self.run_dir.cell_ids())

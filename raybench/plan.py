@@ -1,0 +1,134 @@
+"""What a run would do, without running it: select cells, override sizes, swap in the simulator.
+
+``raybench plan`` prints the cells; ``raybench run`` takes the same ``--only``, ``--num-prompts``
+and ``--simulate`` so a plan shows exactly the cells a run with those flags would run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from raybench.errors import ConfigError
+from raybench.experiment import Cell, Experiment, Online, SimBackend
+
+# the plan fields --only may select on, and the JSON every plan row carries
+PLAN_FIELDS = ("id", "backend", "engine", "hardware", "mode", "concurrency", "batch_size", "input_len",
+               "output_len", "prefix_len", "num_prompts")
+
+
+def parse_only(text: str | None) -> dict[str, str]:
+    """``"backend=vllm,hardware=H200"`` -> {"backend": "vllm", "hardware": "H200"}."""
+    selection: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in PLAN_FIELDS:
+            raise ConfigError(f"--only: {item!r}: expected KEY=VALUE with KEY one of {', '.join(PLAN_FIELDS)}")
+        selection[key] = value.strip()
+    return selection
+
+
+def _matches(row: Mapping[str, Any], key: str, value: str) -> bool:
+    have = row.get(key)
+    if key == "backend":  # a backend is named by its name (vllm-h200) or its kind (vllm)
+        return value in (row.get("backend"), row.get("engine"))
+    return str(have).lower() == value.lower() if have is not None else value.lower() in ("none", "null")
+
+
+def select(cells: Iterable[Cell], only: Mapping[str, str]) -> list[Cell]:
+    return [c for c in cells if all(_matches(plan_row(c), k, v) for k, v in only.items())]
+
+
+def plan_row(cell: Cell, done: bool | None = None) -> dict[str, Any]:
+    d = cell.to_json()
+    row = {k: d.get(k) for k in PLAN_FIELDS}
+    # online cells have no batch; offline cells have no concurrency cap and no shared prefix
+    # (online random cells keep prefix_len 0, as the seed's results do)
+    if row["mode"] == "offline":
+        row["concurrency"] = row["prefix_len"] = None
+    else:
+        row["batch_size"] = None
+    if done is not None:
+        row["done"] = done
+    return row
+
+
+def with_num_prompts(experiment: Experiment, num_prompts: int | None) -> Experiment:
+    """Online sweeps with ``num_prompts`` requests (prefix sweeps: prompts per group scaled to match)."""
+    if num_prompts is None:
+        return experiment
+
+    def one(s: Online) -> Online:
+        if s.dataset == "prefix":
+            return dataclasses.replace(s, prompts_per_group=max(1, num_prompts // s.num_groups))
+        return dataclasses.replace(s, num_prompts=num_prompts)
+
+    return dataclasses.replace(experiment, online=tuple(one(s) for s in experiment.online))
+
+
+def simulated(experiment: Experiment) -> Experiment:
+    """Every server replaced by the simulator with its hardware's GPU and its backend's profile."""
+    from raybench.sim import costmodel
+
+    sims = []
+    for b in experiment.backends:
+        if isinstance(b, SimBackend):
+            sims.append(b)
+            continue
+        hw = experiment.hardware.get(b.name)
+        gpu = hw.name if hw is not None and hw.name in costmodel.GPUS else "H200"
+        kind = b.kind.value
+        profile = kind if kind in costmodel.BACKENDS else SimBackend.profile
+        sims.append(SimBackend(name=b.name, gpu=gpu, num_gpus=hw.count if hw else 8, profile=profile,
+                               reset_cache=False))
+    return dataclasses.replace(experiment, backends=tuple(sims))
+
+
+def format_plan_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    cols = [c for c in (*PLAN_FIELDS, "done") if any(c in r for r in rows)]
+    text = [[("-" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    widths = [max([len(c), *(len(t[i]) for t in text)]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in text]
+    return "\n".join(lines)
+
+
+def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int | None = None,
+            simulate: bool = False) -> tuple[Experiment, list[Cell]]:
+    """The experiment a run uses and the cells it runs, in order.
+
+    Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
+    servers after ``simulate`` has replaced them (cell ids do not change).
+    """
+    experiment = with_num_prompts(experiment, num_prompts)
+    selection = parse_only(only)
+    ids = {c.id for c in select(experiment.cells(), selection)}
+    if not ids:
+        raise ConfigError(f"--only {only}: no cell matches; see `raybench plan` for the cells and their fields")
+    if simulate:
+        experiment = simulated(experiment)
+    return experiment, [c for c in experiment.cells() if c.id in ids]
+
+
+def check_hardware(experiment: Experiment, cluster_resources: Mapping[str, float]) -> None:
+    """Before any server starts: every hardware a server is placed on exists in the cluster, in the count it needs.
+
+    Simulated servers reserve nothing, so a ``--simulate`` run passes on a laptop.
+    """
+    for b in experiment.backends:
+        hw = experiment.hardware.get(b.name)
+        if hw is None or hw.resource not in b.placement.resources:
+            continue
+        have = cluster_resources.get(hw.resource, 0)
+        if have < b.placement.resources[hw.resource]:
+            available = sorted(k for k in cluster_resources if not k.startswith("node:") and "group" not in k)
+            raise ConfigError(
+                f"hardware {hw.name!r} of backend {b.name!r} needs the Ray resource {hw.resource!r} x {hw.count}, "
+                f"but the cluster has {have:g}; its resources: {', '.join(available)}. Start the nodes with "
+                f"ray start --resources '{{\"{hw.resource}\": {hw.count}}}', or use --simulate"
+            )

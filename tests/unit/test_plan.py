@@ -1,0 +1,115 @@
+"""The plan of experiments/deepseek_r1.py against the seed's results, and cell selection."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from raybench.cli import main
+from raybench.errors import ConfigError
+from raybench.experiment import Experiment, Hardware, Offline, Online, SimBackend, VLLMBackend, load_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+DEEPSEEK = ROOT / "experiments" / "deepseek_r1.py"
+SEED_CSV = ROOT / "raybench" / "report" / "data" / "dstack_deepseek_r1_results.csv"
+ENGINE = {"sglang": "sglang", "vllm": "vllm", "trt-llm": "trtllm"}
+
+
+def _plan(*args: str) -> list[dict]:
+    result = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--format", "json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _matches(row: dict, cell: dict) -> bool:
+    common = (cell["engine"] == ENGINE[row["backend"]] and cell["hardware"] == row["hardware"]
+              and cell["mode"] == row["mode"] and cell["input_len"] == int(row["input_len"])
+              and cell["output_len"] == int(row["output_len"]))
+    if not common:
+        return False
+    if row["mode"] == "online":
+        return (cell["concurrency"] == int(row["max_concurrency"]) and cell["prefix_len"] == int(row["shared_prefix_len"])
+                and cell["num_prompts"] == int(row["num_prompts"]))
+    return cell["batch_size"] == int(row["batch_size"]) and cell["num_prompts"] == int(row["num_prompts"])
+
+
+def test_every_seed_row_is_one_cell_and_every_cell_a_seed_row():
+    cells = _plan()
+    rows = list(csv.DictReader(SEED_CSV.open()))
+    assert len(rows) == 117
+    used: list[str] = []
+    for row in rows:
+        hits = [c["id"] for c in cells if _matches(row, c)]
+        assert len(hits) == 1, (row["source_row"], row["mode"], row["hardware"], row["backend"], hits)
+        used += hits
+    assert sorted(used) == sorted(c["id"] for c in cells)  # no cell the seed did not describe
+    for c in cells:
+        assert set(c) >= {"id", "backend", "hardware", "mode", "concurrency", "batch_size", "input_len",
+                          "output_len", "prefix_len", "num_prompts"}
+        assert (c["concurrency"] is None) == (c["mode"] == "offline")
+        assert (c["batch_size"] is None) == (c["mode"] == "online")
+
+
+def test_plan_ids_are_stable():
+    assert [c["id"] for c in _plan()] == [c["id"] for c in _plan()]
+
+
+def test_only_num_prompts_simulate_select_the_vllm_h200_online_800_cells():
+    cells = _plan("--simulate", "--only", "backend=vllm,hardware=H200,mode=online,output_len=800", "--num-prompts", "40")
+    assert [c["concurrency"] for c in cells] == [4, 8, 16, 32, 64, 128, 32, 64, 128]
+    assert {c["backend"] for c in cells} == {"vllm-h200", "vllm-h200-prefix"}
+    assert all(c["hardware"] == "H200" and c["output_len"] == 800 and c["num_prompts"] == 40 for c in cells)
+    assert [c["prefix_len"] for c in cells] == [0] * 6 + [2000] * 3
+
+
+def test_simulate_replaces_every_server_with_its_gpu_and_profile():
+    from raybench.plan import resolve
+
+    experiment, cells = resolve(load_experiment(DEEPSEEK), simulate=True)
+    assert all(isinstance(b, SimBackend) and not b.placement.resources for b in experiment.backends)
+    sims = {b.name: (b.gpu, b.profile) for b in experiment.backends}
+    assert sims["vllm-mi300x"] == ("MI300X", "vllm") and sims["trtllm-h200"] == ("H200", "trtllm")
+    assert len(cells) == 117
+
+
+def test_plan_marks_done_cells(tmp_path):
+    done = _plan()[0]["id"]
+    (tmp_path / "cells" / done).mkdir(parents=True)
+    (tmp_path / "cells" / done / "summary.json").write_text("{}")
+    cells = _plan("--run-dir", str(tmp_path))
+    assert [c["id"] for c in cells if c["done"]] == [done]
+
+
+def test_only_rejects_an_unknown_field_and_an_empty_selection():
+    result = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--only", "gpu=H200"])
+    assert result.exit_code != 0 and "expected KEY=VALUE with KEY one of" in result.output
+    result = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--only", "hardware=B200"])
+    assert result.exit_code != 0 and "no cell matches" in result.output
+
+
+def test_hardware_places_the_server_and_enters_the_id():
+    vllm = VLLMBackend(name="vllm", tp=8)
+    e = Experiment(name="x", model="m", backends=(vllm,), hardware={"vllm": Hardware(name="H200", count=8)},
+                   online=(Online(concurrency=(4,), input_len=10, output_len=5, num_prompts=3),))
+    assert e.backends[0].placement.resources == {"H200": 8}
+    cell = e.cells()[0]
+    assert cell.id == "vllm.H200-online-c4-i10-o5" and cell.hardware == "H200" and cell.engine == "vllm"
+    bare = Experiment(name="x", model="m", backends=(vllm,),
+                      online=(Online(concurrency=(4,), input_len=10, output_len=5, num_prompts=3),))
+    assert bare.cells()[0].id == "vllm-online-c4-i10-o5" and bare.cells()[0].hardware is None
+
+
+def test_hardware_and_only_are_validated():
+    vllm = VLLMBackend(name="vllm", tp=8)
+    sweep = Offline(batch_sizes=(1,), input_len=10, output_len=5)
+    with pytest.raises(ConfigError, match="hardware.count"):
+        Hardware(name="H200", count=0)
+    with pytest.raises(ConfigError, match="sglang"):
+        Experiment(name="x", model="m", backends=(vllm,), offline=(sweep,), hardware={"sglang": Hardware(name="H200")})
+    with pytest.raises(ConfigError, match="only"):
+        Experiment(name="x", model="m", backends=(vllm,),
+                   offline=(Offline(batch_sizes=(1,), input_len=10, output_len=5, only=("sglang",)),))
