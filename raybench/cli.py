@@ -134,49 +134,66 @@ def bench(**opts) -> None:
                         "stall_timeout_s": opts["stall_timeout"],
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
-         request_timeout_s=opts["request_timeout"], client_overrides=client_overrides)
+         request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
+         options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
+
+
+_SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: as long as the real run), "
+                    "zero (as fast as the client reads: checks the whole plan in minutes). Default: engine.")
 
 
 @main.command()
 @click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Root of run directories.")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write into this run directory (cells already complete there are skipped).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write into this run directory; cells already complete there are skipped.")
+@click.option("--resume", is_flag=True, help="Continue the newest run of this experiment under --out (or --run-dir): only unfinished cells run.")
 @click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors per cell. Default: one per 256 streams.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True, help="Write report.html and charts/ into the run directory at the end.")
 @click.option("--only", default=None, help="Run only the cells whose plan fields match, e.g. backend=vllm,hardware=H200,mode=online (see `raybench plan`).")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests per online cell instead of the file's (prefix sweeps: prompts per group scaled to match).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Run each cell this many times instead of the file's (repeat k uses seed + k - 1).")
 @click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
-def run(experiment_file: Path, out: Path, run_dir: Path | None, address: str | None, actors: int | None, write_report: bool,
-        only: str | None, num_prompts: int | None, simulate: bool) -> None:
+@click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help=_SIM_TIMING_HELP)
+def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, address: str | None, actors: int | None,
+        write_report: bool, only: str | None, num_prompts: int | None, repeats: int | None, simulate: bool,
+        sim_timing: str | None) -> None:
     """Run every cell of an experiment file.
 
     \b
     Examples:
       raybench run experiments/quickstart.py
-      raybench run experiments/quickstart.py --run-dir runs/quickstart/20260101-120000   # resume
+      raybench run experiments/deepseek_r1.py --simulate --only backend=vllm,hardware=H200 --num-prompts 40
+      raybench run experiments/deepseek_r1.py --resume          # after an interruption: unfinished cells only
+      raybench run experiments/quickstart.py --run-dir runs/quickstart/20260101-120000
       RAY_ADDRESS=auto raybench run experiments/my_cluster.py
     """
     from raybench.experiment import load_experiment
     from raybench.plan import resolve
 
-    experiment = load_experiment(experiment_file)
-    cell_ids = None
-    if only or num_prompts or simulate:
-        experiment, cells = resolve(experiment, only=only, num_prompts=num_prompts, simulate=simulate)
-        cell_ids = frozenset(c.id for c in cells)
-    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, write_report=write_report, cell_ids=cell_ids)
+    experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
+                                simulate=simulate, sim_timing=sim_timing)
+    options = {"only": only, "num_prompts": num_prompts, "repeats": repeats, "simulate": simulate,
+               "sim_timing": sim_timing, "actors": actors}
+    _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, resume=resume, write_report=write_report,
+         cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options)
 
 
 @main.command(name="plan")
 @click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="table for people, json (a list of cells) for programs.")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Mark the cells already complete in this run directory.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Mark the cells already complete in this run directory; the estimate counts only the rest.")
 @click.option("--only", default=None, help="Only the cells whose plan fields match, e.g. backend=vllm,hardware=H200,mode=online.")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="As `raybench run --num-prompts`.")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="As `raybench run --repeats`.")
 @click.option("--simulate", is_flag=True, help="As `raybench run --simulate`.")
-def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: str | None, num_prompts: int | None, simulate: bool) -> None:
-    """Print the cells an experiment runs (and which are done), without starting anything.
+@click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help="As `raybench run --sim-timing`.")
+def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: str | None, num_prompts: int | None,
+                 repeats: int | None, simulate: bool, sim_timing: str | None) -> None:
+    """Print the cells an experiment runs, which are done, and how long the rest should take; starts nothing.
+
+    The estimate comes from the simulator's cost model for each backend and GPU, plus a guess
+    for each server's start (loading a large model takes minutes): a guide for booking time.
 
     \b
     Examples:
@@ -186,31 +203,56 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
     """
     import orjson
 
+    from raybench.estimate import estimate_plan, format_duration
     from raybench.experiment import load_experiment
-    from raybench.plan import format_plan_table, plan_row, resolve
-    from raybench.store.rundir import RunDir, safe_name
+    from raybench.plan import check_resume, format_plan_table, plan_row, resolve
+    from raybench.store.rundir import RunDir
 
-    experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, simulate=simulate)
-    done = set(RunDir(run_dir).cell_ids()) if run_dir is not None else None
-    rows = [plan_row(c, None if done is None else safe_name(c.id) in done) for c in cells]
+    experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
+                                simulate=simulate, sim_timing=sim_timing)
+    done = check_resume(cells, RunDir(run_dir).completed_cells()) if run_dir is not None else None
+    estimate = estimate_plan(experiment, cells, done=done or ())
+    rows = []
+    for c in cells:
+        row = plan_row(c, None if done is None else c.id in done)
+        seconds = estimate.cell_seconds(c.id)
+        row["estimate_s"] = None if seconds is None else round(seconds, 1)
+        rows.append(row)
     if fmt == "json":
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
-    else:
-        click.echo(format_plan_table(rows))
-        summary = f"{len(rows)} cells"
-        if done is not None:
-            summary += f", {sum(r['done'] for r in rows)} done"
-        click.echo(summary, err=True)
+        return
+    for row in rows:
+        row["estimate"] = "?" if row["estimate_s"] is None else format_duration(row["estimate_s"])
+    click.echo(format_plan_table(rows))
+    summary = f"{len(rows)} cells"
+    if done is not None:
+        summary += f", {len(done)} done"
+    summary += f"; estimated time: {format_duration(estimate.total_s)}"
+    parts = []
+    if estimate.server_start_s:
+        parts.append(f"{len(estimate.server_start_s)} server starts {format_duration(sum(estimate.server_start_s.values()))}")
+    if estimate.engine_load_s:
+        parts.append(f"{len(estimate.engine_load_s)} engine loads {format_duration(sum(estimate.engine_load_s.values()))}")
+    if parts:
+        summary += f" (of which {', '.join(parts)})"
+    if estimate.unknown_cells:
+        summary += f", plus {estimate.unknown_cells} cells of unknown duration"
+    click.echo(summary, err=True)
 
 
 def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_dir: Path | None = None,
-         request_timeout_s: float = 3600.0, client_overrides: dict | None = None, write_report: bool = True,
-         cell_ids: frozenset[str] | None = None) -> None:
+         resume: bool = False, request_timeout_s: float = 3600.0, client_overrides: dict | None = None,
+         write_report: bool = True, cell_ids: frozenset[str] | None = None, experiment_file: Path | None = None,
+         options: dict | None = None) -> None:
     from raybench import cluster
+    from raybench.plan import check_resume
     from raybench.store.rundir import RunDir
 
-    rd = RunDir(run_dir) if run_dir is not None else RunDir.create(out, experiment.name)
-    rd.path.mkdir(parents=True, exist_ok=True)
+    rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
+    if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
+        cells = [c for c in experiment.cells() if cell_ids is None or c.id in cell_ids]
+        done = check_resume(cells, rd.completed_cells())
+        click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     connected_here = cluster.connect(address)
     import ray
 
@@ -223,12 +265,16 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         if connected_here:
             cluster.disconnect()
         raise
+    if rd is None:  # only now: a refused run leaves no empty directory behind
+        rd = RunDir.create(out, experiment.name)
+    rd.path.mkdir(parents=True, exist_ok=True)
 
-    options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
-                         cell_ids=cell_ids)
+    run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
+                             cell_ids=cell_ids, experiment_file=experiment_file,
+                             invocation={"argv": list(sys.argv), "options": options or {}})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
-        Runner(experiment, rd, options, report=_progress_display()).run()
+        Runner(experiment, rd, run_options, report=_progress_display()).run()
     finally:
         if connected_here:
             cluster.disconnect()
@@ -239,6 +285,17 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         if html is not None:
             click.echo(f"report: {html}", err=True)
     click.echo(str(rd.path))
+
+
+def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resume: bool):
+    """The run directory given or to continue; None: a new one under ``out``, made once the run may start."""
+    from raybench.store.rundir import RunDir
+
+    if run_dir is not None:
+        if resume and not (run_dir / "plan.json").is_file():
+            raise ConfigError(f"--resume: {run_dir} holds no run (no plan.json); leave out --resume to start one there")
+        return RunDir(run_dir)
+    return RunDir.latest(out, experiment_name) if resume else None
 
 
 @main.command(name="report")

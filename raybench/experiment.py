@@ -163,6 +163,8 @@ class Cell:
     prompts_per_group: int | None = None
     hardware: str | None = None  # Hardware.name the backend is paired with; None: none given
     engine: str | None = None  # the backend's kind: sglang, vllm, trtllm, sim, external
+    repeat: int = 1  # 1..Experiment.repeats
+    seed: int = 0  # prompts and arrivals: the experiment's seed + repeat - 1
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -180,6 +182,9 @@ class Experiment:
     online: tuple[Online, ...] = ()
     offline: tuple[Offline, ...] = ()
     seed: int = 0
+    # each cell runs this many times, each repeat with its own seed (seed, seed + 1, ...), so
+    # repeats are independent samples and a prefix cache cannot carry one repeat into the next
+    repeats: int = 1
     warmup_requests: int = 1
     compat: str = "raybench"
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
@@ -203,6 +208,11 @@ class Experiment:
             raise ConfigError.invalid("backends", names, "distinct backend names")
         if self.compat not in ("raybench", "sglang", "vllm"):
             raise ConfigError.unknown("compat", self.compat, ("raybench", "sglang", "vllm"))
+        _positive_int("repeats", self.repeats)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError.invalid("seed", self.seed, "an integer >= 0")
+        if not isinstance(self.warmup_requests, int) or isinstance(self.warmup_requests, bool) or self.warmup_requests < 0:
+            raise ConfigError.invalid("warmup_requests", self.warmup_requests, "an integer >= 0")
 
     def _pair_hardware(self) -> None:
         if not isinstance(self.hardware, Mapping):
@@ -230,47 +240,61 @@ class Experiment:
         return next(b for b in self.backends if b.name == name)
 
     def cells(self) -> list[Cell]:
+        """Every cell, grouped by backend; repeats of a backend's cells follow one pass after another.
+
+        Repeat 1 keeps the plain id, so adding repeats to a finished run only adds cells.
+        """
         cells: list[Cell] = []
         for b in self.backends:
-            hw = self.hardware.get(b.name)
-            # cells without hardware keep the ids they had before hardware existed
-            key = f"{b.name}.{hw.name}" if hw else b.name
-            engine = getattr(b, "kind", None)
-            common = {"hardware": hw.name if hw else None, "engine": engine.value if engine else None}
-            for s in self.online:
-                if s.only and b.name not in s.only:
-                    continue
-                prefix = s.dataset == "prefix"
-                for c in s.concurrency:
-                    tag = f"p{s.prefix_len}" if prefix else ""
-                    rate = "" if math.isinf(s.request_rate) else f"-r{s.request_rate:g}"
-                    cells.append(
-                        Cell(
-                            id=f"{key}-online-c{c}-i{s.input_len}{tag}-o{s.output_len}{rate}", **common,
-                            backend=b.name, mode=Mode.ONLINE, concurrency=c,
-                            num_prompts=s.num_groups * s.prompts_per_group if prefix else s.num_prompts,
-                            input_len=s.input_len, output_len=s.output_len, dataset=s.dataset,
-                            range_ratio=s.range_ratio, request_rate=s.request_rate,
-                            burstiness=s.burstiness, prefix_len=s.prefix_len if prefix else 0,
-                            num_groups=s.num_groups if prefix else None,
-                            prompts_per_group=s.prompts_per_group if prefix else None,
-                        )
-                    )
-            for o in self.offline:
-                if o.only and b.name not in o.only:
-                    continue
-                for bs in o.batch_sizes:
-                    cells.append(
-                        Cell(
-                            id=f"{key}-offline-{o.method.value}-b{bs}-i{o.input_len}-o{o.output_len}", **common,
-                            backend=b.name, mode=Mode.OFFLINE, batch_size=bs, num_prompts=bs,
-                            input_len=o.input_len, output_len=o.output_len, offline_method=o.method,
-                        )
-                    )
+            first = self._backend_cells(b)
+            for repeat in range(1, self.repeats + 1):
+                cells += first if repeat == 1 else [
+                    dataclasses.replace(c, id=f"{c.id}-rep{repeat}", repeat=repeat, seed=self.seed + repeat - 1)
+                    for c in first
+                ]
         ids = [c.id for c in cells]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ConfigError(f"two cells share the id {dup!r}: remove the repeated sweep entry")
+        return cells
+
+    def _backend_cells(self, b: Backend) -> list[Cell]:
+        cells: list[Cell] = []
+        hw = self.hardware.get(b.name)
+        # cells without hardware keep the ids they had before hardware existed
+        key = f"{b.name}.{hw.name}" if hw else b.name
+        engine = getattr(b, "kind", None)
+        common = {"hardware": hw.name if hw else None, "engine": engine.value if engine else None, "seed": self.seed}
+        for s in self.online:
+            if s.only and b.name not in s.only:
+                continue
+            prefix = s.dataset == "prefix"
+            for c in s.concurrency:
+                tag = f"p{s.prefix_len}" if prefix else ""
+                rate = "" if math.isinf(s.request_rate) else f"-r{s.request_rate:g}"
+                cells.append(
+                    Cell(
+                        id=f"{key}-online-c{c}-i{s.input_len}{tag}-o{s.output_len}{rate}", **common,
+                        backend=b.name, mode=Mode.ONLINE, concurrency=c,
+                        num_prompts=s.num_groups * s.prompts_per_group if prefix else s.num_prompts,
+                        input_len=s.input_len, output_len=s.output_len, dataset=s.dataset,
+                        range_ratio=s.range_ratio, request_rate=s.request_rate,
+                        burstiness=s.burstiness, prefix_len=s.prefix_len if prefix else 0,
+                        num_groups=s.num_groups if prefix else None,
+                        prompts_per_group=s.prompts_per_group if prefix else None,
+                    )
+                )
+        for o in self.offline:
+            if o.only and b.name not in o.only:
+                continue
+            for bs in o.batch_sizes:
+                cells.append(
+                    Cell(
+                        id=f"{key}-offline-{o.method.value}-b{bs}-i{o.input_len}-o{o.output_len}", **common,
+                        backend=b.name, mode=Mode.OFFLINE, batch_size=bs, num_prompts=bs,
+                        input_len=o.input_len, output_len=o.output_len, offline_method=o.method,
+                    )
+                )
         return cells
 
 

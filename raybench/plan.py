@@ -12,10 +12,11 @@ from typing import Any
 
 from raybench.errors import ConfigError
 from raybench.experiment import Cell, Experiment, Online, SimBackend
+from raybench.store.rundir import safe_name
 
 # the plan fields --only may select on, and the JSON every plan row carries
 PLAN_FIELDS = ("id", "backend", "engine", "hardware", "mode", "concurrency", "batch_size", "input_len",
-               "output_len", "prefix_len", "num_prompts")
+               "output_len", "prefix_len", "num_prompts", "repeat")
 
 
 def parse_only(text: str | None) -> dict[str, str]:
@@ -71,26 +72,37 @@ def with_num_prompts(experiment: Experiment, num_prompts: int | None) -> Experim
     return dataclasses.replace(experiment, online=tuple(one(s) for s in experiment.online))
 
 
-def simulated(experiment: Experiment) -> Experiment:
-    """Every server replaced by the simulator with its hardware's GPU and its backend's profile."""
+def with_repeats(experiment: Experiment, repeats: int | None) -> Experiment:
+    return experiment if repeats is None else dataclasses.replace(experiment, repeats=repeats)
+
+
+def simulated(experiment: Experiment, timing: str | None = None) -> Experiment:
+    """Every server replaced by the simulator with its hardware's GPU and its backend's profile.
+
+    ``timing``: None or "engine" runs in real time, as long as the real servers would take;
+    "zero" answers as fast as the client reads, to check a whole plan end to end in minutes.
+    Simulators the file already has keep their timing unless one is given.
+    """
     from raybench.sim import costmodel
 
     sims = []
     for b in experiment.backends:
         if isinstance(b, SimBackend):
-            sims.append(b)
+            sims.append(b if timing is None else dataclasses.replace(b, timing=timing))
             continue
         hw = experiment.hardware.get(b.name)
         gpu = hw.name if hw is not None and hw.name in costmodel.GPUS else "H200"
         kind = b.kind.value
         profile = kind if kind in costmodel.BACKENDS else SimBackend.profile
         sims.append(SimBackend(name=b.name, gpu=gpu, num_gpus=hw.count if hw else 8, profile=profile,
-                               reset_cache=False))
+                               timing=timing or "engine", reset_cache=False))
     return dataclasses.replace(experiment, backends=tuple(sims))
 
 
 def format_plan_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    cols = [c for c in (*PLAN_FIELDS, "done") if any(c in r for r in rows)]
+    cols = [c for c in (*PLAN_FIELDS, "done", "estimate") if any(c in r for r in rows)]
+    if all(r.get("repeat", 1) == 1 for r in rows):  # the column says something only when there are repeats
+        cols = [c for c in cols if c != "repeat"]
     text = [[("-" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
     widths = [max([len(c), *(len(t[i]) for t in text)]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
@@ -99,19 +111,22 @@ def format_plan_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int | None = None,
-            simulate: bool = False) -> tuple[Experiment, list[Cell]]:
+            repeats: int | None = None, simulate: bool = False, sim_timing: str | None = None,
+            ) -> tuple[Experiment, list[Cell]]:
     """The experiment a run uses and the cells it runs, in order.
 
     Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
     servers after ``simulate`` has replaced them (cell ids do not change).
     """
-    experiment = with_num_prompts(experiment, num_prompts)
+    if sim_timing is not None and not simulate:
+        raise ConfigError(f"--sim-timing {sim_timing} applies to simulated servers: add --simulate")
+    experiment = with_repeats(with_num_prompts(experiment, num_prompts), repeats)
     selection = parse_only(only)
     ids = {c.id for c in select(experiment.cells(), selection)}
     if not ids:
         raise ConfigError(f"--only {only}: no cell matches; see `raybench plan` for the cells and their fields")
     if simulate:
-        experiment = simulated(experiment)
+        experiment = simulated(experiment, sim_timing)
     return experiment, [c for c in experiment.cells() if c.id in ids]
 
 
@@ -132,3 +147,30 @@ def check_hardware(experiment: Experiment, cluster_resources: Mapping[str, float
                 f"but the cluster has {have:g}; its resources: {', '.join(available)}. Start the nodes with "
                 f"ray start --resources '{{\"{hw.resource}\": {hw.count}}}', or use --simulate"
             )
+
+
+# settings that may differ between the run that wrote a cell and a resumed one (nothing measured depends on them)
+_RESUME_IGNORES = frozenset({"id"})
+
+
+def check_resume(cells: Sequence[Cell], completed: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Ids of the cells already complete in a run dir; refuses a plan whose settings differ from theirs.
+
+    A cell id does not spell out every setting (num_prompts, the seed, simulated or not), so
+    without this a resume with other flags would silently mix, say, 40-prompt and 500-prompt cells.
+    """
+    done: set[str] = set()
+    for cell in cells:
+        stored = completed.get(safe_name(cell.id))
+        if stored is None:
+            continue
+        planned = cell.to_json()
+        diffs = [f"{k}={stored[k]!r} there, {planned[k]!r} now" for k in planned
+                 if k not in _RESUME_IGNORES and k in stored and stored[k] != planned[k]]
+        if diffs:
+            raise ConfigError(
+                f"cell {cell.id} is complete in the run directory with other settings ({'; '.join(diffs)}). "
+                "Resume with the options the run was started with (see its env.json \"options\"), or start a new run directory"
+            )
+        done.add(cell.id)
+    return done

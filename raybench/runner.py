@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import platform
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -37,7 +36,17 @@ from raybench.loadgen.clock import estimate_anchor
 from raybench.loadgen.generator import LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
+from raybench.plan import check_resume
 from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell
+from raybench.store.metadata import (
+    git_state,
+    host_info,
+    package_versions,
+    redact_argv,
+    redact_env,
+    redact_text,
+    source_record,
+)
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA
 from raybench.telemetry.progress import ProgressDisplay
@@ -61,9 +70,12 @@ class RunOptions:
     cell_timeout_s: float | None = None
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
+    experiment_file: Path | None = None  # recorded in env.json: its text, digest and git commit
+    invocation: dict[str, Any] = dataclasses.field(default_factory=dict)  # the command line and its overrides
 
 
-def workload_for(cell: Cell, seed: int) -> Workload:
+def workload_for(cell: Cell, seed: int | None = None) -> Workload:
+    seed = cell.seed if seed is None else seed
     if cell.dataset == "prefix":
         return SharedPrefixWorkload(
             num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
@@ -124,9 +136,11 @@ class Runner:
         cells = self.experiment.cells()
         if self.options.cell_ids is not None:
             cells = [c for c in cells if c.id in self.options.cell_ids]
-        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": [c.to_json() for c in cells]})
-        write_json_atomic(self.run_dir.env_json, _environment())
-        done = set(self.run_dir.cell_ids())
+        done = check_resume(cells, self.run_dir.completed_cells())
+        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
+        self.run_dir.keep_previous_env()
+        self.env = run_environment(self.experiment, cells, self.options)
+        write_json_atomic(self.run_dir.env_json, self.env)
         self.progress.plan([(c.id, c.num_prompts or 0) for c in cells], done=sorted(done))
         with ServerGuard() as guard:
             for backend in self.experiment.backends:
@@ -149,6 +163,18 @@ class Runner:
         self.progress.finish(summaries)
         return summaries
 
+    def _run_dir_plan(self, cells: list[Cell]) -> list[dict[str, Any]]:
+        """Every cell the run dir is meant to hold: an earlier invocation's (say, --only mode=online) and this one's."""
+        planned = [c.to_json() for c in cells]
+        if not self.run_dir.plan_json.is_file():
+            return planned
+        try:
+            earlier = json.loads(self.run_dir.plan_json.read_text()).get("cells", [])
+        except ValueError as err:
+            raise RunError(f"{self.run_dir.plan_json} is unreadable ({err}): move it away to start the plan afresh") from err
+        ours = {c["id"] for c in planned}
+        return [c for c in earlier if c.get("id") not in ours] + planned
+
     @contextlib.contextmanager
     def _server(self, backend: Backend, guard: ServerGuard) -> Iterator[_Server]:
         model = self.experiment.model
@@ -164,7 +190,12 @@ class Runner:
             info = handle.start()
             self.report(f"  {backend.name} ready at {info.url} on node {info.node_ip}")
             record = {**dataclasses.asdict(info), "version": admin.server_version(info.url, backend.endpoints.version)}
+            record["argv"] = redact_argv(record["argv"])
             write_json_atomic(log_path.with_suffix(".json"), record)
+            self.env["servers"][backend.name].update(
+                started=True, version=record["version"], argv=record["argv"], node_ip=info.node_ip,
+                gpu_ids=list(info.gpu_ids), visible_devices=info.visible_devices)
+            write_json_atomic(self.run_dir.env_json, self.env)
             yield _Server(backend, info.url, handle)
         finally:
             handle.stop()
@@ -196,7 +227,7 @@ class Runner:
 
     def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
         client = self._client(server)
-        workload = workload_for(cell, self.experiment.seed)
+        workload = workload_for(cell)
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
@@ -205,7 +236,7 @@ class Runner:
         server.reset_cache()
         server.reset_ground_truth()
         arrivals = ArrivalProcess(
-            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=self.experiment.seed
+            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
         ).offsets_s(workload.num_requests)
         actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
         actors = max(1, min(actors, concurrency, workload.num_requests))
@@ -243,7 +274,7 @@ class Runner:
         backend = self.experiment.backend(cell.backend)
         if not isinstance(backend, ProcessBackend):
             raise RunError(f"cell {cell.id}: offline engine mode needs an in-process engine; {backend.name} has none")
-        workload = workload_for(cell, self.experiment.seed)
+        workload = workload_for(cell)
         specs = workload.build(range(workload.num_requests))
         result = run_offline_engine(backend, model=self.experiment.model, specs=specs)
         write_table_atomic(cell_dir / REQUESTS_FILE, result.requests_table(cell.id, specs))
@@ -321,27 +352,56 @@ def _offline_line(summary: dict[str, Any]) -> str:
     )
 
 
-def _environment() -> dict[str, Any]:
-    import importlib.metadata as md
-
+def run_environment(experiment: Experiment, cells: list[Cell], options: RunOptions) -> dict[str, Any]:
+    """env.json: what ran, where, with which software; servers get their versions once they are up."""
     import ray
 
-    versions = {}
-    for pkg in ("ray", "aiohttp", "numpy", "pyarrow", "polars", "altair", "click", "orjson", "uvloop"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
     nodes = [
         {"node_id": n["NodeID"], "address": n["NodeManagerAddress"], "alive": n["Alive"], "resources": n["Resources"]}
         for n in ray.nodes()
     ]
+    source = options.experiment_file
     return {
         "raybench_version": raybench.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions,
+        **host_info(),
+        "packages": package_versions(),
+        "raybench_git": git_state(Path(raybench.__file__).parent),
+        "command": redact_argv(options.invocation.get("argv", [])),
+        "options": options.invocation.get("options", {}),
+        "experiment": {
+            "name": experiment.name, "model": experiment.model, "seed": experiment.seed,
+            "repeats": experiment.repeats, "warmup_requests": experiment.warmup_requests,
+            "compat": experiment.compat, "goodput_slos_ms": experiment.goodput_slos_ms,
+            "source": source_record(source) if source is not None else None,
+        },
+        "plan": [c.to_json() for c in cells],
+        "seeds": {c.id: c.seed for c in cells},
+        "servers": {b.name: _server_launch(experiment, b) for b in experiment.backends
+                    if any(c.backend == b.name for c in cells)},
         "ray_nodes": nodes,
         "gpus_by_node": node_gpu_inventories(),
         "time_base": "driver perf_counter_ns; actor clocks anchored NTP-style (see cells' actors)",
     }
+
+
+def _port_placeholder(argv: tuple[str, ...]) -> list[str]:
+    """The port is picked free on the node at start: show it as a placeholder until then."""
+    return ["<port>" if i and argv[i - 1] == "--port" and a == "0" else a for i, a in enumerate(argv)]
+
+
+def _server_launch(experiment: Experiment, backend: Backend) -> dict[str, Any]:
+    """How a server is started, before it is: the command with placeholders for what its node decides."""
+    hw = experiment.hardware.get(backend.name)
+    record: dict[str, Any] = {"kind": backend.kind.value, "hardware": dataclasses.asdict(hw) if hw else None,
+                              "started": False, "version": None}
+    if isinstance(backend, ExternalBackend):
+        record["url"] = redact_text(backend.url)
+        return record
+    spec = backend.launch_spec(model=experiment.model, host="<node-ip>", port=0, python="python3")
+    record.update(
+        argv=redact_argv(_port_placeholder(spec.argv)),
+        env=redact_env(spec.env),
+        container=backend.container.image if backend.container is not None else None,
+        ray_resources=backend.actor_options(),
+    )
+    return record

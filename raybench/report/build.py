@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from raybench.errors import ConfigError
 from raybench.report import html as h
 from raybench.report.charts import CHARTS, ChartDef
 from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
-from raybench.report.frame import as_report_frame
+from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
 from raybench.report.sources import load_source
 from raybench.report.style import SeriesStyle, series_style
@@ -45,8 +46,11 @@ class ReportResult:
 def draw_charts(
     frame: pl.DataFrame, style: SeriesStyle | None = None, charts: Sequence[ChartDef] = CHARTS
 ) -> tuple[dict[str, alt.TopLevelMixin], dict[str, str]]:
-    """Every chart the frame has cells for, by name; the others with the reason they are absent."""
-    frame = as_report_frame(frame)
+    """Every chart the frame has cells for, by name; the others with the reason they are absent.
+
+    A repeated cell is one point: the mean of its repeats.
+    """
+    frame = combine_repeats(frame)
     style = style or series_style(frame)
     drawn, skipped = {}, {}
     for chart in charts:
@@ -131,6 +135,26 @@ def chart_section(
     return h.Section(id="charts", title="Charts", groups=groups)
 
 
+def _command_line(command: Any) -> str | None:
+    if isinstance(command, list):
+        return shlex.join(str(a) for a in command)
+    return command
+
+
+def _git_line(git: Any) -> str | None:
+    if not isinstance(git, Mapping) or not git.get("commit"):
+        return None
+    return f"{git['commit'][:12]}{' (with uncommitted changes)' if git.get('dirty') else ''}"
+
+
+def _source_line(env: Mapping[str, Any]) -> str | None:
+    source = (env.get("experiment") or {}).get("source") if isinstance(env.get("experiment"), Mapping) else None
+    if not isinstance(source, Mapping):
+        return None
+    git = _git_line(source.get("git"))
+    return f"{source.get('path')}" + (f" at {git}" if git else "")
+
+
 def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
     if not path.is_dir():
         items = {"source": str(path), "cells": frame.height, "series": ", ".join(frame["series"].unique().to_list())}
@@ -147,7 +171,9 @@ def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
         "python": env.get("python"),
         "platform": env.get("platform"),
         "packages": ", ".join(f"{k} {v}" for k, v in packages.items() if v),
-        "command": env.get("command") or env.get("argv"),
+        "command": _command_line(env.get("command") or env.get("argv")),
+        "experiment file": _source_line(env),
+        "raybench git": _git_line(env.get("raybench_git")),
         "hardware": env.get("hardware"),
         "ray nodes": len(nodes) or None,
     }

@@ -63,7 +63,12 @@ COLUMNS: dict[str, pl.DataType] = {
     "total_throughput_tokens_per_s": pl.Float64(),
     **{f"{stat}_{metric}_ms": pl.Float64() for metric in LATENCY_METRICS for stat in LATENCY_STATS},
     "client_saturated": pl.Boolean(),
+    "repeat": pl.Int64(),  # 1, 2, ... when an experiment repeats its cells; null: not repeated
 }
+
+# what a cell's repeats share; every other column is a measurement, averaged over the repeats
+_REPEAT_KEYS = ("run", "source", "backend", "hardware", "label", "series", "mode", "concurrency", "batch_size",
+                "num_prompts", "input_len", "output_len", "prefix_len", "prefix_cached")
 
 # How backends are written in labels, as the seed's legends write them.
 _BACKEND_DISPLAY = {
@@ -135,6 +140,29 @@ def report_frame(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     if not full:
         return empty_frame()
     return pl.DataFrame(full, schema=COLUMNS, strict=False)
+
+
+def combine_repeats(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per cell: the repeats of a cell averaged (a chart draws one point per cell).
+
+    ``cell_id`` is the first repeat's; ``repeat`` becomes the number of repeats averaged;
+    ``client_saturated`` is true when any repeat was.
+    """
+    frame = as_report_frame(frame)
+    if frame.is_empty() or (frame["repeat"].fill_null(1) <= 1).all():
+        return frame
+    measured = [c for c in COLUMNS if c not in (*_REPEAT_KEYS, "cell_id", "repeat", "client_saturated")]
+    combined = (
+        frame.sort(pl.col("repeat").fill_null(1), maintain_order=True)
+        .group_by(list(_REPEAT_KEYS), maintain_order=True)
+        .agg(
+            pl.col("cell_id").first(),
+            *(pl.col(c).mean() for c in measured),
+            pl.col("client_saturated").any(),
+            pl.len().cast(pl.Int64).alias("repeat"),
+        )
+    )
+    return as_report_frame(combined)
 
 
 def as_report_frame(frame: pl.DataFrame) -> pl.DataFrame:

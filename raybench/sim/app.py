@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from raybench import __version__
 from raybench.sim import costmodel
 from raybench.sim.api import ApiError, GenRequest, error_body, parse_generation
 from raybench.sim.config import FaultKind, FaultSpec, SimConfig
@@ -83,6 +84,8 @@ class SimApp:
             conn.respond(200, b"", b"text/plain")
         elif path == "/v1/models":
             conn.respond(200, self._models_body)
+        elif path == "/version":  # as vLLM and trtllm-serve answer it: a run records its servers' versions
+            conn.respond(200, orjson.dumps({"version": __version__}))
         elif path == "/sim/ground_truth" and method == "GET":
             self._ground_truth(conn, request)
         elif path == "/sim/reset" and method == "POST":

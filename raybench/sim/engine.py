@@ -17,8 +17,10 @@ The step that finishes a prompt also samples its first min(k, target) tokens.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from raybench.sim.costmodel import CostModel
 
@@ -33,9 +35,12 @@ class _Request:
     generated: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Emission:
-    """Tokens one request got from one step."""
+class Emission(NamedTuple):
+    """Tokens one request got from one step.
+
+    A NamedTuple, not a frozen dataclass: one is made per request per step (millions in a
+    virtual-time run of a large plan), and a frozen dataclass takes three times as long to build.
+    """
 
     req_id: int
     new_tokens: int
@@ -189,15 +194,20 @@ class EngineCore:
         return Emission(req.req_id, n, req.generated, finished)
 
     # -- virtual-time fast path ----------------------------------------------------------------
-    def fast_forward_decode(self) -> tuple[float, int, tuple[Emission, ...]] | None:
-        """Run every step of a pure-decode span at once, for the offline engine.
+    def fast_forward_decode(
+        self, max_duration_s: float = math.inf
+    ) -> tuple[float, int, tuple[Emission, ...]] | None:
+        """Run every step of a pure-decode span at once, for the virtual-time engines.
 
         Applies when every running request is decoding and no waiting request can be admitted
         (none waits, or the head is blocked by max_num_seqs or KV; nothing finishes during the
         span, so that stays true): then each of the next S steps (S = steps until the first
         request could finish) has the same batch and a context that grows by k per request per
-        step, so their durations can be summed in one vector expression. Returns (seconds,
-        steps, emissions summed over the span) or None when it does not apply.
+        step, so their durations can be summed in one vector expression. ``max_duration_s``
+        (seconds) ends the span early, after the first step that ends at or past it: a request
+        the caller adds then (a new arrival) joins at that step boundary, as it would if the
+        steps were taken one by one. Returns (seconds, steps, emissions summed over the span)
+        or None when it does not apply.
         """
         import numpy as np
 
@@ -217,7 +227,12 @@ class EngineCore:
         context0 = sum(r.prompt_tokens + r.generated for r in reqs)
         context = context0 + np.arange(steps, dtype=np.float64) * (n * k)
         compute_s, memory_s = self.cost.step_terms_s(n * k, 0.0, k * context, context)
-        total_s = float(np.sum(np.maximum(compute_s, memory_s))) + steps * self.cost.backend.t0_ms / 1e3
+        step_s = np.maximum(compute_s, memory_s) + self.cost.backend.t0_ms / 1e3
+        if math.isfinite(max_duration_s):
+            # the steps that end before the limit, and the one that reaches it
+            steps = min(steps, int(np.searchsorted(np.cumsum(step_s), max_duration_s, side="left")) + 1)
+            step_s = step_s[:steps]
+        total_s = float(np.sum(step_s))
         for req in reqs:
             req.generated += steps * k
         emissions = tuple(Emission(r.req_id, steps * k, r.generated, False) for r in reqs)

@@ -2,8 +2,9 @@
 
     runs/<experiment>/<YYYYmmdd-HHMMSS>/
       plan.json  env.json  summary.parquet
+      env.1.json ...   (earlier invocations on the same run dir, oldest first)
       cells/<cell_id>/requests.parquet  chunks.parquet  summary.json
-      servers/<name>.log
+      servers/<name>.log  <name>.json
 """
 
 from __future__ import annotations
@@ -92,6 +93,38 @@ class RunDir:
     @property
     def summary_parquet(self) -> Path:
         return self.path / "summary.parquet"
+
+    def keep_previous_env(self) -> Path | None:
+        """Before a resumed run writes env.json: the previous one moves to env.<n>.json, never overwritten."""
+        if not self.env_json.is_file():
+            return None
+        n = 1
+        while (self.path / f"env.{n}.json").exists():
+            n += 1
+        kept = self.path / f"env.{n}.json"
+        os.replace(self.env_json, kept)
+        return kept
+
+    def completed_cells(self) -> dict[str, dict[str, Any]]:
+        """Complete cells (directory name -> the cell settings its summary.json records)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.cell_ids():
+            path = self.path / "cells" / name / "summary.json"
+            try:
+                out[name] = json.loads(path.read_text()).get("cell") or {}
+            except (OSError, ValueError) as err:
+                raise RunError(f"{path} is unreadable ({err}): delete that cell's directory to run it again") from err
+        return out
+
+    @classmethod
+    def latest(cls, root: Path | str, experiment: str) -> RunDir:
+        """The newest run of ``experiment`` under ``root`` (for ``raybench run --resume``)."""
+        parent = Path(root) / safe_name(experiment)
+        runs = sorted(p for p in parent.iterdir() if p.is_dir() and (p / "plan.json").is_file()) if parent.is_dir() else []
+        if not runs:
+            raise RunError(f"--resume: no earlier run of {experiment!r} under {parent}; "
+                           "give the run directory with --run-dir, or leave out --resume to start one")
+        return cls(runs[-1])
 
     def cell_ids(self) -> list[str]:
         """Cells whose summary.json exists: the ones that completed."""

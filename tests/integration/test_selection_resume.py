@@ -4,6 +4,7 @@ The simulator runs with zero timing here: the seed's lengths at engine timing ta
 """
 
 import dataclasses
+import json
 from pathlib import Path
 
 from raybench.experiment import load_experiment
@@ -32,3 +33,5 @@ def test_selected_cells_run_and_a_rerun_runs_only_the_unfinished(ray_local, tmp_
     third = _run(rd, "backend=vllm,hardware=H200,output_len=800,concurrency=32")
     assert third == ["vllm-h200.H200-online-c32-i3200-o800", "vllm-h200-prefix.H200-online-c32-i3200p2000-o800"]
     assert sorted(rd.cell_ids()) == sorted(first + third)
+    # plan.json holds every cell the run dir was asked for, over all three invocations
+    assert [c["id"] for c in json.loads(rd.plan_json.read_text())["cells"]] == first + third

@@ -7,6 +7,8 @@ import aiohttp
 import orjson
 import pyarrow as pa
 import pytest
+
+import raybench
 from simclient import completion_body, headers, read_sse
 
 
@@ -127,6 +129,8 @@ async def test_models_health_and_ground_truth_endpoints(make_sim, session):
         assert resp.status == 200 and await resp.read() == b""
     async with session.get(sim.url + "/v1/models") as resp:
         assert [m["id"] for m in (await resp.json())["data"]] == ["deepseek-ai/DeepSeek-R1"]
+    async with session.get(sim.url + "/version") as resp:
+        assert await resp.json() == {"version": raybench.__version__}
     await _stream(session, sim, "gt", completion_body(3))
     for table, rows in (("chunks", 5), ("requests", 1)):
         async with session.get(sim.url + f"/sim/ground_truth?table={table}") as resp:

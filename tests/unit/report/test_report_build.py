@@ -2,13 +2,15 @@
 
 import json
 import re
+import shutil
 
 import pytest
 from click.testing import CliRunner
 from report_fixtures import write_run_dir
 
 from raybench.cli import main
-from raybench.report import CHARTS, build_report, write_run_report
+from raybench.report import CHARTS, build_report, chart_data, load_source, write_run_report
+from raybench.report.build import draw_charts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -102,3 +104,32 @@ def test_the_report_package_never_imports_ray():
     code = "import sys, raybench.report, raybench.report.build, raybench.report.compare; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_repeated_cells_are_one_point_each_and_every_repeat_keeps_its_drilldown(tmp_path):
+    run = write_run_dir(tmp_path / "exp" / "20260101-000000", backend="sim", itl_ms=2.0, batch_sizes=())
+    other = write_run_dir(tmp_path / "other", backend="sim", itl_ms=4.0, batch_sizes=())
+    plan = json.loads((run / "plan.json").read_text())
+    for c in (4, 16):
+        cell_id = f"sim-online-c{c}-i512-o64"
+        summary = json.loads((other / "cells" / cell_id / "summary.json").read_text())
+        summary["cell_id"] = summary["cell"]["id"] = f"{cell_id}-rep2"
+        summary["cell"]["repeat"] = 2
+        shutil.copytree(other / "cells" / cell_id, run / "cells" / f"{cell_id}-rep2")
+        (run / "cells" / f"{cell_id}-rep2" / "summary.json").write_text(json.dumps(summary))
+        plan["cells"].append(summary["cell"])
+    (run / "plan.json").write_text(json.dumps(plan))
+
+    frame = load_source(run)
+    assert frame.height == 4
+    tpot = {r["cell_id"]: r["mean_tpot_ms"] for r in frame.iter_rows(named=True)}
+    drawn, _ = draw_charts(frame)
+    points = {r["concurrency"]: r for r in chart_data(drawn["tpot_vs_concurrency"])}
+    assert sorted(points) == [4, 16]  # one point per cell, not one per repeat
+    for c in (4, 16):
+        mean = (tpot[f"sim-online-c{c}-i512-o64"] + tpot[f"sim-online-c{c}-i512-o64-rep2"]) / 2
+        assert 2.5 < mean < 4.5  # between the two repeats' TPOT (about 2 and 4 ms)
+        assert next(v for k, v in points[c].items() if "tpot" in k.lower()) == pytest.approx(mean)
+    html = build_report(run).html.read_text()
+    assert sorted(k for k in specs_in(html) if k.startswith("cell-")) == sorted(
+        f"cell-sim-online-c{c}-i512-o64{rep}" for c in (4, 16) for rep in ("", "-rep2"))

@@ -113,3 +113,23 @@ def test_fast_forward_gives_the_same_time_as_stepping(limits):
     slow, fast = elapsed(False), elapsed(True)
     assert fast[1] == slow[1] == sum(101 + 7 * i for i in range(16))
     assert fast[0] == pytest.approx(slow[0], rel=1e-9)
+
+
+def test_fast_forward_stops_at_the_first_step_that_reaches_the_time_limit():
+    def decoding_core() -> EngineCore:
+        core = _core()
+        for i in range(4):
+            core.add_request(i, 200, 100)
+        core.step()  # every prompt prefilled: pure decode from here
+        return core
+
+    stepped = decoding_core()
+    ends_s, now_s = [], 0.0
+    for _ in range(50):
+        now_s += stepped.step().duration_s
+        ends_s.append(now_s)
+    limit_s = (ends_s[19] + ends_s[20]) / 2  # inside step 21
+    duration_s, steps, emissions = decoding_core().fast_forward_decode(limit_s)
+    assert steps == 21
+    assert duration_s == pytest.approx(ends_s[20], rel=1e-9)
+    assert {e.total_tokens for e in emissions} == {1 + 21}

@@ -1,0 +1,114 @@
+"""The acceptance selection of the seed's experiment, interrupted mid-way and resumed from the command line.
+
+`raybench run experiments/deepseek_r1.py --simulate --only backend=vllm,hardware=H200,mode=online,output_len=800
+--num-prompts 40` picks 9 cells. The simulator answers at once here (--sim-timing zero): in real time
+(the default) the same 9 cells take 16 minutes.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from raybench.store.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+DEEPSEEK = ROOT / "experiments" / "deepseek_r1.py"
+SELECTION = ["--simulate", "--only", "backend=vllm,hardware=H200,mode=online,output_len=800", "--num-prompts", "40"]
+PLAN = [
+    *(f"vllm-h200.H200-online-c{c}-i3200-o800" for c in (4, 8, 16, 32, 64, 128)),
+    *(f"vllm-h200-prefix.H200-online-c{c}-i3200p2000-o800" for c in (32, 64, 128)),
+]
+INTERRUPT_AT = 3  # SIGINT as the fourth cell starts
+
+
+def _raybench(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "raybench", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _started_cells(output: str) -> list[str]:
+    """The cells a run started: its "cell <id>" lines (the final table's header also starts with "cell")."""
+    return [m[1] for m in re.finditer(r"^cell (\S+)$", output, re.MULTILINE)]
+
+
+def _files(rd: RunDir, cell_id: str) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in rd.cell_dir(cell_id).iterdir()}
+
+
+def test_interrupted_run_resumes_only_the_unfinished_cells(tmp_path):
+    out = tmp_path / "runs"
+    common = ["run", str(DEEPSEEK), *SELECTION, "--sim-timing", "zero", "--no-report", "--out", str(out)]
+    proc = _raybench(*common)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if len(_started_cells("".join(lines))) == INTERRUPT_AT + 1:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=120)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    first = "".join(lines)
+    assert proc.returncode == 130, first
+    assert "interrupted: completed cells are kept in the run directory" in first
+    assert _started_cells(first) == PLAN[: INTERRUPT_AT + 1]
+    (path,) = (out / "deepseek_r1").iterdir()
+    rd = RunDir(path)
+    complete = PLAN[:INTERRUPT_AT]
+    assert rd.cell_ids() == sorted(complete), first  # the cell under way when interrupted is not complete
+    before = {c: _files(rd, c) for c in complete}
+
+    t0 = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "raybench", *common, "--resume"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=300,
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    print(f"resumed run: {time.monotonic() - t0:.1f} s")
+    assert f"resuming {rd.path}: {INTERRUPT_AT} of {len(PLAN)} cells complete, {len(PLAN) - INTERRUPT_AT} to run" in output
+    assert _started_cells(output) == PLAN[INTERRUPT_AT:]  # only the unfinished cells ran, in plan order
+    assert second.stdout.strip() == str(rd.path)
+    assert rd.cell_ids() == sorted(PLAN)
+    assert {c: _files(rd, c) for c in complete} == before  # the finished cells were not touched
+
+    summary = pl.read_parquet(rd.summary_parquet)
+    assert sorted(summary["cell_id"].to_list()) == sorted(PLAN)
+    assert (summary["completed"] == 40).all() and (summary["failed"] == 0).all()
+    # the first invocation's metadata is kept beside the second's
+    env, env_first = (json.loads((rd.path / name).read_text()) for name in ("env.json", "env.1.json"))
+    assert env["options"]["only"] == env_first["options"]["only"] == "backend=vllm,hardware=H200,mode=online,output_len=800"
+    assert "--resume" in env["command"] and "--resume" not in env_first["command"]
+    assert [c["id"] for c in env["plan"]] == PLAN
+    assert env["experiment"]["source"]["text"] == DEEPSEEK.read_text()
+    assert set(env["servers"]) == {"vllm-h200", "vllm-h200-prefix"}
+    assert all(s["started"] and s["version"] for s in env["servers"].values())
+
+
+def test_a_resume_with_other_settings_is_refused_before_anything_starts(tmp_path):
+    rd = RunDir.create(tmp_path, "deepseek_r1")
+    cell = PLAN[0]
+    rd.cell_dir(cell).mkdir(parents=True)
+    stored = {"cell_id": cell, "cell": {"id": cell, "num_prompts": 40, "engine": "sim", "seed": 0}}
+    (rd.cell_dir(cell) / "summary.json").write_text(json.dumps(stored))
+    rd.plan_json.write_text(json.dumps({"experiment": "deepseek_r1", "cells": [stored["cell"]]}))
+    result = subprocess.run(
+        [sys.executable, "-m", "raybench", "run", str(DEEPSEEK), *SELECTION[1:3], "--run-dir", str(rd.path)],
+        cwd=ROOT, text=True, capture_output=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: cell {cell} is complete in the run directory with other settings (num_prompts=40 there, 500 now; "
+        "engine='sim' there, 'vllm' now). Resume with the options the run was started with (see its env.json "
+        "\"options\"), or start a new run directory")
+    assert sorted(p.name for p in rd.path.iterdir()) == ["cells", "plan.json"]  # nothing written, no Ray started

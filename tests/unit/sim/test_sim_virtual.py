@@ -1,0 +1,81 @@
+"""The virtual-time closed loop, checked against the engine run other ways."""
+
+import pytest
+
+from raybench.sim import OfflineEngine, SimConfig, costmodel
+from raybench.sim.engine import EngineCore, KvCapacityError
+from raybench.sim.virtual import closed_loop
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def _cost(**overrides) -> costmodel.CostModel:
+    return costmodel.resolve(SimConfig(timing="engine", **overrides))
+
+
+def test_all_requests_at_once_is_one_offline_generate():
+    config = SimConfig(timing="engine")
+    offline = OfflineEngine(config).generate([3200] * 300, 200)
+    loop = closed_loop(costmodel.resolve(config), num_requests=300, prompt_tokens=3200, output_tokens=200,
+                       concurrency=300)
+    assert loop.elapsed_s == pytest.approx(offline.elapsed_s, rel=1e-12)
+    assert loop.num_steps == offline.num_steps
+
+
+def test_one_slot_runs_the_requests_one_after_another():
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1)
+    alone_s = closed_loop(cost, num_requests=1, prompt_tokens=500, output_tokens=40, concurrency=1).elapsed_s
+    five = closed_loop(cost, num_requests=5, prompt_tokens=500, output_tokens=40, concurrency=1)
+    assert five.elapsed_s == pytest.approx(5 * alone_s, rel=1e-9)
+    assert five.num_steps == 5 * 40  # the prefill step also samples the first token
+
+
+def test_a_slow_arrival_rate_leaves_the_engine_idle_between_requests():
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1)
+    alone_s = closed_loop(cost, num_requests=1, prompt_tokens=500, output_tokens=40, concurrency=1).elapsed_s
+    assert alone_s < 2.0  # so requests 2 s apart never overlap
+    slow = closed_loop(cost, num_requests=4, prompt_tokens=500, output_tokens=40, concurrency=4, rate_per_s=0.5)
+    assert slow.elapsed_s == pytest.approx(3 * 2.0 + alone_s, rel=1e-9)
+
+
+def test_an_arrival_during_decoding_joins_at_the_next_step_boundary():
+    # request 2 arrives halfway through request 1: the fast-forwarded span must stop there, so
+    # the loop takes exactly the steps that stepping one by one takes
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1)
+    alone_s = closed_loop(cost, num_requests=1, prompt_tokens=500, output_tokens=200, concurrency=1).elapsed_s
+    rate = 2.0 / alone_s
+    loop = closed_loop(cost, num_requests=2, prompt_tokens=500, output_tokens=200, concurrency=2, rate_per_s=rate)
+    core = EngineCore(cost)
+    core.add_request(0, 500, 200)
+    now_s, added, steps = 0.0, False, 0
+    while core.has_work():
+        result = core.step()
+        now_s += result.duration_s
+        steps += 1
+        if not added and now_s >= 1 / rate:
+            core.add_request(1, 500, 200)
+            added = True
+    assert loop.elapsed_s == pytest.approx(now_s, rel=1e-9)
+    assert loop.num_steps == steps
+    assert alone_s < loop.elapsed_s < 1 / rate + alone_s + 0.05  # they overlapped, sharing steps
+
+
+def test_concurrency_beyond_the_seqs_or_kv_limit_changes_nothing():
+    for limits in ({"max_num_seqs": 4}, {"kv_capacity_tokens": 4 * 600}):
+        cost = _cost(model=LLAMA, gpu="H100", num_gpus=1, **limits)
+        times = [closed_loop(cost, num_requests=32, prompt_tokens=500, output_tokens=100, concurrency=c).elapsed_s
+                 for c in (1, 2, 4, 8, 32)]
+        assert times[0] > 1.5 * times[1] > 1.5 * 1.5 * times[2]
+        # beyond 4 running, the extra requests only wait in the engine's queue
+        assert times[3] == pytest.approx(times[2], rel=0.02)
+        assert times[4] == pytest.approx(times[2], rel=0.02)
+
+
+def test_impossible_requests_and_arguments_raise():
+    cost = _cost(kv_capacity_tokens=1000)
+    with pytest.raises(KvCapacityError):
+        closed_loop(cost, num_requests=2, prompt_tokens=900, output_tokens=200, concurrency=1)
+    with pytest.raises(ValueError, match="concurrency=0"):
+        closed_loop(cost, num_requests=2, prompt_tokens=10, output_tokens=2, concurrency=0)
+    with pytest.raises(ValueError, match="rate_per_s"):
+        closed_loop(cost, num_requests=2, prompt_tokens=10, output_tokens=2, concurrency=1, rate_per_s=0.0)

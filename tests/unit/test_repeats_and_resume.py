@@ -1,0 +1,144 @@
+"""Repeats (ids, seeds, order), the checks a resumed run makes, and where a resume finds its run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from raybench.cli import main
+from raybench.errors import ConfigError, RunError
+from raybench.experiment import Experiment, Offline, Online, SimBackend
+from raybench.plan import check_resume, resolve
+from raybench.runner import workload_for
+from raybench.store.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+DEEPSEEK = ROOT / "experiments" / "deepseek_r1.py"
+
+
+def _experiment(**kw) -> Experiment:
+    return Experiment(**{
+        "name": "rep", "model": "m", "backends": (SimBackend(name="a"), SimBackend(name="b")),
+        "online": (Online(concurrency=(1, 2), input_len=8, output_len=4, num_prompts=3),),
+        "offline": (Offline(batch_sizes=(4,), input_len=8, output_len=4),), "seed": 7, **kw})
+
+
+def test_repeats_add_cells_with_their_own_seeds_one_pass_after_another():
+    once = _experiment().cells()
+    thrice = _experiment(repeats=3).cells()
+    assert [c.id for c in thrice[:3]] == [c.id for c in once[:3]]  # repeat 1 keeps the plain ids
+    assert [(c.id, c.repeat, c.seed) for c in thrice if c.backend == "a"] == [
+        ("a-online-c1-i8-o4", 1, 7), ("a-online-c2-i8-o4", 1, 7), ("a-offline-engine-b4-i8-o4", 1, 7),
+        ("a-online-c1-i8-o4-rep2", 2, 8), ("a-online-c2-i8-o4-rep2", 2, 8), ("a-offline-engine-b4-i8-o4-rep2", 2, 8),
+        ("a-online-c1-i8-o4-rep3", 3, 9), ("a-online-c2-i8-o4-rep3", 3, 9), ("a-offline-engine-b4-i8-o4-rep3", 3, 9),
+    ]
+    assert len(thrice) == 3 * len(once)
+
+
+def test_each_repeat_sends_other_prompts():
+    cells = {c.id: c for c in _experiment(repeats=2).cells()}
+    first = workload_for(cells["a-online-c1-i8-o4"]).build(range(3))
+    again = workload_for(cells["a-online-c1-i8-o4"]).build(range(3))
+    second = workload_for(cells["a-online-c1-i8-o4-rep2"]).build(range(3))
+    assert [s.prompt_token_ids.tolist() for s in first] == [s.prompt_token_ids.tolist() for s in again]
+    assert [s.prompt_token_ids.tolist() for s in first] != [s.prompt_token_ids.tolist() for s in second]
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [("repeats", 0, "an integer >= 1"),
+                                                         ("seed", -1, "an integer >= 0"),
+                                                         ("warmup_requests", 1.5, "an integer >= 0")])
+def test_bad_repeats_seed_and_warmup_are_refused(field, value, allowed):
+    with pytest.raises(ConfigError) as info:
+        _experiment(**{field: value})
+    assert field in str(info.value) and allowed in str(info.value) and repr(value) in str(info.value)
+
+
+def test_plan_repeats_override_and_selection_by_repeat():
+    def plan(*args):
+        result = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--format", "json", *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    base = plan("--only", "backend=sglang,hardware=H200,mode=online,output_len=800,prefix_len=0")
+    twice = plan("--only", "backend=sglang,hardware=H200,mode=online,output_len=800,prefix_len=0", "--repeats", "2")
+    assert [c["repeat"] for c in base] == [1] * 6
+    assert [c["id"] for c in twice] == [c["id"] for c in base] + [f"{c['id']}-rep2" for c in base]
+    second = plan("--only", "backend=sglang,hardware=H200,mode=online,output_len=800,prefix_len=0,repeat=2",
+                  "--repeats", "2")
+    assert [c["id"] for c in second] == [f"{c['id']}-rep2" for c in base]
+
+
+def test_sim_timing_needs_simulate():
+    result = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--sim-timing", "zero"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: --sim-timing zero applies to simulated servers: add --simulate"
+    experiment, _ = resolve(_experiment(), simulate=True, sim_timing="zero")
+    assert {b.timing for b in experiment.backends} == {"zero"}
+
+
+def _complete(rd: RunDir, cell, **changes) -> None:
+    stored = {**cell.to_json(), **changes}
+    rd.cell_dir(cell.id).mkdir(parents=True)
+    (rd.cell_dir(cell.id) / "summary.json").write_text(json.dumps({"cell_id": cell.id, "cell": stored}))
+
+
+def test_check_resume_accepts_the_same_settings_and_names_every_difference(tmp_path):
+    cells = _experiment().cells()
+    rd = RunDir(tmp_path)
+    _complete(rd, cells[0])
+    legacy = {k: v for k, v in cells[1].to_json().items() if k not in ("repeat", "seed")}  # written before repeats
+    rd.cell_dir(cells[1].id).mkdir(parents=True)
+    (rd.cell_dir(cells[1].id) / "summary.json").write_text(json.dumps({"cell": legacy}))
+    (rd.cell_dir(cells[2].id)).mkdir(parents=True)  # started, never completed
+    assert check_resume(cells, rd.completed_cells()) == {cells[0].id, cells[1].id}
+
+    changed = dataclasses.replace(cells[0], num_prompts=5, seed=8)
+    with pytest.raises(ConfigError) as info:
+        check_resume([changed, *cells[1:]], rd.completed_cells())
+    assert str(info.value).startswith(
+        f"cell {cells[0].id} is complete in the run directory with other settings "
+        "(num_prompts=3 there, 5 now; seed=7 there, 8 now). Resume with the options")
+
+
+def test_an_unreadable_summary_names_the_file_and_the_fix(tmp_path):
+    rd = RunDir(tmp_path)
+    rd.cell_dir("x").mkdir(parents=True)
+    (rd.cell_dir("x") / "summary.json").write_text("{half")
+    with pytest.raises(RunError) as info:
+        rd.completed_cells()
+    assert str(rd.cell_dir("x") / "summary.json") in str(info.value)
+    assert "delete that cell's directory to run it again" in str(info.value)
+
+
+def test_resume_finds_the_newest_run_of_the_experiment(tmp_path):
+    with pytest.raises(RunError) as info:
+        RunDir.latest(tmp_path, "rep")
+    assert str(info.value) == (f"--resume: no earlier run of 'rep' under {tmp_path / 'rep'}; give the run directory "
+                               "with --run-dir, or leave out --resume to start one")
+    for stamp in ("20261101-090000", "20261102-080000", "20261103-070000"):
+        (tmp_path / "rep" / stamp).mkdir(parents=True)
+    for stamp in ("20261101-090000", "20261102-080000"):
+        (tmp_path / "rep" / stamp / "plan.json").write_text("{}")
+    assert RunDir.latest(tmp_path, "rep").path == tmp_path / "rep" / "20261102-080000"  # 1103 never started
+
+
+def test_resume_of_a_directory_that_holds_no_run_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["run", str(DEEPSEEK), "--simulate", "--resume", "--run-dir", str(tmp_path / "empty")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: --resume: {tmp_path / 'empty'} holds no run (no plan.json); "
+                                     "leave out --resume to start one there")
+
+
+def test_earlier_env_json_files_are_kept(tmp_path):
+    rd = RunDir(tmp_path)
+    assert rd.keep_previous_env() is None
+    for n in range(3):
+        rd.env_json.write_text(json.dumps({"n": n}))
+        rd.keep_previous_env()
+    assert [json.loads((tmp_path / f"env.{k}.json").read_text())["n"] for k in (1, 2, 3)] == [0, 1, 2]
+    assert not rd.env_json.exists()
