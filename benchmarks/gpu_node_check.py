@@ -9,6 +9,8 @@ What it checks, with the built-in simulator standing in for the inference server
    ``CUDA_VISIBLE_DEVICES`` (or ``HIP_VISIBLE_DEVICES``) set to those ids, and it runs on this node.
 3. A tiny experiment runs end to end: one online cell against that server, then one offline
    engine cell whose EngineActor takes the same GPU once the server has given it back.
+   An experiment's ``Hardware(name="H200")`` (Ray's own ``accelerator_type`` resource) passes the
+   pre-run hardware check and places a server on this node; a GPU this node lacks is refused.
 4. Offline engine mode for vLLM fails with a message naming the missing package and the node.
 5. Nothing is left: no simulator server and no watchdog survives the run.
 Exit status 0 when every check passed.
@@ -109,6 +111,10 @@ def main(argv: list[str]) -> int:
             check_experiment(mark)
         except Exception as err:  # noqa: BLE001
             check("tiny experiment", False, repr(err)[:300])
+        try:
+            check_hardware_placement(mark, types)
+        except Exception as err:  # noqa: BLE001
+            check("Hardware placement by accelerator type", False, repr(err)[:300])
         # 4. engine mode without vLLM installed
         try:
             check_engine_without_vllm()
@@ -182,6 +188,48 @@ def check_experiment(mark: str) -> None:
           f"{offline['num_requests']} requests, {offline['total_output_tokens']} output tokens")
     log = run_dir.server_log("sim-gpu")
     check("server log in the run dir", log.is_file() and "listening" in log.read_text(), str(log))
+
+
+def check_hardware_placement(mark: str, types: list[str]) -> None:
+    """Hardware(name=...) as an experiment file writes it: checked against the cluster, then placed."""
+    import dataclasses
+
+    import ray
+
+    from raybench.backends import Placement, VLLMBackend
+    from raybench.backends.server_actor import ServerHandle
+    from raybench.errors import ConfigError
+    from raybench.experiment import RAY_ACCELERATOR_TYPES, Experiment, Hardware, Online
+    from raybench.plan import check_hardware
+
+    if not types:
+        check("Hardware placement by accelerator type", False, "Ray reports no accelerator type")
+        return
+    names = {ray_type: name for name, ray_type in RAY_ACCELERATOR_TYPES.items()}
+    hardware = Hardware(name=names.get(types[0], types[0]), count=1)
+    sweep = Online(concurrency=(1,), input_len=8, output_len=4, num_prompts=1)
+    experiment = Experiment(name="hw", model=MODEL, backends=(VLLMBackend(name="vllm", tp=1),),
+                            hardware={"vllm": hardware}, online=(sweep,))
+    check_hardware(experiment, ray.cluster_resources())
+    check("hardware check passes for this node's GPU", True,
+          f"{hardware.name} -> {experiment.backends[0].actor_options()}")
+    absent = Experiment(name="hw", model=MODEL, backends=(VLLMBackend(name="vllm", tp=1),),
+                        hardware={"vllm": Hardware(name="B300", count=1)}, online=(sweep,))
+    try:
+        check_hardware(absent, ray.cluster_resources())
+        check("a GPU this node lacks is refused", False, "B300 passed the check")
+    except ConfigError as err:
+        check("a GPU this node lacks is refused", "Ray detects as 'B300'" in str(err), str(err)[:160])
+    backend = dataclasses.replace(sim_backend(mark), name="sim-hw",
+                                  placement=Placement(num_gpus=1, resources=hardware.ray_resources))
+    handle = ServerHandle(backend, model=MODEL, log_path=Path(tempfile.mkdtemp(prefix="raybench-gpu-check-")) / "hw.log")
+    try:
+        info = handle.start()
+        check("server placed by accelerator type runs on this node",
+              info.node_id == ray.get_runtime_context().get_node_id() and len(info.gpu_ids) == 1,
+              f"resources {backend.placement.resources}, gpu_ids={info.gpu_ids}")
+    finally:
+        handle.stop()
 
 
 def check_engine_without_vllm() -> None:

@@ -3,7 +3,8 @@
 Five servers with the seed's launch settings (raybench/backends/seed.py): SGLang, vLLM and
 TensorRT-LLM on H200, SGLang and vLLM on MI300X. The sweeps hold exactly the cells the seed has
 results for (../shared/reference/README.md, "Rows that exist"), so every row of its results CSV
-matches one cell. Nodes must carry the custom resources: ``ray start --resources '{"H200": 8}'``.
+matches one cell. Each server lands on a node whose GPUs Ray detects as H200 or MI300X (Ray's own
+``accelerator_type`` resource), so a stock Ray cluster of 8-GPU nodes needs no setup.
 
 Run it with:  raybench run experiments/deepseek_r1.py
 """

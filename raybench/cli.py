@@ -260,7 +260,8 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.runner import RunOptions, Runner
 
     try:
-        check_hardware(experiment, ray.cluster_resources())
+        running = {c.backend for c in experiment.cells() if cell_ids is None or c.id in cell_ids}
+        check_hardware(experiment, ray.cluster_resources(), backends=running)
     except Exception:
         if connected_here:
             cluster.disconnect()

@@ -16,6 +16,7 @@ import runpy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from raybench.backends import (  # noqa: F401  (re-exported: experiment files import backends from here)
@@ -65,27 +66,56 @@ def _names(name: str, values: Any) -> tuple[str, ...]:
 
 _HW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
+# Ray names an NVIDIA GPU by its model ("H200", "H100", "A100"); AMD Instinct GPUs by a longer
+# name (ray/_private/accelerators/amd_gpu.py). Names not listed here are taken as Ray's own.
+RAY_ACCELERATOR_TYPES: Mapping[str, str] = MappingProxyType({
+    "MI300X": "AMD-Instinct-MI300X-OAM",
+    "MI300A": "AMD-Instinct-MI300A",
+    "MI308X": "AMD-Instinct-MI308X-OAM",
+    "MI325X": "AMD-Instinct-MI325X-OAM",
+    "MI350X": "AMD-Instinct-MI350X-OAM",
+    "MI355X": "AMD-Instinct-MI355X-OAM",
+    "MI250X": "AMD-Instinct-MI250X",
+})
+# Ray gives each node one unit of "accelerator_type:<type>"; asking for a sliver of it pins an
+# actor to such a node without using it up (Ray's own accelerator_type option asks for 0.001)
+ACCELERATOR_TYPE_SHARE = 0.001
+
 
 @dataclass(frozen=True, kw_only=True)
 class Hardware:
-    """A kind of accelerator node: its name, the Ray resource that marks it, and how many a server takes.
+    """A kind of accelerator node: its name, how many GPUs a server takes, and how Ray finds it.
 
-    ``Hardware(name="H200", count=8)`` asks Ray for ``{"H200": 8}`` (start the nodes with
-    ``ray start --resources '{"H200": 8}'``). The name goes into cell ids and the plan.
+    ``Hardware(name="H200", count=8)`` places the server on a node whose GPUs Ray itself detects
+    as H200 (the ``accelerator_type:H200`` resource every Ray node with H200s has), so a stock
+    Ray cluster needs no extra setup. ``resource="h200-pool"`` places by a custom resource
+    instead, asking for ``{"h200-pool": count}`` (start such nodes with ``ray start
+    --resources '{"h200-pool": 8}'``). The name goes into cell ids and the plan.
     """
 
     name: str
-    count: int = 8
-    resource: str | None = None  # the Ray custom resource; None: the name
+    count: int = 8  # GPUs per server: the simulator stand-in models this many
+    resource: str | None = None  # a custom Ray resource to place by; None: Ray's accelerator type
+    accelerator_type: str | None = None  # Ray's name for the GPU; None: from the name (see RAY_ACCELERATOR_TYPES)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _HW_NAME.match(self.name):
             raise ConfigError.invalid("hardware.name", self.name, "letters, digits, '_' or '-', e.g. H200")
         _positive_int("hardware.count", self.count)
-        if self.resource is None:
-            object.__setattr__(self, "resource", self.name)
-        elif not isinstance(self.resource, str) or not self.resource:
-            raise ConfigError.invalid("hardware.resource", self.resource, "a Ray resource name, e.g. H200")
+        if self.resource is not None and (not isinstance(self.resource, str) or not self.resource):
+            raise ConfigError.invalid("hardware.resource", self.resource, "a Ray resource name, e.g. h200-pool, or None")
+        if self.accelerator_type is None:
+            object.__setattr__(self, "accelerator_type", RAY_ACCELERATOR_TYPES.get(self.name, self.name))
+        elif not isinstance(self.accelerator_type, str) or not self.accelerator_type:
+            raise ConfigError.invalid("hardware.accelerator_type", self.accelerator_type,
+                                      "the type `ray status` lists, e.g. H200 or AMD-Instinct-MI300X-OAM")
+
+    @property
+    def ray_resources(self) -> dict[str, float]:
+        """What a server on this hardware asks Ray for, besides its GPUs."""
+        if self.resource is not None:
+            return {self.resource: self.count}
+        return {f"accelerator_type:{self.accelerator_type}": ACCELERATOR_TYPE_SHARE}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,9 +259,9 @@ class Experiment:
         for b in self.backends:
             hw = hardware.get(b.name)
             # the simulator reserves nothing from Ray (it only models its GPUs), so it runs anywhere
-            if hw is not None and hw.resource not in b.placement.resources and not isinstance(b, SimBackend):
+            if hw is not None and not isinstance(b, SimBackend) and not set(hw.ray_resources) & set(b.placement.resources):
                 # pairing is what places the server: Ray puts it only on a node with that resource
-                placement = dataclasses.replace(b.placement, resources={**b.placement.resources, hw.resource: hw.count})
+                placement = dataclasses.replace(b.placement, resources={**b.placement.resources, **hw.ray_resources})
                 b = dataclasses.replace(b, placement=placement)
             backends.append(b)
         object.__setattr__(self, "backends", tuple(backends))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from raybench.errors import ConfigError
-from raybench.experiment import Cell, Experiment, Online, SimBackend
+from raybench.experiment import Cell, Experiment, Hardware, Online, SimBackend
 from raybench.store.rundir import safe_name
 
 # the plan fields --only may select on, and the JSON every plan row carries
@@ -130,23 +130,48 @@ def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int
     return experiment, [c for c in experiment.cells() if c.id in ids]
 
 
-def check_hardware(experiment: Experiment, cluster_resources: Mapping[str, float]) -> None:
-    """Before any server starts: every hardware a server is placed on exists in the cluster, in the count it needs.
+def check_hardware(experiment: Experiment, cluster_resources: Mapping[str, float],
+                   backends: Iterable[str] | None = None) -> None:
+    """Before any server starts: the cluster has the hardware and the GPUs each server is placed on.
 
-    Simulated servers reserve nothing, so a ``--simulate`` run passes on a laptop.
+    ``backends``: the names of the backends that will run (``--only backend=vllm`` on an H200-only
+    cluster must not trip over the MI300X servers); None: all. Simulated servers reserve
+    nothing, so a ``--simulate`` run passes on a laptop.
     """
+    gpus = cluster_resources.get("GPU", 0)
+    types = sorted(k.split(":", 1)[1] for k in cluster_resources if k.startswith("accelerator_type:"))
+    names = None if backends is None else set(backends)
     for b in experiment.backends:
-        hw = experiment.hardware.get(b.name)
-        if hw is None or hw.resource not in b.placement.resources:
+        if names is not None and b.name not in names:
             continue
-        have = cluster_resources.get(hw.resource, 0)
-        if have < b.placement.resources[hw.resource]:
-            available = sorted(k for k in cluster_resources if not k.startswith("node:") and "group" not in k)
+        hw = experiment.hardware.get(b.name)
+        needed = getattr(b, "reserved_gpus", 0)
+        if hw is not None and set(hw.ray_resources) <= set(b.placement.resources):
+            if hw.resource is not None:
+                _check_custom_resource(b.name, hw, cluster_resources)
+            elif cluster_resources.get(f"accelerator_type:{hw.accelerator_type}", 0) <= 0:
+                raise ConfigError(
+                    f"hardware {hw.name!r} of backend {b.name!r} needs a node whose GPUs Ray detects as "
+                    f"{hw.accelerator_type!r}, but the cluster has none (accelerator types: {', '.join(types) or 'none'}; "
+                    f"GPUs: {gpus:g}). Run on {hw.name} nodes, set Hardware(accelerator_type=...) to the type "
+                    "`ray status` shows, Hardware(resource=...) to place by a custom resource, or use --simulate"
+                )
+        if needed > gpus:
             raise ConfigError(
-                f"hardware {hw.name!r} of backend {b.name!r} needs the Ray resource {hw.resource!r} x {hw.count}, "
-                f"but the cluster has {have:g}; its resources: {', '.join(available)}. Start the nodes with "
-                f"ray start --resources '{{\"{hw.resource}\": {hw.count}}}', or use --simulate"
+                f"backend {b.name!r} needs {needed} GPUs for one server, but the cluster has {gpus:g}. "
+                "Add GPU nodes, lower its tensor/pipeline parallelism, or use --simulate"
             )
+
+
+def _check_custom_resource(backend: str, hw: Hardware, cluster_resources: Mapping[str, float]) -> None:
+    have = cluster_resources.get(hw.resource, 0)
+    if have < hw.count:
+        available = sorted(k for k in cluster_resources if not k.startswith("node:") and "group" not in k)
+        raise ConfigError(
+            f"hardware {hw.name!r} of backend {backend!r} needs the Ray resource {hw.resource!r} x {hw.count}, "
+            f"but the cluster has {have:g}; its resources: {', '.join(available)}. Start the nodes with "
+            f"ray start --resources '{{\"{hw.resource}\": {hw.count}}}', or use --simulate"
+        )
 
 
 # settings that may differ between the run that wrote a cell and a resumed one (nothing measured depends on them)

@@ -1,4 +1,4 @@
-"""ServerActor lifecycle on a two-node cluster: a GPU node (8 GPUs, an H200 resource) and a client node.
+"""ServerActor lifecycle on a two-node cluster: a GPU node (8 H200s as Ray sees them) and a client node.
 
 The servers are fakes under the real names (``vllm``, ``trtllm-serve``, ``sglang.launch_server``,
 tests/fakes) that parse the real flags and serve the simulator, misbehaving on request.
@@ -25,7 +25,8 @@ from raybench.backends import Placement, SGLangBackend, TRTLLMBackend, VLLMBacke
 from raybench.backends.engine_actor import run_offline_engine
 from raybench.backends.server_actor import ServerHandle
 from raybench.errors import BackendError
-from raybench.experiment import Experiment, Online
+from raybench.experiment import Experiment, Hardware, Online
+from raybench.plan import check_hardware
 from raybench.runner import Runner, RunOptions
 from raybench.store.rundir import RunDir
 from raybench.workloads import RandomWorkload
@@ -42,7 +43,9 @@ _SERVER_WORDS = ("fake_servers", "raybench sim", "raybench.backends.watchdog", "
 def nodes():
     rb_cluster.disconnect()  # one Ray connection per process: this module brings its own cluster
     cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 2, "num_gpus": 8, "resources": {"H200": 8}})
+                      # Ray itself adds accelerator_type:H200 on a node with H200s; "H200" is a custom resource
+                      head_node_args={"num_cpus": 2, "num_gpus": 8,
+                                      "resources": {"H200": 8, "accelerator_type:H200": 1}})
     client = cluster.add_node(num_cpus=2, resources={"client": 1})
     ray.init(address=cluster.address, namespace="raybench")
     cluster.wait_for_nodes()
@@ -86,22 +89,26 @@ def _server_descendants() -> list[int]:
     return found
 
 
-def _experiment(backend, *, output_len=8, num_prompts=8, concurrency=(4,)):
-    return Experiment(name="lifecycle", model=MODEL, backends=(backend,),
+def _experiment(backend, *, output_len=8, num_prompts=8, concurrency=(4,), hardware=None):
+    return Experiment(name="lifecycle", model=MODEL, backends=(backend,), hardware=hardware or {},
                       online=(Online(concurrency=concurrency, input_len=16, output_len=output_len, num_prompts=num_prompts),))
 
 
 def _run(tmp_path, backend, **kwargs):
     rd = RunDir.create(tmp_path, "lifecycle")
-    summaries = Runner(_experiment(backend, **kwargs), rd, RunOptions(actors=2), report=lambda _: None).run()
+    experiment = _experiment(backend, **kwargs)
+    check_hardware(experiment, ray.cluster_resources())  # as `raybench run` does first
+    summaries = Runner(experiment, rd, RunOptions(actors=2), report=lambda _: None).run()
     return rd, summaries
 
 
 def test_cell_runs_with_the_server_on_the_gpu_node_and_load_on_the_client_node(nodes, fake_env, tmp_path):
-    backend = VLLMBackend(tp=8, trust_remote_code=True, max_model_len=32768, placement=H200, env=fake_env,
+    backend = VLLMBackend(tp=8, trust_remote_code=True, max_model_len=32768, env=fake_env,
                           reset_cache=True, attention_backend="FLASHMLA")
-    rd, summaries = _run(tmp_path, backend, concurrency=(2, 4))
+    # placed as experiments/deepseek_r1.py places its servers: by the GPU model Ray detected
+    rd, summaries = _run(tmp_path, backend, concurrency=(2, 4), hardware={"vllm": Hardware(name="H200")})
     assert [s["completed"] for s in summaries] == [8, 8]
+    assert [s["cell"]["hardware"] for s in summaries] == ["H200", "H200"]
     for summary in summaries:
         assert {a["node"] for a in summary["actors"]} == {nodes["client"]}
     record = json.loads(rd.server_log("vllm").with_suffix(".json").read_text())

@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -64,8 +65,20 @@ def test_missing_hardware_is_refused_on_the_live_cluster_before_anything_starts(
     out = tmp_path / "runs"
     result = CliRunner().invoke(main, ["run", str(exp), "--out", str(out)])  # joins the session's cluster
     assert result.exit_code == 1, result.output
-    assert result.output.strip().splitlines()[-1].startswith(
-        "Error: hardware 'H200' of backend 'vllm-h200' needs the Ray resource 'H200' x 8, but the cluster has 0; "
-        "its resources: CPU,")
-    assert result.output.strip().endswith("""or use --simulate""")
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: hardware 'H200' of backend 'vllm-h200' needs a node whose GPUs Ray detects as 'H200', but the cluster "
+        "has none (accelerator types: none; GPUs: 0). Run on H200 nodes, set Hardware(accelerator_type=...) to the "
+        "type `ray status` shows, Hardware(resource=...) to place by a custom resource, or use --simulate")
     assert not out.exists()  # a refused run leaves no empty run directory
+
+
+def test_only_the_selected_servers_hardware_is_checked(ray_local, tmp_path):
+    deepseek = Path(__file__).resolve().parents[2] / "experiments" / "deepseek_r1.py"
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", str(deepseek), "--only", "backend=vllm,hardware=MI300X", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    # the first server this selection runs, not the experiment's first (sglang-h200)
+    assert result.output.strip().splitlines()[-1].startswith(
+        "Error: hardware 'MI300X' of backend 'vllm-mi300x' needs a node whose GPUs Ray detects as "
+        "'AMD-Instinct-MI300X-OAM', but the cluster has none")
+    assert not out.exists()

@@ -63,17 +63,48 @@ def test_an_experiment_without_sweeps_is_rejected(tmp_path):
 def test_hardware_with_no_matching_ray_resource_is_rejected_before_servers_start(tmp_path):
     _, experiment = _load(tmp_path, """\
         experiment = Experiment(
-            name="x", model="m", backends=(VLLMBackend(name="vllm-h200", tp=8),),
-            hardware={"vllm-h200": Hardware(name="H200", count=8)},
+            name="x", model="m",
+            backends=(VLLMBackend(name="vllm-h200", tp=8), VLLMBackend(name="vllm-mi300x", tp=8)),
+            hardware={"vllm-h200": Hardware(name="H200", count=8), "vllm-mi300x": Hardware(name="MI300X")},
             offline=(Offline(batch_sizes=(32,), input_len=10, output_len=5),),
         )
         """)
+    h100_node = {"CPU": 16.0, "GPU": 8.0, "accelerator_type:H100": 1.0, "node:10.0.0.1": 1.0}
     with pytest.raises(ConfigError) as info:
-        check_hardware(experiment, {"CPU": 16.0, "GPU": 8.0, "node:10.0.0.1": 1.0})
-    assert str(info.value).startswith(
-        "hardware 'H200' of backend 'vllm-h200' needs the Ray resource 'H200' x 8, but the cluster has 0; "
-        "its resources: CPU, GPU. Start the nodes with ray start --resources '{\"H200\": 8}'")
-    check_hardware(experiment, {"CPU": 16.0, "GPU": 8.0, "H200": 8.0})  # present: no error
+        check_hardware(experiment, h100_node)
+    assert str(info.value) == (
+        "hardware 'H200' of backend 'vllm-h200' needs a node whose GPUs Ray detects as 'H200', but the cluster has "
+        "none (accelerator types: H100; GPUs: 8). Run on H200 nodes, set Hardware(accelerator_type=...) to the type "
+        "`ray status` shows, Hardware(resource=...) to place by a custom resource, or use --simulate")
+    with pytest.raises(ConfigError, match="Ray detects as 'AMD-Instinct-MI300X-OAM'"):
+        check_hardware(experiment, {**h100_node, "accelerator_type:H200": 1.0})
+    with pytest.raises(ConfigError) as info:
+        check_hardware(experiment, {"CPU": 16.0, "GPU": 4.0, "accelerator_type:H200": 1.0,
+                                    "accelerator_type:AMD-Instinct-MI300X-OAM": 1.0})
+    assert str(info.value) == ("backend 'vllm-h200' needs 8 GPUs for one server, but the cluster has 4. "
+                               "Add GPU nodes, lower its tensor/pipeline parallelism, or use --simulate")
+    check_hardware(experiment, {"CPU": 32.0, "GPU": 16.0, "accelerator_type:H200": 1.0,
+                                "accelerator_type:AMD-Instinct-MI300X-OAM": 1.0})  # present: no error
+    # a run of the H200 server alone (--only backend=vllm-h200) needs no MI300X node
+    check_hardware(experiment, {"CPU": 16.0, "GPU": 8.0, "accelerator_type:H200": 1.0}, backends=["vllm-h200"])
+
+
+def test_hardware_placed_by_a_custom_resource(tmp_path):
+    _, experiment = _load(tmp_path, """\
+        experiment = Experiment(
+            name="x", model="m", backends=(VLLMBackend(name="vllm-h200", tp=8),),
+            hardware={"vllm-h200": Hardware(name="H200", count=8, resource="h200-pool")},
+            offline=(Offline(batch_sizes=(32,), input_len=10, output_len=5),),
+        )
+        """)
+    assert experiment.backends[0].actor_options()["resources"] == {"h200-pool": 8}
+    with pytest.raises(ConfigError) as info:
+        check_hardware(experiment, {"CPU": 16.0, "GPU": 8.0, "accelerator_type:H200": 1.0, "node:10.0.0.1": 1.0})
+    assert str(info.value) == (
+        "hardware 'H200' of backend 'vllm-h200' needs the Ray resource 'h200-pool' x 8, but the cluster has 0; "
+        "its resources: CPU, GPU, accelerator_type:H200. Start the nodes with "
+        "ray start --resources '{\"h200-pool\": 8}', or use --simulate")
+    check_hardware(experiment, {"CPU": 16.0, "GPU": 8.0, "h200-pool": 8.0})
 
 
 def test_unknown_hardware_backend_names_the_backends(tmp_path):

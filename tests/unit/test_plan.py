@@ -95,7 +95,11 @@ def test_hardware_places_the_server_and_enters_the_id():
     vllm = VLLMBackend(name="vllm", tp=8)
     e = Experiment(name="x", model="m", backends=(vllm,), hardware={"vllm": Hardware(name="H200", count=8)},
                    online=(Online(concurrency=(4,), input_len=10, output_len=5, num_prompts=3),))
-    assert e.backends[0].placement.resources == {"H200": 8}
+    # Ray's own accelerator_type resource: every Ray node with H200 GPUs has it, no setup needed
+    assert e.backends[0].actor_options() == {"num_cpus": 0.0, "num_gpus": 8, "resources": {"accelerator_type:H200": 0.001}}
+    mi300x = Experiment(name="x", model="m", backends=(vllm,), hardware={"vllm": Hardware(name="MI300X")},
+                        online=e.online)
+    assert mi300x.backends[0].placement.resources == {"accelerator_type:AMD-Instinct-MI300X-OAM": 0.001}
     cell = e.cells()[0]
     assert cell.id == "vllm.H200-online-c4-i10-o5" and cell.hardware == "H200" and cell.engine == "vllm"
     bare = Experiment(name="x", model="m", backends=(vllm,),
