@@ -195,6 +195,7 @@ class Cell:
     engine: str | None = None  # the backend's kind: sglang, vllm, trtllm, sim, external
     repeat: int = 1  # 1..Experiment.repeats
     seed: int = 0  # prompts and arrivals: the experiment's seed + repeat - 1
+    model: str | None = None  # the experiment's model (a resumed run must not mix two)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -294,7 +295,8 @@ class Experiment:
         # cells without hardware keep the ids they had before hardware existed
         key = f"{b.name}.{hw.name}" if hw else b.name
         engine = getattr(b, "kind", None)
-        common = {"hardware": hw.name if hw else None, "engine": engine.value if engine else None, "seed": self.seed}
+        common = {"hardware": hw.name if hw else None, "engine": engine.value if engine else None, "seed": self.seed,
+                  "model": self.model}
         for s in self.online:
             if s.only and b.name not in s.only:
                 continue

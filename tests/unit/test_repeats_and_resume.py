@@ -96,12 +96,12 @@ def test_check_resume_accepts_the_same_settings_and_names_every_difference(tmp_p
     (rd.cell_dir(cells[2].id)).mkdir(parents=True)  # started, never completed
     assert check_resume(cells, rd.completed_cells()) == {cells[0].id, cells[1].id}
 
-    changed = dataclasses.replace(cells[0], num_prompts=5, seed=8)
+    changed = dataclasses.replace(cells[0], num_prompts=5, seed=8, model="other/model")
     with pytest.raises(ConfigError) as info:
         check_resume([changed, *cells[1:]], rd.completed_cells())
     assert str(info.value).startswith(
         f"cell {cells[0].id} is complete in the run directory with other settings "
-        "(num_prompts=3 there, 5 now; seed=7 there, 8 now). Resume with the options")
+        "(num_prompts=3 there, 5 now; seed=7 there, 8 now; model='m' there, 'other/model' now). Resume with the options")
 
 
 def test_an_unreadable_summary_names_the_file_and_the_fix(tmp_path):
