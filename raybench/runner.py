@@ -44,6 +44,7 @@ from raybench.store.metadata import (
     package_versions,
     redact_argv,
     redact_env,
+    redact_options,
     redact_text,
     source_record,
 )
@@ -367,7 +368,7 @@ def run_environment(experiment: Experiment, cells: list[Cell], options: RunOptio
         "packages": package_versions(),
         "raybench_git": git_state(Path(raybench.__file__).parent),
         "command": redact_argv(options.invocation.get("argv", [])),
-        "options": options.invocation.get("options", {}),
+        "options": redact_options(options.invocation.get("options", {})),
         "experiment": {
             "name": experiment.name, "model": experiment.model, "seed": experiment.seed,
             "repeats": experiment.repeats, "warmup_requests": experiment.warmup_requests,

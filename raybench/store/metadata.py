@@ -43,6 +43,12 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: REDACTED if is_secret_name(k) else redact_text(str(v)) for k, v in env.items()}
 
 
+def redact_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Command-line options as parsed (``--url`` may carry a password): like ``redact_env``, types kept."""
+    return {k: REDACTED if is_secret_name(k) and v is not None else redact_text(v) if isinstance(v, str) else v
+            for k, v in options.items()}
+
+
 def redact_argv(argv: Sequence[str]) -> list[str]:
     """A command line with the values of secret flags and secret ``-e NAME=VALUE`` replaced.
 

@@ -6,7 +6,15 @@ import subprocess
 
 import pytest
 
-from raybench.store.metadata import REDACTED, git_state, is_secret_name, redact_argv, redact_env, source_record
+from raybench.store.metadata import (
+    REDACTED,
+    git_state,
+    is_secret_name,
+    redact_argv,
+    redact_env,
+    redact_options,
+    source_record,
+)
 
 
 @pytest.mark.parametrize("name", ["--api-key", "--hf-token", "HF_TOKEN", "OPENAI_API_KEY", "HUGGING_FACE_HUB_TOKEN",
@@ -39,6 +47,13 @@ def test_container_and_env_assignments_and_url_passwords():
                                  "--model-path", f"https://{REDACTED}@hub.example/model"]
     assert redact_env({"HF_TOKEN": "hf_abc", "VLLM_USE_V1": "1", "PROXY": "http://u:p@proxy:3128"}) == {
         "HF_TOKEN": REDACTED, "VLLM_USE_V1": "1", "PROXY": f"http://{REDACTED}@proxy:3128"}
+
+
+def test_parsed_options_keep_their_types():
+    options = {"url": "http://user:pw@10.0.0.1:8000", "api_key": "sk-1", "hf_token": None, "num_prompts": 40,
+               "simulate": True, "only": "backend=vllm"}
+    assert redact_options(options) == {"url": f"http://{REDACTED}@10.0.0.1:8000", "api_key": REDACTED,
+                                       "hf_token": None, "num_prompts": 40, "simulate": True, "only": "backend=vllm"}
 
 
 def _git(cwd, *args):
