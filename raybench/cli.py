@@ -248,9 +248,9 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.plan import check_resume
     from raybench.store.rundir import RunDir
 
+    cells = [c for c in experiment.cells() if cell_ids is None or c.id in cell_ids]
     rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
-        cells = [c for c in experiment.cells() if cell_ids is None or c.id in cell_ids]
         done = check_resume(cells, rd.completed_cells())
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     connected_here = cluster.connect(address)
@@ -260,8 +260,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.runner import RunOptions, Runner
 
     try:
-        running = {c.backend for c in experiment.cells() if cell_ids is None or c.id in cell_ids}
-        check_hardware(experiment, ray.cluster_resources(), backends=running)
+        check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
     except Exception:
         if connected_here:
             cluster.disconnect()

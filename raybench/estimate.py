@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 from raybench.backends.base import BackendKind
 from raybench.errors import ConfigError
-from raybench.experiment import Cell, Experiment, Mode, OfflineMethod, SimBackend
+from raybench.experiment import Cell, Experiment, Mode, SimBackend
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfig, SimConfigError
 from raybench.sim.costmodel import CostModel
@@ -95,7 +95,7 @@ def estimate_plan(experiment: Experiment, cells: Sequence[Cell], *, done: Collec
     for backend in experiment.backends:
         todo = [c for c in cells if c.backend == backend.name and c.id not in done]
         cell_s.update((c.id, 0.0) for c in cells if c.backend == backend.name and c.id in done)
-        if any(not _is_engine_cell(c) for c in todo):
+        if any(not c.runs_in_engine for c in todo):
             server_start_s[backend.name] = SERVER_START_S[backend.kind]
         if backend.kind is BackendKind.EXTERNAL:
             cell_s.update((c.id, None) for c in todo)
@@ -104,7 +104,7 @@ def estimate_plan(experiment: Experiment, cells: Sequence[Cell], *, done: Collec
         for cell in todo:
             run_s = estimator.run_s(cell)
             cell_s[cell.id] = None if run_s is None else run_s + CELL_OVERHEAD_S
-            if run_s is not None and _is_engine_cell(cell) and estimator.real:
+            if run_s is not None and cell.runs_in_engine and estimator.real:
                 engine_load_s[cell.id] = SERVER_START_S[backend.kind]
     known_s = [s for s in cell_s.values() if s is not None]
     return PlanEstimate(
@@ -133,11 +133,6 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _is_engine_cell(cell: Cell) -> bool:
-    """The runner's test (runner._is_engine_cell): these run after the server is down."""
-    return cell.mode is Mode.OFFLINE and cell.offline_method is OfflineMethod.ENGINE
-
-
 class _BackendEstimator:
     """Run seconds of one backend's cells (overheads excluded) from its simulator stand-in."""
 
@@ -150,7 +145,7 @@ class _BackendEstimator:
     def run_s(self, cell: Cell) -> float | None:
         n = cell.num_prompts or 0
         concurrency = (cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size) or n
-        if _is_engine_cell(cell):
+        if cell.runs_in_engine:
             if not self.real:  # the simulator's offline engine: virtual time, real CPU seconds
                 return SIM_ENGINE_RUN_S if self._cost is not None else None
             concurrency = n  # one generate call with every prompt at once

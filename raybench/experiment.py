@@ -197,6 +197,11 @@ class Cell:
     seed: int = 0  # prompts and arrivals: the experiment's seed + repeat - 1
     model: str | None = None  # the experiment's model (a resumed run must not mix two)
 
+    @property
+    def runs_in_engine(self) -> bool:
+        """An offline cell for the backend's in-process engine: it runs once the server has given its GPUs back."""
+        return self.mode is Mode.OFFLINE and self.offline_method is OfflineMethod.ENGINE
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["mode"] = self.mode.value

@@ -29,7 +29,7 @@ from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
-from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode, OfflineMethod
+from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import estimate_anchor
@@ -147,8 +147,8 @@ class Runner:
             for backend in self.experiment.backends:
                 todo = [c for c in cells if c.backend == backend.name and c.id not in done]
                 # engine cells need the GPUs the server holds: they run once it is down
-                engine = [c for c in todo if _is_engine_cell(c)]
-                served = [c for c in todo if not _is_engine_cell(c)]
+                engine = [c for c in todo if c.runs_in_engine]
+                served = [c for c in todo if not c.runs_in_engine]
                 if served:
                     with self._server(backend, guard) as server:
                         for cell in served:
@@ -292,10 +292,6 @@ def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
     """Tags on a cell's live Ray metrics (hardware stays empty until cells carry one)."""
     return {"experiment": experiment.name, "cell": cell.id, "backend": cell.backend,
             "hardware": str(getattr(cell, "hardware", None) or "")}
-
-
-def _is_engine_cell(cell: Cell) -> bool:
-    return cell.mode is Mode.OFFLINE and cell.offline_method is OfflineMethod.ENGINE
 
 
 def warm_up(client: ClientConfig, workload: Workload, num_requests: int) -> None:

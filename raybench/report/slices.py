@@ -49,21 +49,17 @@ def _where(cells: pl.DataFrame, values: dict) -> pl.DataFrame:
 
 def concurrency_sweep(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     """Online cells of the (input, output) length with the most cells (seed: 3200 / 800)."""
-    cells = online_base(frame)
-    if cells.is_empty():
-        raise NothingToDraw("no online cells at a fixed concurrency without prefix caching")
-    pick = _pick(
-        cells.with_row_index("_cell"), ["input_len", "output_len"], "_cell",
-        [("output_len", False), ("input_len", False)],
-    )
-    return _where(cells, pick), pick
+    return _most_common_lengths(online_base(frame), "no online cells at a fixed concurrency without prefix caching")
 
 
 def batch_sweep(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     """Offline cells of the (input, output) length with the most cells (seed: 3200 / 800)."""
-    cells = offline_base(frame)
+    return _most_common_lengths(offline_base(frame), "no offline cells")
+
+
+def _most_common_lengths(cells: pl.DataFrame, none_left: str) -> tuple[pl.DataFrame, dict]:
     if cells.is_empty():
-        raise NothingToDraw("no offline cells")
+        raise NothingToDraw(none_left)
     pick = _pick(
         cells.with_row_index("_cell"), ["input_len", "output_len"], "_cell",
         [("output_len", False), ("input_len", False)],

@@ -17,14 +17,14 @@ import csv
 import importlib.resources
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from raybench.errors import ConfigError
-from raybench.report.frame import CellMode, SourceKind, hardware_name, report_frame
+from raybench.report.frame import LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name, report_frame
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
@@ -128,9 +128,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         output_throughput_tokens_per_s=summary.get("output_throughput_tokens_per_s"),
         total_throughput_tokens_per_s=summary.get("total_token_throughput"),
     )
-    for metric, key in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e_latency", "e2el")):
-        for stat in ("mean", "median", "p99"):
-            row[f"{stat}_{metric}_ms"] = summary.get(f"{stat}_{key}_ms")
+    row.update(_latency_columns(summary, _VLLM_LATENCY_KEYS, convert=lambda value: value))
     return row
 
 
@@ -247,6 +245,18 @@ def _per_request(total: Any, completed: Any) -> int | None:
     return int(round(total / completed))
 
 
+# report column metric -> the name in vLLM's result file (raybench's summary uses vLLM's names)
+_VLLM_LATENCY_KEYS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e_latency": "e2el"}
+
+
+def _latency_columns(record: Mapping[str, Any], keys: Mapping[str, str],
+                     convert: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """``mean/median/p99_<metric>_ms`` columns from a record that names the metric ``keys[metric]``."""
+    convert = convert or _finite
+    return {f"{stat}_{metric}_ms": convert(record.get(f"{stat}_{key}_ms")) for metric, key in keys.items()
+            for stat in LATENCY_STATS}
+
+
 def _finite(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
@@ -287,9 +297,7 @@ def vllm_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[str
         "output_throughput_tokens_per_s": _finite(record.get("output_throughput")),
         "total_throughput_tokens_per_s": _finite(record.get("total_token_throughput")),
     }
-    for metric, key in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e_latency", "e2el")):
-        for stat in ("mean", "median", "p99"):
-            row[f"{stat}_{metric}_ms"] = _finite(record.get(f"{stat}_{key}_ms"))
+    row.update(_latency_columns(record, _VLLM_LATENCY_KEYS))
     if row["mean_e2e_latency_ms"] is None and isinstance(e2e, list) and e2e:
         # E2EL is saved only when asked for (--percentile-metrics); the per-request latencies
         # (seconds) stay in the file either way.
@@ -351,7 +359,5 @@ def sglang_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[s
         "output_throughput_tokens_per_s": output_tput,
         "total_throughput_tokens_per_s": total,
     }
-    for metric in ("ttft", "tpot", "itl", "e2e_latency"):
-        for stat in ("mean", "median", "p99"):
-            row[f"{stat}_{metric}_ms"] = _finite(record.get(f"{stat}_{metric}_ms"))
+    row.update(_latency_columns(record, {metric: metric for metric in LATENCY_METRICS}))
     return row
