@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import socket
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -314,36 +315,52 @@ def _load_local(name: str, path: Path) -> Tokenizer:
 
 def _load_hub(name: str, revision: str | None) -> Tokenizer:
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
     except ImportError as err:  # pragma: no cover - tokenizers depends on huggingface_hub
         raise ConfigError(f"tokenizer {name!r}: huggingface_hub is not installed ({err})") from err
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = _env_flag("HF_HUB_OFFLINE") or not _reachable(constants.ENDPOINT)
 
-    def fetch(filename: str, required: bool) -> Path | None:
+    def fetch(filename: str) -> Path | None:
+        """The file's local path; None when the repository has no such file."""
         try:
             return Path(hf_hub_download(name, filename, revision=revision, local_files_only=offline))
-        except Exception as err:  # the hub's errors have no common base worth naming here
-            if not required and type(err).__name__ in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+        except Exception as err:  # the hub's errors share no base class worth naming here
+            kind = type(err).__name__
+            if kind in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
                 return None
-            if required:
-                raise _LoadFailed(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
-            return None
+            if kind == "LocalEntryNotFoundError":
+                why = "it is not in the local Hugging Face cache and the hub is offline or unreachable"
+            else:
+                why = f"{kind}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}"
+            raise ConfigError(f"tokenizer {name!r} could not be loaded ({why}); "
+                              "give a local directory holding tokenizer.json") from err
 
+    file = fetch(_TOKENIZER_FILE)
+    if file is None:
+        return _load_transformers(name, revision, why=f"the model ships no {_TOKENIZER_FILE}")
+    return _build(name, revision, file, fetch(_CONFIG_FILE), fetch(_TEMPLATE_FILE), source="hub")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connect; the hub client itself retries for ~25 s when it does not.
+
+    Behind a proxy the direct connect says nothing, so the client is left to try.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        file = fetch(_TOKENIZER_FILE, required=True)
-    except _LoadFailed as err:
-        if "EntryNotFound" in str(err):
-            return _load_transformers(name, revision, why=f"the model ships no {_TOKENIZER_FILE}")
-        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub or in its cache"
-        raise ConfigError(f"tokenizer {name!r} could not be loaded {where}: {err}; "
-                          "give --tokenizer a local directory holding tokenizer.json") from err
-    config = fetch(_CONFIG_FILE, required=False)
-    template = fetch(_TEMPLATE_FILE, required=False)
-    return _build(name, revision, file, config, template, source="hub")
-
-
-class _LoadFailed(Exception):
-    pass
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _build(name: str, revision: str | None, file: Path, config_file: Path | None, template_file: Path | None,
