@@ -283,16 +283,16 @@ class Runner:
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
         summary["sampling"] = sent_parameters(client)
         summary["prompts"] = source.cell_record(workload, chat=client.chat)
-        self._say_oov(cell, requests, workload, summary)
+        self._say_oov(requests, workload, summary)
         return summary
 
-    def _say_oov(self, cell: Cell, requests: Any, workload: Workload, summary: dict[str, Any]) -> None:
-        """Out-of-vocabulary failures: one line for the cell, however many requests failed so."""
+    @staticmethod
+    def _say_oov(requests: Any, workload: Workload, summary: dict[str, Any]) -> None:
+        """Out-of-vocabulary failures: one hint for the cell (the table's last line), however many failed so."""
         for error in requests["error"].drop_nulls().to_list():
             hint = oov_hint(error, workload)
             if hint:
-                summary["hint"] = f"the server rejected prompt ids: {error[:120]}{hint}"
-                self.report(f"  cell {cell.id}: {summary['hint']}")
+                summary["hint"] = f"the server rejected prompt ids{hint}"
                 return
 
     def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:
