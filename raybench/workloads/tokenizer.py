@@ -73,6 +73,12 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """``encode`` of each text (in parallel where the library can)."""
+        ...
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]: ...
+
     def count_chat(self, messages: Sequence[Message]) -> int:
         """Prompt tokens a chat server sees for ``messages``: the chat template applied
         (with the generation prompt) where there is one, else the messages' own tokens."""
@@ -119,6 +125,12 @@ class WordTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return " ".join(f"w{int(i)}" for i in ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return [self.decode(one) for one in ids]
 
     def count_chat(self, messages: Sequence[Message]) -> int:
         # as the simulator counts a chat request: the words of every message, at least 1
@@ -180,6 +192,12 @@ class HFTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [enc.ids for enc in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return self._backend.decode_batch([[int(i) for i in one] for one in ids], skip_special_tokens=False)
 
     def count_chat(self, messages: Sequence[Message]) -> int:
         if self._template_text is None:
@@ -437,6 +455,12 @@ class TransformersTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._inner.decode([int(i) for i in ids])
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return [self.decode(one) for one in ids]
 
     def count_chat(self, messages: Sequence[Message]) -> int:
         if not self.has_chat_template:
