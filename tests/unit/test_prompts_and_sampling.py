@@ -217,3 +217,12 @@ def test_a_dialect_without_id_prompts_gets_text(tok_dir: Path) -> None:
     backend = VLLMBackend(name="v", dialect=Dialect(token_id_prompts=False))
     sources = PromptSources(experiment(backends=(backend,), tokenizer=str(tok_dir)), report=lambda _: None)
     assert sources.for_backend(backend, chat=False, text=not backend.dialect.token_id_prompts).text
+
+
+def test_a_dialect_without_id_prompts_cannot_fall_back_to_ids() -> None:
+    from raybench.backends.base import Dialect
+
+    backend = VLLMBackend(name="v", dialect=Dialect(token_id_prompts=False))
+    sources = PromptSources(experiment(backends=(backend,)), report=lambda _: None)
+    with pytest.raises(ConfigError, match="v: text prompts \\(v's dialect takes no token ids\\) need the model's tokenizer"):
+        sources.for_backend(backend, chat=False, text=True)
