@@ -11,10 +11,10 @@ import pytest
 
 from raybench.errors import ConfigError
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload
+from raybench.workloads.hf_tokenizer import HFTokenizer
 from raybench.workloads.prompts import fit_prompt
 from raybench.workloads.tokenizer import (
     WORD_TOKENIZER,
-    HFTokenizer,
     Tokenizer,
     WordTokenizer,
     chat_overhead_tokens,
