@@ -226,8 +226,12 @@ class Experiment:
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
     # backend name -> the hardware it runs on; a paired backend asks Ray for {resource: count}
     hardware: Mapping[str, Hardware] = field(default_factory=dict)
+    # False: one connection per request, for servers that close kept-alive connections
+    keepalive: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.keepalive, bool):
+            raise ConfigError.invalid("keepalive", self.keepalive, "True or False")
         for name in ("backends", "online", "offline"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._pair_hardware()
