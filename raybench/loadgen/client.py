@@ -81,7 +81,7 @@ def request_body(client: ClientConfig, spec: RequestSpec) -> bytes:
         body["messages"] = [{"role": "user", "content": prompt_text(spec)}]
         body["max_completion_tokens"] = spec.max_tokens
     else:
-        body["prompt"] = spec.prompt_token_ids
+        body["prompt"] = spec.prompt_token_ids if spec.prompt_text is None else spec.prompt_text
     body["max_tokens"] = spec.max_tokens
     if client.send_min_tokens:
         body["min_tokens"] = spec.max_tokens
