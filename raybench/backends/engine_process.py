@@ -42,10 +42,9 @@ def engine_python(executable: str) -> str | None:
     if not first.startswith(b"#!") or b"python" not in first:
         return None
     python = first[2:].decode(errors="replace").split()[0]
-    if not os.path.isfile(python) or os.path.realpath(python) == os.path.realpath(sys.executable):
+    # venvs' pythons are links to one base interpreter: an environment is told by its folder
+    if not os.path.isfile(python) or Path(python).parent == Path(sys.executable).parent:
         return None
-    if Path(python).parent == Path(sys.executable).parent:
-        return None  # the same environment (a venv's python links to the base interpreter)
     return python
 
 

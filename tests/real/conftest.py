@@ -67,16 +67,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def vllm_pids(marker: str) -> list[int]:
-    """Processes whose command line mentions ``marker`` (the model's folder: only vLLM loads it)."""
+def marked_pids(mark: str) -> list[int]:
+    """Processes whose environment carries ``RAYBENCH_TEST_MARK=mark``.
+
+    vLLM's engine processes rename themselves (VLLM::EngineCore), but they inherit the
+    environment of the server that started them, so a mark set there finds them all.
+    """
+    needle = f"RAYBENCH_TEST_MARK={mark}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if marker in cmdline and "pytest" not in cmdline:
+            if needle in environ.split(b"\0"):
                 pids.append(int(entry.name))
     return pids
 
@@ -100,12 +105,13 @@ def vllm_server(vllm_venv: Path, tiny_model: Path, tmp_path_factory):
     """One ``vllm serve`` on 127.0.0.1, shared by a module's tests, stopped at its end."""
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "serve.log"
+    mark = f"serve-{os.getpid()}-{port}"
     argv = [str(vllm_env.vllm_executable()), "serve", str(tiny_model), "--served-model-name", SERVED_NAME,
             "--host", "127.0.0.1", "--port", str(port), *SERVE_ARGS]
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, **VLLM_ENV))
+                                env=dict(os.environ, **VLLM_ENV, RAYBENCH_TEST_MARK=mark))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log)
@@ -113,6 +119,8 @@ def vllm_server(vllm_venv: Path, tiny_model: Path, tmp_path_factory):
         yield url
     finally:
         stop_group(proc)
+        for pid in marked_pids(mark):  # an engine process that outlived its server
+            os.kill(pid, signal.SIGKILL)
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float = 30) -> None:

@@ -48,11 +48,12 @@ def test_bench_against_vllm_every_request_ok_with_exact_usage_counts(vllm_server
     assert requests["status"].cast(pl.String).to_list() == ["ok"] * 12, requests["error"].to_list()
     assert requests["output_tokens"].to_list() == [16] * 12  # usage.completion_tokens = the forced length
     assert requests["server_prompt_tokens"].to_list() == [INPUT_LEN] * 12  # exact prompt lengths via the tokenizer
-    # per-chunk usage: every token chunk carries the running count, one token each on vLLM
+    # per-chunk usage: each chunk's tokens come from the running completion_tokens, so a chunk
+    # into which vLLM merged several tokens (it does when the client reads behind) counts them all
     tokens = chunks.filter(pl.col("n_tokens") > 0).group_by("request_id").agg(
         pl.col("n_tokens").sum().alias("tokens"), pl.len().alias("events"))
     assert tokens["tokens"].to_list() == [16] * 12
-    assert tokens["events"].to_list() == [16] * 12
+    assert all(1 <= n <= 16 for n in tokens["events"].to_list())
     summary = read_json(only_cell(run_dir) / "summary.json")
     assert summary["failed"] == 0 and summary["output_tokens_fallback_requests"] == 0
 
