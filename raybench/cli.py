@@ -118,6 +118,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--ignore-eos/--no-ignore-eos", default=True, help="Send ignore_eos (vLLM, SGLang and the simulator accept it).")
 @click.option("--min-tokens/--no-min-tokens", default=True, help="Send min_tokens = max_tokens.")
 @click.option("--continuous-usage/--no-continuous-usage", default=True, help="Ask for usage on every chunk (exact tokens per chunk).")
+@click.option("--keepalive/--no-keepalive", default=True, help="Reuse connections; --no-keepalive opens one per request (servers that close kept-alive connections, e.g. llama.cpp's llama-server).")
 @click.option("--tokenizer", default=None, help="Tokenizer whose vocabulary random prompts draw from: a local directory with tokenizer.json, or a Hugging Face model name. Default: the model's own where it loads (else token ids from --token-id-range's default, said in the output); the simulator's word count with --backend sim.")
 @click.option("--tokenizer-revision", default=None, help="Branch, tag or commit of a Hugging Face --tokenizer (or of the model's own).")
 @click.option("--token-id-range", default=None, metavar="LOW:HIGH", help="Without a tokenizer: random prompt ids from LOW to HIGH - 1 (keep inside the model's vocabulary). Default when no tokenizer loads: 1000:100000.")
@@ -176,7 +177,8 @@ def bench(**opts) -> None:
                             tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
-                        "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
+                        "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"],
+                        "keepalive": opts["keepalive"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
@@ -199,9 +201,10 @@ _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: 
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Run each cell this many times instead of the file's (repeat k uses seed + k - 1).")
 @click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
 @click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help=_SIM_TIMING_HELP)
+@click.option("--no-keepalive", is_flag=True, help="One connection per request, whatever the file's keepalive says.")
 def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, address: str | None, actors: int | None,
         write_report: bool, only: str | None, num_prompts: int | None, repeats: int | None, simulate: bool,
-        sim_timing: str | None) -> None:
+        sim_timing: str | None, no_keepalive: bool) -> None:
     """Run every cell of an experiment file.
 
     \b
@@ -218,9 +221,10 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, ad
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
                                 simulate=simulate, sim_timing=sim_timing)
     options = {"only": only, "num_prompts": num_prompts, "repeats": repeats, "simulate": simulate,
-               "sim_timing": sim_timing, "actors": actors}
+               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive}
     _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, resume=resume, write_report=write_report,
-         cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options)
+         cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options,
+         client_overrides={"keepalive": False} if no_keepalive else None)
 
 
 @main.command(name="plan")

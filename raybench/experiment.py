@@ -278,6 +278,8 @@ class Experiment:
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
     # backend name -> the hardware it runs on; a paired backend asks Ray for {resource: count}
     hardware: Mapping[str, Hardware] = field(default_factory=dict)
+    # False: one connection per request, for servers that close kept-alive connections
+    keepalive: bool = True
     # prompts: the tokenizer (a local directory with tokenizer.json, or a Hugging Face name) whose
     # vocabulary random prompts draw from; None: the model's own where it loads, the simulator's
     # word count on the simulator (see raybench/prompting.py). token_id_range (low, high):
@@ -288,6 +290,8 @@ class Experiment:
     sampling: Sampling = field(default_factory=Sampling)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.keepalive, bool):
+            raise ConfigError.invalid("keepalive", self.keepalive, "True or False")
         for name in ("backends", "online", "offline"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._pair_hardware()

@@ -33,8 +33,8 @@ from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import estimate_anchor
-from raybench.loadgen.generator import LoadGenerator
-from raybench.loadgen.pool import LoadGenPool, PoolResult
+from raybench.loadgen.generator import ClientCheck, LoadGenerator
+from raybench.loadgen.pool import LoadGenPool, PoolResult, client_cpus
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
 from raybench.prompting import PromptSource, PromptSources, oov_hint
@@ -57,8 +57,6 @@ from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
 
 Report = Callable[[str], None]
-_SATURATED_LAG_MS = 50.0
-_SATURATED_CPU_SHARE = 0.9
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -216,6 +214,7 @@ class Runner:
 
     def _client(self, server: _Server) -> ClientConfig:
         settings = {**server.backend.dialect.client_settings(), **self.experiment.sampling.client_settings(),
+                    "keepalive": self.experiment.keepalive,
                     **self.options.client_overrides}
         return ClientConfig(
             base_url=server.url,
@@ -253,7 +252,9 @@ class Runner:
         arrivals = ArrivalProcess(
             rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
         ).offsets_s(workload.num_requests)
-        actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
+        # more actors than client CPUs only makes them take turns on the cores
+        actors = self.options.actors or default_num_actors(
+            concurrency, streams_per_actor=self.options.streams_per_actor, max_actors=client_cpus())
         actors = max(1, min(actors, concurrency, workload.num_requests))
         pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
                            labels=labels)
@@ -347,20 +348,26 @@ def _hint(error: str) -> str:
 
 def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[str, Any]:
     actors = []
-    saturated = False
+    verdicts = set()
     for a in result.actors:
         check = a.self_check
         row = {"name": a.name, "node": a.node, "num_requests": a.num_requests, "concurrency": a.concurrency,
                "clock_offset_ns": a.clock_offset_ns, "clock_rtt_ns": a.clock_rtt_ns, "lost": a.lost, "error": a.error}
         if check is not None:
             row.update(dataclasses.asdict(check))
-            busy = check.wall_s > 0 and check.cpu_s / check.wall_s > _SATURATED_CPU_SHARE
-            saturated |= check.max_loop_lag_ms > _SATURATED_LAG_MS or busy
+            row["cpu_share"] = round(check.cpu_share, 3)
+            row["client_check"] = check.verdict().value
+            verdicts.add(check.verdict())
         actors.append(row)
+    # saturation outranks contention: one saturated actor is the client's own limit
+    verdict = next((v for v in (ClientCheck.CLIENT_SATURATED, ClientCheck.HOST_CONTENDED) if v in verdicts),
+                   ClientCheck.OK)
     return {
         "num_actors": len(result.actors),
         "actors": actors,
-        "client_saturated": saturated,
+        "client_check": verdict.value,
+        "client_saturated": verdict is ClientCheck.CLIENT_SATURATED,
+        "host_contended": verdict is ClientCheck.HOST_CONTENDED,
         "lost_actors": len(result.lost_actors),
         "requests_not_recorded": expected - recorded,
         "timed_out": result.timed_out,

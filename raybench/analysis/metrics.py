@@ -45,6 +45,7 @@ _OPTIONAL_REQUEST_COLUMNS = {
     "server_prompt_tokens": pl.Int64,
     "http_status": pl.Int64,
     "error": pl.String,
+    "attempts": pl.Int64,  # null in cells recorded before the column (and in engine mode)
 }
 _CHUNK_COLUMNS = {
     "cell_id": pl.String,

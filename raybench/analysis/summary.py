@@ -147,12 +147,18 @@ def _count_fields(requests: pl.DataFrame, t0: int, duration_s: float) -> dict[st
     for status in RequestStatus:
         if status is not RequestStatus.OK:
             out[f"failed_{status.value}"] = int(counts.get(status.value, 0))
+    out["retried"] = _retried(requests)
     out["errors"] = first_errors(requests)
     out["duration"] = duration_s
     out["duration_s"] = duration_s
     out["t_start_ns"] = t0
     out["t_end_ns"] = int(requests["t_done_ns"].max())
     return out
+
+
+def _retried(requests: pl.DataFrame) -> int:
+    """Requests sent twice because their connection closed before any response byte."""
+    return int((requests["attempts"].fill_null(1) > 1).sum())
 
 
 def _token_fields(

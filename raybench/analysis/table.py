@@ -94,6 +94,17 @@ def _window(summary: Mapping[str, Any]) -> str | None:
     return None if start is None else f"{start:.2f}-{end:.2f}"
 
 
+def _connection_rows(summary: Mapping[str, Any]) -> list[str]:
+    """Retries and the client's self-check, shown whenever they say something."""
+    rows = []
+    if summary.get("retried"):
+        rows.append(_row("Retried (connection closed):", summary["retried"]))
+    check = summary.get("client_check")
+    if check is not None and check != "ok":
+        rows.append(_row("Client self-check:", check.replace("_", " ")))
+    return rows
+
+
 def format_summary_table(summary: Mapping[str, Any]) -> str:
     """The summary as the text table both reference clients print (online or offline)."""
     if summary.get("mode") == "offline":
@@ -106,6 +117,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         _row("Max request concurrency:", summary["max_concurrency"] or "not set"),
         _row("Successful requests:", summary["completed"]),
         _row("Failed requests:", summary["failed"]),
+        *_connection_rows(summary),
         _row("Benchmark duration (s):", summary["duration_s"]),
         _row("Total input tokens:", summary["total_input_tokens"]),
         _row("Total generated tokens:", summary["total_output_tokens"]),

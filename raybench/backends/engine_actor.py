@@ -8,7 +8,9 @@ tokens from what the engine returned. Building the engine is not timed. The simu
 
 The ``EngineActor`` asks Ray for the same GPUs and resources as the backend's server, so it
 can only run while that server is down; the runner runs a backend's engine cells after its
-server cells. A package missing on the GPU node is a ``BackendError`` naming package and node.
+server cells. A package missing on the GPU node is a ``BackendError`` naming package and node. A vLLM whose
+``executable`` belongs to another Python environment runs in a child process under that
+environment's interpreter (``engine_process.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pyarrow as pa
 import ray
 
 from raybench.backends.base import BackendKind, ProcessBackend
+from raybench.backends.engine_process import engine_python, run_engine_script
 from raybench.errors import BackendError
 from raybench.store.schema import REQUESTS_SCHEMA, RequestStatus
 from raybench.workloads.base import RequestSpec
@@ -64,6 +67,7 @@ class EngineResult:
                 "status": [RequestStatus.OK.value] * n,
                 "http_status": [None] * n,
                 "error": [None] * n,
+                "attempts": [None] * n,
             },
             schema=REQUESTS_SCHEMA,
         )
@@ -92,6 +96,12 @@ def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def generate_vllm(backend: Any, model: str, prompts: list[list[int]], max_tokens: list[int], node: str) -> Generated:
+    python = engine_python(backend.executable)
+    if python is not None:  # vLLM lives in an environment of its own: run it there
+        job = {"engine": "vllm", "engine_kwargs": backend.engine_kwargs(model), "prompts": prompts,
+               "max_tokens": max_tokens, "temperature": TEMPERATURE, "top_p": TOP_P}
+        out = run_engine_script(python, job, node=node)
+        return out["elapsed_s"], out["prompt_tokens"], out["output_tokens"]
     vllm = import_engine_package("vllm", node)
     llm = vllm.LLM(**backend.engine_kwargs(model))
     params = [vllm.SamplingParams(n=1, temperature=TEMPERATURE, top_p=TOP_P, ignore_eos=True, max_tokens=m)

@@ -46,6 +46,9 @@ class ClientConfig:
     # for its first byte, and that is a measurement, not a failure
     stall_timeout_s: float | None = None
     read_bufsize: int = DEFAULT_READ_BUFSIZE
+    # False: one connection per request, for servers that close connections they advertised
+    # as kept alive
+    keepalive: bool = True
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)

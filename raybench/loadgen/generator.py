@@ -14,6 +14,7 @@ handshake lands inside a measurement either.
 from __future__ import annotations
 
 import asyncio
+import enum
 import resource
 import time
 import types
@@ -33,8 +34,16 @@ from raybench.store.schema import RequestStatus
 from raybench.workloads.base import RequestSpec
 
 _ERROR_BODY_CHARS = 300
+#: event-loop lag above which a cell's client-side times may carry the client's own delay
+LAG_LIMIT_MS = 50.0
+#: CPU share (of one core) above which a lagging generator is taken as the cause of its lag
+BUSY_CPU_SHARE = 0.5
 _LAG_PROBE_S = 0.1
 _LAG_WINDOW = 10  # probes: the progress snapshot reports the worst lag of the last second
+# What a connection closed under a request looks like before any response byte: the server
+# hung up (ServerDisconnectedError), or the write of the request failed (ClientOSError,
+# "Can not write request body", a reset). ClientConnectorError (no connection at all) is not one.
+_CLOSED_BEFORE_RESPONSE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError, BrokenPipeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,27 @@ class SelfCheck:
     max_loop_lag_ms: float
     mean_loop_lag_ms: float
 
+    @property
+    def cpu_share(self) -> float:
+        """The generator process's CPU time over the cell's wall time (1.0 = one core all along)."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def verdict(self) -> ClientCheck:
+        """A lagging loop is the client's own doing only when the client was busy too."""
+        if self.max_loop_lag_ms <= LAG_LIMIT_MS:
+            return ClientCheck.OK
+        return ClientCheck.CLIENT_SATURATED if self.cpu_share >= BUSY_CPU_SHARE else ClientCheck.HOST_CONTENDED
+
+
+class ClientCheck(str, enum.Enum):
+    """What the load generator's self-check concluded about one cell."""
+
+    OK = "ok"
+    # the generator's loop lagged while it used most of a core: it was the bottleneck
+    CLIENT_SATURATED = "client_saturated"
+    # the loop lagged while the generator was mostly idle: another process had the cores
+    HOST_CONTENDED = "host_contended"
+
 
 class LoadGenerator:
     """Sends ``specs`` to one server and records every request and streamed event."""
@@ -80,7 +110,7 @@ class LoadGenerator:
         arrivals_s: Sequence[float] | np.ndarray,
         concurrency: int,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
-        session_factory: Callable[[int], aiohttp.ClientSession] | None = None,
+        session_factory: Callable[[int, bool], aiohttp.ClientSession] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError.invalid("concurrency", concurrency, "an integer >= 1")
@@ -112,11 +142,12 @@ class LoadGenerator:
         self._active: set[SseReader] = set()
         self._lags_ns: list[int] = []
         self._session: aiohttp.ClientSession | None = None
+        self._retry_session: aiohttp.ClientSession | None = None
         self._wall_ns = 0
         self._cpu_s = 0.0
 
-    def _default_session(self, limit: int) -> aiohttp.ClientSession:
-        connector = make_connector(limit)
+    def _default_session(self, limit: int, keepalive: bool) -> aiohttp.ClientSession:
+        connector = make_connector(limit, keepalive=keepalive)
         trace = aiohttp.TraceConfig()
         # not on_request_headers_sent: aiohttp buffers the headers and writes them with the
         # body from a task of its own, which at a burst of requests runs many milliseconds later
@@ -141,7 +172,9 @@ class LoadGenerator:
         server answers; the connections then wait, kept alive, in the pool.
         """
         if self._session is None:
-            self._session = self._session_factory(self._concurrency)
+            self._session = self._session_factory(self._concurrency, self._client.keepalive)
+        if not self._client.keepalive:
+            return  # each request opens its own connection: there is nothing to open ahead
         url = self._client.base_url + "/v1/models"
 
         async def touch() -> None:
@@ -157,7 +190,7 @@ class LoadGenerator:
         """Send every request, the first at ``t_start_ns`` (this process's perf_counter_ns)."""
         cpu0, wall0 = _cpu_s(), self._clock_ns()
         if self._session is None:
-            self._session = self._session_factory(self._concurrency)
+            self._session = self._session_factory(self._concurrency, self._client.keepalive)
         session = self._session
         lag_task = asyncio.create_task(self._watch_loop_lag())
         try:
@@ -176,6 +209,9 @@ class LoadGenerator:
             lag_task.cancel()
             self._session = None
             await session.close()
+            if self._retry_session is not None:
+                await self._retry_session.close()
+                self._retry_session = None
             self._cpu_s = _cpu_s() - cpu0
             self._wall_ns = self._clock_ns() - wall0
 
@@ -192,10 +228,33 @@ class LoadGenerator:
     async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int) -> None:
         spec = self._specs[i]
         reader = SseReader(spec.request_id)
-        status, http_status, error = RequestStatus.OK, None, None
         self._in_flight += 1
         self._active.add(reader)
         t_slot = self._clock_ns()
+        attempts = 1
+        try:
+            status, http_status, error = await self._send(session, i, reader)
+            if status is None:
+                # The connection closed before any response byte (a server that closes kept-alive
+                # connections): the server never answered, so the request goes once more, on a
+                # connection of its own. t_sent becomes the retry's.
+                self._active.discard(reader)
+                reader = SseReader(spec.request_id)
+                self._active.add(reader)
+                attempts = 2
+                status, http_status, error = await self._send(self._fresh_session(), i, reader)
+                if status is None:
+                    status = RequestStatus.DISCONNECTED
+        except asyncio.CancelledError:
+            self._record(spec, reader, t_scheduled, t_slot, RequestStatus.CANCELLED, None, "run stopped", attempts)
+            raise
+        self._record(spec, reader, t_scheduled, t_slot, status, http_status, error, attempts)
+
+    async def _send(
+        self, session: aiohttp.ClientSession, i: int, reader: SseReader
+    ) -> tuple[RequestStatus | None, int | None, str | None]:
+        """One attempt; status None when the connection closed before any response byte."""
+        http_status = None
         try:
             async with session.post(
                 self._client.url,
@@ -207,25 +266,30 @@ class LoadGenerator:
                 http_status = resp.status
                 if resp.status != 200:
                     body = (await resp.text(errors="replace"))[:_ERROR_BODY_CHARS]
-                    status, error = RequestStatus.HTTP_ERROR, f"HTTP {resp.status}: {body}"
-                elif self._client.stream:
+                    return RequestStatus.HTTP_ERROR, http_status, f"HTTP {resp.status}: {body}"
+                if self._client.stream:
                     status, error = await self._read_stream(resp, reader)
-                else:
-                    reader.complete_body(orjson.loads(await resp.read()), self._clock_ns())
+                    return status, http_status, error
+                reader.complete_body(orjson.loads(await resp.read()), self._clock_ns())
+                return RequestStatus.OK, http_status, None
         except StreamError as err:
-            status, error = RequestStatus.BAD_RESPONSE, str(err)
+            return RequestStatus.BAD_RESPONSE, http_status, str(err)
         except orjson.JSONDecodeError as err:
-            status, error = RequestStatus.BAD_RESPONSE, f"response body is not JSON: {err}"
+            return RequestStatus.BAD_RESPONSE, http_status, f"response body is not JSON: {err}"
         except asyncio.TimeoutError:
-            status, error = RequestStatus.TIMEOUT, self._timeout_message(reader)
+            return RequestStatus.TIMEOUT, http_status, self._timeout_message(reader)
         except aiohttp.ClientConnectorError as err:
-            status, error = RequestStatus.DISCONNECTED, f"cannot connect to {self._client.base_url}: {err.os_error}"
+            return RequestStatus.DISCONNECTED, http_status, f"cannot connect to {self._client.base_url}: {err.os_error}"
         except (aiohttp.ClientError, OSError) as err:
-            status, error = RequestStatus.DISCONNECTED, f"connection lost after {reader.seq} events: {err!r}"
-        except asyncio.CancelledError:
-            self._record(spec, reader, t_scheduled, t_slot, RequestStatus.CANCELLED, http_status, "run stopped")
-            raise
-        self._record(spec, reader, t_scheduled, t_slot, status, http_status, error)
+            error = f"connection lost after {reader.seq} events: {err!r}"
+            retry = http_status is None and isinstance(err, _CLOSED_BEFORE_RESPONSE)
+            return (None if retry else RequestStatus.DISCONNECTED), http_status, error
+
+    def _fresh_session(self) -> aiohttp.ClientSession:
+        """The session retries go through: a new connection for each, closed after it."""
+        if self._retry_session is None:
+            self._retry_session = self._session_factory(self._concurrency, False)
+        return self._retry_session
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, reader: SseReader
@@ -265,6 +329,7 @@ class LoadGenerator:
         status: RequestStatus,
         http_status: int | None,
         error: str | None,
+        attempts: int,
     ) -> None:
         """One request row; ``t_slot`` stands in for t_sent when nothing was ever sent."""
         t_sent = reader.t_sent_ns if reader.t_sent_ns is not None else t_slot
@@ -289,6 +354,7 @@ class LoadGenerator:
         r.status.append(STATUS_CODE[status])
         r.http_status.append(http_status)
         r.error.append(error)
+        r.attempts.append(attempts)
 
     async def _watch_loop_lag(self) -> None:
         while True:

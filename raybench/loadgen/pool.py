@@ -88,6 +88,13 @@ def placement_options() -> dict:
     return options
 
 
+def client_cpus() -> int:
+    """CPUs of the nodes load generators may go to: client nodes when the cluster has any, else all."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    clients = [n for n in nodes if n["Resources"].get(CLIENT_RESOURCE, 0) > 0]
+    return max(1, int(sum(n["Resources"].get("CPU", 0) for n in clients or nodes)))
+
+
 class LoadGenPool:
     def __init__(
         self,

@@ -30,9 +30,12 @@ class StampingResponseHandler(ResponseHandler):
         super().data_received(data)
 
 
-def make_connector(limit: int) -> aiohttp.TCPConnector:
-    """A connector for ``limit`` connections whose protocols stamp reads where aiohttp allows."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=None)
+def make_connector(limit: int, *, keepalive: bool = True) -> aiohttp.TCPConnector:
+    """A connector for ``limit`` connections whose protocols stamp reads where aiohttp allows.
+
+    ``keepalive=False`` opens a connection per request and closes it after the response.
+    """
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=None, force_close=not keepalive)
     factory = getattr(connector, "_factory", None)
     if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
         connector._factory = functools.partial(StampingResponseHandler, *factory.args, **factory.keywords)

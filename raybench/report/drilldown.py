@@ -59,6 +59,16 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
         flags.append(Flag(level=FlagLevel.WARNING, text=(
             f"client saturated (event-loop lag up to {lag:.0f} ms, or an actor near 100 % CPU): "
             "client-side latencies may include the client's own delay; use more --actors")))
+    if summary.get("host_contended"):
+        lag = max((a.get("max_loop_lag_ms") or 0 for a in summary.get("actors") or []), default=0)
+        share = max((a.get("cpu_share") or 0 for a in summary.get("actors") or []), default=0)
+        flags.append(Flag(level=FlagLevel.WARNING, text=(
+            f"host contended (event-loop lag up to {lag:.0f} ms while the client used {share:.0%} of a core): "
+            "another process took the client's CPUs; client-side latencies may include that wait")))
+    if summary.get("retried"):
+        flags.append(Flag(level=FlagLevel.WARNING, text=(
+            f"{summary['retried']} request(s) sent twice: the server closed their connection before answering "
+            "(try --no-keepalive)")))
     if summary.get("lost_actors"):
         flags.append(Flag(level=FlagLevel.ERROR, text=f"{summary['lost_actors']} load-generator actor(s) lost"))
     if summary.get("requests_not_recorded"):
@@ -73,7 +83,7 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
             f"never reached 90 % of {summary['steady_state_target_in_flight']} requests in flight: "
             "no steady-state window")))
     if not flags:
-        flags.append(Flag(level=FlagLevel.OK, text="no failures; client not saturated"))
+        flags.append(Flag(level=FlagLevel.OK, text="no failures; client not saturated, host not contended"))
     return flags
 
 

@@ -63,6 +63,7 @@ COLUMNS: dict[str, pl.DataType] = {
     "total_throughput_tokens_per_s": pl.Float64(),
     **{f"{stat}_{metric}_ms": pl.Float64() for metric in LATENCY_METRICS for stat in LATENCY_STATS},
     "client_saturated": pl.Boolean(),
+    "host_contended": pl.Boolean(),
     "repeat": pl.Int64(),  # 1, 2, ... when an experiment repeats its cells; null: not repeated
 }
 
@@ -151,7 +152,7 @@ def combine_repeats(frame: pl.DataFrame) -> pl.DataFrame:
     frame = as_report_frame(frame)
     if frame.is_empty() or (frame["repeat"].fill_null(1) <= 1).all():
         return frame
-    measured = [c for c in COLUMNS if c not in (*_REPEAT_KEYS, "cell_id", "repeat", "client_saturated")]
+    measured = [c for c in COLUMNS if c not in (*_REPEAT_KEYS, "cell_id", "repeat", "client_saturated", "host_contended")]
     combined = (
         frame.sort(pl.col("repeat").fill_null(1), maintain_order=True)
         .group_by(list(_REPEAT_KEYS), maintain_order=True)
@@ -159,6 +160,7 @@ def combine_repeats(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("cell_id").first(),
             *(pl.col(c).mean() for c in measured),
             pl.col("client_saturated").any(),
+            pl.col("host_contended").any(),
             pl.len().cast(pl.Int64).alias("repeat"),
         )
     )

@@ -106,6 +106,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         "prefix_len": prefix_len,
         "prefix_cached": cell.get("dataset") == "prefix" or prefix_len > 0,
         "client_saturated": summary.get("client_saturated"),
+        "host_contended": summary.get("host_contended"),
         "repeat": cell.get("repeat"),
     }
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell

@@ -195,7 +195,7 @@ class SimApp:
             self._log_end(request, key, req, SimStatus.BAD_RESPONSE, 200, kind.value)
             conn.respond(200, NOT_OPENAI_BODY, b"text/html; charset=utf-8", extra)
             return True
-        if req.stream:
+        if req.stream or kind is FaultKind.CLOSE_AFTER:
             return False
         # a non-streamed response has no events: mid-stream faults act on the whole body
         if kind is FaultKind.DROP:

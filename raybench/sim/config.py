@@ -25,6 +25,10 @@ class FaultKind(str, enum.Enum):
     STALL = "stall"  # stop sending after K events but keep the connection open
     MALFORMED = "malformed"  # send a `data: {not json` event after K events, then go on
     NOT_OPENAI = "not_openai"  # answer 200 with an HTML page (text/html)
+    # answer in full with keep-alive advertised, then close the connection shortly after the
+    # streamed response ends, dropping a request the client already sent on it unanswered (as
+    # llama.cpp's llama-server does)
+    CLOSE_AFTER = "close_after"
 
 
 #: kinds for which ``after_chunks`` has a meaning (the others act before the first byte)

@@ -79,6 +79,9 @@ class ParseQueue:
                 self._scheduled = False
 
 
+CLOSE_AFTER_DELAY_S = 0.002
+
+
 class HttpConnection(asyncio.Protocol):
     """One client connection; at most one response in flight, later requests wait in the buffer."""
 
@@ -169,6 +172,17 @@ class HttpConnection(asyncio.Protocol):
             self.close()
         elif self._buf:
             self._process()
+
+    def close_after_response(self) -> None:
+        """Close a moment after a complete response, without having said so in its headers.
+
+        The delay is what makes the fault bite: a client that reused the connection at once
+        has written its next request by the time the connection closes, and gets no answer.
+        """
+        self.active = None
+        self._held = True  # requests that arrive now are never answered
+        loop = asyncio.get_running_loop()
+        loop.call_later(CLOSE_AFTER_DELAY_S, self.close)
 
     def hold(self) -> None:
         """Stop answering on this connection but keep it open (the stall fault)."""

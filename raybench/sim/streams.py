@@ -173,5 +173,7 @@ class Stream:
             self.conn.close()
         elif hold:
             self.conn.hold()
+        elif self.fault is not None and self.fault.kind is FaultKind.CLOSE_AFTER and status == SimStatus.OK:
+            self.conn.close_after_response()
         elif status != SimStatus.DISCONNECTED:
             self.conn.response_done()

@@ -60,6 +60,9 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field("status", _dict_str, nullable=False),
         pa.field("http_status", pa.int16()),
         pa.field("error", pa.string()),
+        # 2 when the connection closed before any response byte and the request was sent again
+        # on a fresh one; null where nothing was sent over HTTP (offline engine mode)
+        pa.field("attempts", pa.int8()),
     ],
     metadata={"raybench.schema_version": str(SCHEMA_VERSION), "raybench.table": "requests"},
 )

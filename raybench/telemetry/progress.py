@@ -209,12 +209,20 @@ _COLUMNS = (  # header, summary field(s) tried in order, format
 )
 
 
+def _check_note(summary: Mapping[str, Any]) -> str:
+    if summary.get("client_saturated"):
+        return " (client saturated)"
+    if summary.get("host_contended"):
+        return " (host contended)"
+    return ""
+
+
 def format_final_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """One row per cell: what a reader compares across cells at a glance."""
     header = ["cell", *(c[0] for c in _COLUMNS)]
     rows = [header]
     for s in summaries:
-        row = [str(s.get("cell_id", "?")) + (" (client saturated)" if s.get("client_saturated") else "")]
+        row = [str(s.get("cell_id", "?")) + _check_note(s)]
         for _, keys, fmt in _COLUMNS:
             value = next((s[k] for k in keys if s.get(k) is not None), None)
             row.append("-" if value is None else fmt.format(value))

@@ -48,7 +48,7 @@ def batches(requests):
             (rc.t_scheduled_ns, 0), (rc.t_sent_ns, int(t_sent_ms * 1e6)),
             (rc.t_first_ns, None if first is None else int(first * 1e6)),
             (rc.t_done_ns, int((events[-1][0] if events else t_sent_ms) * 1e6)),
-            (rc.status, STATUS_CODE[status]), (rc.http_status, 200), (rc.error, None),
+            (rc.status, STATUS_CODE[status]), (rc.http_status, 200), (rc.error, None), (rc.attempts, 1),
         ):
             col.append(value)
         for seq, (t_ms, kind, n) in enumerate(events):

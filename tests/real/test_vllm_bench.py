@@ -1,0 +1,112 @@
+"""`raybench bench --url` against a real `vllm serve`, and agreement with vLLM's own client.
+
+One server for the module. The model's vocabulary (4096 ids) is far below raybench's default
+random-id range: these pass because prompts come from --tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import SERVED_NAME, raybench_cmd, read_json, run_dir_of
+
+import vllm_env
+from raybench.analysis.summary import summarize_cell
+from raybench.store.cells import read_cell
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+INPUT_LEN, OUTPUT_LEN = 64, 32
+
+
+def bench(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: int, output_len: int = OUTPUT_LEN,
+          extra: tuple[str, ...] = ()) -> Path:
+    proc = subprocess.run(
+        raybench_cmd("bench", "--url", url, "--model", SERVED_NAME, "--tokenizer", str(model),
+                     "--input-len", str(INPUT_LEN), "--output-len", str(output_len), "--num-prompts", str(num_prompts),
+                     "--concurrency", str(concurrency), "--out", str(out), *extra),
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir_of(proc.stdout)
+
+
+def only_cell(run_dir: Path) -> Path:
+    (cell,) = [p for p in (run_dir / "cells").iterdir() if p.is_dir()]
+    return cell
+
+
+def test_bench_against_vllm_every_request_ok_with_exact_usage_counts(vllm_server, tiny_model, tmp_path):
+    run_dir = bench(vllm_server, tiny_model, tmp_path, num_prompts=12, concurrency=4, output_len=16)
+    requests, chunks = read_cell(only_cell(run_dir))
+    assert requests.height == 12
+    assert requests["status"].cast(pl.String).to_list() == ["ok"] * 12, requests["error"].to_list()
+    assert requests["output_tokens"].to_list() == [16] * 12  # usage.completion_tokens = the forced length
+    assert requests["server_prompt_tokens"].to_list() == [INPUT_LEN] * 12  # exact prompt lengths via the tokenizer
+    # per-chunk usage: each chunk's tokens come from the running completion_tokens, so a chunk
+    # into which vLLM merged several tokens (it does when the client reads behind) counts them all
+    tokens = chunks.filter(pl.col("n_tokens") > 0).group_by("request_id").agg(
+        pl.col("n_tokens").sum().alias("tokens"), pl.len().alias("events"))
+    assert tokens["tokens"].to_list() == [16] * 12
+    assert all(1 <= n <= 16 for n in tokens["events"].to_list())
+    summary = read_json(only_cell(run_dir) / "summary.json")
+    assert summary["failed"] == 0 and summary["output_tokens_fallback_requests"] == 0
+
+
+def vllm_bench_serve(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: int, seed: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    argv = [str(vllm_env.vllm_executable()), "bench", "serve", "--backend", "vllm", "--base-url", url,
+            "--endpoint", "/v1/completions", "--model", SERVED_NAME, "--tokenizer", str(model),
+            "--dataset-name", "random", "--random-input-len", str(INPUT_LEN), "--random-output-len", str(OUTPUT_LEN),
+            "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--temperature", "0",
+            "--ignore-eos", "--seed", str(seed), "--disable-tqdm", "--save-result", "--result-dir", str(out),
+            "--result-filename", "vllm.json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return read_json(out / "vllm.json")
+
+
+METRICS = (("mean TPOT (ms)", "mean_tpot_ms", "mean_tpot_ms"),
+           ("mean E2E (ms)", "mean_e2el_ms", "mean_e2el_ms"),
+           ("output tok/s", "output_throughput_tokens_per_s", "output_throughput"),
+           ("mean TTFT (ms)", "mean_ttft_ms", "mean_ttft_ms"))
+AGREEING = ("mean_tpot_ms", "mean_e2el_ms", "output_throughput_tokens_per_s")
+TOLERANCE = 0.15
+
+
+def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model, tmp_path):
+    """Same server, lengths, temperature 0 and concurrency; the two clients alternate, twice each."""
+    num_prompts, concurrency = 32, 4
+    bench(vllm_server, tiny_model, tmp_path / "warm", num_prompts=8, concurrency=concurrency)  # first-use costs
+    ours, ours_vllm, theirs = [], [], []
+    for i in range(2):
+        order = ("raybench", "vllm") if i % 2 == 0 else ("vllm", "raybench")
+        for tool in order:
+            if tool == "raybench":
+                cell = only_cell(bench(vllm_server, tiny_model, tmp_path / f"rb{i}", num_prompts=num_prompts,
+                                       concurrency=concurrency, extra=("--seed", str(i))))
+                ours.append(read_json(cell / "summary.json"))
+                requests, chunks = read_cell(cell)
+                ours_vllm.append(summarize_cell(requests, chunks, compat="vllm", target_concurrency=concurrency))
+            else:
+                theirs.append(vllm_bench_serve(vllm_server, tiny_model, tmp_path / f"v{i}", num_prompts=num_prompts,
+                                               concurrency=concurrency, seed=i))
+    rows = []
+    for label, ours_key, their_key in METRICS:
+        a = sum(s[ours_key] for s in ours) / len(ours)
+        b = sum(s[ours_key] for s in ours_vllm) / len(ours_vllm)
+        c = sum(s[their_key] for s in theirs) / len(theirs)
+        rows.append((label, ours_key, a, b, c))
+    table = [f"{'metric':<16}{'raybench':>12}{'rb --compat vllm':>18}{'vllm bench serve':>18}{'diff':>8}"]
+    table += [f"{label:<16}{a:>12.2f}{b:>18.2f}{c:>18.2f}{(a - c) / c:>+8.1%}" for label, _, a, b, c in rows]
+    print("\n" + "\n".join(table), file=sys.stderr)
+    (Path(os.environ.get("RAYBENCH_AGREEMENT_TABLE", tmp_path / "agreement.txt"))).write_text("\n".join(table) + "\n")
+    for label, key, a, _, c in rows:
+        if key in AGREEING:
+            assert abs(a - c) <= TOLERANCE * c, "\n".join(table)
