@@ -274,7 +274,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
                              invocation={"argv": list(sys.argv), "options": options or {}})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
-        Runner(experiment, rd, run_options, report=_progress_display()).run()
+        summaries = Runner(experiment, rd, run_options, report=_progress_display()).run()
     finally:
         if connected_here:
             cluster.disconnect()
@@ -285,6 +285,23 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         if html is not None:
             click.echo(f"report: {html}", err=True)
     click.echo(str(rd.path))
+    _check_outcomes(summaries, rd.path, experiment_file)
+
+
+def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | None) -> None:
+    """A run with a cell that is not complete fails, with the command that reruns those cells."""
+    from raybench.errors import RunError
+    from raybench.store.outcome import outcome_of
+
+    bad = [(s.get("cell_id"), outcome_of(s)) for s in summaries]
+    bad = [(cell, o) for cell, o in bad if not o.complete]
+    if not bad:
+        return
+    first = "; ".join(o.line(str(cell)) for cell, o in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    again = (f"raybench run {experiment_file} --resume --run-dir {path}" if experiment_file is not None
+             else "the same command again (a new run directory)")
+    raise RunError(f"{len(bad)} of {len(summaries)} cells did not complete ({first}); "
+                   f"their rows are kept in {path}; to run them again: {again}")
 
 
 def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resume: bool):

@@ -212,6 +212,7 @@ class LoadGenerator:
                     status, error = await self._read_stream(resp, reader)
                 else:
                     reader.complete_body(orjson.loads(await resp.read()), self._clock_ns())
+                    status, error = _judge_tokens(reader)
         except StreamError as err:
             status, error = RequestStatus.BAD_RESPONSE, str(err)
         except orjson.JSONDecodeError as err:
@@ -249,7 +250,7 @@ class LoadGenerator:
         reader.close(clock())
         if not (reader.done or reader.finished):
             return RequestStatus.DISCONNECTED, f"stream ended without [DONE] after {reader.seq} events"
-        return RequestStatus.OK, None
+        return _judge_tokens(reader)
 
     def _timeout_message(self, reader: SseReader) -> str:
         c = self._client
@@ -323,6 +324,16 @@ class LoadGenerator:
             max_loop_lag_ms=max(lags) / 1e6,
             mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
         )
+
+
+def _judge_tokens(reader: SseReader) -> tuple[RequestStatus, str | None]:
+    """A 200 that carried no output token is not a success: nothing was generated to measure."""
+    if reader.tokens > 0 or (reader.output_tokens or 0) > 0:
+        return RequestStatus.OK, None
+    return RequestStatus.BAD_RESPONSE, (
+        f"the server answered 200 but sent no output token ({reader.seq} events, "
+        f"usage.completion_tokens={reader.output_tokens})"
+    )
 
 
 def _cpu_s() -> float:
