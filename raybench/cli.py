@@ -206,15 +206,16 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
     from raybench.estimate import estimate_plan, format_duration
     from raybench.experiment import load_experiment
     from raybench.plan import check_resume, format_plan_table, plan_row, resolve
-    from raybench.store.rundir import RunDir
+    from raybench.store.rundir import RunDir, safe_name
 
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
                                 simulate=simulate, sim_timing=sim_timing)
     done = check_resume(cells, RunDir(run_dir).completed_cells()) if run_dir is not None else None
+    outcomes = {n: o for n, (o, _) in RunDir(run_dir).cell_outcomes().items()} if run_dir is not None else {}
     estimate = estimate_plan(experiment, cells, done=done or ())
     rows = []
     for c in cells:
-        row = plan_row(c, None if done is None else c.id in done)
+        row = plan_row(c, None if done is None else c.id in done, outcomes.get(safe_name(c.id)))
         seconds = estimate.cell_seconds(c.id)
         row["estimate_s"] = None if seconds is None else round(seconds, 1)
         rows.append(row)
@@ -226,7 +227,12 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
     click.echo(format_plan_table(rows))
     summary = f"{len(rows)} cells"
     if done is not None:
-        summary += f", {len(done)} done"
+        summary += f", {len(done)} complete"
+        unfinished = [r for r in rows if r["outcome"] in ("incomplete", "failed")]
+        if unfinished:
+            summary += f", {len(unfinished)} incomplete or failed (run again by --resume)"
+            for r in unfinished:
+                click.echo(f"{r['id']}: {r['outcome']}: {r['outcome_reason']}", err=True)
     summary += f"; estimated time: {format_duration(estimate.total_s)}"
     parts = []
     if estimate.server_start_s:
