@@ -25,7 +25,7 @@ from raybench.report.charts import CHARTS, ChartDef
 from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
 from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
-from raybench.report.sources import load_source
+from raybench.report.sources import load_source, unfinished_cells
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.rundir import safe_name, tmp_path
 
@@ -246,12 +246,14 @@ def build_report(
         out_dir = path
     out_dir.mkdir(parents=True, exist_ok=True)
     style = series_style(frame)
-    charts, skipped = draw_charts(frame, style)
+    unfinished = unfinished_cells(source) if path.is_dir() else {}
+    # an incomplete cell's numbers are not drawn as if measured: it stays in the table, flagged
+    charts, skipped = draw_charts(frame.filter(~pl.col("cell_id").is_in(list(unfinished))), style)
     cells, badges, cell_specs = None, None, {}
     if drilldowns and path.is_dir():
         cells, badges, cell_specs = _drilldowns(path, frame, style)
     sections = [
-        h.Section(id="summary", title="Summary", body=summary_table(frame, badges)),
+        h.Section(id="summary", title="Summary", body=summary_table(frame, badges) + _unfinished_note(unfinished)),
         chart_section(charts, skipped, images=images),
         _metadata_section(path, frame),
         *([cells] if cells is not None else []),
@@ -270,6 +272,14 @@ def build_report(
     report = out_dir / REPORT_FILE
     write_text_atomic(report, h.render_page(page))
     return ReportResult(html=report, images=tuple(written), drawn=tuple(charts), skipped=skipped)
+
+
+def _unfinished_note(unfinished: Mapping[str, str]) -> str:
+    if not unfinished:
+        return ""
+    items = "".join(f"<li>{h.esc(line)}</li>" for line in unfinished.values())
+    return (f'<p class="flag error">{len(unfinished)} cell(s) not complete, left out of every chart '
+            f"(run them again with raybench run --resume):</p><ul>{items}</ul>")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -25,6 +25,7 @@ import polars as pl
 
 from raybench.errors import ConfigError
 from raybench.report.frame import LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name, report_frame
+from raybench.store.outcome import outcome_of
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
@@ -69,6 +70,23 @@ def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
     summaries = [json.loads(f.read_text()) for f in files]
     summaries.sort(key=lambda s: order.get(s.get("cell_id"), len(order)))
     return report_frame([raybench_row(s, run=name) for s in summaries])
+
+
+def unfinished_cells(source: str | Path) -> dict[str, str]:
+    """The cells of a run dir whose outcome is not complete (cell id -> the outcome line).
+
+    They stay in the summary table, flagged, but no chart or comparison uses their numbers.
+    Other sources record no outcome: empty.
+    """
+    cells = Path(source) / "cells"
+    out: dict[str, str] = {}
+    for f in sorted(cells.glob("*/summary.json")) if cells.is_dir() else []:
+        summary = json.loads(f.read_text())
+        outcome = outcome_of(summary)
+        if not outcome.complete:
+            cell_id = str(summary.get("cell_id") or f.parent.name)
+            out[cell_id] = outcome.line(cell_id)
+    return out
 
 
 def run_name(path: Path) -> str:
