@@ -37,7 +37,15 @@ from raybench.loadgen.generator import LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
-from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell, set_aside
+from raybench.store.cells import (
+    CHUNKS_FILE,
+    REQUESTS_FILE,
+    SUMMARY_FILE,
+    CellWriter,
+    read_cell,
+    recorded_requests,
+    set_aside,
+)
 from raybench.store.outcome import CellOutcome, OutcomeKind, judge
 from raybench.store.metadata import (
     git_state,
@@ -228,7 +236,7 @@ class Runner:
                 summary, outcome = self._run_http_cell(cell, server, cell_dir)
         except (RunError, BackendError) as err:
             outcome = CellOutcome(kind=OutcomeKind.FAILED, planned_requests=cell.num_prompts or 0,
-                                  recorded_requests=0, reason=str(err))
+                                  recorded_requests=recorded_requests(cell_dir), reason=str(err))
             self._write_summary(cell, cell_dir, {"cell_id": cell.id}, outcome, t0)
             raise
         self._write_summary(cell, cell_dir, summary, outcome, t0)

@@ -101,6 +101,14 @@ def read_parts(cell_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     return tables[0], tables[1]
 
 
+def recorded_requests(cell_dir: Path) -> int:
+    """Distinct request ids a cell directory holds rows for (its merged file, else its parts)."""
+    if (cell_dir / REQUESTS_FILE).is_file():
+        return pl.read_parquet(cell_dir / REQUESTS_FILE, columns=["request_id"])["request_id"].n_unique()
+    parts = read_parts(cell_dir)
+    return 0 if parts is None else parts[0]["request_id"].n_unique()
+
+
 def set_aside(cell_dir: Path) -> Path | None:
     """Before a cell runs again: move an earlier attempt's files to ``attempts/<n>/``.
 
