@@ -29,6 +29,7 @@ from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
+from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig
@@ -162,9 +163,9 @@ class Runner:
                 if served:
                     with self._server(backend, guard) as server:
                         for cell in served:
-                            self._run_cell(cell, server)
+                            self._run_cell(cell, _HttpCells(self, server))
                 for cell in engine:
-                    self._run_cell(cell, None)
+                    self._run_cell(cell, _EngineCells(self))
         summaries = [
             json.loads((self.run_dir.cell_dir(c.id) / SUMMARY_FILE).read_text())
             for c in cells
@@ -221,7 +222,7 @@ class Runner:
             **settings,
         )
 
-    def _run_cell(self, cell: Cell, server: _Server | None) -> None:
+    def _run_cell(self, cell: Cell, executor: CellExecutor) -> None:
         """Run one cell and record its outcome; a cell that fails gets a summary saying why."""
         cell_dir = self.run_dir.cell_dir(cell.id)
         self.report(f"cell {cell.id}")
@@ -230,15 +231,13 @@ class Runner:
             self.report(f"  an earlier attempt did not complete: its files moved to {earlier}; the cell runs again whole")
         t0 = time.monotonic()
         try:
-            if server is None:
-                summary, outcome = self._run_engine_cell(cell, cell_dir)
-            else:
-                summary, outcome = self._run_http_cell(cell, server, cell_dir)
+            run = executor.run(cell, cell_dir)
         except (RunError, BackendError) as err:
             outcome = CellOutcome(kind=OutcomeKind.FAILED, planned_requests=cell.num_prompts or 0,
                                   recorded_requests=recorded_requests(cell_dir), reason=str(err))
             self._write_summary(cell, cell_dir, {"cell_id": cell.id}, outcome, t0)
             raise
+        summary, outcome = run.summary, run.outcome
         self._write_summary(cell, cell_dir, summary, outcome, t0)
         self.report(format_summary_table(summary) if "duration" in summary else _offline_line(summary))
         if not outcome.complete:
@@ -257,7 +256,7 @@ class Runner:
         summary["wall_s"] = round(time.monotonic() - t0, 3)
         write_json_atomic(cell_dir / SUMMARY_FILE, summary)
 
-    def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> tuple[dict[str, Any], CellOutcome]:
+    def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> CellRun:
         client = self._client(server)
         workload = workload_for(cell)
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
@@ -300,9 +299,9 @@ class Runner:
             forced_output_len=client.ignore_eos or client.send_min_tokens,
         )
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=outcome.recorded_requests))
-        return summary, outcome
+        return CellRun(summary=summary, outcome=outcome)
 
-    def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> tuple[dict[str, Any], CellOutcome]:
+    def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> CellRun:
         from raybench.backends.engine_actor import run_offline_engine
 
         backend = self.experiment.backend(cell.backend)
@@ -319,7 +318,28 @@ class Runner:
             result.elapsed_s, result.prompt_tokens, result.output_tokens, cell.input_len, cell.output_len
         )
         summary["cell_id"] = cell.id
-        return summary, judge(range(workload.num_requests), requests.column("request_id").to_pylist())
+        return CellRun(summary=summary,
+                       outcome=judge(range(workload.num_requests), requests.column("request_id").to_pylist()))
+
+
+class _HttpCells:
+    """Cells run over HTTP against one running server (a ``CellExecutor``)."""
+
+    def __init__(self, runner: Runner, server: _Server) -> None:
+        self.runner, self.server = runner, server
+
+    def run(self, cell: Cell, cell_dir: Path) -> CellRun:
+        return self.runner._run_http_cell(cell, self.server, cell_dir)
+
+
+class _EngineCells:
+    """Offline cells run in a backend's in-process engine (a ``CellExecutor``)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def run(self, cell: Cell, cell_dir: Path) -> CellRun:
+        return self.runner._run_engine_cell(cell, cell_dir)
 
 
 def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
