@@ -213,7 +213,12 @@ class LoadGenPool:
                 name=name, num_cpus=self.num_cpus_per_actor, max_restarts=0, **options
             ).remote(name, self.labels)
             members.append(_Member(name=name, handle=handle))
-        nodes = ray.get([m.handle.ready.remote() for m in members], timeout=self.call_timeout_s * 5)
+        try:
+            nodes = ray.get([m.handle.ready.remote() for m in members], timeout=self.call_timeout_s * 5)
+        except BaseException:
+            for m in members:  # none is left holding a CPU share
+                ray.kill(m.handle, no_restart=True)
+            raise
         for m, node in zip(members, nodes):
             m.node = node
             m.anchor = estimate_anchor(lambda h=m.handle: ray.get(h.clock_ns.remote()))
@@ -269,19 +274,35 @@ class LoadGenPool:
             m.recorded.update(rest.in_flight)
         if not rest.unsent:
             return []
-        if cell.replacements_left <= 0:
+        new = self._replace(cell, m, rest.unsent)
+        if new is None:
             cell.abandoned += len(rest.unsent)
-            log.error("cell %s: no replacement left for %s; %d requests will have no row",
+            log.error("cell %s: nothing took over from %s; %d requests will have no row",
                       self.cell_id, m.name, len(rest.unsent))
             return []
-        cell.replacements_left -= 1
-        (new,) = self._start_actors(1)
-        self._prepare(cell, [(new, list(rest.unsent), min(m.concurrency, len(rest.unsent)))])
-        ray.get(new.handle.go.remote(cell.t_start_ns), timeout=self.call_timeout_s)
         m.replaced_by = new.name
         log.warning("cell %s: %s took over the %d unsent requests of %s", self.cell_id, new.name,
                     len(rest.unsent), m.name)
         return [new]
+
+    def _replace(self, cell: _Cell, m: _Member, unsent: tuple[int, ...]) -> _Member | None:
+        """A new actor sending ``unsent`` on the cell's schedule; None when none is left or it fails."""
+        if cell.replacements_left <= 0:
+            return None
+        cell.replacements_left -= 1
+        try:
+            (new,) = self._start_actors(1)
+        except (RayActorError, GetTimeoutError) as err:
+            log.error("cell %s: the replacement for %s did not start: %s", self.cell_id, m.name, err)
+            return None
+        try:
+            self._prepare(cell, [(new, list(unsent), min(m.concurrency, len(unsent)))])
+            ray.get(new.handle.go.remote(cell.t_start_ns), timeout=self.call_timeout_s)
+        except (RayActorError, GetTimeoutError) as err:
+            ray.kill(new.handle, no_restart=True)
+            log.error("cell %s: the replacement for %s failed before sending: %s", self.cell_id, m.name, err)
+            return None
+        return new
 
     def _stop_and_drain(self, cell: _Cell, members: list[_Member]) -> None:
         live = [m for m in members if m.live]
