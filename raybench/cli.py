@@ -281,6 +281,11 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     click.echo(f"run directory: {rd.path}", err=True)
     try:
         summaries = Runner(experiment, rd, run_options, report=_progress_display()).run()
+    except RaybenchError:
+        # the error line follows; this one says what is kept and how to go on
+        click.echo(f"the run stopped: complete cells are kept in {rd.path}; to run the rest: "
+                   f"{_again(experiment_file, rd.path)}", err=True)
+        raise
     finally:
         if connected_here:
             cluster.disconnect()
@@ -294,6 +299,13 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     _check_outcomes(summaries, rd.path, experiment_file)
 
 
+def _again(experiment_file: Path | None, path: Path) -> str:
+    """The command that runs a run directory's unfinished cells."""
+    if experiment_file is None:  # raybench bench: one cell, no file to resume
+        return "the same command again (a new run directory)"
+    return f"raybench run {experiment_file} --resume --run-dir {path}"
+
+
 def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | None) -> None:
     """A run with a cell that is not complete fails, with the command that reruns those cells."""
     from raybench.errors import RunError
@@ -304,8 +316,7 @@ def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | N
     if not bad:
         return
     first = "; ".join(o.line(str(cell)) for cell, o in bad[:3]) + ("; ..." if len(bad) > 3 else "")
-    again = (f"raybench run {experiment_file} --resume --run-dir {path}" if experiment_file is not None
-             else "the same command again (a new run directory)")
+    again = _again(experiment_file, path)
     raise RunError(f"{len(bad)} of {len(summaries)} cells did not complete ({first}); "
                    f"their rows are kept in {path}; to run them again: {again}")
 

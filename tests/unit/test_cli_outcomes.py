@@ -56,3 +56,19 @@ def test_a_run_with_an_incomplete_cell_exits_1_and_says_how_to_resume(tmp_path, 
 def test_a_run_whose_cells_are_all_complete_exits_0(tmp_path, monkeypatch):
     result = _run(tmp_path, monkeypatch, [judge(range(32), range(32))] * 2)
     assert result.exit_code == 0, result.output
+
+
+def test_a_run_stopped_by_a_failed_cell_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
+    from raybench.errors import BackendError
+
+    def fail(self):
+        raise BackendError("sglang exited with code 3 during cell sim-online-c8-i16-o4")
+
+    monkeypatch.setattr(_Runner, "run", fail)
+    result = _run(tmp_path, monkeypatch, [])
+    assert result.exit_code == 1, result.output
+    (run_dir,) = (tmp_path / "runs" / "x").iterdir()
+    *_, kept, error = result.stderr.strip().splitlines()
+    assert kept == (f"the run stopped: complete cells are kept in {run_dir}; to run the rest: "
+                    f"raybench run {tmp_path / 'x.py'} --resume --run-dir {run_dir}")
+    assert error == "Error: sglang exited with code 3 during cell sim-online-c8-i16-o4"
