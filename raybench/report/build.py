@@ -299,7 +299,7 @@ def write_run_report(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
         return build_report(run_dir).html
     except Exception as err:  # noqa: BLE001 -- any failure to draw is reported, never raised
         warn(
-            f"warning: the report was not written ({type(err).__name__}: {err}); the run's data is complete. "
+            f"warning: the report was not written ({type(err).__name__}: {err}); the run's data is on disk. "
             f"Draw it again with: raybench report {run_dir}"
         )
         return None

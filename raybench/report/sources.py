@@ -25,7 +25,7 @@ import polars as pl
 
 from raybench.errors import ConfigError
 from raybench.report.frame import LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name, report_frame
-from raybench.store.outcome import outcome_of
+from raybench.store.rundir import RunDir
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
@@ -73,18 +73,16 @@ def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
 
 
 def unfinished_cells(source: str | Path) -> dict[str, str]:
-    """The cells of a run dir whose outcome is not complete (cell id -> the outcome line).
+    """The cells of a run dir that are not complete (cell id -> the outcome line).
 
-    They stay in the summary table, flagged, but no chart or comparison uses their numbers.
+    Cells with a summary stay in the summary table, flagged, but no chart or comparison uses
+    their numbers; a cell the driver was killed in (rows in parts/, no summary) is listed too.
     Other sources record no outcome: empty.
     """
-    cells = Path(source) / "cells"
     out: dict[str, str] = {}
-    for f in sorted(cells.glob("*/summary.json")) if cells.is_dir() else []:
-        summary = json.loads(f.read_text())
-        outcome = outcome_of(summary)
+    for name, (outcome, settings) in RunDir(Path(source)).cell_outcomes().items():
         if not outcome.complete:
-            cell_id = str(summary.get("cell_id") or f.parent.name)
+            cell_id = str(settings.get("id") or name)
             out[cell_id] = outcome.line(cell_id)
     return out
 

@@ -54,3 +54,24 @@ def test_the_report_flags_an_incomplete_cell_and_draws_no_chart_from_it(tmp_path
     tput = specs["chart-online_throughput_vs_latency"]
     drawn = {p.get("concurrency") for p in tput["datasets"][tput["data"]["name"]]}
     assert 4 not in drawn and 16 in drawn
+
+
+def test_the_report_lists_a_cell_the_driver_was_killed_in(tmp_path):
+    import pyarrow.parquet as pq
+
+    from raybench.store.cells import CellWriter
+    from raybench.store.rundir import RunDir
+    from raybench.store.schema import REQUESTS_SCHEMA
+
+    run = write_run_dir(tmp_path / "run")
+    plan = json.loads((run / "plan.json").read_text())
+    plan["cells"].append({"id": "sim-online-c64-i512-o64", "num_prompts": 32})
+    (run / "plan.json").write_text(json.dumps(plan))
+    rows = pq.read_table(run / "cells" / C4 / "requests.parquet").slice(0, 5).cast(REQUESTS_SCHEMA)
+    writer = CellWriter(RunDir(run).cell_dir("sim-online-c64-i512-o64"))
+    writer.write_requests(rows.to_batches()[0])
+    writer.flush()  # then the driver died: parts, no summary
+    build_report(run, images=False)
+    html = (run / "report.html").read_text()
+    assert ("cell sim-online-c64-i512-o64: incomplete, 5 of 32 requests recorded "
+            "(the run stopped mid-cell; 5 request rows kept in parts/)") in html
