@@ -145,7 +145,7 @@ def _mode_fields(rules: CompatRules) -> dict[str, Any]:
 
 def short_output_fields(ok: pl.DataFrame, forced: bool) -> dict[str, Any]:
     """Successful requests with fewer output tokens than the forced length (their max_tokens)."""
-    short = ok.filter(pl.col("output_tokens_used") < pl.col("max_tokens")) if forced else ok.clear()
+    short = ok.filter(pl.col("short_output")) if forced else ok.clear()
     return {
         "forced_output_len": forced,
         "short_output_requests": short.height if forced else None,

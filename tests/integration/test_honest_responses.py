@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from raybench.analysis.metrics import request_metrics
 from raybench.analysis.summary import format_summary_table, summarize_cell
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.generator import LoadGenerator
@@ -61,6 +62,8 @@ async def test_output_short_of_the_forced_length_is_flagged_and_counted():
     s = summarize_cell(req, chk, target_concurrency=3, forced_output_len=True)
     assert (s["forced_output_len"], s["short_output_requests"]) == (True, 3)
     assert s["short_output_request_ids"] == [0, 1, 2]
+    per_request = request_metrics(req, chk)
+    assert per_request["short_output"].to_list() == [True] * 3  # the flag, request by request
     assert re.search(r"^Short of forced output length:\s+3\s*$", format_summary_table(s), re.MULTILINE)
     # nothing was forced: two tokens for ten asked is the server's to decide, not a flag
     unforced = summarize_cell(req, chk, target_concurrency=3, forced_output_len=False)
