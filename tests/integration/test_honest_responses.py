@@ -69,3 +69,49 @@ async def test_output_short_of_the_forced_length_is_flagged_and_counted():
     unforced = summarize_cell(req, chk, target_concurrency=3, forced_output_len=False)
     assert unforced["short_output_requests"] is None
     assert "Short of forced" not in format_summary_table(unforced)
+
+
+def test_a_run_warns_about_short_outputs_and_refuses_a_hollow_warm_up(ray_local, tmp_path):
+    """Through the runner: the warning line, the summary's count; an empty warm-up stops the cell."""
+    import asyncio
+    import threading
+
+    from raybench.errors import BackendError
+    from raybench.experiment import Experiment, ExternalBackend, Online
+    from raybench.runner import RunOptions, Runner
+    from raybench.store.rundir import RunDir
+
+    def serve(mode):
+        loop = asyncio.new_event_loop()
+        runner, url = loop.run_until_complete(hollow_server.start(mode))
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+
+        def stop():
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+        return url, stop
+
+    sweep = Online(concurrency=(2,), input_len=4, output_len=10, num_prompts=4)
+    url, stop = serve("short")
+    try:
+        experiment = Experiment(name="short", model="m", backends=(ExternalBackend(name="x", url=url),),
+                                online=(sweep,), warmup_requests=0)
+        lines = []
+        [summary] = Runner(experiment, RunDir.create(tmp_path, "short"), RunOptions(), report=lines.append).run()
+        assert summary["outcome"] == "complete" and summary["short_output_requests"] == 4
+        assert any(line.startswith("WARNING cell x-online-c2-i4-o10: 4 successful requests stopped short of the "
+                                   "forced output length") for line in lines), lines
+    finally:
+        stop()
+    url, stop = serve("done_only")
+    try:
+        experiment = Experiment(name="hollow", model="m", backends=(ExternalBackend(name="x", url=url),),
+                                online=(sweep,), warmup_requests=1)
+        with pytest.raises(BackendError, match="warm-up request to .* failed: the server answered 200 but sent "
+                                               "no output token"):
+            Runner(experiment, RunDir.create(tmp_path, "hollow"), RunOptions(), report=[].append).run()
+    finally:
+        stop()
