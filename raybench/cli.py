@@ -254,15 +254,16 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
     from raybench.estimate import estimate_plan, format_duration
     from raybench.experiment import load_experiment
     from raybench.plan import check_resume, format_plan_table, plan_row, resolve
-    from raybench.store.rundir import RunDir
+    from raybench.store.rundir import RunDir, safe_name
 
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
                                 simulate=simulate, sim_timing=sim_timing)
     done = check_resume(cells, RunDir(run_dir).completed_cells()) if run_dir is not None else None
+    outcomes = {n: o for n, (o, _) in RunDir(run_dir).cell_outcomes().items()} if run_dir is not None else {}
     estimate = estimate_plan(experiment, cells, done=done or ())
     rows = []
     for c in cells:
-        row = plan_row(c, None if done is None else c.id in done)
+        row = plan_row(c, None if done is None else c.id in done, outcomes.get(safe_name(c.id)))
         seconds = estimate.cell_seconds(c.id)
         row["estimate_s"] = None if seconds is None else round(seconds, 1)
         rows.append(row)
@@ -274,7 +275,12 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
     click.echo(format_plan_table(rows))
     summary = f"{len(rows)} cells"
     if done is not None:
-        summary += f", {len(done)} done"
+        summary += f", {len(done)} complete"
+        unfinished = [r for r in rows if r["outcome"] in ("incomplete", "failed")]
+        if unfinished:
+            summary += f", {len(unfinished)} incomplete or failed (run again by --resume)"
+            for r in unfinished:
+                click.echo(f"{r['id']}: {r['outcome']}: {r['outcome_reason']}", err=True)
     summary += f"; estimated time: {format_duration(estimate.total_s)}"
     parts = []
     if estimate.server_start_s:
@@ -326,7 +332,12 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
                              invocation={"argv": list(sys.argv), "options": options or {}})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
-        Runner(experiment, rd, run_options, report=_progress_display()).run()
+        summaries = Runner(experiment, rd, run_options, report=_progress_display()).run()
+    except RaybenchError:
+        # the error line follows; this one says what is kept and how to go on
+        click.echo(f"the run stopped: complete cells are kept in {rd.path}; to run the rest: "
+                   f"{_again(experiment_file, rd.path)}", err=True)
+        raise
     finally:
         if connected_here:
             cluster.disconnect()
@@ -337,6 +348,29 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         if html is not None:
             click.echo(f"report: {html}", err=True)
     click.echo(str(rd.path))
+    _check_outcomes(summaries, rd.path, experiment_file)
+
+
+def _again(experiment_file: Path | None, path: Path) -> str:
+    """The command that runs a run directory's unfinished cells."""
+    if experiment_file is None:  # raybench bench: one cell, no file to resume
+        return "the same command again (a new run directory)"
+    return f"raybench run {experiment_file} --resume --run-dir {path}"
+
+
+def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | None) -> None:
+    """A run with a cell that is not complete fails, with the command that reruns those cells."""
+    from raybench.errors import RunError
+    from raybench.store.outcome import outcome_of
+
+    bad = [(s.get("cell_id"), outcome_of(s)) for s in summaries]
+    bad = [(cell, o) for cell, o in bad if not o.complete]
+    if not bad:
+        return
+    first = "; ".join(o.line(str(cell)) for cell, o in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    again = _again(experiment_file, path)
+    raise RunError(f"{len(bad)} of {len(summaries)} cells did not complete ({first}); "
+                   f"their rows are kept in {path}; to run them again: {again}")
 
 
 def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resume: bool):

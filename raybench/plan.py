@@ -12,6 +12,7 @@ from typing import Any
 
 from raybench.errors import ConfigError
 from raybench.experiment import Cell, Experiment, Hardware, Online, SimBackend
+from raybench.store.outcome import CellOutcome
 from raybench.store.rundir import safe_name
 
 # the plan fields --only may select on, and the JSON every plan row carries
@@ -45,7 +46,8 @@ def select(cells: Iterable[Cell], only: Mapping[str, str]) -> list[Cell]:
     return [c for c in cells if all(_matches(plan_row(c), k, v) for k, v in only.items())]
 
 
-def plan_row(cell: Cell, done: bool | None = None) -> dict[str, Any]:
+def plan_row(cell: Cell, done: bool | None = None, outcome: CellOutcome | None = None) -> dict[str, Any]:
+    """One plan row; with a run dir, ``done`` (complete there) and the cell's ``outcome`` and why."""
     d = cell.to_json()
     row = {k: d.get(k) for k in PLAN_FIELDS}
     # online cells have no batch; offline cells have no concurrency cap and no shared prefix
@@ -56,6 +58,8 @@ def plan_row(cell: Cell, done: bool | None = None) -> dict[str, Any]:
         row["batch_size"] = None
     if done is not None:
         row["done"] = done
+        row["outcome"] = outcome.kind.value if outcome is not None else "not run"
+        row["outcome_reason"] = outcome.reason if outcome is not None else None
     return row
 
 
@@ -100,7 +104,7 @@ def simulated(experiment: Experiment, timing: str | None = None) -> Experiment:
 
 
 def format_plan_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    cols = [c for c in (*PLAN_FIELDS, "done", "estimate") if any(c in r for r in rows)]
+    cols = [c for c in (*PLAN_FIELDS, "outcome", "estimate") if any(c in r for r in rows)]
     if all(r.get("repeat", 1) == 1 for r in rows):  # the column says something only when there are repeats
         cols = [c for c in cols if c != "repeat"]
     text = [[("-" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
@@ -180,6 +184,9 @@ _RESUME_IGNORES = frozenset({"id"})
 
 def check_resume(cells: Sequence[Cell], completed: Mapping[str, Mapping[str, Any]]) -> set[str]:
     """Ids of the cells already complete in a run dir; refuses a plan whose settings differ from theirs.
+
+    ``completed`` holds only complete cells (``RunDir.completed_cells``): an incomplete or failed
+    cell is run again, whole, whatever settings its earlier attempt had (that attempt is set aside).
 
     A cell id does not spell out every setting (num_prompts, the seed, simulated or not), so
     without this a resume with other flags would silently mix, say, 40-prompt and 500-prompt cells.

@@ -29,6 +29,7 @@ from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
+from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig, sent_parameters
@@ -38,7 +39,16 @@ from raybench.loadgen.pool import LoadGenPool, PoolResult, client_cpus
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
 from raybench.prompting import PromptSource, PromptSources, oov_hint
-from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell
+from raybench.store.cells import (
+    CHUNKS_FILE,
+    REQUESTS_FILE,
+    SUMMARY_FILE,
+    CellWriter,
+    read_cell,
+    recorded_requests,
+    set_aside,
+)
+from raybench.store.outcome import CellOutcome, OutcomeKind, judge
 from raybench.store.metadata import (
     git_state,
     host_info,
@@ -68,6 +78,7 @@ class RunOptions:
     num_cpus_per_actor: float = 0.25
     request_timeout_s: float = 3600.0
     cell_timeout_s: float | None = None
+    max_replacements: int | None = None  # lost load generators replaced per cell; None: one per actor
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
     experiment_file: Path | None = None  # recorded in env.json: its text, digest and git commit
@@ -156,9 +167,9 @@ class Runner:
                 if served:
                     with self._server(backend, guard) as server:
                         for cell in served:
-                            self._run_cell(cell, server)
+                            self._run_cell(cell, _HttpCells(self, server))
                 for cell in engine:
-                    self._run_cell(cell, None)
+                    self._run_cell(cell, _EngineCells(self))
         summaries = [
             json.loads((self.run_dir.cell_dir(c.id) / SUMMARY_FILE).read_text())
             for c in cells
@@ -223,22 +234,41 @@ class Runner:
             **settings,
         )
 
-    def _run_cell(self, cell: Cell, server: _Server | None) -> None:
+    def _run_cell(self, cell: Cell, executor: CellExecutor) -> None:
+        """Run one cell and record its outcome; a cell that fails gets a summary saying why."""
         cell_dir = self.run_dir.cell_dir(cell.id)
         self.report(f"cell {cell.id}")
+        earlier = set_aside(cell_dir)
+        if earlier is not None:
+            self.report(f"  an earlier attempt did not complete: its files moved to {earlier}; the cell runs again whole")
         t0 = time.monotonic()
-        if server is None:
-            summary = self._run_engine_cell(cell, cell_dir)
-        else:
-            summary = self._run_http_cell(cell, server, cell_dir)
+        try:
+            run = executor.run(cell, cell_dir)
+        except (RunError, BackendError) as err:
+            outcome = CellOutcome(kind=OutcomeKind.FAILED, planned_requests=cell.num_prompts or 0,
+                                  recorded_requests=recorded_requests(cell_dir), reason=str(err))
+            self._write_summary(cell, cell_dir, {"cell_id": cell.id}, outcome, t0)
+            raise
+        summary, outcome = run.summary, run.outcome
+        self._write_summary(cell, cell_dir, summary, outcome, t0)
+        self.report(format_summary_table(summary) if "duration" in summary else _offline_line(summary))
+        if not outcome.complete:
+            self.report(f"WARNING {outcome.line(cell.id)}")
+        short = summary.get("short_output_requests")
+        if short:
+            self.report(f"WARNING cell {cell.id}: {short} successful requests stopped short of the forced output "
+                        "length (the server may ignore ignore_eos/min_tokens); see short_output_requests in summary.json")
+        self.progress.cell_done(cell.id)
+
+    def _write_summary(self, cell: Cell, cell_dir: Path, summary: dict[str, Any], outcome: CellOutcome,
+                       t0: float) -> None:
+        summary.update(outcome.fields())
         summary["cell"] = cell.to_json()
         summary["raybench_version"] = raybench.__version__
         summary["wall_s"] = round(time.monotonic() - t0, 3)
         write_json_atomic(cell_dir / SUMMARY_FILE, summary)
-        self.report(format_summary_table(summary) if "duration" in summary else _offline_line(summary))
-        self.progress.cell_done(cell.id)
 
-    def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
+    def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> CellRun:
         client = self._client(server)
         source = self.sources[cell.backend]
         workload = workload_for(cell, **source.workload_params())
@@ -257,7 +287,7 @@ class Runner:
             concurrency, streams_per_actor=self.options.streams_per_actor, max_actors=client_cpus())
         actors = max(1, min(actors, concurrency, workload.num_requests))
         pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
-                           labels=labels)
+                           labels=labels, max_replacements=self.options.max_replacements)
         writer = CellWriter(cell_dir)
         try:
             with server_metrics:
@@ -266,26 +296,28 @@ class Runner:
                     timeout_s=self.options.cell_timeout_s, on_progress=self.progress.cell(cell.id, workload.num_requests),
                 )
         except BaseException:
-            writer.abort()
+            writer.abort()  # the rows received so far stay as parts; the cell has no summary
             raise
         writer.close()
         if server_metrics.table is not None:
             write_table_atomic(cell_dir / SERVER_METRICS_FILE, server_metrics.table)
-        server.check_alive(f"cell {cell.id}")  # a cell whose server crashed gets no summary: a resume reruns it
+        server.check_alive(f"cell {cell.id}")  # a cell whose server crashed is failed: a resume reruns it
         server.save_ground_truth(cell_dir)
+        outcome = judge(range(workload.num_requests), writer.request_ids, why_missing=result.why_missing())
         requests, chunks = read_cell(cell_dir)
         if requests.height == 0:
-            raise RunError(f"cell {cell.id}: no request was recorded (all load generators lost?)")
+            raise RunError(f"cell {cell.id}: no request was recorded ({result.why_missing() or 'all load generators lost?'})")
         rate = None if math.isinf(cell.request_rate) else cell.request_rate
         summary = summarize_cell(
             requests, chunks, compat=self.experiment.compat, target_concurrency=concurrency,
             request_rate_per_s=rate, burstiness=cell.burstiness, goodput_slos_ms=self.experiment.goodput_slos_ms or None,
+            forced_output_len=client.ignore_eos or client.send_min_tokens,
         )
-        summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
+        summary.update(_client_fields(result, expected=workload.num_requests, recorded=outcome.recorded_requests))
         summary["sampling"] = sent_parameters(client)
         summary["prompts"] = source.cell_record(workload, chat=client.chat)
         self._say_oov(requests, workload, summary)
-        return summary
+        return CellRun(summary=summary, outcome=outcome)
 
     @staticmethod
     def _say_oov(requests: Any, workload: Workload, summary: dict[str, Any]) -> None:
@@ -296,7 +328,7 @@ class Runner:
                 summary["hint"] = f"the server rejected prompt ids{hint}"
                 return
 
-    def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:
+    def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> CellRun:
         from raybench.backends.engine_actor import run_offline_engine
 
         backend = self.experiment.backend(cell.backend)
@@ -305,14 +337,36 @@ class Runner:
         workload = workload_for(cell, **{**self.sources[cell.backend].workload_params(), "text": False})
         specs = workload.build(range(workload.num_requests))
         result = run_offline_engine(backend, model=self.experiment.model, specs=specs)
-        write_table_atomic(cell_dir / REQUESTS_FILE, result.requests_table(cell.id, specs))
+        requests = result.requests_table(cell.id, specs)
+        write_table_atomic(cell_dir / REQUESTS_FILE, requests)
         # an in-process engine streams nothing: an empty chunks table keeps every cell alike
         write_table_atomic(cell_dir / CHUNKS_FILE, CHUNKS_SCHEMA.empty_table())
         summary = summarize_offline(
             result.elapsed_s, result.prompt_tokens, result.output_tokens, cell.input_len, cell.output_len
         )
         summary["cell_id"] = cell.id
-        return summary
+        return CellRun(summary=summary,
+                       outcome=judge(range(workload.num_requests), requests.column("request_id").to_pylist()))
+
+
+class _HttpCells:
+    """Cells run over HTTP against one running server (a ``CellExecutor``)."""
+
+    def __init__(self, runner: Runner, server: _Server) -> None:
+        self.runner, self.server = runner, server
+
+    def run(self, cell: Cell, cell_dir: Path) -> CellRun:
+        return self.runner._run_http_cell(cell, self.server, cell_dir)
+
+
+class _EngineCells:
+    """Offline cells run in a backend's in-process engine (a ``CellExecutor``)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def run(self, cell: Cell, cell_dir: Path) -> CellRun:
+        return self.runner._run_engine_cell(cell, cell_dir)
 
 
 def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
@@ -352,7 +406,8 @@ def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[
     for a in result.actors:
         check = a.self_check
         row = {"name": a.name, "node": a.node, "num_requests": a.num_requests, "concurrency": a.concurrency,
-               "clock_offset_ns": a.clock_offset_ns, "clock_rtt_ns": a.clock_rtt_ns, "lost": a.lost, "error": a.error}
+               "clock_offset_ns": a.clock_offset_ns, "clock_rtt_ns": a.clock_rtt_ns, "lost": a.lost, "error": a.error,
+               "replaced_by": a.replaced_by}
         if check is not None:
             row.update(dataclasses.asdict(check))
             row["cpu_share"] = round(check.cpu_share, 3)
@@ -369,6 +424,7 @@ def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[
         "client_saturated": verdict is ClientCheck.CLIENT_SATURATED,
         "host_contended": verdict is ClientCheck.HOST_CONTENDED,
         "lost_actors": len(result.lost_actors),
+        "replaced_actors": sum(1 for a in result.actors if a.replaced_by is not None),
         "requests_not_recorded": expected - recorded,
         "timed_out": result.timed_out,
     }

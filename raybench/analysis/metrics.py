@@ -111,7 +111,8 @@ def request_metrics(
     Columns: the request's identity, status, ``ok``, times (ns), prompt/server prompt tokens,
     ``output_tokens_used`` and ``output_tokens_fallback`` (True where the server sent no usage
     and the mode's fallback supplied the count), ``chunk_tokens`` (Σ n_tokens), ``ttft_ms``,
-    ``e2e_ms``, ``tpot_ms`` (null unless output_tokens_used > 1), ``queue_time_ms``
+    ``e2e_ms``, ``tpot_ms`` (null unless output_tokens_used > 1), ``short_output`` (a successful
+    request credited fewer tokens than its max_tokens), ``queue_time_ms``
     (t_sent − t_scheduled), ``http_status``, ``error``. TTFT/E2E are null where no chunk matches
     the mode's trigger; failed requests keep their row (``ok`` False) so callers can count them.
     """
@@ -152,12 +153,14 @@ def per_request_frame(tables: CellTables, rules: CompatRules) -> pl.DataFrame:
             pl.when(used > 1)
             .then((pl.col("e2e_ms") - pl.col("ttft_ms")) / (used - 1))
             .otherwise(None)
-            .alias("tpot_ms")
+            .alias("tpot_ms"),
+            # fewer tokens than asked for: a flaw only where the client forced the length
+            (pl.col("ok") & (used < pl.col("max_tokens"))).alias("short_output"),
         )
         .select(
             *KEY, "status", "ok", "t_scheduled_ns", "t_sent_ns", "t_done_ns", "prompt_tokens",
             "server_prompt_tokens", "max_tokens", "output_tokens", "output_tokens_used",
-            "output_tokens_fallback", "chunk_tokens", "ttft_ms", "e2e_ms", "tpot_ms",
+            "output_tokens_fallback", "short_output", "chunk_tokens", "ttft_ms", "e2e_ms", "tpot_ms",
             "queue_time_ms", "http_status", "error",
         )
     )

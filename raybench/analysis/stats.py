@@ -2,8 +2,9 @@
 
 Both references use ``np.mean``, ``np.median``, ``np.std`` (population, ddof=0) and
 ``np.percentile`` with its default linear interpolation, and report 0 for an empty list
-(vLLM's ``x or 0``). raybench does the same, and keeps ``count`` beside every figure so that a
-0 from an empty list is never read as a measured 0.
+(vLLM's ``x or 0``). raybench does not: a list without samples gives None (null in JSON, "n/a"
+in the table), so a figure nobody measured is never read as a measured 0; ``count`` stays
+beside every figure.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ class Stats:
     """Statistics of one list, in the list's unit (ms throughout raybench's analysis)."""
 
     count: int
-    mean: float
-    median: float
-    std: float
-    max: float
-    percentiles: Mapping[float, float]  # percentile (0..100) -> value
+    mean: float | None  # None (and every figure below) when the list is empty
+    median: float | None
+    std: float | None
+    max: float | None
+    percentiles: Mapping[float, float | None]  # percentile (0..100) -> value
 
 
 def validate_percentiles(percentiles: Iterable[float]) -> tuple[float, ...]:
@@ -48,12 +49,12 @@ def percentile_key(p: float) -> str:
 
 
 def describe(values: np.ndarray | Sequence[float], percentiles: Sequence[float]) -> Stats:
-    """Mean, median, population std, max and the given percentiles; all 0 when empty."""
+    """Mean, median, population std, max and the given percentiles; all None when empty."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return Stats(
-            count=0, mean=0.0, median=0.0, std=0.0, max=0.0,
-            percentiles={float(p): 0.0 for p in percentiles},
+            count=0, mean=None, median=None, std=None, max=None,
+            percentiles={float(p): None for p in percentiles},
         )
     pct = np.percentile(arr, list(percentiles)) if percentiles else []
     return Stats(
@@ -66,9 +67,9 @@ def describe(values: np.ndarray | Sequence[float], percentiles: Sequence[float])
     )
 
 
-def stats_fields(stats: Stats, name: str, *, with_max: bool = False) -> dict[str, float | int]:
+def stats_fields(stats: Stats, name: str, *, with_max: bool = False) -> dict[str, float | int | None]:
     """Flatten into ``mean_{name}_ms``, ``median_…``, ``std_…``, ``pXX_…`` and ``count_{name}``."""
-    out: dict[str, float | int] = {
+    out: dict[str, float | int | None] = {
         f"count_{name}": stats.count,
         f"mean_{name}_ms": stats.mean,
         f"median_{name}_ms": stats.median,

@@ -60,8 +60,13 @@ def summarize_cell(
     burstiness: float = 1.0,
     goodput_slos_ms: Mapping[str, float] | None = None,
     percentiles: Sequence[float] = (50, 90, 95, 99),
+    forced_output_len: bool = False,
 ) -> dict[str, Any]:
     """Summarise one cell (every row of ``requests`` belongs to one ``cell_id``).
+
+    ``forced_output_len``: the client forced each request's output to its ``max_tokens``
+    (ignore_eos or min_tokens sent), so a successful request with fewer output tokens is
+    counted in ``short_output_requests`` (a server that ignores those fields).
 
     ``target_concurrency`` is the closed-loop cap (None: no cap, so no steady-state window);
     ``request_rate_per_s`` None means infinite ("inf" in vLLM's field); ``goodput_slos_ms`` maps
@@ -97,6 +102,7 @@ def summarize_cell(
         "percentiles": list(requested),
         **_count_fields(tables.requests, t0, duration_s),
         **_token_fields(ok, tables, rules, duration_s),
+        **short_output_fields(ok, forced_output_len),
         **_load_fields(tables, ok, t0, target, duration_s),
         **_goodput_fields(per, slos, duration_s),
         **_latency_fields(ok, pooled_itl(tables, rules), pcts),
@@ -134,6 +140,16 @@ def _mode_fields(rules: CompatRules) -> dict[str, Any]:
         "ttft_trigger": rules.ttft_trigger.value,
         "e2e_end_event": rules.e2e_end.value,
         "itl_chunks": rules.itl_chunks.value,
+    }
+
+
+def short_output_fields(ok: pl.DataFrame, forced: bool) -> dict[str, Any]:
+    """Successful requests with fewer output tokens than the forced length (their max_tokens)."""
+    short = ok.filter(pl.col("short_output")) if forced else ok.clear()
+    return {
+        "forced_output_len": forced,
+        "short_output_requests": short.height if forced else None,
+        "short_output_request_ids": short.sort("request_id")["request_id"].head(10).to_list(),
     }
 
 
@@ -208,7 +224,8 @@ def _load_fields(
     tables: CellTables, ok: pl.DataFrame, t0: int, target: int | None, duration_s: float
 ) -> dict[str, Any]:
     flight = InFlight.sweep(tables.requests)
-    peak_tokens = peak_output_tokens_per_s(tables.ok_chunks, t0)
+    # no token arrived: there is no peak to report (None, not a measured 0)
+    peak_tokens = peak_output_tokens_per_s(tables.ok_chunks, t0) if tables.ok_chunks["n_tokens"].sum() else None
     mean_in_flight = safe_rate(float(ok["e2e_ms"].drop_nulls().sum()) / 1e3, duration_s)
     steady = steady_state(flight, tables.ok_chunks, target)
     return {

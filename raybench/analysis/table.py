@@ -41,9 +41,22 @@ def _stat_rows(summary: Mapping[str, Any], key: str, label: str, *, with_max: bo
     return rows
 
 
+def _outcome_rows(summary: Mapping[str, Any]) -> list[str]:
+    """The cell's outcome first: a reader must see an incomplete cell before its figures."""
+    if "outcome" not in summary:
+        return []
+    rows = [_row("Cell outcome:", summary["outcome"])]
+    if summary["outcome"] != "complete":
+        rows.append(_row("Requests recorded / planned:",
+                         f"{summary.get('recorded_requests')} / {summary.get('planned_requests')}"))
+        rows.append(f"  {summary.get('outcome_reason') or ''}"[: _WIDTH * 2])
+    return rows
+
+
 def _offline_table(summary: Mapping[str, Any]) -> str:
     lines = [
         _banner(" Offline Throughput Result ", "="),
+        *_outcome_rows(summary),
         _row("Requests:", summary["num_requests"]),
         _row("Elapsed time (s):", summary["elapsed_s"]),
         _row("Request throughput (req/s):", summary["requests_per_s"]),
@@ -111,6 +124,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         return _offline_table(summary)
     lines = [
         _banner(" Serving Benchmark Result ", "="),
+        *_outcome_rows(summary),
         _row("Compat mode:", summary["compat_mode"]),
         *_sent_rows(summary),
         _row("Traffic request rate:", summary["request_rate"]),
@@ -129,6 +143,8 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
                 summary["output_tokens_fallback_requests"],
             )
         )
+    if summary.get("short_output_requests"):
+        lines.append(_row("Short of forced output length:", summary["short_output_requests"]))
     lines.append(_row("Request throughput (req/s):", summary["request_throughput_per_s"]))
     if summary.get("request_goodput_per_s") is not None:
         lines.append(_row("Request goodput (req/s):", summary["request_goodput_per_s"]))

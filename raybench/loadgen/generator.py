@@ -271,7 +271,8 @@ class LoadGenerator:
                     status, error = await self._read_stream(resp, reader)
                     return status, http_status, error
                 reader.complete_body(orjson.loads(await resp.read()), self._clock_ns())
-                return RequestStatus.OK, http_status, None
+                status, error = _judge_tokens(reader)
+                return status, http_status, error
         except StreamError as err:
             return RequestStatus.BAD_RESPONSE, http_status, str(err)
         except orjson.JSONDecodeError as err:
@@ -313,7 +314,7 @@ class LoadGenerator:
         reader.close(clock())
         if not (reader.done or reader.finished):
             return RequestStatus.DISCONNECTED, f"stream ended without [DONE] after {reader.seq} events"
-        return RequestStatus.OK, None
+        return _judge_tokens(reader)
 
     def _timeout_message(self, reader: SseReader) -> str:
         c = self._client
@@ -389,6 +390,16 @@ class LoadGenerator:
             max_loop_lag_ms=max(lags) / 1e6,
             mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
         )
+
+
+def _judge_tokens(reader: SseReader) -> tuple[RequestStatus, str | None]:
+    """A 200 that carried no output token is not a success: nothing was generated to measure."""
+    if reader.tokens > 0 or (reader.output_tokens or 0) > 0:
+        return RequestStatus.OK, None
+    return RequestStatus.BAD_RESPONSE, (
+        f"the server answered 200 but sent no output token ({reader.seq} events, "
+        f"usage.completion_tokens={reader.output_tokens})"
+    )
 
 
 def _cpu_s() -> float:

@@ -1,8 +1,8 @@
 """``LoadGenPool``: one cell's requests and concurrency spread over N load-generator actors.
 
-The driver polls every actor about once a second and writes whatever rows came back, so
-memory stays bounded however long the cell runs and a lost actor costs at most the rows it
-had not yet handed over. Actors are named ``raybench:<cell>:<i>`` for the Ray dashboard, take a
+The driver polls every actor about once a second and writes whatever rows came back (durably,
+one part per poll round), so memory stays bounded however long the cell runs and a lost actor
+costs at most the rows it had not yet handed over; its unsent requests go on on a replacement. Actors are named ``raybench:<cell>:<i>`` for the Ray dashboard, take a
 fraction of a CPU, and go to nodes with a ``client`` resource when the cluster has any.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +25,7 @@ from raybench.loadgen.arrivals import split_concurrency, split_requests
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import ClockAnchor, estimate_anchor
 from raybench.loadgen.generator import Progress, SelfCheck
+from raybench.loadgen.recovery import arrival_order, leftover, lost_rows
 from raybench.loadgen.worker import PollResult, ShardTask
 from raybench.telemetry.client_metrics import merge_counts
 from raybench.workloads.base import Workload
@@ -37,8 +38,11 @@ _CALL_TIMEOUT_S = 60.0
 
 
 class BatchSink(Protocol):
+    """Where rows go: ``flush`` after each poll round makes what arrived durable."""
+
     def write_requests(self, batch: pa.RecordBatch) -> None: ...
     def write_chunks(self, batch: pa.RecordBatch) -> None: ...
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +56,7 @@ class ActorReport:
     self_check: SelfCheck | None = None
     lost: bool = False
     error: str | None = None
+    replaced_by: str | None = None  # the actor that took over its unsent requests
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,10 +64,22 @@ class PoolResult:
     actors: tuple[ActorReport, ...]
     timed_out: bool
     t_start_ns: int  # driver time base
+    # requests no actor will ever send: lost actors beyond max_replacements
+    abandoned_requests: int = 0
 
     @property
     def lost_actors(self) -> tuple[ActorReport, ...]:
         return tuple(a for a in self.actors if a.lost)
+
+    def why_missing(self) -> str | None:
+        """What the pool knows about requests without a row (for the cell's outcome)."""
+        reasons = []
+        unreplaced = [a.name for a in self.lost_actors if a.replaced_by is None]
+        if unreplaced:
+            reasons.append(f"load generators lost and not replaced: {', '.join(unreplaced)}")
+        if self.timed_out:
+            reasons.append("the cell passed its time limit before every request was sent")
+        return "; ".join(reasons) or None
 
 
 @dataclass
@@ -71,13 +88,36 @@ class _Member:
     handle: ray.actor.ActorHandle
     node: str = ""
     anchor: ClockAnchor = ClockAnchor(offset_ns=0, rtt_ns=0)
-    num_requests: int = 0
+    ids: tuple[int, ...] = ()  # in the order the actor sends them
     concurrency: int = 0
+    recorded: set[int] = field(default_factory=set)
     progress: Progress | None = None
     self_check: SelfCheck | None = None
     finished: bool = False
     lost: bool = False
     error: str | None = None
+    replaced_by: str | None = None
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.ids)
+
+    @property
+    def live(self) -> bool:
+        return not (self.finished or self.lost)
+
+
+@dataclass
+class _Cell:
+    """What one ``run`` works on; lives only for that call."""
+
+    client: ClientConfig
+    workload: Workload
+    arrivals_s: np.ndarray
+    sink: BatchSink
+    t_start_ns: int = 0
+    replacements_left: int = 0
+    abandoned: int = 0
 
 
 def placement_options() -> dict:
@@ -96,6 +136,15 @@ def client_cpus() -> int:
 
 
 class LoadGenPool:
+    """Runs one cell over N actors; a lost actor is replaced and its unsent requests go on.
+
+    An actor is lost when its process dies (a poll raises ``RayActorError``) or when it stops
+    answering (no poll reply within ``call_timeout_s``): then it is killed first, so it cannot go
+    on sending requests whose rows nobody reads. Its requests in flight become ``disconnected``
+    rows and the rest run on a replacement (at most ``max_replacements`` per cell, default one
+    per actor); what no actor will send stays without a row and the cell is incomplete.
+    """
+
     def __init__(
         self,
         *,
@@ -104,15 +153,22 @@ class LoadGenPool:
         num_cpus_per_actor: float = 0.25,
         poll_interval_s: float = 1.0,
         labels: Mapping[str, str] | None = None,
+        max_replacements: int | None = None,
+        call_timeout_s: float = _CALL_TIMEOUT_S,
     ) -> None:
         if num_actors < 1:
             raise RunError(f"num_actors={num_actors} is not allowed: at least 1")
+        if max_replacements is not None and max_replacements < 0:
+            raise RunError(f"max_replacements={max_replacements} is not allowed: 0 or more")
         self.cell_id = cell_id
         # tags on the actors' live metrics (experiment, backend, hardware); cell is always set
         self.labels = {**(labels or {}), "cell": cell_id}
         self.num_actors = num_actors
         self.num_cpus_per_actor = num_cpus_per_actor
         self.poll_interval_s = poll_interval_s
+        self.max_replacements = num_actors if max_replacements is None else max_replacements
+        self.call_timeout_s = call_timeout_s
+        self._started = 0
 
     def run(
         self,
@@ -125,95 +181,146 @@ class LoadGenPool:
         timeout_s: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> PoolResult:
-        members = self._start_actors()
+        cell = _Cell(client=client, workload=workload, arrivals_s=np.asarray(arrivals_s, dtype=np.float64),
+                     sink=sink, replacements_left=self.max_replacements)
+        members = self._start_actors(self.num_actors)
         timed_out = False
-        t_start = 0
         try:
-            self._prepare(members, client, workload, arrivals_s, concurrency)
-            t_start = time.perf_counter_ns() + int(_START_SLACK_S * 1e9)
-            ray.get([m.handle.go.remote(t_start) for m in members], timeout=_CALL_TIMEOUT_S)
+            shards = split_requests(workload.num_requests, len(members))
+            slots = split_concurrency(concurrency, len(members))
+            self._prepare(cell, [(m, list(ids), slot) for m, ids, slot in zip(members, shards, slots)])
+            cell.t_start_ns = time.perf_counter_ns() + int(_START_SLACK_S * 1e9)
+            ray.get([m.handle.go.remote(cell.t_start_ns) for m in members], timeout=self.call_timeout_s)
             deadline = None if timeout_s is None else time.monotonic() + _START_SLACK_S + timeout_s
             try:
-                while not all(m.finished or m.lost for m in members):
-                    self._poll(members, sink, wait_s=self.poll_interval_s)
+                while any(m.live for m in members):
+                    self._poll(cell, members, wait_s=self.poll_interval_s)
                     if on_progress is not None:
-                        on_progress(_total_progress(members))
+                        on_progress(_total_progress(members, workload.num_requests))
                     if deadline is not None and time.monotonic() > deadline:
                         timed_out = True
                         log.warning("cell %s passed its %s s limit: stopping", self.cell_id, timeout_s)
                         break
             finally:
                 # on a deadline, Ctrl-C or an error: cancel what is in flight and keep its rows
-                self._stop_and_drain(members, sink)
+                self._stop_and_drain(cell, members)
         finally:
             for m in members:
                 ray.kill(m.handle, no_restart=True)
-        return PoolResult(actors=tuple(_report(m) for m in members), timed_out=timed_out, t_start_ns=t_start)
+        return PoolResult(actors=tuple(_report(m) for m in members), timed_out=timed_out,
+                          t_start_ns=cell.t_start_ns, abandoned_requests=cell.abandoned)
 
-    def _start_actors(self) -> list[_Member]:
+    def _start_actors(self, n: int) -> list[_Member]:
         options = placement_options()
         members = []
-        for i in range(self.num_actors):
-            name = f"raybench:{self.cell_id}:{i}"
+        for _ in range(n):
+            name = f"raybench:{self.cell_id}:{self._started}"
+            self._started += 1
             handle = LoadGenActor.options(
                 name=name, num_cpus=self.num_cpus_per_actor, max_restarts=0, **options
             ).remote(name, self.labels)
             members.append(_Member(name=name, handle=handle))
-        nodes = ray.get([m.handle.ready.remote() for m in members], timeout=_CALL_TIMEOUT_S * 5)
+        try:
+            nodes = ray.get([m.handle.ready.remote() for m in members], timeout=self.call_timeout_s * 5)
+        except BaseException:
+            for m in members:  # none is left holding a CPU share
+                ray.kill(m.handle, no_restart=True)
+            raise
         for m, node in zip(members, nodes):
             m.node = node
             m.anchor = estimate_anchor(lambda h=m.handle: ray.get(h.clock_ns.remote()))
         return members
 
-    def _prepare(
-        self,
-        members: list[_Member],
-        client: ClientConfig,
-        workload: Workload,
-        arrivals_s: np.ndarray,
-        concurrency: int,
-    ) -> None:
-        shards = split_requests(workload.num_requests, len(members))
-        slots = split_concurrency(concurrency, len(members))
-        arrivals = np.asarray(arrivals_s, dtype=np.float64)
+    def _prepare(self, cell: _Cell, shares: list[tuple[_Member, list[int], int]]) -> None:
         refs = []
-        for m, ids, slot in zip(members, shards, slots):
-            m.num_requests, m.concurrency = len(ids), slot
-            task = ShardTask(
-                cell_id=self.cell_id,
-                client=client,
-                workload=workload,
-                request_ids=tuple(ids),
-                arrivals_s=arrivals[list(ids)],
-                concurrency=slot,
-            )
+        for m, ids, slot in shares:
+            arrivals = cell.arrivals_s[ids]
+            m.ids, m.concurrency = arrival_order(ids, arrivals), slot
+            task = ShardTask(cell_id=self.cell_id, client=cell.client, workload=cell.workload,
+                             request_ids=tuple(ids), arrivals_s=arrivals, concurrency=slot)
             refs.append(m.handle.prepare.remote(task, m.anchor.offset_ns))
-        ray.get(refs, timeout=_CALL_TIMEOUT_S * 5)
+        ray.get(refs, timeout=self.call_timeout_s * 5)
 
-    def _poll(self, members: list[_Member], sink: BatchSink, wait_s: float = 0.0) -> None:
-        live = [m for m in members if not (m.finished or m.lost)]
+    def _poll(self, cell: _Cell, members: list[_Member], wait_s: float = 0.0) -> None:
+        live = [m for m in members if m.live]
         refs = [m.handle.poll.remote(wait_s) for m in live]
+        lost = []
         for m, ref in zip(live, refs):
             try:
-                result: PollResult = ray.get(ref, timeout=_CALL_TIMEOUT_S)
-            except (RayActorError, GetTimeoutError) as err:
-                m.lost, m.error = True, f"actor lost: {type(err).__name__}"
-                log.error("load generator %s on node %s was lost; its unsent rows are gone", m.name, m.node)
+                result: PollResult = ray.get(ref, timeout=self.call_timeout_s + wait_s)
+            except RayActorError as err:
+                lost.append((m, f"its process died: {type(err).__name__}"))
                 continue
-            _deliver(result, sink)
+            except GetTimeoutError:
+                # killed before it is given up: it must not go on sending requests nobody records
+                ray.kill(m.handle, no_restart=True)
+                lost.append((m, f"no answer to a poll within {self.call_timeout_s:g} s: killed"))
+                continue
+            if result.requests is not None:
+                m.recorded.update(result.requests.column("request_id").to_pylist())
+            _deliver(result, cell.sink)
             m.progress, m.finished, m.error = result.progress, result.finished, result.error
             if result.self_check is not None:
                 m.self_check = result.self_check
+        for m, why in lost:
+            members.extend(self._recover(cell, m, why))
+        cell.sink.flush()
 
-    def _stop_and_drain(self, members: list[_Member], sink: BatchSink) -> None:
-        live = [m for m in members if not (m.finished or m.lost)]
+    def _recover(self, cell: _Cell, m: _Member, why: str) -> list[_Member]:
+        """Rows for what the lost actor had in flight; a replacement for what it never sent."""
+        m.lost, m.error = True, f"actor lost: {why}"
+        sent = m.progress.sent if m.progress is not None else 0
+        rest = leftover(m.ids, sent, m.recorded)
+        log.error("load generator %s on node %s was lost (%s): %d requests in flight recorded as disconnected, "
+                  "%d unsent", m.name, m.node, why, len(rest.in_flight), len(rest.unsent))
+        if rest.in_flight:
+            t_scheduled = [cell.t_start_ns + int(cell.arrivals_s[i] * 1e9) for i in rest.in_flight]
+            cell.sink.write_requests(lost_rows(
+                cell_id=self.cell_id, actor=m.name, node=m.node, workload=cell.workload, request_ids=rest.in_flight,
+                t_scheduled_ns=t_scheduled, t_lost_ns=time.perf_counter_ns(), why=why))
+            m.recorded.update(rest.in_flight)
+        if not rest.unsent:
+            return []
+        new = self._replace(cell, m, rest.unsent)
+        if new is None:
+            cell.abandoned += len(rest.unsent)
+            log.error("cell %s: nothing took over from %s; %d requests will have no row",
+                      self.cell_id, m.name, len(rest.unsent))
+            return []
+        m.replaced_by = new.name
+        log.warning("cell %s: %s took over the %d unsent requests of %s", self.cell_id, new.name,
+                    len(rest.unsent), m.name)
+        return [new]
+
+    def _replace(self, cell: _Cell, m: _Member, unsent: tuple[int, ...]) -> _Member | None:
+        """A new actor sending ``unsent`` on the cell's schedule; None when none is left or it fails."""
+        if cell.replacements_left <= 0:
+            return None
+        cell.replacements_left -= 1
+        try:
+            (new,) = self._start_actors(1)
+        except (RayActorError, GetTimeoutError) as err:
+            log.error("cell %s: the replacement for %s did not start: %s", self.cell_id, m.name, err)
+            return None
+        try:
+            self._prepare(cell, [(new, list(unsent), min(m.concurrency, len(unsent)))])
+            ray.get(new.handle.go.remote(cell.t_start_ns), timeout=self.call_timeout_s)
+        except (RayActorError, GetTimeoutError) as err:
+            ray.kill(new.handle, no_restart=True)
+            log.error("cell %s: the replacement for %s failed before sending: %s", self.cell_id, m.name, err)
+            return None
+        return new
+
+    def _stop_and_drain(self, cell: _Cell, members: list[_Member]) -> None:
+        live = [m for m in members if m.live]
         if not live:
             return
         try:
-            ray.get([m.handle.stop.remote() for m in live], timeout=_CALL_TIMEOUT_S)
+            ray.get([m.handle.stop.remote() for m in live], timeout=self.call_timeout_s)
         except (RayActorError, GetTimeoutError):
             pass
-        self._poll(live, sink)
+        cell.replacements_left = 0  # stopping: nothing more is sent
+        self._poll(cell, members)
 
 
 def _deliver(result: PollResult, sink: BatchSink) -> None:
@@ -223,14 +330,15 @@ def _deliver(result: PollResult, sink: BatchSink) -> None:
         sink.write_requests(result.requests)
 
 
-def _total_progress(members: list[_Member]) -> Progress:
+def _total_progress(members: list[_Member], total: int) -> Progress:
+    """The cell's progress; a lost actor counts the rows it left (a replacement sends the rest)."""
     snaps = [m.progress for m in members if m.progress is not None]
     return Progress(
-        total=sum(m.num_requests for m in members),
-        sent=sum(p.sent for p in snaps),
-        done=sum(p.done for p in snaps),
+        total=total,
+        sent=sum(len(m.recorded) if m.lost else m.progress.sent for m in members if m.progress is not None),
+        done=sum(len(m.recorded) if m.lost else m.progress.done for m in members if m.progress is not None),
         failed=sum(p.failed for p in snaps),
-        in_flight=sum(p.in_flight for p in snaps),
+        in_flight=sum(m.progress.in_flight for m in members if m.progress is not None and m.live),
         output_tokens=sum(p.output_tokens for p in snaps),
         loop_lag_ms=max((p.loop_lag_ms for p in snaps), default=0.0),
         ttft_ms_counts=merge_counts([p.ttft_ms_counts for p in snaps]),
@@ -248,4 +356,5 @@ def _report(m: _Member) -> ActorReport:
         self_check=m.self_check,
         lost=m.lost,
         error=m.error,
+        replaced_by=m.replaced_by,
     )

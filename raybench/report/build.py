@@ -25,7 +25,7 @@ from raybench.report.charts import CHARTS, ChartDef
 from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
 from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
-from raybench.report.sources import load_source
+from raybench.report.sources import load_source, unfinished_cells
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.rundir import safe_name, tmp_path
 
@@ -246,12 +246,14 @@ def build_report(
         out_dir = path
     out_dir.mkdir(parents=True, exist_ok=True)
     style = series_style(frame)
-    charts, skipped = draw_charts(frame, style)
+    unfinished = unfinished_cells(source) if path.is_dir() else {}
+    # an incomplete cell's numbers are not drawn as if measured: it stays in the table, flagged
+    charts, skipped = draw_charts(frame.filter(~pl.col("cell_id").is_in(list(unfinished))), style)
     cells, badges, cell_specs = None, None, {}
     if drilldowns and path.is_dir():
         cells, badges, cell_specs = _drilldowns(path, frame, style)
     sections = [
-        h.Section(id="summary", title="Summary", body=summary_table(frame, badges)),
+        h.Section(id="summary", title="Summary", body=summary_table(frame, badges) + _unfinished_note(unfinished)),
         chart_section(charts, skipped, images=images),
         _metadata_section(path, frame),
         *([cells] if cells is not None else []),
@@ -272,6 +274,14 @@ def build_report(
     return ReportResult(html=report, images=tuple(written), drawn=tuple(charts), skipped=skipped)
 
 
+def _unfinished_note(unfinished: Mapping[str, str]) -> str:
+    if not unfinished:
+        return ""
+    items = "".join(f"<li>{h.esc(line)}</li>" for line in unfinished.values())
+    return (f'<p class="flag error">{len(unfinished)} cell(s) not complete, left out of every chart '
+            f"(run them again with raybench run --resume):</p><ul>{items}</ul>")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Written under a temporary name and renamed: a crash never leaves half a report."""
     tmp = tmp_path(path)
@@ -289,7 +299,7 @@ def write_run_report(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
         return build_report(run_dir).html
     except Exception as err:  # noqa: BLE001 -- any failure to draw is reported, never raised
         warn(
-            f"warning: the report was not written ({type(err).__name__}: {err}); the run's data is complete. "
+            f"warning: the report was not written ({type(err).__name__}: {err}); the run's data is on disk. "
             f"Draw it again with: raybench report {run_dir}"
         )
         return None

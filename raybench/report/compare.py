@@ -32,7 +32,7 @@ from raybench.report.build import (
     write_text_atomic,
 )
 from raybench.report.frame import CellMode, as_report_frame, combine_runs
-from raybench.report.sources import load_source
+from raybench.report.sources import load_source, unfinished_cells
 from raybench.report.style import series_style
 
 INPUT_TOLERANCE = 0.05
@@ -147,11 +147,23 @@ def compare_sources(
         sources = [reference, *sources]
     if len(sources) < 2:
         raise ConfigError.invalid("sources", [str(s) for s in sources], "at least two (runs, or runs and --reference)")
-    frames = _unique_runs([load_source(s) for s in sources])
+    frames, left_out = [], []
+    for s in sources:
+        # a cell that is not complete is never compared: its rows miss requests or time
+        unfinished = unfinished_cells(s) if Path(str(s)).is_dir() else {}
+        frames.append(load_source(s).filter(~pl.col("cell_id").is_in(list(unfinished))))
+        left_out += [f"{s}: {line}" for line in unfinished.values()]
+    frames = _unique_runs(frames)
+    if any(f.height == 0 for f in frames):
+        empty = [str(s) for s, f in zip(sources, frames) if f.height == 0]
+        raise ConfigError(f"nothing to compare in {', '.join(empty)}: no complete cell "
+                          f"({'; '.join(left_out) or 'no cells'}); run it again with raybench run --resume")
     combined = combine_runs(frames)
     ref_run = frames[0]["run"][0]
     ratios = ratio_table(combined.filter(pl.col("run") == ref_run), combined.filter(pl.col("run") != ref_run))
     table = format_ratio_table(ratios)
+    if left_out:
+        table += "\nleft out, not complete:\n" + "\n".join(f"  {line}" for line in left_out)
     out_dir.mkdir(parents=True, exist_ok=True)
     style = series_style(combined)
     charts, skipped = draw_charts(combined, style)

@@ -19,6 +19,7 @@ import polars as pl
 
 from raybench.analysis.cell import InFlight
 from raybench.analysis.metrics import CellTables, itl_lists, request_metrics
+from raybench.store.outcome import outcome_of
 
 PANEL_WIDTH, PANEL_HEIGHT = 330, 150
 _HIST_BINS = 30
@@ -43,6 +44,11 @@ class Flag:
 def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
     """What a reader must know before trusting a cell's numbers (an ``ok`` flag when nothing)."""
     flags: list[Flag] = []
+    outcome = outcome_of(summary)
+    if not outcome.complete:
+        flags.append(Flag(level=FlagLevel.ERROR, text=(
+            f"{outcome.kind.value.upper()}: {outcome.recorded_requests} of {outcome.planned_requests} requests "
+            f"recorded ({outcome.reason}); left out of the charts and of comparisons; `raybench run --resume` runs it again")))
     failed = summary.get("failed") or 0
     if failed:
         total = summary.get("num_prompts") or failed + (summary.get("completed") or 0)
@@ -70,7 +76,14 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
             f"{summary['retried']} request(s) sent twice: the server closed their connection before answering "
             "(try --no-keepalive)")))
     if summary.get("lost_actors"):
-        flags.append(Flag(level=FlagLevel.ERROR, text=f"{summary['lost_actors']} load-generator actor(s) lost"))
+        replaced = summary.get("replaced_actors") or 0
+        flags.append(Flag(level=FlagLevel.WARNING if replaced >= summary["lost_actors"] else FlagLevel.ERROR,
+                          text=f"{summary['lost_actors']} load-generator actor(s) lost, {replaced} replaced "
+                          "(their in-flight requests are disconnected rows)"))
+    if summary.get("short_output_requests"):
+        flags.append(Flag(level=FlagLevel.WARNING, text=(
+            f"{summary['short_output_requests']} successful request(s) stopped short of the forced output length "
+            "(the server may ignore ignore_eos/min_tokens)")))
     if summary.get("requests_not_recorded"):
         flags.append(Flag(level=FlagLevel.ERROR,
                           text=f"{summary['requests_not_recorded']} request(s) were never recorded"))

@@ -25,6 +25,7 @@ import polars as pl
 
 from raybench.errors import ConfigError
 from raybench.report.frame import LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name, report_frame
+from raybench.store.rundir import RunDir
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
@@ -69,6 +70,21 @@ def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
     summaries = [json.loads(f.read_text()) for f in files]
     summaries.sort(key=lambda s: order.get(s.get("cell_id"), len(order)))
     return report_frame([raybench_row(s, run=name) for s in summaries])
+
+
+def unfinished_cells(source: str | Path) -> dict[str, str]:
+    """The cells of a run dir that are not complete (cell id -> the outcome line).
+
+    Cells with a summary stay in the summary table, flagged, but no chart or comparison uses
+    their numbers; a cell the driver was killed in (rows in parts/, no summary) is listed too.
+    Other sources record no outcome: empty.
+    """
+    out: dict[str, str] = {}
+    for name, (outcome, settings) in RunDir(Path(source)).cell_outcomes().items():
+        if not outcome.complete:
+            cell_id = str(settings.get("id") or name)
+            out[cell_id] = outcome.line(cell_id)
+    return out
 
 
 def run_name(path: Path) -> str:

@@ -1,12 +1,21 @@
 """Writing and reading one cell's raw tables.
 
-Batches are streamed into Parquet as they arrive from the load generators, under temporary
-names; ``close()`` renames them, so a cell that did not finish leaves no file that looks whole.
+Rows are durable as they arrive: the driver hands each poll round's batches to ``flush()``,
+which writes them as one Parquet part per table under ``cells/<id>/parts/`` (each part written
+to a temporary name and renamed, so a part on disk is always whole). A SIGKILL of the driver
+mid-cell loses nothing already received. ``close()`` merges the parts into
+``requests.parquet`` and ``chunks.parquet`` and removes them; a cell that did not finish keeps
+its parts, and ``raybench plan --run-dir`` and ``--resume`` read them.
+
+A resume reruns an unfinished cell whole: the parts of the earlier attempt move to
+``attempts/<n>/`` (never mixed with the new rows: latencies and throughput only mean something
+when every request of a cell ran under the same load, in one session).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +28,9 @@ from raybench.store.schema import CHUNKS_SCHEMA, REQUESTS_SCHEMA
 REQUESTS_FILE = "requests.parquet"
 CHUNKS_FILE = "chunks.parquet"
 SUMMARY_FILE = "summary.json"
+PARTS_DIR = "parts"
+ATTEMPTS_DIR = "attempts"
+_TABLES = (("requests", REQUESTS_FILE, REQUESTS_SCHEMA), ("chunks", CHUNKS_FILE, CHUNKS_SCHEMA))
 
 
 class CellWriter:
@@ -26,31 +38,93 @@ class CellWriter:
 
     def __init__(self, cell_dir: Path) -> None:
         self.cell_dir = cell_dir
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        self._files = {
-            name: (cell_dir / name, pq.ParquetWriter(tmp_path(cell_dir / name), schema, compression="zstd"))
-            for name, schema in ((REQUESTS_FILE, REQUESTS_SCHEMA), (CHUNKS_FILE, CHUNKS_SCHEMA))
-        }
+        self.parts_dir = cell_dir / PARTS_DIR
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self._pending: dict[str, list[pa.RecordBatch]] = {"requests": [], "chunks": []}
+        self._seq = 0
         self.num_requests = 0
         self.num_chunks = 0
+        self.request_ids: list[int] = []
 
     def write_requests(self, batch: pa.RecordBatch) -> None:
-        self._files[REQUESTS_FILE][1].write_batch(batch)
+        self._pending["requests"].append(batch)
         self.num_requests += batch.num_rows
+        self.request_ids.extend(batch.column("request_id").to_pylist())
 
     def write_chunks(self, batch: pa.RecordBatch) -> None:
-        self._files[CHUNKS_FILE][1].write_batch(batch)
+        self._pending["chunks"].append(batch)
         self.num_chunks += batch.num_rows
 
+    def flush(self) -> None:
+        """Write what arrived since the last flush as one part per table (chunks first).
+
+        Chunks go first so that a request row on disk always has its chunks on disk too.
+        """
+        if not any(self._pending.values()):
+            return
+        self._seq += 1
+        for name, _, schema in reversed(_TABLES):
+            batches = self._pending[name]
+            if batches:
+                path = self.parts_dir / f"{name}-{self._seq:06d}.parquet"
+                tmp = tmp_path(path)
+                pq.write_table(pa.Table.from_batches(batches, schema=schema), tmp, compression="zstd")
+                os.replace(tmp, path)
+            self._pending[name] = []
+
     def close(self) -> None:
-        for final, writer in self._files.values():
-            writer.close()
-            os.replace(tmp_path(final), final)
+        """Merge the parts into the cell's two files (part by part: memory stays bounded)."""
+        self.flush()
+        for name, final, schema in _TABLES:
+            tmp = tmp_path(self.cell_dir / final)
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for part in sorted(self.parts_dir.glob(f"{name}-*.parquet")):
+                    writer.write_table(pq.read_table(part, schema=schema))
+            os.replace(tmp, self.cell_dir / final)
+        shutil.rmtree(self.parts_dir)
 
     def abort(self) -> None:
-        """Close without publishing: the temporary files stay for a post-mortem."""
-        for _, writer in self._files.values():
-            writer.close()
+        """Keep what arrived as parts; no file that looks like a finished cell is written."""
+        self.flush()
+
+
+def read_parts(cell_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The (requests, chunks) rows an unfinished cell kept in its parts; None when it has none."""
+    parts = cell_dir / PARTS_DIR
+    if not parts.is_dir():
+        return None
+    tables = []
+    for name, _, schema in _TABLES:
+        files = sorted(parts.glob(f"{name}-*.parquet"))
+        table = pa.concat_tables([pq.read_table(f, schema=schema) for f in files]) if files else schema.empty_table()
+        tables.append(pl.from_arrow(table))
+    return tables[0], tables[1]
+
+
+def recorded_requests(cell_dir: Path) -> int:
+    """Distinct request ids a cell directory holds rows for (its merged file, else its parts)."""
+    if (cell_dir / REQUESTS_FILE).is_file():
+        return pl.read_parquet(cell_dir / REQUESTS_FILE, columns=["request_id"])["request_id"].n_unique()
+    parts = read_parts(cell_dir)
+    return 0 if parts is None else parts[0]["request_id"].n_unique()
+
+
+def set_aside(cell_dir: Path) -> Path | None:
+    """Before a cell runs again: move an earlier attempt's files to ``attempts/<n>/``.
+
+    Returns where they went (None when the cell directory held nothing of an attempt).
+    """
+    present = sorted(p.name for p in cell_dir.iterdir() if p.name != ATTEMPTS_DIR) if cell_dir.is_dir() else []
+    if not present:
+        return None
+    n = 1
+    while (cell_dir / ATTEMPTS_DIR / str(n)).exists():
+        n += 1
+    dest = cell_dir / ATTEMPTS_DIR / str(n)
+    dest.mkdir(parents=True)
+    for name in present:
+        os.replace(cell_dir / name, dest / name)
+    return dest
 
 
 def read_cell(cell_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:

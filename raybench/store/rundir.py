@@ -3,7 +3,9 @@
     runs/<experiment>/<YYYYmmdd-HHMMSS>/
       plan.json  env.json  summary.parquet
       env.1.json ...   (earlier invocations on the same run dir, oldest first)
-      cells/<cell_id>/requests.parquet  chunks.parquet  summary.json
+      cells/<cell_id>/requests.parquet  chunks.parquet  summary.json (its outcome inside)
+      cells/<cell_id>/parts/         rows of a cell still running, or stopped mid-way
+      cells/<cell_id>/attempts/<n>/  an earlier, unfinished attempt, set aside by a resume
       servers/<name>.log  <name>.json
 """
 
@@ -20,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raybench.errors import RunError
+from raybench.store.outcome import CellOutcome, OutcomeKind, outcome_of
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -106,15 +109,50 @@ class RunDir:
         return kept
 
     def completed_cells(self) -> dict[str, dict[str, Any]]:
-        """Complete cells (directory name -> the cell settings its summary.json records)."""
-        out: dict[str, dict[str, Any]] = {}
-        for name in self.cell_ids():
-            path = self.path / "cells" / name / "summary.json"
-            try:
-                out[name] = json.loads(path.read_text()).get("cell") or {}
-            except (OSError, ValueError) as err:
-                raise RunError(f"{path} is unreadable ({err}): delete that cell's directory to run it again") from err
+        """Complete cells (directory name -> the cell settings its summary.json records).
+
+        Complete means the summary's outcome says every planned request has a row; a cell
+        with a summary that is incomplete or failed is not here, so a resume runs it again.
+        """
+        return {name: settings for name, (outcome, settings) in self.cell_outcomes().items() if outcome.complete}
+
+    def cell_outcomes(self) -> dict[str, tuple[CellOutcome, dict[str, Any]]]:
+        """Every cell directory's outcome and settings, complete or not.
+
+        A cell without a summary but with row parts is one the run stopped in (the driver was
+        killed or interrupted): incomplete, with the rows it kept counted.
+        """
+        from raybench.store.cells import read_parts
+
+        cells = self.path / "cells"
+        out: dict[str, tuple[CellOutcome, dict[str, Any]]] = {}
+        for cell_dir in sorted(p for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []:
+            path = cell_dir / "summary.json"
+            if path.is_file():
+                try:
+                    summary = json.loads(path.read_text())
+                    out[cell_dir.name] = (outcome_of(summary), summary.get("cell") or {})
+                except (OSError, ValueError) as err:
+                    raise RunError(f"{path} is unreadable ({err}): delete that cell's directory to run it again") from err
+                continue
+            parts = read_parts(cell_dir)
+            if parts is not None:
+                ids = parts[0]["request_id"].n_unique()
+                out[cell_dir.name] = (CellOutcome(
+                    kind=OutcomeKind.INCOMPLETE, planned_requests=self._planned(cell_dir.name), recorded_requests=ids,
+                    reason=f"the run stopped mid-cell; {ids} request rows kept in parts/"), {})
         return out
+
+    def _planned(self, name: str) -> int:
+        """A cell's planned requests as plan.json records them (0 when unknown)."""
+        try:
+            cells = json.loads(self.plan_json.read_text()).get("cells", [])
+        except (OSError, ValueError):
+            return 0
+        for c in cells:
+            if safe_name(str(c.get("id"))) == name:
+                return int(c.get("num_prompts") or c.get("batch_size") or 0)
+        return 0
 
     @classmethod
     def latest(cls, root: Path | str, experiment: str) -> RunDir:
@@ -127,8 +165,5 @@ class RunDir:
         return cls(runs[-1])
 
     def cell_ids(self) -> list[str]:
-        """Cells whose summary.json exists: the ones that completed."""
-        cells = self.path / "cells"
-        if not cells.is_dir():
-            return []
-        return sorted(p.name for p in cells.iterdir() if (p / "summary.json").is_file())
+        """The cells that completed (every planned request accounted for)."""
+        return sorted(self.completed_cells())

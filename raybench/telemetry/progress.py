@@ -217,12 +217,20 @@ def _check_note(summary: Mapping[str, Any]) -> str:
     return ""
 
 
+def _outcome_mark(summary: Mapping[str, Any]) -> str:
+    """An incomplete or failed cell is marked beside its name, with the requests it recorded."""
+    outcome = summary.get("outcome")
+    if outcome in (None, "complete"):
+        return ""
+    return f" ({str(outcome).upper()}: {summary.get('recorded_requests')}/{summary.get('planned_requests')} requests)"
+
+
 def format_final_table(summaries: Sequence[Mapping[str, Any]]) -> str:
     """One row per cell: what a reader compares across cells at a glance."""
     header = ["cell", *(c[0] for c in _COLUMNS)]
     rows = [header]
     for s in summaries:
-        row = [str(s.get("cell_id", "?")) + _check_note(s)]
+        row = [str(s.get("cell_id", "?")) + _check_note(s) + _outcome_mark(s)]
         for _, keys, fmt in _COLUMNS:
             value = next((s[k] for k in keys if s.get(k) is not None), None)
             row.append("-" if value is None else fmt.format(value))

@@ -169,7 +169,11 @@ def test_a_crash_mid_run_stops_the_run_and_leaves_the_cell_incomplete(nodes, fak
         _run(tmp_path, backend, output_len=2000, num_prompts=4)  # each request streams for about 4 s
     assert "FAKE segmentation fault in the decode loop" in str(err.value)
     rd = RunDir(next((tmp_path / "lifecycle").iterdir()))
-    assert rd.cell_ids() == []  # no summary: a resume runs the cell again
+    assert rd.cell_ids() == []  # not complete: a resume runs the cell again
+    # the cell says why: a failed outcome with the server's death as the reason
+    [(outcome, _)] = rd.cell_outcomes().values()
+    assert outcome.kind.value == "failed" and "sglang exited with code 3" in outcome.reason
+    assert 0 < outcome.recorded_requests <= 4 == outcome.planned_requests  # the rows it got are kept
 
 
 def test_a_loud_server_log_reaches_the_driver_whole(nodes, fake_env, tmp_path):

@@ -82,6 +82,25 @@ def test_plan_marks_done_cells(tmp_path):
     (tmp_path / "cells" / done / "summary.json").write_text("{}")
     cells = _plan("--run-dir", str(tmp_path))
     assert [c["id"] for c in cells if c["done"]] == [done]
+    assert cells[0]["outcome"] == "complete" and cells[1]["outcome"] == "not run"
+
+
+def test_plan_shows_an_incomplete_cell_as_not_done_with_its_reason(tmp_path):
+    from raybench.store.outcome import judge
+
+    first, second = (c["id"] for c in _plan()[:2])
+    for cell, outcome in ((first, judge(range(32), range(12), why_missing="load generators lost and not replaced: a")),
+                          (second, judge(range(8), range(8)))):
+        (tmp_path / "cells" / cell).mkdir(parents=True)
+        (tmp_path / "cells" / cell / "summary.json").write_text(json.dumps({"cell": {"id": cell}, **outcome.fields()}))
+    cells = _plan("--run-dir", str(tmp_path))
+    assert (cells[0]["done"], cells[0]["outcome"], cells[1]["done"]) == (False, "incomplete", True)
+    assert cells[0]["outcome_reason"] == "20 planned requests have no row: load generators lost and not replaced: a"
+    table = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--run-dir", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    header, row = table.stdout.splitlines()[:2]
+    assert "outcome" in header.split() and "incomplete" in row.split()
+    assert "1 complete, 1 incomplete or failed (run again by --resume)" in table.stderr
 
 
 def test_only_rejects_an_unknown_field_and_an_empty_selection():

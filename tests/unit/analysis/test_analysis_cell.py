@@ -19,11 +19,13 @@ ITL per chunk: R0 [500, 500], R1 [600].  Per token: R0 [500, 500/3 ×3], R1 [600
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from analysis_tables import chunks_frame, requests_frame
 
 from raybench.analysis import CompatMode, summarize_cell
+from raybench.analysis.summary import format_summary_table
 
 REQUESTS = [
     {"request_id": 0, "sent": 0, "done": 1300, "output_tokens": 5, "prompt_tokens": 100,
@@ -150,7 +152,7 @@ def test_sglang_mode_counts_max_tokens_and_done_time():
     assert s["mean_tpot_ms"] == pytest.approx(((1060 / 4) + (620 / 15)) / 2)
 
 
-def test_every_request_failed_gives_zeros_with_counts():
+def test_every_request_failed_gives_no_latency_figures_with_counts():
     req = requests_frame(
         [{"request_id": 0, "sent": 0, "done": 500, "status": "http_error", "http_status": 503}]
     )
@@ -158,8 +160,13 @@ def test_every_request_failed_gives_zeros_with_counts():
                        goodput_slos_ms={"ttft": 1})
     assert (s["completed"], s["failed"], s["failed_http_error"]) == (0, 1, 1)
     assert s["duration_s"] == pytest.approx(0.5)
-    assert (s["count_ttft"], s["mean_ttft_ms"]) == (0, 0)
-    assert (s["count_itl"], s["p99_itl_ms"], s["mean_e2e_latency_ms"]) == (0, 0, 0)
+    # no sample, no figure: None (null in JSON, n/a in the table), never a measured-looking 0
+    assert (s["count_ttft"], s["mean_ttft_ms"], s["median_ttft_ms"]) == (0, None, None)
+    assert (s["count_itl"], s["p99_itl_ms"], s["mean_e2e_latency_ms"]) == (0, None, None)
+    assert s["peak_output_tokens_per_s"] is None
+    table = format_summary_table(s)
+    assert re.search(r"^Median TTFT \(ms\):\s+n/a\s*$", table, re.MULTILINE), table
+    assert re.search(r"^Peak output token throughput \(tok/s\):\s+n/a\s*$", table, re.MULTILINE), table
     assert s["request_goodput"] == 0.0
     assert s["errors"] == ["request 0 http_error http 503: (no text)"]
     # the one slot was busy for the whole 0.5 s, but no successful token arrived in it

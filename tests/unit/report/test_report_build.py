@@ -74,7 +74,7 @@ def test_a_report_that_cannot_be_drawn_warns_and_keeps_the_run(tmp_path):
     (run / "cells" / "sim-online-c4-i512-o64" / "summary.json").write_text("{not json")
     warnings = []
     assert write_run_report(run, warn=warnings.append) is None
-    assert len(warnings) == 1 and "raybench report" in warnings[0] and "data is complete" in warnings[0]
+    assert len(warnings) == 1 and "raybench report" in warnings[0] and "data is on disk" in warnings[0]
     assert (run / "cells" / "sim-online-c16-i512-o64" / "requests.parquet").is_file()
 
 

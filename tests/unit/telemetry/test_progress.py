@@ -152,3 +152,12 @@ def test_a_pipe_or_a_dumb_terminal_gets_plain_lines(monkeypatch):
     os.close(master)
     with pytest.raises(ValueError, match="stream"):
         ProgressDisplay(live=True)
+
+
+def test_the_final_table_marks_a_cell_that_is_not_complete():
+    lost = {**SUMMARIES[0], "cell_id": "sim-c4", "outcome": "incomplete", "recorded_requests": 12,
+            "planned_requests": 32, "median_ttft_ms": None}
+    rows = format_final_table([SUMMARIES[0], lost]).splitlines()
+    assert rows[3].split()[0] == "sim-c8" and "INCOMPLETE" not in rows[3]
+    assert rows[4].startswith("sim-c4 (INCOMPLETE: 12/32 requests)")
+    assert rows[4].split()[-3] == "-"  # no TTFT sample: a dash, not 0
