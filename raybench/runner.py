@@ -426,6 +426,7 @@ def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[
         "lost_actors": len(result.lost_actors),
         "replaced_actors": sum(1 for a in result.actors if a.replaced_by is not None),
         "requests_not_recorded": expected - recorded,
+        "requests_abandoned": result.abandoned_requests,  # never sent: their actor was lost and not replaced
         "timed_out": result.timed_out,
     }
 

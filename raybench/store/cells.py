@@ -102,11 +102,14 @@ def read_parts(cell_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:
 
 
 def recorded_requests(cell_dir: Path) -> int:
-    """Distinct request ids a cell directory holds rows for (its merged file, else its parts)."""
-    if (cell_dir / REQUESTS_FILE).is_file():
-        return pl.read_parquet(cell_dir / REQUESTS_FILE, columns=["request_id"])["request_id"].n_unique()
-    parts = read_parts(cell_dir)
-    return 0 if parts is None else parts[0]["request_id"].n_unique()
+    """Distinct request ids a cell directory holds rows for (its merged file, else its parts).
+
+    Reads only the request_id column of the requests rows: chunk parts can be large.
+    """
+    files = [cell_dir / REQUESTS_FILE] if (cell_dir / REQUESTS_FILE).is_file() else sorted(
+        (cell_dir / PARTS_DIR).glob("requests-*.parquet"))
+    ids = [pq.read_table(f, columns=["request_id"]).column("request_id") for f in files]
+    return len(pa.chunked_array([c for a in ids for c in a.chunks], pa.uint64()).unique()) if ids else 0
 
 
 def set_aside(cell_dir: Path) -> Path | None:

@@ -122,7 +122,7 @@ class RunDir:
         A cell without a summary but with row parts is one the run stopped in (the driver was
         killed or interrupted): incomplete, with the rows it kept counted.
         """
-        from raybench.store.cells import read_parts
+        from raybench.store.cells import PARTS_DIR, recorded_requests
 
         cells = self.path / "cells"
         out: dict[str, tuple[CellOutcome, dict[str, Any]]] = {}
@@ -135,9 +135,8 @@ class RunDir:
                 except (OSError, ValueError) as err:
                     raise RunError(f"{path} is unreadable ({err}): delete that cell's directory to run it again") from err
                 continue
-            parts = read_parts(cell_dir)
-            if parts is not None:
-                ids = parts[0]["request_id"].n_unique()
+            if (cell_dir / PARTS_DIR).is_dir():
+                ids = recorded_requests(cell_dir)
                 out[cell_dir.name] = (CellOutcome(
                     kind=OutcomeKind.INCOMPLETE, planned_requests=self._planned(cell_dir.name), recorded_requests=ids,
                     reason=f"the run stopped mid-cell; {ids} request rows kept in parts/"), {})

@@ -2,8 +2,8 @@
 exactly one row, or the cell says it is incomplete; never a complete-looking cell with rows missing.
 
 The simulator answers each request in about 0.5 s, so a 2-actor cell of 32 requests at
-concurrency 4 runs for several seconds and the victim has both finished and in-flight requests
-when it goes.
+concurrency 4 runs for about 4 s; the victim goes once the first rows are on disk, with finished,
+in-flight and unsent requests.
 """
 
 import os
@@ -33,22 +33,28 @@ def _experiment():
                       online=(SWEEP,))
 
 
-def _signal_actor_when_busy(name: str, sig: int, box: list) -> threading.Thread:
-    """Once ``name`` exists and has been sending for a while, send its process ``sig``."""
+def _signal_actor_when_busy(name: str, sig: int, box: list, rd: RunDir) -> threading.Thread:
+    """Once ``name`` exists and the cell's first rows are on disk, send its process ``sig``.
+
+    Waiting for rows, not for a fixed time, puts the signal mid-cell however slowly the actors
+    start on a busy machine: the cell has sent requests and has more than half of them to go.
+    """
 
     def act() -> None:
         deadline = time.monotonic() + 120
+        pid = None
         while time.monotonic() < deadline:
-            try:
-                handle = ray.get_actor(name)
-                pid = ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=10)
-            except (ValueError, ray.exceptions.RayError):
-                time.sleep(0.2)
-                continue
-            time.sleep(2.0)  # a few requests done, two in flight
-            os.kill(pid, sig)
-            box.append(pid)
-            return
+            if pid is None:
+                try:
+                    handle = ray.get_actor(name)
+                    pid = ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=10)
+                except (ValueError, ray.exceptions.RayError):
+                    pass
+            elif list((rd.cell_dir(CELL) / "parts").glob("requests-*.parquet")):
+                os.kill(pid, sig)
+                box.append(pid)
+                return
+            time.sleep(0.05)
 
     thread = threading.Thread(target=act, daemon=True)
     thread.start()
@@ -62,7 +68,7 @@ def _rows(rd: RunDir) -> pl.DataFrame:
 def test_an_actor_killed_mid_cell_is_replaced_and_every_request_has_one_row(ray_local, tmp_path):
     rd = RunDir.create(tmp_path, "lost")
     killed: list = []
-    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed)
+    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
     lines: list[str] = []
     [summary] = Runner(_experiment(), rd, RunOptions(actors=2), report=lines.append).run()
     thread.join(timeout=5)
@@ -86,7 +92,7 @@ def test_an_actor_killed_mid_cell_is_replaced_and_every_request_has_one_row(ray_
 def test_without_a_replacement_the_cell_is_incomplete_says_so_and_a_resume_completes_it(ray_local, tmp_path):
     rd = RunDir.create(tmp_path, "lost")
     killed: list = []
-    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed)
+    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
     lines: list[str] = []
     [summary] = Runner(_experiment(), rd, RunOptions(actors=2, max_replacements=0), report=lines.append).run()
     thread.join(timeout=5)
@@ -110,7 +116,7 @@ def test_without_a_replacement_the_cell_is_incomplete_says_so_and_a_resume_compl
 def test_an_actor_that_stops_answering_is_killed_before_its_rows_are_dropped(ray_local, tmp_path, monkeypatch):
     rd = RunDir.create(tmp_path, "lost")
     frozen: list = []
-    thread = _signal_actor_when_busy(VICTIM, signal.SIGSTOP, frozen)
+    thread = _signal_actor_when_busy(VICTIM, signal.SIGSTOP, frozen, rd)
     from raybench.loadgen import pool as pool_module
 
     original = pool_module.LoadGenPool.__init__
