@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.ipc
 
 import raybench
+from raybench.analysis.lateness import DEFAULT_LATE_SEND_THRESHOLD_MS
 from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
 from raybench.backends import admin
 from raybench.backends.base import BackendKind, ProcessBackend
@@ -32,7 +33,7 @@ from raybench.errors import BackendError, RunError
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig
-from raybench.loadgen.clock import estimate_anchor
+from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
@@ -73,6 +74,7 @@ class RunOptions:
     cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
     experiment_file: Path | None = None  # recorded in env.json: its text, digest and git commit
     invocation: dict[str, Any] = dataclasses.field(default_factory=dict)  # the command line and its overrides
+    late_send_threshold_ms: float = DEFAULT_LATE_SEND_THRESHOLD_MS  # p99 send lateness beyond it flags a cell
 
 
 def workload_for(cell: Cell, seed: int | None = None) -> Workload:
@@ -265,6 +267,7 @@ class Runner:
         summary = summarize_cell(
             requests, chunks, compat=self.experiment.compat, target_concurrency=concurrency,
             request_rate_per_s=rate, burstiness=cell.burstiness, goodput_slos_ms=self.experiment.goodput_slos_ms or None,
+            late_send_threshold_ms=self.options.late_send_threshold_ms,
         )
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
         return summary
@@ -330,14 +333,29 @@ def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[
             row.update(dataclasses.asdict(check))
             busy = check.wall_s > 0 and check.cpu_s / check.wall_s > _SATURATED_CPU_SHARE
             saturated |= check.max_loop_lag_ms > _SATURATED_LAG_MS or busy
+        row.update(_clock_fields(a.clock))
         actors.append(row)
+    drifts = [abs(a.clock.drift_ns) for a in result.actors if a.clock is not None and a.clock.drift_ns is not None]
     return {
         "num_actors": len(result.actors),
         "actors": actors,
         "client_saturated": saturated,
+        # how far any actor's clock moved against the driver's during the cell (anchored before and after)
+        "clock_drift_max_ms": max(drifts) / 1e6 if drifts else None,
+        "clock_drift_flagged": any(a.clock is not None and a.clock.flagged for a in result.actors),
         "lost_actors": len(result.lost_actors),
         "requests_not_recorded": expected - recorded,
         "timed_out": result.timed_out,
+    }
+
+
+def _clock_fields(clock: ClockDrift | None) -> dict[str, Any]:
+    after = None if clock is None else clock.after
+    return {
+        "clock_offset_after_ns": None if after is None else after.offset_ns,
+        "clock_rtt_after_ns": None if after is None else after.rtt_ns,
+        "clock_drift_ns": None if clock is None else clock.drift_ns,
+        "clock_drift_uncertainty_ns": None if clock is None else clock.uncertainty_ns,
     }
 
 

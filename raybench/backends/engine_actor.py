@@ -64,6 +64,7 @@ class EngineResult:
                 "status": [RequestStatus.OK.value] * n,
                 "http_status": [None] * n,
                 "error": [None] * n,
+                "send_lateness_ns": [None] * n,
             },
             schema=REQUESTS_SCHEMA,
         )

@@ -180,6 +180,7 @@ class LoadGenerator:
             self._wall_ns = self._clock_ns() - wall0
 
     async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
+        t_free = t_start_ns  # when this slot last became free: every slot is free at the start
         while self._next < len(self._specs):
             i = self._next
             self._next += 1
@@ -187,9 +188,12 @@ class LoadGenerator:
             wait_ns = t_scheduled - self._clock_ns()
             if wait_ns > 0:
                 await asyncio.sleep(wait_ns / 1e9)
-            await self._one(session, i, t_scheduled)
+            # due when both its time has come and a slot was free: waiting for the slot is
+            # queue time (a closed loop's cap at work), anything after that is a late send
+            t_free = await self._one(session, i, t_scheduled, max(t_scheduled, t_free))
 
-    async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int) -> None:
+    async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int, t_due: int) -> int:
+        """Send request ``i`` and read its answer; returns the time its row was recorded."""
         spec = self._specs[i]
         reader = SseReader(spec.request_id)
         status, http_status, error = RequestStatus.OK, None, None
@@ -223,9 +227,9 @@ class LoadGenerator:
         except (aiohttp.ClientError, OSError) as err:
             status, error = RequestStatus.DISCONNECTED, f"connection lost after {reader.seq} events: {err!r}"
         except asyncio.CancelledError:
-            self._record(spec, reader, t_scheduled, t_slot, RequestStatus.CANCELLED, http_status, "run stopped")
+            self._record(spec, reader, t_scheduled, t_due, t_slot, RequestStatus.CANCELLED, http_status, "run stopped")
             raise
-        self._record(spec, reader, t_scheduled, t_slot, status, http_status, error)
+        return self._record(spec, reader, t_scheduled, t_due, t_slot, status, http_status, error)
 
     async def _read_stream(
         self, resp: aiohttp.ClientResponse, reader: SseReader
@@ -261,13 +265,15 @@ class LoadGenerator:
         spec: RequestSpec,
         reader: SseReader,
         t_scheduled: int,
+        t_due: int,
         t_slot: int,
         status: RequestStatus,
         http_status: int | None,
         error: str | None,
-    ) -> None:
+    ) -> int:
         """One request row; ``t_slot`` stands in for t_sent when nothing was ever sent."""
         t_sent = reader.t_sent_ns if reader.t_sent_ns is not None else t_slot
+        t_done = self._clock_ns()
         self._in_flight -= 1
         self._active.discard(reader)
         self._done += 1
@@ -285,10 +291,12 @@ class LoadGenerator:
         r.t_scheduled_ns.append(t_scheduled)
         r.t_sent_ns.append(t_sent)
         r.t_first_ns.append(reader.t_first_ns)
-        r.t_done_ns.append(self._clock_ns())
+        r.t_done_ns.append(t_done)
         r.status.append(STATUS_CODE[status])
         r.http_status.append(http_status)
         r.error.append(error)
+        r.send_lateness_ns.append(t_sent - t_due)
+        return t_done
 
     async def _watch_loop_lag(self) -> None:
         while True:

@@ -23,7 +23,7 @@ from raybench.errors import RunError
 from raybench.loadgen.actor import LoadGenActor
 from raybench.loadgen.arrivals import split_concurrency, split_requests
 from raybench.loadgen.client import ClientConfig
-from raybench.loadgen.clock import ClockAnchor, estimate_anchor
+from raybench.loadgen.clock import ClockAnchor, ClockDrift, estimate_anchors
 from raybench.loadgen.generator import Progress, SelfCheck
 from raybench.loadgen.worker import PollResult, ShardTask
 from raybench.telemetry.client_metrics import merge_counts
@@ -49,6 +49,7 @@ class ActorReport:
     concurrency: int
     clock_offset_ns: int
     clock_rtt_ns: int
+    clock: ClockDrift | None = None  # the anchors before and after the cell
     self_check: SelfCheck | None = None
     lost: bool = False
     error: str | None = None
@@ -71,6 +72,7 @@ class _Member:
     handle: ray.actor.ActorHandle
     node: str = ""
     anchor: ClockAnchor = ClockAnchor(offset_ns=0, rtt_ns=0)
+    anchor_after: ClockAnchor | None = None
     num_requests: int = 0
     concurrency: int = 0
     progress: Progress | None = None
@@ -122,6 +124,7 @@ class LoadGenPool:
         timed_out = False
         t_start = 0
         try:
+            self._anchor(members)
             self._prepare(members, client, workload, arrivals_s, concurrency)
             t_start = time.perf_counter_ns() + int(_START_SLACK_S * 1e9)
             ray.get([m.handle.go.remote(t_start) for m in members], timeout=_CALL_TIMEOUT_S)
@@ -138,6 +141,7 @@ class LoadGenPool:
             finally:
                 # on a deadline, Ctrl-C or an error: cancel what is in flight and keep its rows
                 self._stop_and_drain(members, sink)
+            self._anchor(members, after=True)
         finally:
             for m in members:
                 ray.kill(m.handle, no_restart=True)
@@ -155,8 +159,21 @@ class LoadGenPool:
         nodes = ray.get([m.handle.ready.remote() for m in members], timeout=_CALL_TIMEOUT_S * 5)
         for m, node in zip(members, nodes):
             m.node = node
-            m.anchor = estimate_anchor(lambda h=m.handle: ray.get(h.clock_ns.remote()))
         return members
+
+    def _anchor(self, members: list[_Member], *, after: bool = False) -> None:
+        """Anchor every live actor's clock at once: before the cell, and ``after`` it."""
+        live = [m for m in members if not m.lost]
+        readers = [lambda h=m.handle: ray.get(h.clock_ns.remote(), timeout=_CALL_TIMEOUT_S) for m in live]
+        for m, anchor in zip(live, estimate_anchors(readers)):
+            if isinstance(anchor, BaseException):
+                if not after:
+                    raise RunError(f"cannot read the clock of load generator {m.name}: {anchor!r}") from anchor
+                log.warning("load generator %s: no clock anchor after the cell (%r)", m.name, anchor)
+            elif after:
+                m.anchor_after = anchor
+            else:
+                m.anchor = anchor
 
     def _prepare(
         self,
@@ -238,6 +255,7 @@ def _report(m: _Member) -> ActorReport:
         concurrency=m.concurrency,
         clock_offset_ns=m.anchor.offset_ns,
         clock_rtt_ns=m.anchor.rtt_ns,
+        clock=ClockDrift(before=m.anchor, after=m.anchor_after),
         self_check=m.self_check,
         lost=m.lost,
         error=m.error,

@@ -60,6 +60,7 @@ class RequestColumns:
     status: list[int] = field(default_factory=list)
     http_status: list[int | None] = field(default_factory=list)
     error: list[str | None] = field(default_factory=list)
+    send_lateness_ns: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -116,6 +117,7 @@ def requests_batch(
             _dictionary(np.asarray(cols.status, np.int8), _STATUS_DICTIONARY),
             pa.array(cols.http_status, pa.int16()),
             pa.array(cols.error, pa.string()),
+            pa.array(cols.send_lateness_ns, pa.int64()),
         ],
         schema=REQUESTS_SCHEMA,
     )

@@ -60,6 +60,10 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field("status", _dict_str, nullable=False),
         pa.field("http_status", pa.int16()),
         pa.field("error", pa.string()),
+        # t_sent minus when the request was due: its scheduled time, or later when it had to
+        # wait for a concurrency slot (that wait is queue time, not lateness); null where no
+        # schedule applies (an in-process engine) and in tables written before it existed
+        pa.field("send_lateness_ns", pa.int64()),
     ],
     metadata={"raybench.schema_version": str(SCHEMA_VERSION), "raybench.table": "requests"},
 )

@@ -1,0 +1,39 @@
+import polars as pl
+import pytest
+
+from raybench.analysis.lateness import send_lateness_fields
+from raybench.errors import ConfigError
+
+
+def frame(lateness_ms):
+    return pl.DataFrame({"send_lateness_ns": [None if v is None else int(v * 1e6) for v in lateness_ms]},
+                        schema={"send_lateness_ns": pl.Int64})
+
+
+def test_percentiles_and_max_of_send_lateness():
+    f = send_lateness_fields(frame([0.1] * 98 + [3.0, 40.0, None]))
+    assert f["count_send_lateness"] == 100
+    assert f["median_send_lateness_ms"] == pytest.approx(0.1)
+    assert f["max_send_lateness_ms"] == pytest.approx(40.0)
+    assert f["p99_send_lateness_ms"] == pytest.approx(3.0 + 0.01 * 37.0)
+    assert f["late_sends"] == 1
+    assert f["sends_late"] is False  # one late send in 100 does not move p99 past 5 ms
+
+
+def test_a_cell_whose_sends_fell_behind_is_flagged_at_the_threshold_given():
+    behind = frame([0.2] * 90 + [8.0] * 10)
+    assert send_lateness_fields(behind)["sends_late"] is True
+    assert send_lateness_fields(behind, threshold_ms=10)["sends_late"] is False
+    assert send_lateness_fields(behind, threshold_ms=10)["late_send_threshold_ms"] == 10.0
+
+
+def test_no_lateness_column_is_not_measured_not_zero():
+    f = send_lateness_fields(pl.DataFrame({"t_sent_ns": [1, 2]}))
+    assert f["count_send_lateness"] == 0
+    assert f["median_send_lateness_ms"] is None and f["sends_late"] is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "5", True])
+def test_threshold_must_be_a_positive_number(bad):
+    with pytest.raises(ConfigError, match="late_send_threshold_ms"):
+        send_lateness_fields(frame([1.0]), threshold_ms=bad)
