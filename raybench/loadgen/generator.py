@@ -14,6 +14,7 @@ handshake lands inside a measurement either.
 from __future__ import annotations
 
 import asyncio
+import gc
 import resource
 import time
 import types
@@ -66,6 +67,8 @@ class SelfCheck:
     wall_s: float
     max_loop_lag_ms: float
     mean_loop_lag_ms: float
+    gc_collections: int = 0  # garbage collections during the run, each a pause of the whole loop
+    gc_max_pause_ms: float = 0.0
 
 
 class LoadGenerator:
@@ -114,6 +117,10 @@ class LoadGenerator:
         self._session: aiohttp.ClientSession | None = None
         self._wall_ns = 0
         self._cpu_s = 0.0
+        self._frozen = False
+        self._gc_start_ns = 0
+        self._gc_collections = 0
+        self._gc_max_pause_ns = 0
 
     def _default_session(self, limit: int) -> aiohttp.ClientSession:
         connector = make_connector(limit)
@@ -152,6 +159,12 @@ class LoadGenerator:
                 pass  # the cell's requests will say what is wrong, one row each
 
         await asyncio.gather(*(touch() for _ in range(self._concurrency)))
+        # Building the bodies left many objects behind: a full collection now, and everything
+        # alive frozen out of later ones, so no 50-100 ms collection of the oldest generation
+        # lands in the first burst (run() thaws them at the end).
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
 
     async def run(self, t_start_ns: int) -> None:
         """Send every request, the first at ``t_start_ns`` (this process's perf_counter_ns)."""
@@ -160,6 +173,7 @@ class LoadGenerator:
             self._session = self._session_factory(self._concurrency)
         session = self._session
         lag_task = asyncio.create_task(self._watch_loop_lag())
+        gc.callbacks.append(self._on_gc)
         try:
             delay_ns = t_start_ns - self._clock_ns()
             if delay_ns > 0:
@@ -173,11 +187,22 @@ class LoadGenerator:
                 await asyncio.gather(*workers, return_exceptions=True)
                 raise
         finally:
+            gc.callbacks.remove(self._on_gc)
+            if self._frozen:
+                gc.unfreeze()
+                self._frozen = False
             lag_task.cancel()
             self._session = None
             await session.close()
             self._cpu_s = _cpu_s() - cpu0
             self._wall_ns = self._clock_ns() - wall0
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start_ns = self._clock_ns()
+        else:
+            self._gc_collections += 1
+            self._gc_max_pause_ns = max(self._gc_max_pause_ns, self._clock_ns() - self._gc_start_ns)
 
     async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
         t_free = t_start_ns  # when this slot last became free: every slot is free at the start
@@ -330,6 +355,8 @@ class LoadGenerator:
             wall_s=self._wall_ns / 1e9,
             max_loop_lag_ms=max(lags) / 1e6,
             mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
+            gc_collections=self._gc_collections,
+            gc_max_pause_ms=self._gc_max_pause_ns / 1e6,
         )
 
 
