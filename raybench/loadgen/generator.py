@@ -69,6 +69,8 @@ class SelfCheck:
     mean_loop_lag_ms: float
     gc_collections: int = 0  # garbage collections during the run, each a pause of the whole loop
     gc_max_pause_ms: float = 0.0
+    rss_start_mb: float | None = None  # the process's resident set before the bodies were built
+    rss_peak_mb: float = 0.0  # the process's peak resident set (its streams' memory included)
 
 
 class LoadGenerator:
@@ -92,6 +94,7 @@ class LoadGenerator:
         order = np.argsort(np.asarray(arrivals_s, dtype=np.float64), kind="stable")
         self._specs = [specs[i] for i in order]
         self._arrivals_ns = (np.asarray(arrivals_s, dtype=np.float64)[order] * 1e9).astype(np.int64).tolist()
+        self._rss_start_mb = _rss_mb()
         self._client = client
         self._cell_id = cell_id
         self._concurrency = min(concurrency, max(1, len(specs)))
@@ -357,7 +360,18 @@ class LoadGenerator:
             mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
             gc_collections=self._gc_collections,
             gc_max_pause_ms=self._gc_max_pause_ns / 1e6,
+            rss_start_mb=self._rss_start_mb,
+            rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
         )
+
+
+def _rss_mb() -> float | None:
+    """This process's resident set now, where /proc says it (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _cpu_s() -> float:
