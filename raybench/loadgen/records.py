@@ -78,6 +78,11 @@ def _shift_nullable(values: list[int | None], offset_ns: int) -> pa.Array:
     return pa.array([None if v is None else v - offset_ns for v in values], pa.int64())
 
 
+def _lateness(values: list[int], n: int) -> pa.Array:
+    """Send lateness where it was measured; columns filled by hand without it read as null."""
+    return pa.array(values, pa.int64()) if len(values) == n else pa.nulls(n, pa.int64())
+
+
 def chunks_batch(cols: ChunkColumns, cell_id: str, offset_ns: int) -> pa.RecordBatch:
     """Arrow batch of ``cols``, times moved from the actor's clock to the run's time base."""
     n = len(cols)
@@ -117,7 +122,7 @@ def requests_batch(
             _dictionary(np.asarray(cols.status, np.int8), _STATUS_DICTIONARY),
             pa.array(cols.http_status, pa.int16()),
             pa.array(cols.error, pa.string()),
-            pa.array(cols.send_lateness_ns, pa.int64()),
+            _lateness(cols.send_lateness_ns, n),
         ],
         schema=REQUESTS_SCHEMA,
     )

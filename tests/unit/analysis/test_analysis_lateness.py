@@ -37,3 +37,32 @@ def test_no_lateness_column_is_not_measured_not_zero():
 def test_threshold_must_be_a_positive_number(bad):
     with pytest.raises(ConfigError, match="late_send_threshold_ms"):
         send_lateness_fields(frame([1.0]), threshold_ms=bad)
+
+
+def test_the_summary_and_its_table_say_when_sends_fell_behind():
+    from raybench.analysis.summary import format_summary_table, summarize_cell
+    from raybench.report.drilldown import FlagLevel, cell_flags
+
+    from analysis_tables import chunks_frame, requests_frame
+
+    rows = [{"request_id": i, "sent": 10.0 * i, "done": 10.0 * i + 5, "output_tokens": 1, "late": late}
+            for i, late in enumerate([0.1, 0.2, 9.0, 12.0])]
+    chunks = chunks_frame({i: [(10.0 * i + 2, "token", 1)] for i in range(4)})
+    summary = summarize_cell(requests_frame(rows), chunks, target_concurrency=4)
+    assert summary["max_send_lateness_ms"] == pytest.approx(12.0)
+    assert summary["sends_late"] is True and summary["late_sends"] == 2
+    assert "Sends fell behind schedule:              YES: p99 > 5 ms" in format_summary_table(summary)
+    warnings = [f.text for f in cell_flags(summary) if f.level is FlagLevel.WARNING]
+    assert any("sends fell behind schedule" in w for w in warnings)
+
+    relaxed = summarize_cell(requests_frame(rows), chunks, target_concurrency=4, late_send_threshold_ms=20)
+    assert relaxed["sends_late"] is False
+    assert "Sends fell behind schedule:              no" in format_summary_table(relaxed)
+
+
+def test_a_clock_that_drifted_is_a_warning_in_the_report():
+    from raybench.report.drilldown import FlagLevel, cell_flags
+
+    flags = cell_flags({"failed": 0, "clock_drift_flagged": True, "clock_drift_max_ms": 3.25})
+    assert [f.level for f in flags] == [FlagLevel.WARNING]
+    assert "drifted 3.25 ms" in flags[0].text
