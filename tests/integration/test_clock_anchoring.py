@@ -1,8 +1,8 @@
 """Actors whose clocks read ±50 ms off the driver's still land on one timeline, within 1 ms.
 
-Every process of this machine reads the same monotonic clock, so the simulator's own log of
-when each request arrived and each first token left is the truth to check the merged timeline
-against. Two of three actors are made to read their clocks 50 ms ahead and behind (as actors
+Every process of this machine reads the same monotonic clock, so an actor's true offset is the
+skew it was given, and the simulator's own log of when each request arrived and each first
+token left is the truth to check the merged timeline against end to end. Two of three actors are made to read their clocks 50 ms ahead and behind (as actors
 on other machines would); anchoring before the cell must put their rows back.
 """
 
@@ -60,7 +60,9 @@ def test_skewed_actor_clocks_are_put_back_on_the_driver_timeline(ray_local, tmp_
     offsets = {a["name"][-1]: a for a in saved["actors"]}
     for i, skew in enumerate(SKEWS_NS):
         a = offsets[str(i)]
-        assert abs(a["clock_offset_ns"] - skew) < 1_000_000 + a["clock_rtt_ns"] // 2
+        # every process here reads one monotonic clock, so the true offset is the skew itself:
+        # what is left of it is how far this actor's rows sit from the driver's timeline
+        assert abs(a["clock_offset_ns"] - skew) < 1_000_000, a
         # anchored again after the cell: nothing moved, so the drift is within the anchors' error
         assert abs(a["clock_drift_ns"]) <= a["clock_drift_uncertainty_ns"] + 1_000_000
     assert saved["clock_drift_flagged"] is False
@@ -77,11 +79,12 @@ def test_skewed_actor_clocks_are_put_back_on_the_driver_timeline(ray_local, tmp_
         ((pl.col("t_first_ns") - pl.col("s_first")) / 1e6).median().alias("response_trip_ms"),
     )
     print(per_actor)
-    # each actor's sends and first tokens sit where the server saw them: a trip of well under 1 ms
-    # on loopback, where a clock left 50 ms off would put them 50 ms away
+    # end to end, each actor's sends and first tokens sit where the server saw them, a loopback
+    # trip later (under 1 ms on a quiet machine, a few on a busy one; never before them by more
+    # than the anchor's error), where a clock left 50 ms off would put them 50 ms away
     for trip in ("request_trip_ms", "response_trip_ms"):
-        assert per_actor[trip].abs().max() < 1.0, per_actor
-        assert per_actor[trip].max() - per_actor[trip].min() < 1.0, per_actor
+        assert per_actor[trip].min() > -1.0, per_actor
+        assert per_actor[trip].max() < 5.0, per_actor
 
 
 def test_a_clock_that_moves_during_the_cell_is_recorded_and_flagged(ray_local, tmp_path, monkeypatch):
