@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CLIENT_RESOURCE = "client"
 _START_SLACK_S = 0.2  # lets every actor's "go" land before the common start time
 _CALL_TIMEOUT_S = 60.0
+_ANCHOR_TIMEOUT_S = 10.0  # a clock read is instant; an actor that takes this long is not answering
 
 
 class BatchSink(Protocol):
@@ -164,7 +165,7 @@ class LoadGenPool:
     def _anchor(self, members: list[_Member], *, after: bool = False) -> None:
         """Anchor every live actor's clock at once: before the cell, and ``after`` it."""
         live = [m for m in members if not m.lost]
-        readers = [lambda h=m.handle: ray.get(h.clock_ns.remote(), timeout=_CALL_TIMEOUT_S) for m in live]
+        readers = [lambda h=m.handle: ray.get(h.clock_ns.remote(), timeout=_ANCHOR_TIMEOUT_S) for m in live]
         for m, anchor in zip(live, estimate_anchors(readers)):
             if isinstance(anchor, BaseException):
                 if not after:
