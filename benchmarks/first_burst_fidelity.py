@@ -106,6 +106,8 @@ def main() -> None:
             requests = pl.read_parquet(rd.cell_dir(summary["cell_id"]) / "requests.parquet")
             truth = [r for r in truth_rows(url) if not r[0].startswith("warmup")]
             f = burst_errors(requests, truth, summary["actors"], args.concurrency)
+            f["p50_send_lateness_ms"] = summary["median_send_lateness_ms"]
+            f["p99_send_lateness_ms"] = summary["p99_send_lateness_ms"]
             results.append(f)
             print(f"run {run + 1}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in f.items()), flush=True)

@@ -5,7 +5,9 @@ A request is due at its scheduled arrival, or later when it had to wait for a co
 sent is the client's own delay: a timer that woke late, an event loop busy with other streams,
 the HTTP library building the request. Rate-based and trace arrivals promise the server a
 schedule; a cell whose sends fell behind it did not offer the load it says it did, so it is
-flagged rather than trusted.
+flagged rather than trusted. A burst (every request due at the same instant, rate inf) has no
+schedule to fall behind: its lateness is still measured (how long the burst took to leave, some
+100 µs of client work per request) but never flagged.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ def send_lateness_fields(
 ) -> dict[str, Any]:
     """p50, p99 and max send lateness (ms) over every request, and the cell's flag.
 
-    ``sends_late`` is True when p99 exceeds ``threshold_ms``; ``late_sends`` counts the
-    requests beyond it. Tables without the column (an engine cell, an older run) give None
-    for each figure: not measured, never 0.
+    ``sends_late`` is True when p99 exceeds ``threshold_ms``, None for a burst (no schedule);
+    ``late_sends`` counts the requests beyond it. Tables without the column (an engine cell, an
+    older run) give None for each figure: not measured, never 0.
     """
     limit = check_late_send_threshold(threshold_ms)
     values = (
@@ -51,11 +53,12 @@ def send_lateness_fields(
         return {**out, "median_send_lateness_ms": None, "p99_send_lateness_ms": None,
                 "max_send_lateness_ms": None, "late_sends": None, "sends_late": None}
     p50, p99 = np.percentile(values, [50, 99])
+    burst = "t_scheduled_ns" in requests.columns and requests["t_scheduled_ns"].n_unique() == 1
     return {
         **out,
         "median_send_lateness_ms": float(p50),
         "p99_send_lateness_ms": float(p99),
         "max_send_lateness_ms": float(values.max()),
-        "late_sends": int((values > limit).sum()),
-        "sends_late": bool(p99 > limit),
+        "late_sends": None if burst else int((values > limit).sum()),
+        "sends_late": None if burst else bool(p99 > limit),
     }

@@ -66,9 +66,10 @@ def _lateness_rows(summary: Mapping[str, Any]) -> list[str]:
     if "sends_late" not in summary:
         return []
     late = summary["sends_late"]
-    verdict = None if late is None else (
-        f"YES: p99 > {summary['late_send_threshold_ms']:g} ms" if late else "no"
-    )
+    if late is None:
+        verdict = "n/a (a burst)" if summary.get("max_send_lateness_ms") is not None else None
+    else:
+        verdict = f"YES: p99 > {summary['late_send_threshold_ms']:g} ms" if late else "no"
     rows = [
         _banner("Send Lateness", "-"),
         _row("Median send lateness (ms):", summary.get("median_send_lateness_ms")),

@@ -66,9 +66,9 @@ def test_skewed_actor_clocks_are_put_back_on_the_driver_timeline(ray_local, tmp_
         # anchored again after the cell: nothing moved, so the drift is within the anchors' error
         assert abs(a["clock_drift_ns"]) <= a["clock_drift_uncertainty_ns"] + 1_000_000
     assert saved["clock_drift_flagged"] is False
-    # every send's lateness is measured and summarised (flagged or not, depending on the machine)
+    # every send's lateness is measured and summarised
     assert saved["count_send_lateness"] == 36 and saved["max_send_lateness_ms"] >= saved["median_send_lateness_ms"] >= 0
-    assert isinstance(saved["sends_late"], bool)
+    assert saved["sends_late"] is None  # all 36 due at once: a burst has no schedule to fall behind
     first_token = (
         t["server_chunks"].filter(pl.col("n_tokens") > 0).group_by("request_key").agg(pl.col("t_ns").min().alias("s_first"))
     )
