@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.ipc
 
 import raybench
+from raybench.analysis.lateness import DEFAULT_LATE_SEND_THRESHOLD_MS
 from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
 from raybench.backends import admin
 from raybench.backends.base import BackendKind, ProcessBackend
@@ -33,7 +34,7 @@ from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig, sent_parameters
-from raybench.loadgen.clock import estimate_anchor
+from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import ClientCheck, LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult, client_cpus
 from raybench.loadgen.preflight import check_server
@@ -83,6 +84,7 @@ class RunOptions:
     cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
     experiment_file: Path | None = None  # recorded in env.json: its text, digest and git commit
     invocation: dict[str, Any] = dataclasses.field(default_factory=dict)  # the command line and its overrides
+    late_send_threshold_ms: float = DEFAULT_LATE_SEND_THRESHOLD_MS  # p99 send lateness beyond it flags a cell
 
 
 def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> Workload:
@@ -312,6 +314,7 @@ class Runner:
             requests, chunks, compat=self.experiment.compat, target_concurrency=concurrency,
             request_rate_per_s=rate, burstiness=cell.burstiness, goodput_slos_ms=self.experiment.goodput_slos_ms or None,
             forced_output_len=client.ignore_eos or client.send_min_tokens,
+            late_send_threshold_ms=self.options.late_send_threshold_ms,
         )
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=outcome.recorded_requests))
         summary["sampling"] = sent_parameters(client)
@@ -413,7 +416,9 @@ def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[
             row["cpu_share"] = round(check.cpu_share, 3)
             row["client_check"] = check.verdict().value
             verdicts.add(check.verdict())
+        row.update(_clock_fields(a.clock))
         actors.append(row)
+    drifts = [abs(a.clock.drift_ns) for a in result.actors if a.clock is not None and a.clock.drift_ns is not None]
     # saturation outranks contention: one saturated actor is the client's own limit
     verdict = next((v for v in (ClientCheck.CLIENT_SATURATED, ClientCheck.HOST_CONTENDED) if v in verdicts),
                    ClientCheck.OK)
@@ -423,11 +428,24 @@ def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[
         "client_check": verdict.value,
         "client_saturated": verdict is ClientCheck.CLIENT_SATURATED,
         "host_contended": verdict is ClientCheck.HOST_CONTENDED,
+        # how far any actor's clock moved against the driver's during the cell (anchored before and after)
+        "clock_drift_max_ms": max(drifts) / 1e6 if drifts else None,
+        "clock_drift_flagged": any(a.clock is not None and a.clock.flagged for a in result.actors),
         "lost_actors": len(result.lost_actors),
         "replaced_actors": sum(1 for a in result.actors if a.replaced_by is not None),
         "requests_not_recorded": expected - recorded,
         "requests_abandoned": result.abandoned_requests,  # never sent: their actor was lost and not replaced
         "timed_out": result.timed_out,
+    }
+
+
+def _clock_fields(clock: ClockDrift | None) -> dict[str, Any]:
+    after = None if clock is None else clock.after
+    return {
+        "clock_offset_after_ns": None if after is None else after.offset_ns,
+        "clock_rtt_after_ns": None if after is None else after.rtt_ns,
+        "clock_drift_ns": None if clock is None else clock.drift_ns,
+        "clock_drift_uncertainty_ns": None if clock is None else clock.uncertainty_ns,
     }
 
 

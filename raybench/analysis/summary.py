@@ -26,6 +26,7 @@ from raybench.analysis.cell import (
     validate_slos,
 )
 from raybench.analysis.compat import CompatMode, CompatRules, TokenFallback, compat_rules
+from raybench.analysis.lateness import DEFAULT_LATE_SEND_THRESHOLD_MS, send_lateness_fields
 from raybench.analysis.metrics import CellTables, ItlLists, per_request_frame, pooled_itl
 from raybench.analysis.stats import (
     SGLANG_PERCENTILES,
@@ -61,6 +62,7 @@ def summarize_cell(
     goodput_slos_ms: Mapping[str, float] | None = None,
     percentiles: Sequence[float] = (50, 90, 95, 99),
     forced_output_len: bool = False,
+    late_send_threshold_ms: float = DEFAULT_LATE_SEND_THRESHOLD_MS,
 ) -> dict[str, Any]:
     """Summarise one cell (every row of ``requests`` belongs to one ``cell_id``).
 
@@ -71,7 +73,8 @@ def summarize_cell(
     ``target_concurrency`` is the closed-loop cap (None: no cap, so no steady-state window);
     ``request_rate_per_s`` None means infinite ("inf" in vLLM's field); ``goodput_slos_ms`` maps
     vLLM's names ttft / tpot / e2el to SLOs in ms; ``percentiles`` (0..100) are added to the
-    90/95/99 that SGLang's field names need. Raises ConfigError on an empty or mixed-cell table.
+    90/95/99 that SGLang's field names need; a cell whose p99 send lateness exceeds
+    ``late_send_threshold_ms`` is flagged ``sends_late`` (see ``lateness.py``). Raises ConfigError on an empty or mixed-cell table.
     """
     rules = compat_rules(compat)
     requested = validate_percentiles(percentiles)
@@ -106,6 +109,7 @@ def summarize_cell(
         **_load_fields(tables, ok, t0, target, duration_s),
         **_goodput_fields(per, slos, duration_s),
         **_latency_fields(ok, pooled_itl(tables, rules), pcts),
+        **send_lateness_fields(requests, threshold_ms=late_send_threshold_ms),
     }
     return out
 

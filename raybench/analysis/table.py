@@ -118,6 +118,27 @@ def _connection_rows(summary: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _lateness_rows(summary: Mapping[str, Any]) -> list[str]:
+    """Late sends (behind the schedule, slot waits excluded) and the cell's flag."""
+    if "sends_late" not in summary:
+        return []
+    late = summary["sends_late"]
+    if late is None:
+        verdict = "n/a (a burst)" if summary.get("max_send_lateness_ms") is not None else None
+    else:
+        verdict = f"YES: p99 > {summary['late_send_threshold_ms']:g} ms" if late else "no"
+    rows = [
+        _banner("Send Lateness", "-"),
+        _row("Median send lateness (ms):", summary.get("median_send_lateness_ms")),
+        _row("P99 send lateness (ms):", summary.get("p99_send_lateness_ms")),
+        _row("Max send lateness (ms):", summary.get("max_send_lateness_ms")),
+        _row("Sends fell behind schedule:", verdict),
+    ]
+    if summary.get("clock_drift_flagged"):
+        rows.append(_row("Clock drift during cell (ms):", f"{summary['clock_drift_max_ms']:.2f} FLAGGED"))
+    return rows
+
+
 def format_summary_table(summary: Mapping[str, Any]) -> str:
     """The summary as the text table both reference clients print (online or offline)."""
     if summary.get("mode") == "offline":
@@ -171,6 +192,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         *_stat_rows(summary, "e2el", "E2EL"),
         _banner("Client Queue Time", "-"),
         *_stat_rows(summary, "queue_time", "queue time"),
+        *_lateness_rows(summary),
     ]
     errors = summary.get("errors") or []
     if errors:

@@ -68,6 +68,7 @@ class EngineResult:
                 "http_status": [None] * n,
                 "error": [None] * n,
                 "attempts": [None] * n,
+                "send_lateness_ns": [None] * n,
             },
             schema=REQUESTS_SCHEMA,
         )

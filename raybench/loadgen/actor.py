@@ -8,6 +8,7 @@ so far to the progress snapshot for the terminal display.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 
 import ray
@@ -17,9 +18,15 @@ from raybench.telemetry import catalog
 from raybench.telemetry.client_metrics import ClientMetrics
 from raybench.telemetry.ray_sink import RayMetricsSink
 
+# The generator's loop thread shares the GIL with this actor's own threads (answering polls,
+# building Arrow batches, live metrics); at Python's default 5 ms a time stamp could wait that
+# long for the GIL while another thread runs.
+_GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 class _LoadGenActor(LoadGenWorker):
     def __init__(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
         super().__init__(name=name, node=ray.get_runtime_context().get_node_id())
         sink = RayMetricsSink(catalog.CLIENT_METRIC_NAMES)
         self._metrics = ClientMetrics(sink, {**(labels or {}), "actor": name})

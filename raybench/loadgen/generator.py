@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import resource
 import time
 import types
@@ -75,6 +76,10 @@ class SelfCheck:
     wall_s: float
     max_loop_lag_ms: float
     mean_loop_lag_ms: float
+    gc_collections: int = 0  # garbage collections during the run, each a pause of the whole loop
+    gc_max_pause_ms: float = 0.0
+    rss_start_mb: float | None = None  # the process's resident set before the bodies were built
+    rss_peak_mb: float = 0.0  # the process's peak resident set (its streams' memory included)
 
     @property
     def cpu_share(self) -> float:
@@ -119,6 +124,7 @@ class LoadGenerator:
         order = np.argsort(np.asarray(arrivals_s, dtype=np.float64), kind="stable")
         self._specs = [specs[i] for i in order]
         self._arrivals_ns = (np.asarray(arrivals_s, dtype=np.float64)[order] * 1e9).astype(np.int64).tolist()
+        self._rss_start_mb = _rss_mb()
         self._client = client
         self._cell_id = cell_id
         self._concurrency = min(concurrency, max(1, len(specs)))
@@ -145,6 +151,10 @@ class LoadGenerator:
         self._retry_session: aiohttp.ClientSession | None = None
         self._wall_ns = 0
         self._cpu_s = 0.0
+        self._frozen = False
+        self._gc_start_ns = 0
+        self._gc_collections = 0
+        self._gc_max_pause_ns = 0
 
     def _default_session(self, limit: int, keepalive: bool) -> aiohttp.ClientSession:
         connector = make_connector(limit, keepalive=keepalive)
@@ -185,6 +195,12 @@ class LoadGenerator:
                 pass  # the cell's requests will say what is wrong, one row each
 
         await asyncio.gather(*(touch() for _ in range(self._concurrency)))
+        # Building the bodies left many objects behind: a full collection now, and everything
+        # alive frozen out of later ones, so no 50-100 ms collection of the oldest generation
+        # lands in the first burst (run() thaws them at the end).
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
 
     async def run(self, t_start_ns: int) -> None:
         """Send every request, the first at ``t_start_ns`` (this process's perf_counter_ns)."""
@@ -193,6 +209,7 @@ class LoadGenerator:
             self._session = self._session_factory(self._concurrency, self._client.keepalive)
         session = self._session
         lag_task = asyncio.create_task(self._watch_loop_lag())
+        gc.callbacks.append(self._on_gc)
         try:
             delay_ns = t_start_ns - self._clock_ns()
             if delay_ns > 0:
@@ -206,6 +223,10 @@ class LoadGenerator:
                 await asyncio.gather(*workers, return_exceptions=True)
                 raise
         finally:
+            gc.callbacks.remove(self._on_gc)
+            if self._frozen:
+                gc.unfreeze()
+                self._frozen = False
             lag_task.cancel()
             self._session = None
             await session.close()
@@ -215,7 +236,15 @@ class LoadGenerator:
             self._cpu_s = _cpu_s() - cpu0
             self._wall_ns = self._clock_ns() - wall0
 
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start_ns = self._clock_ns()
+        else:
+            self._gc_collections += 1
+            self._gc_max_pause_ns = max(self._gc_max_pause_ns, self._clock_ns() - self._gc_start_ns)
+
     async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
+        t_free = t_start_ns  # when this slot last became free: every slot is free at the start
         while self._next < len(self._specs):
             i = self._next
             self._next += 1
@@ -223,9 +252,12 @@ class LoadGenerator:
             wait_ns = t_scheduled - self._clock_ns()
             if wait_ns > 0:
                 await asyncio.sleep(wait_ns / 1e9)
-            await self._one(session, i, t_scheduled)
+            # due when both its time has come and a slot was free: waiting for the slot is
+            # queue time (a closed loop's cap at work), anything after that is a late send
+            t_free = await self._one(session, i, t_scheduled, max(t_scheduled, t_free))
 
-    async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int) -> None:
+    async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int, t_due: int) -> int:
+        """Send request ``i`` and read its answer; returns the time its row was recorded."""
         spec = self._specs[i]
         reader = SseReader(spec.request_id)
         self._in_flight += 1
@@ -246,9 +278,10 @@ class LoadGenerator:
                 if status is None:
                     status = RequestStatus.DISCONNECTED
         except asyncio.CancelledError:
-            self._record(spec, reader, t_scheduled, t_slot, RequestStatus.CANCELLED, None, "run stopped", attempts)
+            self._record(spec, reader, t_scheduled, t_due, t_slot, RequestStatus.CANCELLED, None, "run stopped",
+                         attempts)
             raise
-        self._record(spec, reader, t_scheduled, t_slot, status, http_status, error, attempts)
+        return self._record(spec, reader, t_scheduled, t_due, t_slot, status, http_status, error, attempts)
 
     async def _send(
         self, session: aiohttp.ClientSession, i: int, reader: SseReader
@@ -326,14 +359,16 @@ class LoadGenerator:
         spec: RequestSpec,
         reader: SseReader,
         t_scheduled: int,
+        t_due: int,
         t_slot: int,
         status: RequestStatus,
         http_status: int | None,
         error: str | None,
         attempts: int,
-    ) -> None:
+    ) -> int:
         """One request row; ``t_slot`` stands in for t_sent when nothing was ever sent."""
         t_sent = reader.t_sent_ns if reader.t_sent_ns is not None else t_slot
+        t_done = self._clock_ns()
         self._in_flight -= 1
         self._active.discard(reader)
         self._done += 1
@@ -351,11 +386,13 @@ class LoadGenerator:
         r.t_scheduled_ns.append(t_scheduled)
         r.t_sent_ns.append(t_sent)
         r.t_first_ns.append(reader.t_first_ns)
-        r.t_done_ns.append(self._clock_ns())
+        r.t_done_ns.append(t_done)
         r.status.append(STATUS_CODE[status])
         r.http_status.append(http_status)
         r.error.append(error)
         r.attempts.append(attempts)
+        r.send_lateness_ns.append(t_sent - t_due)
+        return t_done
 
     async def _watch_loop_lag(self) -> None:
         while True:
@@ -389,6 +426,10 @@ class LoadGenerator:
             wall_s=self._wall_ns / 1e9,
             max_loop_lag_ms=max(lags) / 1e6,
             mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
+            gc_collections=self._gc_collections,
+            gc_max_pause_ms=self._gc_max_pause_ns / 1e6,
+            rss_start_mb=self._rss_start_mb,
+            rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
         )
 
 
@@ -400,6 +441,15 @@ def _judge_tokens(reader: SseReader) -> tuple[RequestStatus, str | None]:
         f"the server answered 200 but sent no output token ({reader.seq} events, "
         f"usage.completion_tokens={reader.output_tokens})"
     )
+
+
+def _rss_mb() -> float | None:
+    """This process's resident set now, where /proc says it (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _cpu_s() -> float:

@@ -23,7 +23,7 @@ from raybench.errors import RunError
 from raybench.loadgen.actor import LoadGenActor
 from raybench.loadgen.arrivals import split_concurrency, split_requests
 from raybench.loadgen.client import ClientConfig
-from raybench.loadgen.clock import ClockAnchor, estimate_anchor
+from raybench.loadgen.clock import ClockAnchor, ClockDrift, estimate_anchors
 from raybench.loadgen.generator import Progress, SelfCheck
 from raybench.loadgen.recovery import arrival_order, leftover, lost_rows
 from raybench.loadgen.worker import PollResult, ShardTask
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CLIENT_RESOURCE = "client"
 _START_SLACK_S = 0.2  # lets every actor's "go" land before the common start time
 _CALL_TIMEOUT_S = 60.0
+_ANCHOR_TIMEOUT_S = 10.0  # a clock read is instant; an actor that takes this long is not answering
 
 
 class BatchSink(Protocol):
@@ -53,6 +54,7 @@ class ActorReport:
     concurrency: int
     clock_offset_ns: int
     clock_rtt_ns: int
+    clock: ClockDrift | None = None  # the anchors before and after the cell
     self_check: SelfCheck | None = None
     lost: bool = False
     error: str | None = None
@@ -88,6 +90,7 @@ class _Member:
     handle: ray.actor.ActorHandle
     node: str = ""
     anchor: ClockAnchor = ClockAnchor(offset_ns=0, rtt_ns=0)
+    anchor_after: ClockAnchor | None = None
     ids: tuple[int, ...] = ()  # in the order the actor sends them
     concurrency: int = 0
     recorded: set[int] = field(default_factory=set)
@@ -186,6 +189,7 @@ class LoadGenPool:
         members = self._start_actors(self.num_actors)
         timed_out = False
         try:
+            self._anchor(members)
             shards = split_requests(workload.num_requests, len(members))
             slots = split_concurrency(concurrency, len(members))
             self._prepare(cell, [(m, list(ids), slot) for m, ids, slot in zip(members, shards, slots)])
@@ -204,6 +208,7 @@ class LoadGenPool:
             finally:
                 # on a deadline, Ctrl-C or an error: cancel what is in flight and keep its rows
                 self._stop_and_drain(cell, members)
+            self._anchor(members, after=True)
         finally:
             for m in members:
                 ray.kill(m.handle, no_restart=True)
@@ -228,8 +233,21 @@ class LoadGenPool:
             raise
         for m, node in zip(members, nodes):
             m.node = node
-            m.anchor = estimate_anchor(lambda h=m.handle: ray.get(h.clock_ns.remote()))
         return members
+
+    def _anchor(self, members: list[_Member], *, after: bool = False) -> None:
+        """Anchor every live actor's clock at once: before the cell, and ``after`` it."""
+        live = [m for m in members if not m.lost]
+        readers = [lambda h=m.handle: ray.get(h.clock_ns.remote(), timeout=_ANCHOR_TIMEOUT_S) for m in live]
+        for m, anchor in zip(live, estimate_anchors(readers)):
+            if isinstance(anchor, BaseException):
+                if not after:
+                    raise RunError(f"cannot read the clock of load generator {m.name}: {anchor!r}") from anchor
+                log.warning("load generator %s: no clock anchor after the cell (%r)", m.name, anchor)
+            elif after:
+                m.anchor_after = anchor
+            else:
+                m.anchor = anchor
 
     def _prepare(self, cell: _Cell, shares: list[tuple[_Member, list[int], int]]) -> None:
         refs = []
@@ -303,9 +321,10 @@ class LoadGenPool:
             log.error("cell %s: the replacement for %s did not start: %s", self.cell_id, m.name, err)
             return None
         try:
+            self._anchor([new])
             self._prepare(cell, [(new, list(unsent), min(m.concurrency, len(unsent)))])
             ray.get(new.handle.go.remote(cell.t_start_ns), timeout=self.call_timeout_s)
-        except (RayActorError, GetTimeoutError) as err:
+        except (RayActorError, GetTimeoutError, RunError) as err:
             ray.kill(new.handle, no_restart=True)
             log.error("cell %s: the replacement for %s failed before sending: %s", self.cell_id, m.name, err)
             return None
@@ -353,6 +372,7 @@ def _report(m: _Member) -> ActorReport:
         concurrency=m.concurrency,
         clock_offset_ns=m.anchor.offset_ns,
         clock_rtt_ns=m.anchor.rtt_ns,
+        clock=ClockDrift(before=m.anchor, after=m.anchor_after),
         self_check=m.self_check,
         lost=m.lost,
         error=m.error,

@@ -61,6 +61,7 @@ class RequestColumns:
     http_status: list[int | None] = field(default_factory=list)
     error: list[str | None] = field(default_factory=list)
     attempts: list[int] = field(default_factory=list)
+    send_lateness_ns: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -76,6 +77,11 @@ def _shift(values: np.ndarray, offset_ns: int) -> np.ndarray:
 
 def _shift_nullable(values: list[int | None], offset_ns: int) -> pa.Array:
     return pa.array([None if v is None else v - offset_ns for v in values], pa.int64())
+
+
+def _lateness(values: list[int], n: int) -> pa.Array:
+    """Send lateness where it was measured; columns filled by hand without it read as null."""
+    return pa.array(values, pa.int64()) if len(values) == n else pa.nulls(n, pa.int64())
 
 
 def chunks_batch(cols: ChunkColumns, cell_id: str, offset_ns: int) -> pa.RecordBatch:
@@ -118,6 +124,7 @@ def requests_batch(
             pa.array(cols.http_status, pa.int16()),
             pa.array(cols.error, pa.string()),
             pa.array(cols.attempts, pa.int8()),
+            _lateness(cols.send_lateness_ns, n),
         ],
         schema=REQUESTS_SCHEMA,
     )

@@ -65,9 +65,20 @@ class LoadGenWorker:
         self._task: asyncio.Task[None] | None = None
         self._cell_id = ""
         self._offset_ns = 0
+        self._skew_ns = 0
 
     def clock_ns(self) -> int:
-        return time.perf_counter_ns()
+        """The actor's clock, as the driver's anchoring reads it."""
+        return time.perf_counter_ns() + self._skew_ns
+
+    def shift_clock(self, skew_ns: int) -> None:
+        """Make this actor's clock read ``skew_ns`` ahead, as another machine's would.
+
+        The hot path keeps reading ``perf_counter_ns``; the skew is applied where its readings
+        meet the driver's time base (the start time in, the rows out), which is the same as
+        skewing every reading. Tests use it to show that anchoring puts the rows right.
+        """
+        self._skew_ns = int(skew_ns)
 
     def prepare(self, task: ShardTask, offset_ns: int) -> int:
         """Build prompts and bodies before the clock starts; returns the number of requests."""
@@ -89,7 +100,7 @@ class LoadGenWorker:
         if self._generator is None:
             raise RuntimeError("go() before prepare()")
         self._run = asyncio.run_coroutine_threadsafe(
-            self._run_as_task(self._generator, t_start_driver_ns + self._offset_ns), self._loop
+            self._run_as_task(self._generator, t_start_driver_ns + self._offset_ns - self._skew_ns), self._loop
         )
 
     async def _run_as_task(self, generator: LoadGenerator, t_start_ns: int) -> None:
@@ -106,13 +117,14 @@ class LoadGenWorker:
         finished = self._run is not None and self._run.done()
         chunks, requests = self._on_loop(lambda: generator.drain())
         error = None
+        shift_ns = self._offset_ns - self._skew_ns  # perf_counter_ns -> actor clock -> driver
         if finished and not self._run.cancelled() and self._run.exception() is not None:
             error = repr(self._run.exception())
         return PollResult(
-            requests=requests_batch(requests, self._cell_id, self.name, self.node, self._offset_ns)
+            requests=requests_batch(requests, self._cell_id, self.name, self.node, shift_ns)
             if len(requests)
             else None,
-            chunks=chunks_batch(chunks, self._cell_id, self._offset_ns) if len(chunks) else None,
+            chunks=chunks_batch(chunks, self._cell_id, shift_ns) if len(chunks) else None,
             progress=self._on_loop(generator.progress),
             finished=finished,
             error=error,

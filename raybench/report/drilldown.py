@@ -87,6 +87,14 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
     if summary.get("requests_not_recorded"):
         flags.append(Flag(level=FlagLevel.ERROR,
                           text=f"{summary['requests_not_recorded']} request(s) were never recorded"))
+    if summary.get("sends_late"):
+        flags.append(Flag(level=FlagLevel.WARNING, text=(
+            f"sends fell behind schedule: p99 {summary['p99_send_lateness_ms']:.1f} ms late "
+            f"(threshold {summary['late_send_threshold_ms']:g} ms): the offered load was lower than planned")))
+    if summary.get("clock_drift_flagged"):
+        flags.append(Flag(level=FlagLevel.WARNING, text=(
+            f"load-generator clocks drifted {summary['clock_drift_max_ms']:.2f} ms during the cell: "
+            "cross-actor times may be off by that much")))
     if summary.get("timed_out"):
         flags.append(Flag(level=FlagLevel.ERROR, text="the cell hit its deadline; unfinished requests were cancelled"))
     if summary.get("output_tokens_fallback_requests"):

@@ -63,6 +63,10 @@ REQUESTS_SCHEMA = pa.schema(
         # 2 when the connection closed before any response byte and the request was sent again
         # on a fresh one; null where nothing was sent over HTTP (offline engine mode)
         pa.field("attempts", pa.int8()),
+        # t_sent minus when the request was due: its scheduled time, or later when it had to
+        # wait for a concurrency slot (that wait is queue time, not lateness); null where no
+        # schedule applies (an in-process engine) and in tables written before it existed
+        pa.field("send_lateness_ns", pa.int64()),
     ],
     metadata={"raybench.schema_version": str(SCHEMA_VERSION), "raybench.table": "requests"},
 )

@@ -1,5 +1,6 @@
 """Requests leave at their arrival times; a full concurrency cap shows up as client queue time."""
 
+import asyncio
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ from raybench.workloads import RandomWorkload
 MODEL = "deepseek-ai/DeepSeek-R1"
 
 
-async def run(sim: SimConfig, arrivals_s: np.ndarray, concurrency: int):
+async def run(sim: SimConfig, arrivals_s: np.ndarray, concurrency: int, *, block_loop_at_s: float | None = None):
     n = len(arrivals_s)
     async with SimServer(sim) as server:
         client = ClientConfig(base_url=server.url, model=MODEL)
@@ -23,6 +24,9 @@ async def run(sim: SimConfig, arrivals_s: np.ndarray, concurrency: int):
         gen = LoadGenerator(cell_id="c", client=client, specs=specs, arrivals_s=arrivals_s, concurrency=concurrency)
         await gen.connect()
         t_start = time.perf_counter_ns() + 20_000_000
+        if block_loop_at_s is not None:
+            # the client's own loop stalls for 60 ms: the sends due meanwhile leave late
+            asyncio.get_running_loop().call_later(0.02 + block_loop_at_s, time.sleep, 0.06)
         await gen.run(t_start)
         _, requests = gen.drain()
     rows = pa.Table.from_batches([requests_batch(requests, "c", "a", "n", 0)]).to_pylist()
@@ -38,6 +42,19 @@ async def test_poisson_arrivals_are_kept_when_slots_are_free():
     assert (lateness_ms >= 0).all()
     assert np.median(lateness_ms) < 2.0, lateness_ms
     assert all(r["status"] == "ok" for r in rows)
+    # every slot was free, so the whole of t_sent - t_scheduled is lateness
+    np.testing.assert_array_equal([r["send_lateness_ns"] / 1e6 for r in rows], lateness_ms)
+
+
+async def test_sends_due_while_the_client_loop_stalls_are_measured_late():
+    arrivals = np.arange(1, 41) * 0.005  # one request every 5 ms for 200 ms
+    _, rows = await run(SimConfig(timing="zero"), arrivals, concurrency=40, block_loop_at_s=0.05)
+    late_ms = np.array([r["send_lateness_ns"] / 1e6 for r in rows])
+    due_s = np.array(arrivals)
+    stalled = (due_s > 0.055) & (due_s < 0.10)  # due inside the stall, well clear of its edges
+    assert (late_ms[stalled] > 5).all(), late_ms
+    assert late_ms.max() > 30 and late_ms.max() < 200
+    assert np.median(late_ms[~stalled & (due_s > 0.15)]) < 5
 
 
 async def test_a_full_concurrency_cap_becomes_queue_time():
@@ -47,3 +64,5 @@ async def test_a_full_concurrency_cap_becomes_queue_time():
     assert queue_ms[0] < 5 and queue_ms[1] < 5
     assert 80 < queue_ms[2] < 130 and 80 < queue_ms[3] < 130
     assert 170 < queue_ms[4] < 260 and 170 < queue_ms[5] < 260
+    # waiting for a slot is queue time, not lateness: every send left soon after its slot was free
+    assert max(r["send_lateness_ns"] for r in rows) / 1e6 < 20

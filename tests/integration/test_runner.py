@@ -45,7 +45,9 @@ def test_every_request_and_event_is_recorded(ray_local, tmp_path, num_prompts, c
 @pytest.mark.parametrize(
     "concurrency, input_len, output_len, num_prompts, ttft_limit_ms, itl_limit_ms",
     [
-        (128, 3200, 100, 500, 2.0, 2.0),  # the seed's setting: 500 prompts at once behind 128 slots
+        # the seed's setting: 500 prompts at once behind 128 slots (TTFT at this size is checked
+        # against an independent server in test_first_burst_fidelity.py)
+        (128, 3200, 100, 500, None, 2.0),
         # all 1024 requests leave at once: the reference clients are off by 200-400 ms here
         (1024, 128, 200, 1024, 20.0, None),
     ],
@@ -53,29 +55,17 @@ def test_every_request_and_event_is_recorded(ray_local, tmp_path, num_prompts, c
 def test_client_times_match_the_servers_log(
     ray_local, tmp_path, concurrency, input_len, output_len, num_prompts, ttft_limit_ms, itl_limit_ms
 ):
-    """Mean |client - server| TTFT and per-event gap, against the simulator's own write log.
-
-    What is measured is the client's error on a 2-core machine it shares with the simulator, Ray
-    and, in CI, whatever else runs there: at concurrency 128 a quiet run gives 0.9-1.6 ms and a
-    disturbed one 2.0-2.6 ms (most of it the first 128 requests, sent and answered in one burst).
-    So the cell runs up to three times and the best run must meet the limit; every run is printed.
-    """
+    """Mean |client - server| TTFT and per-event gap, against the simulator's own write log; one run."""
     sweep = Online(concurrency=(concurrency,), input_len=input_len, output_len=output_len, num_prompts=num_prompts)
-    def within_limits(f):
-        return f["ttft_abs_err_mean_ms"] < ttft_limit_ms and (itl_limit_ms is None or f["itl_abs_err_mean_ms"] < itl_limit_ms)
-
-    runs = []
-    for attempt in range(3):
-        rd, [summary], _ = run(tmp_path / f"attempt{attempt}", SimBackend(timing="fixed", ttft_ms=200, itl_ms=20),
-                               online=(sweep,))
-        t = cell_tables(rd, summary)
-        f = fidelity(t["requests"], t["chunks"], t["server_requests"], t["server_chunks"])
-        print(f"\nfidelity at concurrency {concurrency}, run {attempt + 1}: {json.dumps(f, indent=1)}")
-        assert f["requests_matched"] == num_prompts
-        runs.append(f)
-        if within_limits(f):
-            break
-    assert within_limits(runs[-1]), runs
+    rd, [summary], _ = run(tmp_path, SimBackend(timing="fixed", ttft_ms=200, itl_ms=20), online=(sweep,))
+    t = cell_tables(rd, summary)
+    f = fidelity(t["requests"], t["chunks"], t["server_requests"], t["server_chunks"])
+    print(f"\nfidelity at concurrency {concurrency}: {json.dumps(f, indent=1)}")
+    assert f["requests_matched"] == num_prompts
+    if ttft_limit_ms is not None:
+        assert f["ttft_abs_err_mean_ms"] < ttft_limit_ms, f
+    if itl_limit_ms is not None:
+        assert f["itl_abs_err_mean_ms"] < itl_limit_ms, f
 
 
 def test_online_offline_and_resume(ray_local, tmp_path):

@@ -21,7 +21,7 @@ def ns(ms: float) -> int:
 
 
 def requests_frame(rows: list[dict]) -> pl.DataFrame:
-    """rows: request_id, sent/done/sched (ms), status, output_tokens, prompt_tokens, ..."""
+    """rows: request_id, sent/done/sched/late (ms), status, output_tokens, prompt_tokens, ..."""
     full = []
     for r in rows:
         full.append(
@@ -42,6 +42,7 @@ def requests_frame(rows: list[dict]) -> pl.DataFrame:
                 "status": r.get("status", "ok"),
                 "http_status": r.get("http_status"),
                 "error": r.get("error"),
+                "send_lateness_ns": None if r.get("late") is None else round(r["late"] * 1_000_000),
             }
         )
     return pl.from_arrow(pa.Table.from_pylist(full, schema=REQUESTS_SCHEMA))
