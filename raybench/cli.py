@@ -104,6 +104,7 @@ def bench(**opts) -> None:
       raybench bench --url http://127.0.0.1:8000 --request-rate 4 --burstiness 0.5 --num-prompts 200
     """
     from raybench.experiment import Experiment, ExternalBackend, Online, SimBackend
+    from raybench.plan import check_simulators
 
     if (opts["url"] is None) == (opts["backend"] is None):
         raise click.UsageError("give exactly one of --url (a running server) or --backend sim")
@@ -130,6 +131,7 @@ def bench(**opts) -> None:
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput)
+    check_simulators(experiment)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}

@@ -58,3 +58,30 @@ def test_help_has_examples(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
+
+
+UNKNOWN_GPU = """\
+from raybench.experiment import Experiment, Online, SimBackend
+experiment = Experiment(name="x", model="deepseek-ai/DeepSeek-R1", backends=(SimBackend(gpu="A100"),),
+                        online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))
+"""
+
+
+@pytest.mark.parametrize("command", [["plan"], ["run"], ["run", "--simulate", "--sim-timing", "zero"]])
+def test_unknown_gpu_profile_is_refused_before_ray_and_leaves_no_run_dir(tmp_path, command):
+    path = tmp_path / "exp.py"
+    path.write_text(UNKNOWN_GPU)
+    out = tmp_path / "runs"
+    extra = ["--out", str(out)] if command[0] == "run" else []
+    result = CliRunner().invoke(main, [*command, str(path), *extra])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {path}:2: SimBackend 'sim': gpu='A100' is not allowed; "
+                             "the simulator's GPU profiles: H100, H200, MI300X\n")
+    assert not out.exists()
+
+
+def test_bench_refuses_an_unknown_sim_gpu_before_ray(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--backend", "sim", "--sim-gpu", "A100", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert result.output == "Error: SimBackend 'sim': gpu='A100' is not allowed; the simulator's GPU profiles: H100, H200, MI300X\n"
+    assert not (tmp_path / "runs").exists()
