@@ -6,30 +6,78 @@ private loopback-only one, because Ray reads that choice when it is imported.
 
 from __future__ import annotations
 
+import logging
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from raybench import __version__
 from raybench.errors import ConfigError, RaybenchError
+from raybench.redaction import RedactingFilter, redact_text
 from raybench.sim.command import sim_command
 
 _GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt so a run stops the way Ctrl-C stops it."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def handle_sigterm() -> None:
+    """SIGTERM stops a run like Ctrl-C: cells in flight are cancelled, completed ones kept, one line.
+
+    Called again once Ray is up: its core worker installs a native handler for SIGTERM that
+    prints a stack dump; the last ``signal.signal`` wins.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+class _RedactingEcho(logging.Handler):
+    """raybench's log records on stderr (the current one: tests swap it), secrets redacted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.addFilter(RedactingFilter())
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def _route_logs() -> None:
+    logger = logging.getLogger("raybench")
+    if not any(isinstance(h, _RedactingEcho) for h in logger.handlers):
+        logger.addHandler(_RedactingEcho())
+        logger.propagate = False
+
+
 class _Group(click.Group):
-    """Turns raybench's errors into one-line messages and exit codes (the only place that does)."""
+    """Turns raybench's errors into one-line messages and exit codes (the only place that does).
+
+    Exit codes: 1 an error (one line), 2 bad usage, 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
+    """
 
     def invoke(self, ctx: click.Context):
+        handle_sigterm()
+        _route_logs()
         try:
             return super().invoke(ctx)
         except RaybenchError as err:
-            raise click.ClickException(str(err)) from err
-        except KeyboardInterrupt:
-            click.echo("interrupted: completed cells are kept in the run directory", err=True)
-            sys.exit(130)
+            raise click.ClickException(redact_text(str(err))) from None
+        except KeyboardInterrupt as err:
+            signame = "SIGTERM" if isinstance(err, _Terminated) else "Ctrl-C"
+            click.echo(f"interrupted: completed cells are kept in the run directory; "
+                       f"run again with --resume for the rest ({signame})", err=True)
+            sys.exit(143 if isinstance(err, _Terminated) else 130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -92,6 +140,7 @@ def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--sim-itl-ms", type=click.FloatRange(min=0), default=20.0, help="--sim-timing fixed: time between chunks.")
 @click.option("--sim-tokens-per-chunk", type=click.IntRange(min=1), default=1, help="--backend sim: tokens per streamed chunk (as MTP produces).")
 @click.option("--sim-gpu", default="H200", help="--backend sim: GPU profile (H200, MI300X, H100).")
+@click.option("--no-answer-hint-s", type=click.FloatRange(min=0, min_open=True), default=60.0, help="Seconds without a byte on a request in flight before the progress line names --stall-timeout and --request-timeout.")
 def bench(**opts) -> None:
     """Benchmark one cell: a server at --url, or the simulator (--backend sim).
 
@@ -137,6 +186,7 @@ def bench(**opts) -> None:
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
+         no_answer_hint_s=opts["no_answer_hint_s"],
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
 
 
@@ -157,9 +207,12 @@ _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: 
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Run each cell this many times instead of the file's (repeat k uses seed + k - 1).")
 @click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
 @click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help=_SIM_TIMING_HELP)
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True, help="Seconds before a request is recorded as timed out.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds without a byte before a request is recorded as timed out. Default: none.")
+@click.option("--no-answer-hint-s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds without a byte on a request in flight before the progress line names --stall-timeout and --request-timeout.")
 def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, address: str | None, actors: int | None,
         write_report: bool, only: str | None, num_prompts: int | None, repeats: int | None, simulate: bool,
-        sim_timing: str | None) -> None:
+        sim_timing: str | None, request_timeout: float, stall_timeout: float | None, no_answer_hint_s: float) -> None:
     """Run every cell of an experiment file.
 
     \b
@@ -176,9 +229,12 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, ad
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
                                 simulate=simulate, sim_timing=sim_timing)
     options = {"only": only, "num_prompts": num_prompts, "repeats": repeats, "simulate": simulate,
-               "sim_timing": sim_timing, "actors": actors}
+               "sim_timing": sim_timing, "actors": actors, "request_timeout": request_timeout,
+               "stall_timeout": stall_timeout}
+    overrides = {"stall_timeout_s": stall_timeout} if stall_timeout is not None else {}
     _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, resume=resume, write_report=write_report,
-         cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options)
+         cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options,
+         request_timeout_s=request_timeout, client_overrides=overrides, no_answer_hint_s=no_answer_hint_s)
 
 
 @main.command(name="plan")
@@ -245,7 +301,7 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
 def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_dir: Path | None = None,
          resume: bool = False, request_timeout_s: float = 3600.0, client_overrides: dict | None = None,
          write_report: bool = True, cell_ids: frozenset[str] | None = None, experiment_file: Path | None = None,
-         options: dict | None = None) -> None:
+         options: dict | None = None, no_answer_hint_s: float | None = 60.0) -> None:
     from raybench import cluster
     from raybench.plan import check_resume
     from raybench.store.rundir import RunDir
@@ -256,6 +312,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         done = check_resume(cells, rd.completed_cells())
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     connected_here = cluster.connect(address)
+    handle_sigterm()  # after Ray's own handler, so ours wins
     import ray
 
     from raybench.plan import check_hardware
@@ -276,7 +333,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
                              invocation={"argv": list(sys.argv), "options": options or {}})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
-        Runner(experiment, rd, run_options, report=_progress_display()).run()
+        Runner(experiment, rd, run_options, report=_progress_display(no_answer_hint_s)).run()
     finally:
         if connected_here:
             cluster.disconnect()
@@ -350,11 +407,11 @@ def compare_command(sources: tuple[str, ...], reference: str | None, out: Path |
     click.echo(f"comparison report: {result.html}")
 
 
-def _progress_display():
+def _progress_display(no_answer_hint_s: float | None = 60.0):
     """Progress on stderr (stdout carries only the run dir): redrawn live on a terminal, plain lines otherwise."""
     from raybench.telemetry.progress import ProgressDisplay
 
-    return ProgressDisplay.for_stream(sys.stderr)
+    return ProgressDisplay.for_stream(sys.stderr, no_answer_hint_s=no_answer_hint_s)
 
 
 main.add_command(sim_command, name="sim")

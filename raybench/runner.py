@@ -28,7 +28,7 @@ from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
-from raybench.errors import BackendError, RunError
+from raybench.errors import BackendError, RunError, StorageError
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
 from raybench.loadgen.client import ClientConfig
@@ -134,6 +134,20 @@ class Runner:
 
     def run(self) -> list[dict[str, Any]]:
         """Run every cell not yet complete in the run dir; return every cell's summary."""
+        try:
+            return self._run_plan()
+        except StorageError as err:  # disk full: say what is kept and how to go on, in one line
+            raise StorageError(f"{err}; {self._kept_and_resume()}", path=err.path) from None
+
+    def _kept_and_resume(self) -> str:
+        kept = len(self.run_dir.cell_ids())
+        source = self.options.experiment_file
+        again = (f"raybench run {source} --run-dir {self.run_dir.path}" if source is not None
+                 else "run the command again")
+        return (f"kept: {kept} complete cell{'s' if kept != 1 else ''} in {self.run_dir.path} "
+                f"(the cell being written is not); free disk space, then: {again}")
+
+    def _run_plan(self) -> list[dict[str, Any]]:
         cells = self.experiment.cells()
         if self.options.cell_ids is not None:
             cells = [c for c in cells if c.id in self.options.cell_ids]

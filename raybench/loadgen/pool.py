@@ -227,6 +227,7 @@ def _total_progress(members: list[_Member]) -> Progress:
         output_tokens=sum(p.output_tokens for p in snaps),
         loop_lag_ms=max((p.loop_lag_ms for p in snaps), default=0.0),
         ttft_ms_counts=merge_counts([p.ttft_ms_counts for p in snaps]),
+        longest_silence_ms=max((p.longest_silence_ms for p in snaps), default=0.0),
     )
 
 
