@@ -316,21 +316,21 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     import ray
 
     from raybench.plan import check_hardware
-    from raybench.runner import RunOptions, Runner
+    from raybench.runner import RunOptions, Runner, check_client_capacity
 
+    run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
+                             cell_ids=cell_ids, experiment_file=experiment_file,
+                             invocation={"argv": list(sys.argv), "options": options or {}})
     try:
         check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
-    except Exception:
+        check_client_capacity(cells, run_options)
+    except BaseException:
         if connected_here:
             cluster.disconnect()
         raise
     if rd is None:  # only now: a refused run leaves no empty directory behind
         rd = RunDir.create(out, experiment.name)
     rd.path.mkdir(parents=True, exist_ok=True)
-
-    run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
-                             cell_ids=cell_ids, experiment_file=experiment_file,
-                             invocation={"argv": list(sys.argv), "options": options or {}})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
         Runner(experiment, rd, run_options, report=_progress_display(no_answer_hint_s)).run()

@@ -27,10 +27,11 @@ from raybench.backends import admin
 from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
+from raybench.capacity import ClientCapacity, PoolSize, client_capacity, size_pool
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError, StorageError
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
-from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
+from raybench.loadgen.arrivals import ArrivalProcess, all_at_once
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import estimate_anchor
 from raybench.loadgen.generator import LoadGenerator
@@ -157,6 +158,7 @@ class Runner:
         self.env = run_environment(self.experiment, cells, self.options)
         write_json_atomic(self.run_dir.env_json, self.env)
         self.progress.plan([(c.id, c.num_prompts or 0) for c in cells], done=sorted(done))
+        check_client_capacity([c for c in cells if c.id not in done], self.options)
         with ServerGuard() as guard:
             for backend in self.experiment.backends:
                 todo = [c for c in cells if c.backend == backend.name and c.id not in done]
@@ -240,10 +242,16 @@ class Runner:
         self.report(format_summary_table(summary) if "duration" in summary else _offline_line(summary))
         self.progress.cell_done(cell.id)
 
+    def _pool_size(self, cell: Cell) -> PoolSize:
+        return pool_size(cell, self.options, client_capacity())
+
     def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
         client = self._client(server)
         workload = workload_for(cell)
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+        size = self._pool_size(cell)  # before the warm-up: nothing of the cell starts if it cannot run
+        if size.note:
+            self.report(size.note)
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
         server_metrics.start()  # its process starts during the warm-up, not during the cell
@@ -253,10 +261,8 @@ class Runner:
         arrivals = ArrivalProcess(
             rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
         ).offsets_s(workload.num_requests)
-        actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
-        actors = max(1, min(actors, concurrency, workload.num_requests))
-        pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
-                           labels=labels)
+        pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
+                           labels=labels, on_wait=self.report)
         writer = CellWriter(cell_dir)
         try:
             with server_metrics:
@@ -300,6 +306,22 @@ class Runner:
         )
         summary["cell_id"] = cell.id
         return summary
+
+
+def pool_size(cell: Cell, options: RunOptions, capacity: ClientCapacity) -> PoolSize:
+    """How many load generators a cell runs on; a one-line error when the cluster cannot host its streams."""
+    concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+    return size_pool(cell_id=cell.id, streams=min(concurrency, cell.num_prompts or concurrency), actors=options.actors,
+                     streams_per_actor=options.streams_per_actor, cpus_per_actor=options.num_cpus_per_actor,
+                     capacity=capacity)
+
+
+def check_client_capacity(cells: list[Cell], options: RunOptions) -> None:
+    """Every served cell's streams against the cluster as it is now: refused before any server starts, not an hour in."""
+    capacity = client_capacity()
+    for cell in cells:
+        if not cell.runs_in_engine:
+            pool_size(cell, options, capacity)
 
 
 def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:

@@ -202,7 +202,7 @@ def _load_fields(
     tables: CellTables, ok: pl.DataFrame, t0: int, target: int | None, duration_s: float
 ) -> dict[str, Any]:
     flight = InFlight.sweep(tables.requests)
-    peak_tokens = peak_output_tokens_per_s(tables.ok_chunks, t0)
+    peak_tokens = peak_output_tokens_per_s(tables.ok_chunks, t0, round(duration_s * _NS_PER_S))
     mean_in_flight = safe_rate(float(ok["e2e_ms"].drop_nulls().sum()) / 1e3, duration_s)
     steady = steady_state(flight, tables.ok_chunks, target)
     return {

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CLIENT_RESOURCE = "client"
 _START_SLACK_S = 0.2  # lets every actor's "go" land before the common start time
 _CALL_TIMEOUT_S = 60.0
+_WAIT_REPORT_S = 5.0  # the progress display's pace
 
 
 class BatchSink(Protocol):
@@ -97,6 +98,7 @@ class LoadGenPool:
         num_cpus_per_actor: float = 0.25,
         poll_interval_s: float = 1.0,
         labels: Mapping[str, str] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         if num_actors < 1:
             raise RunError(f"num_actors={num_actors} is not allowed: at least 1")
@@ -106,6 +108,8 @@ class LoadGenPool:
         self.num_actors = num_actors
         self.num_cpus_per_actor = num_cpus_per_actor
         self.poll_interval_s = poll_interval_s
+        # told every few seconds while actors wait for room: no wait without feedback
+        self.on_wait = on_wait or (lambda line: log.warning("%s", line))
 
     def run(
         self,
@@ -152,7 +156,12 @@ class LoadGenPool:
                 name=name, num_cpus=self.num_cpus_per_actor, max_restarts=0, **options
             ).remote(name, self.labels)
             members.append(_Member(name=name, handle=handle))
-        nodes = ray.get([m.handle.ready.remote() for m in members], timeout=_CALL_TIMEOUT_S * 5)
+        try:
+            nodes = _wait_placed(self.cell_id, [m.handle.ready.remote() for m in members], self.on_wait)
+        except BaseException:
+            for m in members:
+                ray.kill(m.handle, no_restart=True)
+            raise
         for m, node in zip(members, nodes):
             m.node = node
             m.anchor = estimate_anchor(lambda h=m.handle: ray.get(h.clock_ns.remote()))
@@ -207,6 +216,24 @@ class LoadGenPool:
         except (RayActorError, GetTimeoutError):
             pass
         self._poll(live, sink)
+
+
+def _wait_placed(cell_id: str, refs: list, on_wait: Callable[[str], None], *,
+                 limit_s: float = _CALL_TIMEOUT_S * 5, every_s: float = _WAIT_REPORT_S) -> list:
+    """The actors' ``ready()`` answers; a line every ``every_s`` while some wait for room, a RunError at ``limit_s``."""
+    t0 = time.monotonic()
+    while True:
+        ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=every_s)
+        if not waiting:
+            return ray.get(refs)
+        waited_s = time.monotonic() - t0
+        free = ray.available_resources().get("CPU", 0.0)
+        if waited_s >= limit_s:
+            raise RunError(f"cell {cell_id}: {len(waiting)} of {len(refs)} load-generator actors found no room in "
+                           f"{waited_s:.0f} s ({free:g} CPUs free): other Ray jobs hold the CPUs; run again with "
+                           "fewer --actors or lower concurrency, or add client nodes")
+        on_wait(f"  cell {cell_id}: {len(ready)} of {len(refs)} load-generator actors placed after "
+                f"{waited_s:.0f} s ({free:g} CPUs free); waiting up to {limit_s:.0f} s")
 
 
 def _deliver(result: PollResult, sink: BatchSink) -> None:
