@@ -115,7 +115,8 @@ def test_server_timeline_has_a_row_per_second_matching_the_clients_in_flight(run
     assert timeline["error"].null_count() == timeline.height and set(timeline["source"]) == {"sim"}
     t = timeline["t_ns"].to_numpy()
     gaps_s = np.diff(t[:-1]) / 1e9  # the last row is the extra one taken when the cell ended
-    assert np.all(np.abs(gaps_s - 1.0) < 0.1), gaps_s
+    # once a second: the cadence holds (median), and a busy machine may delay a scrape, never skip two
+    assert abs(np.median(gaps_s) - 1.0) < 0.05 and np.all((gaps_s > 0.5) & (gaps_s < 2.0)), gaps_s
     assert t[0] <= requests["t_sent_ns"].min() and t[-1] >= requests["t_done_ns"].max()
     assert timeline.height >= summary["duration_s"]  # one row per second of the cell, at least
     sent, done = requests["t_sent_ns"].to_numpy(), requests["t_done_ns"].to_numpy()
