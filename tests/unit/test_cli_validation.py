@@ -1,5 +1,9 @@
 """Bad command-line input gets one line naming the problem (no Ray, no sockets: it fails first)."""
 
+import os
+import signal
+import time
+
 import pytest
 from click.testing import CliRunner
 
@@ -85,3 +89,21 @@ def test_bench_refuses_an_unknown_sim_gpu_before_ray(tmp_path):
     assert result.exit_code == 1
     assert result.output == "Error: SimBackend 'sim': gpu='A100' is not allowed; the simulator's GPU profiles: H100, H200, MI300X\n"
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_sigterm_is_handled_like_ctrl_c(signum, code, name):
+    @main.command(name="_signal_for_test", hidden=True)
+    def _signal_for_test() -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this returns
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(main, ["_signal_for_test"])
+    finally:
+        main.commands.pop("_signal_for_test")
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == code
+    assert result.output == ("interrupted: completed cells are kept in the run directory; "
+                             f"run again with --resume for the rest ({name})\n")
