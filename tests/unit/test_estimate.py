@@ -146,9 +146,10 @@ def test_engine_timing_grows_with_output_and_shrinks_with_concurrency_up_to_the_
 def test_the_deepseek_r1_plan_is_estimated_whole_and_fast():
     experiment = load_experiment(ROOT / "experiments" / "deepseek_r1.py")
     cells = experiment.cells()
-    t0 = time.perf_counter()
+    # CPU time, not wall time: on a busy machine the process waits for a core, which is not the estimate's cost
+    t0 = time.process_time()
     estimate = estimate_plan(experiment, cells)
-    assert time.perf_counter() - t0 < 5.0
+    assert time.process_time() - t0 < 5.0
     assert len(estimate.cell_s) == len(cells) == 117
     assert estimate.unknown_cells == 0 and all(s is not None and s > 0 for s in estimate.cell_s.values())
     assert len(estimate.server_start_s) == 6
