@@ -142,6 +142,9 @@ class LoadGenPool:
             finally:
                 # on a deadline, Ctrl-C or an error: cancel what is in flight and keep its rows
                 self._stop_and_drain(members, sink)
+        except GetTimeoutError:  # a stuck actor is one line, not a traceback from Ray
+            raise RunError(f"cell {self.cell_id}: the load generators did not answer within {_CALL_TIMEOUT_S:g} s "
+                           "(an overloaded or lost client node?); the cell is not kept: --resume runs it again") from None
         finally:
             for m in members:
                 ray.kill(m.handle, no_restart=True)
