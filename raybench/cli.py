@@ -319,6 +319,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.runner import RunOptions, Runner, check_client_capacity
 
     run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
+                             no_answer_hint_s=no_answer_hint_s,
                              cell_ids=cell_ids, experiment_file=experiment_file,
                              invocation={"argv": list(sys.argv), "options": options or {}})
     try:

@@ -69,6 +69,7 @@ class RunOptions:
     streams_per_actor: int = 256
     num_cpus_per_actor: float = 0.25
     request_timeout_s: float = 3600.0
+    no_answer_hint_s: float | None = 60.0  # a request silent this long gets a line naming the timeouts
     cell_timeout_s: float | None = None
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
@@ -255,7 +256,8 @@ class Runner:
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
         server_metrics.start()  # its process starts during the warm-up, not during the cell
-        warm_up(client, workload, self.experiment.warmup_requests)
+        warm_up(client, workload, self.experiment.warmup_requests, report=self.report,
+                no_answer_hint_s=self.options.no_answer_hint_s)
         server.reset_cache()
         server.reset_ground_truth()
         arrivals = ArrivalProcess(
@@ -330,17 +332,33 @@ def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
             "hardware": str(getattr(cell, "hardware", None) or "")}
 
 
-def warm_up(client: ClientConfig, workload: Workload, num_requests: int) -> None:
-    """Send a few short requests first; a server that rejects them stops the cell with one line."""
+def warm_up(client: ClientConfig, workload: Workload, num_requests: int, *, report: Report | None = None,
+            no_answer_hint_s: float | None = 60.0) -> None:
+    """Send a few short requests first; a server that rejects them stops the cell with one line.
+
+    A server that does not answer gets a line every ``no_answer_hint_s`` naming the timeouts,
+    rather than an hour of silence (the request timeout's default).
+    """
     if num_requests <= 0:
         return
     specs = [dataclasses.replace(s, max_tokens=min(s.max_tokens, 16)) for s in workload.build(range(min(num_requests, workload.num_requests)))]
     generator = LoadGenerator(cell_id="warmup", client=client, specs=specs, arrivals_s=np.zeros(len(specs)), concurrency=len(specs))
-    asyncio.run(generator.run(time.perf_counter_ns()))
+    asyncio.run(_run_telling(generator, client.url, report if no_answer_hint_s else None, no_answer_hint_s or 0.0))
     _, requests = generator.drain()
     for code, error in zip(requests.status, requests.error):
         if code != 0:
             raise BackendError(f"warm-up request to {client.url} failed: {error}{_hint(error or '')}")
+
+
+async def _run_telling(generator: LoadGenerator, url: str, report: Report | None, every_s: float) -> None:
+    task = asyncio.ensure_future(generator.run(time.perf_counter_ns()))
+    waited_s = 0.0
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every_s if report is not None else None)
+        if done:
+            return task.result()
+        waited_s += every_s
+        report(redact_text(f"  warm-up: no answer from {url} for {waited_s:g} s: see --stall-timeout, --request-timeout"))
 
 
 def _hint(error: str) -> str:
