@@ -136,9 +136,10 @@ def test_progress_lines_and_the_final_table_in_plain_output(run):
     _, _, summary, lines = run
     cell = summary["cell_id"]
     progress = [line for line in lines if line.startswith(f"  {cell}: ")]
-    pattern = r"\d+/20 done, \d+ in flight, 0 failed, [\d,]+ output tok/s, median TTFT (n/a|2\d\d ms)$"
+    pattern = r"\d+/20 done, \d+ in flight, 0 failed, [\d,]+ output tok/s, median TTFT (n/a|[\d,]+ ms)$"
     assert progress and all(re.search(pattern, line) for line in progress)
-    assert "median TTFT 2" in progress[-1]  # once requests finished: ~200 ms here
+    # once requests finished: the server's 200 ms or a little more on a busy machine (histogram buckets: ~3 %)
+    assert 194 <= int(re.search(r"median TTFT ([\d,]+) ms", progress[-1])[1].replace(",", "")) < 2000
     assert "plan: 1/1 cells, 20/20 requests, elapsed" in "\n".join(lines)
     table = lines[-1].splitlines()
     assert table[1].split()[:3] == ["cell", "ok", "failed"] and table[3].split()[:3] == [cell, "20", "0"]
