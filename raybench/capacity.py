@@ -37,7 +37,7 @@ class ClientCapacity:
     free_cpus: float
     nodes: int  # nodes load generators may go to (client nodes when the cluster has any)
     client_nodes: int  # nodes with the ``client`` resource; 0: load generators may go anywhere
-    fds_per_process: int  # the open-file limit (RLIMIT_NOFILE) of an actor's process
+    fds_per_process: int  # the open-file limit (RLIMIT_NOFILE) of an actor's process (read on the driver's node)
     ports_per_node: int = _DEFAULT_PORTS  # ephemeral ports toward one server address
 
     @property

@@ -30,11 +30,11 @@ class CellWriter:
 
     def __init__(self, cell_dir: Path) -> None:
         self.cell_dir = cell_dir
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        self._files = {
-            name: (cell_dir / name, pq.ParquetWriter(tmp_path(cell_dir / name), schema, compression="zstd"))
-            for name, schema in ((REQUESTS_FILE, REQUESTS_SCHEMA), (CHUNKS_FILE, CHUNKS_SCHEMA))
-        }
+        self._files = {}
+        for name, schema in ((REQUESTS_FILE, REQUESTS_SCHEMA), (CHUNKS_FILE, CHUNKS_SCHEMA)):
+            with storage_errors(cell_dir / name):
+                cell_dir.mkdir(parents=True, exist_ok=True)
+                self._files[name] = (cell_dir / name, pq.ParquetWriter(tmp_path(cell_dir / name), schema, compression="zstd"))
         self.num_requests = 0
         self.num_chunks = 0
         self.failed: StorageError | None = None

@@ -99,3 +99,12 @@ def test_the_run_says_what_it_kept_and_how_to_resume(tmp_path, monkeypatch):
         f"cannot write {where}: the disk is full; kept: 1 complete cell in {rd.path} (the cell being written is not); "
         f"free disk space, then: raybench run {tmp_path / 'exp.py'} --run-dir {rd.path}")
     assert "\n" not in str(info.value)
+
+
+def test_a_full_disk_when_the_cell_starts_is_the_same_one_line(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise ENOSPC
+
+    monkeypatch.setattr(cells_module.pq, "ParquetWriter", full)
+    with pytest.raises(StorageError, match=f"^cannot write {tmp_path / 'cell' / REQUESTS_FILE}: the disk is full$"):
+        CellWriter(tmp_path / "cell")
