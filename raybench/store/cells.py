@@ -31,10 +31,15 @@ class CellWriter:
     def __init__(self, cell_dir: Path) -> None:
         self.cell_dir = cell_dir
         self._files = {}
-        for name, schema in ((REQUESTS_FILE, REQUESTS_SCHEMA), (CHUNKS_FILE, CHUNKS_SCHEMA)):
-            with storage_errors(cell_dir / name):
-                cell_dir.mkdir(parents=True, exist_ok=True)
-                self._files[name] = (cell_dir / name, pq.ParquetWriter(tmp_path(cell_dir / name), schema, compression="zstd"))
+        try:
+            for name, schema in ((REQUESTS_FILE, REQUESTS_SCHEMA), (CHUNKS_FILE, CHUNKS_SCHEMA)):
+                with storage_errors(cell_dir / name):
+                    cell_dir.mkdir(parents=True, exist_ok=True)
+                    writer = pq.ParquetWriter(tmp_path(cell_dir / name), schema, compression="zstd")
+                    self._files[name] = (cell_dir / name, writer)
+        except StorageError:
+            self.abort()  # the file opened before the failing one goes too
+            raise
         self.num_requests = 0
         self.num_chunks = 0
         self.failed: StorageError | None = None

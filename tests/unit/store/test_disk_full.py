@@ -102,9 +102,14 @@ def test_the_run_says_what_it_kept_and_how_to_resume(tmp_path, monkeypatch):
 
 
 def test_a_full_disk_when_the_cell_starts_is_the_same_one_line(tmp_path, monkeypatch):
-    def full(*args, **kwargs):
-        raise ENOSPC
+    original = pq.ParquetWriter
 
-    monkeypatch.setattr(cells_module.pq, "ParquetWriter", full)
-    with pytest.raises(StorageError, match=f"^cannot write {tmp_path / 'cell' / REQUESTS_FILE}: the disk is full$"):
+    def full_on_the_second(path, *args, **kwargs):
+        if CHUNKS_FILE in str(path):
+            raise ENOSPC
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(cells_module.pq, "ParquetWriter", full_on_the_second)
+    with pytest.raises(StorageError, match=f"^cannot write {tmp_path / 'cell' / CHUNKS_FILE}: the disk is full$"):
         CellWriter(tmp_path / "cell")
+    assert list((tmp_path / "cell").iterdir()) == []  # the requests file opened first is gone too
