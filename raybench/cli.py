@@ -6,30 +6,78 @@ private loopback-only one, because Ray reads that choice when it is imported.
 
 from __future__ import annotations
 
+import logging
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from raybench import __version__
-from raybench.errors import ConfigError, RaybenchError
+from raybench.errors import ConfigError, RaybenchError, StorageError
+from raybench.redaction import RedactingFilter, redact_text
 from raybench.sim.command import sim_command
 
 _GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt so a run stops the way Ctrl-C stops it."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def handle_sigterm() -> None:
+    """SIGTERM stops a run like Ctrl-C: cells in flight are cancelled, completed ones kept, one line.
+
+    Called again once Ray is up: its core worker installs a native handler for SIGTERM that
+    prints a stack dump; the last ``signal.signal`` wins.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+class _RedactingEcho(logging.Handler):
+    """raybench's log records on stderr (the current one: tests swap it), secrets redacted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.addFilter(RedactingFilter())
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def _route_logs() -> None:
+    logger = logging.getLogger("raybench")
+    if not any(isinstance(h, _RedactingEcho) for h in logger.handlers):
+        logger.addHandler(_RedactingEcho())
+        logger.propagate = False
+
+
 class _Group(click.Group):
-    """Turns raybench's errors into one-line messages and exit codes (the only place that does)."""
+    """Turns raybench's errors into one-line messages and exit codes (the only place that does).
+
+    Exit codes: 1 an error (one line), 2 bad usage, 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
+    """
 
     def invoke(self, ctx: click.Context):
+        handle_sigterm()
+        _route_logs()
         try:
             return super().invoke(ctx)
         except RaybenchError as err:
-            raise click.ClickException(str(err)) from err
-        except KeyboardInterrupt:
-            click.echo("interrupted: completed cells are kept in the run directory", err=True)
-            sys.exit(130)
+            raise click.ClickException(redact_text(str(err))) from None
+        except KeyboardInterrupt as err:
+            signame = "SIGTERM" if isinstance(err, _Terminated) else "Ctrl-C"
+            click.echo(f"interrupted: completed cells are kept in the run directory; "
+                       f"run again with --resume for the rest ({signame})", err=True)
+            sys.exit(143 if isinstance(err, _Terminated) else 130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -131,6 +179,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--sim-itl-ms", type=click.FloatRange(min=0), default=20.0, help="--sim-timing fixed: time between chunks.")
 @click.option("--sim-tokens-per-chunk", type=click.IntRange(min=1), default=1, help="--backend sim: tokens per streamed chunk (as MTP produces).")
 @click.option("--sim-gpu", default="H200", help="--backend sim: GPU profile (H200, MI300X, H100).")
+@click.option("--no-answer-hint-s", type=click.FloatRange(min=0, min_open=True), default=60.0, help="Seconds without a byte on a request in flight before the progress line names --stall-timeout and --request-timeout.")
 def bench(**opts) -> None:
     """Benchmark one cell: a server at --url, or the simulator (--backend sim).
 
@@ -143,6 +192,7 @@ def bench(**opts) -> None:
       raybench bench --url http://127.0.0.1:8000 --request-rate 4 --burstiness 0.5 --num-prompts 200
     """
     from raybench.experiment import Experiment, ExternalBackend, Online, Sampling, SimBackend
+    from raybench.plan import check_simulators
 
     if (opts["url"] is None) == (opts["backend"] is None):
         raise click.UsageError("give exactly one of --url (a running server) or --backend sim")
@@ -175,12 +225,14 @@ def bench(**opts) -> None:
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput, tokenizer=opts["tokenizer"],
                             tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling)
+    check_simulators(experiment)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"],
                         "keepalive": opts["keepalive"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
+         no_answer_hint_s=opts["no_answer_hint_s"],
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
 
 
@@ -202,9 +254,13 @@ _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: 
 @click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
 @click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help=_SIM_TIMING_HELP)
 @click.option("--no-keepalive", is_flag=True, help="One connection per request, whatever the file's keepalive says.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True, help="Seconds before a request is recorded as timed out.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds without a byte before a request is recorded as timed out. Default: none.")
+@click.option("--no-answer-hint-s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds without a byte on a request in flight before the progress line names --stall-timeout and --request-timeout.")
 def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, address: str | None, actors: int | None,
         write_report: bool, only: str | None, num_prompts: int | None, repeats: int | None, simulate: bool,
-        sim_timing: str | None, no_keepalive: bool) -> None:
+        sim_timing: str | None, no_keepalive: bool, request_timeout: float, stall_timeout: float | None,
+        no_answer_hint_s: float) -> None:
     """Run every cell of an experiment file.
 
     \b
@@ -221,10 +277,14 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, ad
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
                                 simulate=simulate, sim_timing=sim_timing)
     options = {"only": only, "num_prompts": num_prompts, "repeats": repeats, "simulate": simulate,
-               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive}
+               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive,
+               "request_timeout": request_timeout, "stall_timeout": stall_timeout}
+    overrides: dict = {"stall_timeout_s": stall_timeout} if stall_timeout is not None else {}
+    if no_keepalive:
+        overrides["keepalive"] = False
     _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, resume=resume, write_report=write_report,
          cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options,
-         client_overrides={"keepalive": False} if no_keepalive else None)
+         request_timeout_s=request_timeout, client_overrides=overrides, no_answer_hint_s=no_answer_hint_s)
 
 
 @main.command(name="plan")
@@ -297,7 +357,7 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
 def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_dir: Path | None = None,
          resume: bool = False, request_timeout_s: float = 3600.0, client_overrides: dict | None = None,
          write_report: bool = True, cell_ids: frozenset[str] | None = None, experiment_file: Path | None = None,
-         options: dict | None = None) -> None:
+         options: dict | None = None, no_answer_hint_s: float | None = 60.0) -> None:
     from raybench import cluster
     from raybench.plan import check_resume
     from raybench.store.rundir import RunDir
@@ -312,27 +372,31 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         done = check_resume(cells, rd.completed_cells())
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     connected_here = cluster.connect(address)
+    handle_sigterm()  # after Ray's own handler, so ours wins
     import ray
 
     from raybench.plan import check_hardware
-    from raybench.runner import RunOptions, Runner
+    from raybench.runner import RunOptions, Runner, check_client_capacity
 
+    run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
+                             no_answer_hint_s=no_answer_hint_s,
+                             cell_ids=cell_ids, experiment_file=experiment_file,
+                             invocation={"argv": list(sys.argv), "options": options or {}})
     try:
         check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
-    except Exception:
+        check_client_capacity(cells, run_options)
+    except BaseException:
         if connected_here:
             cluster.disconnect()
         raise
     if rd is None:  # only now: a refused run leaves no empty directory behind
         rd = RunDir.create(out, experiment.name)
     rd.path.mkdir(parents=True, exist_ok=True)
-
-    run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
-                             cell_ids=cell_ids, experiment_file=experiment_file,
-                             invocation={"argv": list(sys.argv), "options": options or {}})
     click.echo(f"run directory: {rd.path}", err=True)
     try:
-        summaries = Runner(experiment, rd, run_options, report=_progress_display()).run()
+        summaries = Runner(experiment, rd, run_options, report=_progress_display(no_answer_hint_s)).run()
+    except StorageError:
+        raise  # its one line already says what is kept and how to go on
     except RaybenchError:
         # the error line follows; this one says what is kept and how to go on
         click.echo(f"the run stopped: complete cells are kept in {rd.path}; to run the rest: "
@@ -434,11 +498,11 @@ def compare_command(sources: tuple[str, ...], reference: str | None, out: Path |
     click.echo(f"comparison report: {result.html}")
 
 
-def _progress_display():
+def _progress_display(no_answer_hint_s: float | None = 60.0):
     """Progress on stderr (stdout carries only the run dir): redrawn live on a terminal, plain lines otherwise."""
     from raybench.telemetry.progress import ProgressDisplay
 
-    return ProgressDisplay.for_stream(sys.stderr)
+    return ProgressDisplay.for_stream(sys.stderr, no_answer_hint_s=no_answer_hint_s)
 
 
 main.add_command(sim_command, name="sim")

@@ -44,23 +44,34 @@ class OfflineMethod(str, enum.Enum):
     BURST = "burst"  # B requests sent at once to the server
 
 
-def _positive_ints(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values:
-        raise ConfigError.invalid(name, values, "a non-empty list of integers >= 1")
+def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
+    """A sweep axis: one accepted shape, a list or tuple (a bare ``4`` is refused, not guessed at)."""
+    example = f"{name}=[{values}]" if _is_int(values) else f"{name}=[1, 4, 16]"
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ConfigError.invalid(name, values, f"a non-empty list/tuple of ints >= 1, e.g. {example}")
     for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError.invalid(name, v, "integers >= 1")
-    return values
+        if not _is_int(v) or v < 1:
+            raise ConfigError.invalid(name, v, f"each entry an int >= 1, e.g. {example}")
+    return tuple(values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(name: str, value: Any, allowed: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise ConfigError.invalid(name, value, allowed)
+    return value
 
 
 def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ConfigError.invalid(name, value, "an integer >= 1")
 
 
 def _names(name: str, values: Any) -> tuple[str, ...]:
-    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
         raise ConfigError.invalid(name, values, "a tuple of backend names, e.g. ('vllm-h200',)")
     return tuple(values)
 
@@ -141,16 +152,19 @@ class Online:
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", _positive_ints("concurrency", self.concurrency))
         object.__setattr__(self, "only", _names("only", self.only))
-        for name in ("input_len", "output_len", "num_prompts"):
+        for name in ("input_len", "output_len", "num_prompts", "num_groups", "prompts_per_group", "prefix_len"):
             _positive_int(name, getattr(self, name))
         if self.dataset not in ("random", "prefix"):
-            raise ConfigError.unknown("dataset", self.dataset, ("random", "prefix"))
-        if not 0 <= self.range_ratio < 1:
-            raise ConfigError.invalid("range_ratio", self.range_ratio, "0 <= range_ratio < 1")
-        if not self.request_rate > 0:
-            raise ConfigError.invalid("request_rate", self.request_rate, "> 0 (inf = all at once)")
-        if not self.burstiness > 0:
-            raise ConfigError.invalid("burstiness", self.burstiness, "> 0")
+            raise ConfigError.unknown("dataset", str(self.dataset), ("random", "prefix"))
+        if not 0 <= _number("range_ratio", self.range_ratio, "a number with 0 <= range_ratio < 1") < 1:
+            raise ConfigError.invalid("range_ratio", self.range_ratio, "a number with 0 <= range_ratio < 1")
+        if not _number("request_rate", self.request_rate, "a number > 0 (math.inf = all at once)") > 0:
+            raise ConfigError.invalid("request_rate", self.request_rate, "a number > 0 (math.inf = all at once)")
+        if not _number("burstiness", self.burstiness, "a number > 0 (1 = Poisson)") > 0:
+            raise ConfigError.invalid("burstiness", self.burstiness, "a number > 0 (1 = Poisson)")
+        if self.dataset == "prefix" and self.prefix_len >= self.input_len:
+            raise ConfigError.invalid("prefix_len", self.prefix_len, f"below input_len ({self.input_len}): "
+                                      "input_len counts the shared prefix plus the question")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,7 +183,17 @@ class Offline:
         object.__setattr__(self, "only", _names("only", self.only))
         _positive_int("input_len", self.input_len)
         _positive_int("output_len", self.output_len)
-        object.__setattr__(self, "method", OfflineMethod(self.method))
+        try:
+            object.__setattr__(self, "method", OfflineMethod(self.method))
+        except ValueError:
+            raise ConfigError.unknown("method", str(self.method), [m.value for m in OfflineMethod]) from None
+
+
+_EXPERIMENT_PARTS = (
+    ("backends", (SGLangBackend, VLLMBackend, TRTLLMBackend, SimBackend, ExternalBackend), "backends, e.g. (SimBackend(),)"),
+    ("online", Online, "Online(...) sweeps, e.g. (Online(concurrency=[4], ...),)"),
+    ("offline", Offline, "Offline(...) sweeps, e.g. (Offline(batch_sizes=[32], ...),)"),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,8 +316,15 @@ class Experiment:
     def __post_init__(self) -> None:
         if not isinstance(self.keepalive, bool):
             raise ConfigError.invalid("keepalive", self.keepalive, "True or False")
-        for name in ("backends", "online", "offline"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name, kind, example in _EXPERIMENT_PARTS:
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) for v in value):
+                raise ConfigError.invalid(name, value, f"a list/tuple of {example}")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("name", "model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError.invalid(name, getattr(self, name), "a non-empty string")
+        self._check_goodput()
         self._pair_hardware()
         for sweep in (*self.online, *self.offline):
             for name in sweep.only:
@@ -332,6 +363,15 @@ class Experiment:
                 raise ConfigError("give tokenizer or token_id_range, not both: with a tokenizer, ids come from its vocabulary")
         if not isinstance(self.sampling, Sampling):
             raise ConfigError.invalid("sampling", self.sampling, "a Sampling(temperature=0.0, top_p=..., top_k=..., extra_body={...})")
+
+    def _check_goodput(self) -> None:
+        slos = self.goodput_slos_ms
+        allowed = 'keys ttft, tpot, e2el mapped to milliseconds > 0, e.g. {"ttft": 2000, "tpot": 100}'
+        if not isinstance(slos, Mapping):
+            raise ConfigError.invalid("goodput_slos_ms", slos, allowed)
+        for key, value in slos.items():
+            if key not in ("ttft", "tpot", "e2el") or not _number("goodput_slos_ms", value, allowed) > 0:
+                raise ConfigError.invalid("goodput_slos_ms", dict(slos), allowed)
 
     def _pair_hardware(self) -> None:
         if not isinstance(self.hardware, Mapping):
@@ -431,6 +471,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{_where(path, err)}: {err}") from err
     except TypeError as err:
         raise ConfigError(f"{_where(path, err)}: {err}{_allowed_fields(str(err))}") from err
+    except Exception as err:  # the file is the user's code: a NameError in it is bad input, not a crash
+        raise ConfigError(f"{_where(path, err)}: {type(err).__name__}: {err}") from err
     experiment = namespace.get("experiment")
     if not isinstance(experiment, Experiment):
         raise ConfigError(f"{path} must define `experiment = Experiment(...)`")

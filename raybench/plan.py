@@ -131,7 +131,19 @@ def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int
         raise ConfigError(f"--only {only}: no cell matches; see `raybench plan` for the cells and their fields")
     if simulate:
         experiment = simulated(experiment, sim_timing)
+    check_simulators(experiment)
     return experiment, [c for c in experiment.cells() if c.id in ids]
+
+
+def check_simulators(experiment: Experiment) -> None:
+    """Before Ray or any server starts: every simulator can serve the experiment's model as configured.
+
+    Not in ``Experiment`` itself: the time estimate models an unprofiled real server through a
+    simulator and must get "unknown", not an error.
+    """
+    for b in experiment.backends:
+        if isinstance(b, SimBackend):
+            b.check_model(experiment.model)
 
 
 def check_hardware(experiment: Experiment, cluster_resources: Mapping[str, float],

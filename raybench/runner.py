@@ -28,15 +28,16 @@ from raybench.backends import admin
 from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
+from raybench.capacity import ClientCapacity, PoolSize, client_capacity, size_pool
 from raybench.cluster import node_gpu_inventories
-from raybench.errors import BackendError, RunError
+from raybench.errors import BackendError, RunError, StorageError
 from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
-from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
+from raybench.loadgen.arrivals import ArrivalProcess
 from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import ClientCheck, LoadGenerator
-from raybench.loadgen.pool import LoadGenPool, PoolResult, client_cpus
+from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
 from raybench.prompting import PromptSource, PromptSources, oov_hint
@@ -78,6 +79,7 @@ class RunOptions:
     streams_per_actor: int = 256
     num_cpus_per_actor: float = 0.25
     request_timeout_s: float = 3600.0
+    no_answer_hint_s: float | None = 60.0  # a request silent this long gets a line naming the timeouts
     cell_timeout_s: float | None = None
     max_replacements: int | None = None  # lost load generators replaced per cell; None: one per actor
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -147,6 +149,20 @@ class Runner:
 
     def run(self) -> list[dict[str, Any]]:
         """Run every cell not yet complete in the run dir; return every cell's summary."""
+        try:
+            return self._run_plan()
+        except StorageError as err:  # disk full: say what is kept and how to go on, in one line
+            raise StorageError(f"{err}; {self._kept_and_resume()}", path=err.path) from None
+
+    def _kept_and_resume(self) -> str:
+        kept = len(self.run_dir.cell_ids())
+        source = self.options.experiment_file
+        again = (f"raybench run {source} --run-dir {self.run_dir.path}" if source is not None
+                 else "run the command again")
+        return (f"kept: {kept} complete cell{'s' if kept != 1 else ''} in {self.run_dir.path} "
+                f"(the cell being written is not); free disk space, then: {again}")
+
+    def _run_plan(self) -> list[dict[str, Any]]:
         cells = self.experiment.cells()
         if self.options.cell_ids is not None:
             cells = [c for c in cells if c.id in self.options.cell_ids]
@@ -160,6 +176,7 @@ class Runner:
         self.env["sampling"] = self.experiment.sampling.to_json()
         write_json_atomic(self.run_dir.env_json, self.env)
         self.progress.plan([(c.id, c.num_prompts or 0) for c in cells], done=sorted(done))
+        check_client_capacity([c for c in cells if c.id not in done], self.options)
         with ServerGuard() as guard:
             for backend in self.experiment.backends:
                 todo = [c for c in cells if c.backend == backend.name and c.id not in done]
@@ -270,26 +287,29 @@ class Runner:
         summary["wall_s"] = round(time.monotonic() - t0, 3)
         write_json_atomic(cell_dir / SUMMARY_FILE, summary)
 
+    def _pool_size(self, cell: Cell) -> PoolSize:
+        return pool_size(cell, self.options, client_capacity())
+
     def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> CellRun:
         client = self._client(server)
         source = self.sources[cell.backend]
         workload = workload_for(cell, **source.workload_params())
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+        size = self._pool_size(cell)  # before the warm-up: nothing of the cell starts if it cannot run
+        if size.note:
+            self.report(size.note)
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
         server_metrics.start()  # its process starts during the warm-up, not during the cell
-        warm_up(client, workload, self.experiment.warmup_requests)
+        warm_up(client, workload, self.experiment.warmup_requests, report=self.report,
+                no_answer_hint_s=self.options.no_answer_hint_s)
         server.reset_cache()
         server.reset_ground_truth()
         arrivals = ArrivalProcess(
             rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
         ).offsets_s(workload.num_requests)
-        # more actors than client CPUs only makes them take turns on the cores
-        actors = self.options.actors or default_num_actors(
-            concurrency, streams_per_actor=self.options.streams_per_actor, max_actors=client_cpus())
-        actors = max(1, min(actors, concurrency, workload.num_requests))
-        pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
-                           labels=labels, max_replacements=self.options.max_replacements)
+        pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
+                           labels=labels, max_replacements=self.options.max_replacements, on_wait=self.report)
         writer = CellWriter(cell_dir)
         try:
             with server_metrics:
@@ -372,23 +392,55 @@ class _EngineCells:
         return self.runner._run_engine_cell(cell, cell_dir)
 
 
+def pool_size(cell: Cell, options: RunOptions, capacity: ClientCapacity) -> PoolSize:
+    """How many load generators a cell runs on; a one-line error when the cluster cannot host its streams."""
+    concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+    return size_pool(cell_id=cell.id, streams=min(concurrency, cell.num_prompts or concurrency), actors=options.actors,
+                     streams_per_actor=options.streams_per_actor, cpus_per_actor=options.num_cpus_per_actor,
+                     capacity=capacity)
+
+
+def check_client_capacity(cells: list[Cell], options: RunOptions) -> None:
+    """Every served cell's streams against the cluster as it is now: refused before any server starts, not an hour in."""
+    capacity = client_capacity()
+    for cell in cells:
+        if not cell.runs_in_engine:
+            pool_size(cell, options, capacity)
+
+
 def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
     """Tags on a cell's live Ray metrics (hardware stays empty until cells carry one)."""
     return {"experiment": experiment.name, "cell": cell.id, "backend": cell.backend,
             "hardware": str(getattr(cell, "hardware", None) or "")}
 
 
-def warm_up(client: ClientConfig, workload: Workload, num_requests: int) -> None:
-    """Send a few short requests first; a server that rejects them stops the cell with one line."""
+def warm_up(client: ClientConfig, workload: Workload, num_requests: int, *, report: Report | None = None,
+            no_answer_hint_s: float | None = 60.0) -> None:
+    """Send a few short requests first; a server that rejects them stops the cell with one line.
+
+    A server that does not answer gets a line every ``no_answer_hint_s`` naming the timeouts,
+    rather than an hour of silence (the request timeout's default).
+    """
     if num_requests <= 0:
         return
     specs = [dataclasses.replace(s, max_tokens=min(s.max_tokens, 16)) for s in workload.build(range(min(num_requests, workload.num_requests)))]
     generator = LoadGenerator(cell_id="warmup", client=client, specs=specs, arrivals_s=np.zeros(len(specs)), concurrency=len(specs))
-    asyncio.run(generator.run(time.perf_counter_ns()))
+    asyncio.run(_run_telling(generator, client.url, report if no_answer_hint_s else None, no_answer_hint_s or 0.0))
     _, requests = generator.drain()
     for code, error in zip(requests.status, requests.error):
         if code != 0:
             raise BackendError(f"warm-up request to {client.url} failed: {error}{_hint(error or '') or oov_hint(error or '', workload)}")
+
+
+async def _run_telling(generator: LoadGenerator, url: str, report: Report | None, every_s: float) -> None:
+    task = asyncio.ensure_future(generator.run(time.perf_counter_ns()))
+    waited_s = 0.0
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every_s if report is not None else None)
+        if done:
+            return task.result()
+        waited_s += every_s
+        report(redact_text(f"  warm-up: no answer from {url} for {waited_s:g} s: see --stall-timeout, --request-timeout"))
 
 
 def _hint(error: str) -> str:

@@ -108,18 +108,31 @@ def steady_state(
     )
 
 
-def peak_output_tokens_per_s(ok_chunks: pl.DataFrame, t0_ns: int) -> float:
-    """Most output tokens that arrived within one 1 s bin, bins counted from ``t0_ns``.
+def peak_output_tokens_per_s(ok_chunks: pl.DataFrame, t0_ns: int, duration_ns: int | None = None) -> float:
+    """Most output tokens per second within one bin: the cell's duration cut into equal bins of at most 1 s.
 
+    The bins tile ``[t0_ns, t0_ns + duration_ns]`` exactly (a 0.4 s cell is one 0.4 s bin; a 2.5 s
+    cell three bins of 0.83 s), so their mean rate is the cell's mean and the largest bin can
+    never be below it, as fixed 1 s bins were for a cell shorter than a second (0.4 s of tokens
+    in a 1 s bin). Long cells get bins within a few ms of 1 s. ``duration_ns`` None: plain 1 s bins.
     Per token: a chunk of n tokens adds n to its bin (vLLM and SGLang rebuild one "token" per
     chunk from the ITL list, which undercounts multi-token chunks).
     """
-    bins = (
-        ok_chunks.filter(pl.col("n_tokens") >= 1)
-        .group_by(((pl.col("t_ns") - t0_ns) // _NS_PER_S).alias("bin"))
-        .agg(pl.col("n_tokens").sum())
-    )
-    return float(bins["n_tokens"].max()) if bins.height else 0.0
+    tokens = ok_chunks.filter(pl.col("n_tokens") >= 1)
+    if tokens.height == 0:
+        return 0.0
+    if duration_ns is None:
+        bins_n, width_ns = None, float(_NS_PER_S)
+    else:
+        if duration_ns <= 0:
+            return 0.0
+        bins_n = max(1, math.ceil(duration_ns / _NS_PER_S))
+        width_ns = duration_ns / bins_n
+    index = ((pl.col("t_ns") - t0_ns) / width_ns).floor().cast(pl.Int64)
+    if bins_n is not None:  # a token at the very end belongs to the last bin
+        index = index.clip(0, bins_n - 1)
+    bins = tokens.group_by(index.alias("bin")).agg(pl.col("n_tokens").sum())
+    return float(bins["n_tokens"].max()) * _NS_PER_S / width_ns
 
 
 def validate_slos(goodput_slos_ms: Mapping[str, float] | None) -> dict[str, float]:

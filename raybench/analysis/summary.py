@@ -229,7 +229,8 @@ def _load_fields(
 ) -> dict[str, Any]:
     flight = InFlight.sweep(tables.requests)
     # no token arrived: there is no peak to report (None, not a measured 0)
-    peak_tokens = peak_output_tokens_per_s(tables.ok_chunks, t0) if tables.ok_chunks["n_tokens"].sum() else None
+    peak_tokens = (peak_output_tokens_per_s(tables.ok_chunks, t0, round(duration_s * _NS_PER_S))
+                   if tables.ok_chunks["n_tokens"].sum() else None)
     mean_in_flight = safe_rate(float(ok["e2e_ms"].drop_nulls().sum()) / 1e3, duration_s)
     steady = steady_state(flight, tables.ok_chunks, target)
     return {

@@ -37,13 +37,35 @@ class SimBackend(ProcessBackend):
     stop_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
+        from raybench.sim import costmodel  # here: the cost model's tables, not the server
+
         super().__post_init__()
         if self.timing not in TIMINGS:
-            raise ConfigError.unknown("sim timing", self.timing, TIMINGS)
+            raise ConfigError.unknown("sim timing", str(self.timing), TIMINGS)
+        # refused when the experiment is built (plan, before Ray starts), not when the server starts
+        for field_name, value, known, what in (("gpu", self.gpu, costmodel.GPUS, "GPU profiles"),
+                                               ("profile", self.profile, costmodel.BACKENDS, "backend profiles")):
+            if value not in known:
+                raise ConfigError(f"SimBackend {self.name!r}: {field_name}={value!r} is not allowed; "
+                                  f"the simulator's {what}: {', '.join(sorted(known))}")
         check_positive("tokens_per_chunk", self.tokens_per_chunk)
         check_positive("num_gpus", self.num_gpus)
-        if self.ttft_ms < 0 or self.itl_ms < 0:
-            raise ConfigError.invalid("ttft_ms/itl_ms", (self.ttft_ms, self.itl_ms), "values >= 0")
+        for name in ("ttft_ms", "itl_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3.6e6:
+                raise ConfigError.invalid(name, value, "a number of milliseconds in 0..3600000")
+
+    def check_model(self, model: str) -> None:
+        """The simulator can serve ``model`` with these settings (engine timing needs a profiled model that fits)."""
+        from raybench.sim.config import SimConfig, SimConfigError
+
+        # a --kv-capacity-tokens in extra_args overrides the weights-fit check the simulator makes
+        capacity = 1 if any(a.split("=", 1)[0] == "--kv-capacity-tokens" for a in self.extra_args) else None
+        try:
+            SimConfig(model=model, timing=self.timing, gpu=self.gpu, num_gpus=self.num_gpus,
+                      backend_profile=self.profile, tokens_per_chunk=self.tokens_per_chunk, kv_capacity_tokens=capacity)
+        except SimConfigError as err:
+            raise ConfigError(f"SimBackend {self.name!r}: {err}") from None
 
     def server_argv(self, *, model: str, host: str, port: int, python: str) -> list[str]:
         return self._argv(model=model, host=host, port=port, python=python) + list(self.extra_args)

@@ -66,6 +66,9 @@ class Progress:
     output_tokens: int
     loop_lag_ms: float = 0.0
     ttft_ms_counts: tuple[int, ...] = ()
+    # the longest any request in flight has gone without a byte (since it was sent, or since its
+    # last event): a server that stopped answering shows here long before a timeout fires
+    longest_silence_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +420,13 @@ class LoadGenerator:
             in_flight=self._in_flight,
             output_tokens=self._output_tokens + sum(r.tokens for r in self._active),
             loop_lag_ms=max(lags) / 1e6 if lags else 0.0,
+            longest_silence_ms=self._longest_silence_ns() / 1e6,
         )
+
+    def _longest_silence_ns(self) -> int:
+        now = self._clock_ns()
+        last = [r.t_ns[-1] if r.t_ns else r.t_sent_ns for r in self._active if r.t_sent_ns is not None]
+        return max((now - t for t in last), default=0)
 
     def self_check(self) -> SelfCheck:
         lags = self._lags_ns or [0]

@@ -36,6 +36,7 @@ CLIENT_RESOURCE = "client"
 _START_SLACK_S = 0.2  # lets every actor's "go" land before the common start time
 _CALL_TIMEOUT_S = 60.0
 _ANCHOR_TIMEOUT_S = 10.0  # a clock read is instant; an actor that takes this long is not answering
+_WAIT_REPORT_S = 5.0  # the progress display's pace
 
 
 class BatchSink(Protocol):
@@ -131,13 +132,6 @@ def placement_options() -> dict:
     return options
 
 
-def client_cpus() -> int:
-    """CPUs of the nodes load generators may go to: client nodes when the cluster has any, else all."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    clients = [n for n in nodes if n["Resources"].get(CLIENT_RESOURCE, 0) > 0]
-    return max(1, int(sum(n["Resources"].get("CPU", 0) for n in clients or nodes)))
-
-
 class LoadGenPool:
     """Runs one cell over N actors; a lost actor is replaced and its unsent requests go on.
 
@@ -158,6 +152,7 @@ class LoadGenPool:
         labels: Mapping[str, str] | None = None,
         max_replacements: int | None = None,
         call_timeout_s: float = _CALL_TIMEOUT_S,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         if num_actors < 1:
             raise RunError(f"num_actors={num_actors} is not allowed: at least 1")
@@ -172,6 +167,8 @@ class LoadGenPool:
         self.max_replacements = num_actors if max_replacements is None else max_replacements
         self.call_timeout_s = call_timeout_s
         self._started = 0
+        # told every few seconds while actors wait for room: no wait without feedback
+        self.on_wait = on_wait or (lambda line: log.warning("%s", line))
 
     def run(
         self,
@@ -209,6 +206,9 @@ class LoadGenPool:
                 # on a deadline, Ctrl-C or an error: cancel what is in flight and keep its rows
                 self._stop_and_drain(cell, members)
             self._anchor(members, after=True)
+        except GetTimeoutError:  # a stuck actor is one line, not a traceback from Ray
+            raise RunError(f"cell {self.cell_id}: the load generators did not answer within {self.call_timeout_s:g} s "
+                           "(an overloaded or lost client node?); the cell is not complete: --resume runs it again") from None
         finally:
             for m in members:
                 ray.kill(m.handle, no_restart=True)
@@ -226,7 +226,7 @@ class LoadGenPool:
             ).remote(name, self.labels)
             members.append(_Member(name=name, handle=handle))
         try:
-            nodes = ray.get([m.handle.ready.remote() for m in members], timeout=self.call_timeout_s * 5)
+            nodes = _wait_placed(self.cell_id, [m.handle.ready.remote() for m in members], self.on_wait)
         except BaseException:
             for m in members:  # none is left holding a CPU share
                 ray.kill(m.handle, no_restart=True)
@@ -342,6 +342,24 @@ class LoadGenPool:
         self._poll(cell, members)
 
 
+def _wait_placed(cell_id: str, refs: list, on_wait: Callable[[str], None], *,
+                 limit_s: float = _CALL_TIMEOUT_S * 5, every_s: float = _WAIT_REPORT_S) -> list:
+    """The actors' ``ready()`` answers; a line every ``every_s`` while some wait for room, a RunError at ``limit_s``."""
+    t0 = time.monotonic()
+    while True:
+        ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=every_s)
+        if not waiting:
+            return ray.get(refs)
+        waited_s = time.monotonic() - t0
+        free = ray.available_resources().get("CPU", 0.0)
+        if waited_s >= limit_s:
+            raise RunError(f"cell {cell_id}: {len(waiting)} of {len(refs)} load-generator actors found no room in "
+                           f"{waited_s:.0f} s ({free:g} CPUs free): other Ray jobs hold the CPUs; run again with "
+                           "fewer --actors or lower concurrency, or add client nodes")
+        on_wait(f"  cell {cell_id}: {len(ready)} of {len(refs)} load-generator actors placed after "
+                f"{waited_s:.0f} s ({free:g} CPUs free); waiting up to {limit_s:.0f} s")
+
+
 def _deliver(result: PollResult, sink: BatchSink) -> None:
     if result.chunks is not None:
         sink.write_chunks(result.chunks)
@@ -361,6 +379,7 @@ def _total_progress(members: list[_Member], total: int) -> Progress:
         output_tokens=sum(p.output_tokens for p in snaps),
         loop_lag_ms=max((p.loop_lag_ms for p in snaps), default=0.0),
         ttft_ms_counts=merge_counts([p.ttft_ms_counts for p in snaps]),
+        longest_silence_ms=max((p.longest_silence_ms for p in snaps), default=0.0),
     )
 
 

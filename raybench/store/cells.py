@@ -5,7 +5,9 @@ which writes them as one Parquet part per table under ``cells/<id>/parts/`` (eac
 to a temporary name and renamed, so a part on disk is always whole). A SIGKILL of the driver
 mid-cell loses nothing already received. ``close()`` merges the parts into
 ``requests.parquet`` and ``chunks.parquet`` and removes them; a cell that did not finish keeps
-its parts, and ``raybench plan --run-dir`` and ``--resume`` read them.
+its parts, and ``raybench plan --run-dir`` and ``--resume`` read them. A write that fails (disk
+full) raises one ``StorageError`` naming the cell's file; batches after it are dropped, so that
+first error is the one reported, and no temporary file is left behind.
 
 A resume reruns an unfinished cell whole: the parts of the earlier attempt move to
 ``attempts/<n>/`` (never mixed with the new rows: latencies and throughput only mean something
@@ -14,6 +16,7 @@ when every request of a cell ran under the same load, in one session).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -22,7 +25,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raybench.store.rundir import tmp_path
+from raybench.errors import StorageError
+from raybench.store.rundir import storage_errors, tmp_path
 from raybench.store.schema import CHUNKS_SCHEMA, REQUESTS_SCHEMA
 
 REQUESTS_FILE = "requests.parquet"
@@ -39,53 +43,81 @@ class CellWriter:
     def __init__(self, cell_dir: Path) -> None:
         self.cell_dir = cell_dir
         self.parts_dir = cell_dir / PARTS_DIR
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.parts_dir):
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
         self._pending: dict[str, list[pa.RecordBatch]] = {"requests": [], "chunks": []}
         self._seq = 0
+        # rows on disk (in parts): what a failed write did not keep is not counted
         self.num_requests = 0
         self.num_chunks = 0
         self.request_ids: list[int] = []
+        self.failed: StorageError | None = None
 
     def write_requests(self, batch: pa.RecordBatch) -> None:
-        self._pending["requests"].append(batch)
-        self.num_requests += batch.num_rows
-        self.request_ids.extend(batch.column("request_id").to_pylist())
+        if self.failed is None:
+            self._pending["requests"].append(batch)
 
     def write_chunks(self, batch: pa.RecordBatch) -> None:
-        self._pending["chunks"].append(batch)
-        self.num_chunks += batch.num_rows
+        if self.failed is None:
+            self._pending["chunks"].append(batch)
 
     def flush(self) -> None:
         """Write what arrived since the last flush as one part per table (chunks first).
 
         Chunks go first so that a request row on disk always has its chunks on disk too.
         """
-        if not any(self._pending.values()):
+        if self.failed is not None or not any(self._pending.values()):
             return
         self._seq += 1
-        for name, _, schema in reversed(_TABLES):
-            batches = self._pending[name]
-            if batches:
-                path = self.parts_dir / f"{name}-{self._seq:06d}.parquet"
-                tmp = tmp_path(path)
-                pq.write_table(pa.Table.from_batches(batches, schema=schema), tmp, compression="zstd")
-                os.replace(tmp, path)
-            self._pending[name] = []
+        for name, final, schema in reversed(_TABLES):
+            batches, self._pending[name] = self._pending[name], []
+            if not batches:
+                continue
+            path = self.parts_dir / f"{name}-{self._seq:06d}.parquet"
+            try:
+                with storage_errors(self.cell_dir / final):
+                    _write_part(path, batches, schema)
+            except StorageError as err:
+                self.failed = err
+                self._pending = {"requests": [], "chunks": []}
+                with contextlib.suppress(OSError):
+                    tmp_path(path).unlink(missing_ok=True)
+                raise
+            rows = sum(b.num_rows for b in batches)
+            if name == "requests":
+                self.num_requests += rows
+                self.request_ids.extend(i for b in batches for i in b.column("request_id").to_pylist())
+            else:
+                self.num_chunks += rows
 
     def close(self) -> None:
         """Merge the parts into the cell's two files (part by part: memory stays bounded)."""
         self.flush()
         for name, final, schema in _TABLES:
             tmp = tmp_path(self.cell_dir / final)
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            with storage_errors(self.cell_dir / final), pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
                 for part in sorted(self.parts_dir.glob(f"{name}-*.parquet")):
                     writer.write_table(pq.read_table(part, schema=schema))
-            os.replace(tmp, self.cell_dir / final)
+            with storage_errors(self.cell_dir / final):
+                os.replace(tmp, self.cell_dir / final)
         shutil.rmtree(self.parts_dir)
 
     def abort(self) -> None:
-        """Keep what arrived as parts; no file that looks like a finished cell is written."""
-        self.flush()
+        """Keep what arrived as parts; no file that looks like a finished cell, no temporary file."""
+        with contextlib.suppress(StorageError):  # a second error would hide the first
+            self.flush()
+        for _, final, _ in _TABLES:
+            with contextlib.suppress(OSError):
+                tmp_path(self.cell_dir / final).unlink(missing_ok=True)
+
+
+def _write_part(path: Path, batches: list[pa.RecordBatch], schema: pa.Schema) -> None:
+    """One part, written whole under a temporary name and renamed."""
+    tmp = tmp_path(path)
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    os.replace(tmp, path)
 
 
 def read_parts(cell_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:

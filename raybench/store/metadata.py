@@ -15,28 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REDACTED = "<redacted>"
-KEY_PACKAGES = ("ray", "aiohttp", "numpy", "pyarrow", "polars", "altair", "click", "orjson", "msgspec", "uvloop")
+from raybench.redaction import REDACTED, is_secret_name, redact_text
 
-# a flag or variable is secret when one of its words is one of these: --api-key, HF_TOKEN and
-# OPENAI_API_KEY are; --tokenizer, --max-num-batched-tokens and TOKENIZERS_PARALLELISM are not
-_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials",
-                           "authorization"})
-_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Za-z][a-z]*")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", re.IGNORECASE)
+__all__ = ["REDACTED", "is_secret_name", "redact_argv", "redact_env", "redact_options", "redact_text",
+           "git_state", "host_info", "package_versions", "source_record"]
+
+KEY_PACKAGES = ("ray", "aiohttp", "numpy", "pyarrow", "polars", "altair", "click", "orjson", "msgspec", "uvloop")
 # container flags whose value is NAME=VALUE (docker/podman run -e, --env)
 _ENV_FLAGS = ("-e", "--env")
-
-
-def is_secret_name(name: str) -> bool:
-    """True for names such as ``--api-key``, ``HF_TOKEN``, ``hf_token``, ``X-Api-Key``."""
-    words = {w.lower() for w in _WORDS.findall(name)}
-    return bool(words & _SECRET_WORDS)
-
-
-def redact_text(text: str) -> str:
-    """Passwords in URLs (``https://user:pw@host``) replaced; the rest kept."""
-    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
 
 
 def redact_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -11,17 +11,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raybench.errors import RunError
+from raybench.errors import RunError, StorageError
 from raybench.store.outcome import CellOutcome, OutcomeKind, outcome_of
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -37,17 +39,29 @@ def tmp_path(path: Path) -> Path:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path(path).write_text(text)
+        os.replace(tmp_path(path), path)
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp_path(path), compression="zstd")
+        os.replace(tmp_path(path), path)
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """An OSError (disk full, read-only) while writing ``path``: its temporary file removed, a StorageError raised."""
+    try:
+        yield
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp_path(path).unlink(missing_ok=True)
+        raise StorageError.from_os_error(path, err) from None
 
 
 def _json_default(obj: Any) -> Any:

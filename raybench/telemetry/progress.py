@@ -5,8 +5,10 @@ message the runner prints lands above them. Anywhere else (CI, a log file, a tes
 lines) the same facts come as plain lines, at most one per cell every few seconds.
 
 The display is fed the pool's ``Progress`` snapshots (about one a second); it reads only
-plain attributes from them (done, total, failed, in_flight, output_tokens, ttft_ms_counts),
-so it imports nothing from the load generator.
+plain attributes from them (done, total, failed, in_flight, output_tokens, ttft_ms_counts,
+longest_silence_ms), so it imports nothing from the load generator. A request in flight that
+has had no byte for ``no_answer_hint_s`` (a minute by default) adds a hint to the cell's line
+naming the flags that bound such a wait. Every line passes through ``redact_text``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from raybench.redaction import redact_text
 from raybench.telemetry.client_metrics import median_from_counts
 
 _RATE_WINDOW_S = 5.0  # "tok/s now" is the rate over the last few seconds
 _PLAIN_EVERY_S = 5.0
 _BAR_WIDTH = 20
+NO_ANSWER_HINT_S = 60.0
 
 
 @dataclass
@@ -38,6 +42,8 @@ class _CellState:
     tokens_per_s: float = 0.0
     ttft_median_ms: float | None = None
     finished: bool = False
+    silence_s: float = 0.0  # the longest a request in flight has gone without a byte
+    hint_after_s: float | None = NO_ANSWER_HINT_S
 
 
 class ProgressDisplay:
@@ -54,9 +60,13 @@ class ProgressDisplay:
         live: bool = False,
         clock_s: Callable[[], float] = time.monotonic,
         plain_every_s: float = _PLAIN_EVERY_S,
+        no_answer_hint_s: float | None = NO_ANSWER_HINT_S,
     ) -> None:
         if live and stream is None:
             raise ValueError("a live display needs a stream to draw on")
+        if no_answer_hint_s is not None and not no_answer_hint_s > 0:
+            raise ValueError(f"no_answer_hint_s={no_answer_hint_s!r} is not allowed: seconds > 0, or None for no hint")
+        self._no_answer_hint_s = no_answer_hint_s
         self._stream = stream
         self._report = report or (lambda line: print(line, file=stream or sys.stdout, flush=True))
         self.live = live
@@ -78,6 +88,7 @@ class ProgressDisplay:
     # -- messages ---------------------------------------------------------------------------
     def __call__(self, text: str) -> None:
         """Print a message (a status line, a summary table) above the live lines."""
+        text = redact_text(text)
         if not self.live:
             self._report(text)
             return
@@ -97,7 +108,7 @@ class ProgressDisplay:
 
     def cell(self, cell_id: str, total: int) -> Callable[[Any], None]:
         """Start a cell; returns the ``on_progress`` callback for its pool."""
-        state = _CellState(cell_id=cell_id, total=total, t_start_s=self._clock_s())
+        state = _CellState(cell_id=cell_id, total=total, t_start_s=self._clock_s(), hint_after_s=self._no_answer_hint_s)
         self._totals.setdefault(cell_id, total)
         self._cells[cell_id] = self._current = state
         samples: deque[tuple[float, int]] = deque()
@@ -112,12 +123,15 @@ class ProgressDisplay:
             state.tokens_per_s = (tok_b - tok_a) / (t_b - t_a) if t_b > t_a else 0.0
             state.total, state.done, state.failed, state.in_flight = p.total, p.done, p.failed, p.in_flight
             state.ttft_median_ms = median_from_counts(p.ttft_ms_counts)
+            hinted = _no_answer_hint(state) is not None
+            state.silence_s = getattr(p, "longest_silence_ms", 0.0) / 1e3
+            first_hint = not hinted and _no_answer_hint(state) is not None
             if self.live:
                 self._erase()
                 self._draw()
-            elif now - last_line[0] >= self._plain_every_s:
+            elif first_hint or now - last_line[0] >= self._plain_every_s:
                 last_line[0] = now
-                self._report(f"  {_cell_line(state)}")
+                self._report(redact_text(f"  {_cell_line(state)}"))
 
         return on_progress
 
@@ -153,13 +167,16 @@ class ProgressDisplay:
         lines = []
         if self._current is not None:
             s = self._current
-            lines.append(f"{_bar(s.done, s.total)} {_cell_line(s)}")
+            lines.append(f"{_bar(s.done, s.total)} {_cell_line(s, hint=False)}")
+            hint = _no_answer_hint(s)
+            if hint is not None:  # a line of its own: the end of a long line is cut at the terminal's width
+                lines.append(f"  {hint}")
         if self._totals:
             total = sum(self._totals.values())
             requests = sum(min(s.done, s.total) for s in self._cells.values() if s.cell_id in self._totals)
             lines.append(f"{_bar(requests, total)} plan: {self._plan_line()}")
         width = max(20, self._columns() - 1)
-        return [line[:width] for line in lines]  # a wrapped line would break the redraw
+        return [redact_text(line)[:width] for line in lines]  # a wrapped line would break the redraw
 
     def _columns(self) -> int:
         try:
@@ -181,10 +198,19 @@ class ProgressDisplay:
             self._drawn_lines = 0
 
 
-def _cell_line(s: _CellState) -> str:
+def _cell_line(s: _CellState, *, hint: bool = True) -> str:
     ttft = "n/a" if s.ttft_median_ms is None else f"{s.ttft_median_ms:,.0f} ms"
-    return (f"{s.cell_id}: {s.done}/{s.total} done, {s.in_flight} in flight, {s.failed} failed, "
+    line = (f"{s.cell_id}: {s.done}/{s.total} done, {s.in_flight} in flight, {s.failed} failed, "
             f"{s.tokens_per_s:,.0f} output tok/s, median TTFT {ttft}")
+    text = _no_answer_hint(s) if hint else None
+    return line if text is None else f"{line}; {text}"
+
+
+def _no_answer_hint(s: _CellState) -> str | None:
+    if s.hint_after_s is None or s.in_flight == 0 or s.silence_s < s.hint_after_s:
+        return None
+    # short enough for an 80-column terminal: it names the flags; their help says the rest
+    return f"a request has had no answer for {s.silence_s:,.0f} s: see --stall-timeout, --request-timeout"
 
 
 def _bar(done: int, total: int) -> str:

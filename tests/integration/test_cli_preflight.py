@@ -92,3 +92,14 @@ def test_bench_against_a_running_server_uses_its_only_model(ray_local, tmp_path,
     result = bench("--url", url, "--input-len", "16", "--output-len", "4", "--concurrency", "2", tmp_path=tmp_path)
     assert result.exit_code == 0, result.output
     assert "Successful requests:                     4" in result.output
+
+
+@pytest.mark.parametrize("secret_url", ["http://user:s3cret-pw@127.0.0.1:{port}", "http://s3cret-pw@127.0.0.1:{port}",
+                                        "http://127.0.0.1:{port}/?api_key=s3cret-pw"])
+def test_a_password_in_the_url_is_never_echoed(tmp_path, secret_url):
+    port = free_port()
+    result = bench("--url", secret_url.format(port=port), tmp_path=tmp_path)
+    assert result.exit_code == 1
+    assert "s3cret-pw" not in result.output and "<redacted>" in result.output, result.output
+    assert result.output.startswith("Error: cannot reach http://")
+    assert len(result.output.strip().splitlines()) == 1

@@ -33,14 +33,16 @@ async def run(sim: SimConfig, arrivals_s: np.ndarray, concurrency: int, *, block
     return t_start, sorted(rows, key=lambda r: r["request_id"])
 
 
-async def test_poisson_arrivals_are_kept_when_slots_are_free():
+async def test_poisson_arrivals_are_kept_when_slots_are_free(loop_stalls):
     arrivals = ArrivalProcess(rate_per_s=50.0, burstiness=1.0, seed=3).offsets_s(30)
     t_start, rows = await run(SimConfig(timing="zero"), arrivals, concurrency=30)
     scheduled_s = np.array([(r["t_scheduled_ns"] - t_start) / 1e9 for r in rows])
     np.testing.assert_allclose(scheduled_s, arrivals, atol=1e-6)
     lateness_ms = np.array([(r["t_sent_ns"] - r["t_scheduled_ns"]) / 1e6 for r in rows])
     assert (lateness_ms >= 0).all()
-    assert np.median(lateness_ms) < 2.0, lateness_ms
+    # each request leaves on time but for the stalls of the loop it shares with the simulator
+    allowed_ms = 2.0 + np.array([loop_stalls.excused_ms(r["t_scheduled_ns"]) for r in rows])
+    assert (lateness_ms < allowed_ms).all(), (lateness_ms, allowed_ms)
     assert all(r["status"] == "ok" for r in rows)
     # every slot was free, so the whole of t_sent - t_scheduled is lateness
     np.testing.assert_array_equal([r["send_lateness_ns"] / 1e6 for r in rows], lateness_ms)
@@ -57,12 +59,14 @@ async def test_sends_due_while_the_client_loop_stalls_are_measured_late():
     assert np.median(late_ms[~stalled & (due_s > 0.15)]) < 5
 
 
-async def test_a_full_concurrency_cap_becomes_queue_time():
+async def test_a_full_concurrency_cap_becomes_queue_time(loop_stalls):
     # 6 requests at once, 2 slots, each request takes ~100 ms: waves at 0, 100, 200 ms
     t_start, rows = await run(SimConfig(timing="fixed", ttft_ms=50, itl_ms=15), np.zeros(6), concurrency=2)
     queue_ms = sorted((r["t_sent_ns"] - r["t_scheduled_ns"]) / 1e6 for r in rows)
-    assert queue_ms[0] < 5 and queue_ms[1] < 5
-    assert 80 < queue_ms[2] < 130 and 80 < queue_ms[3] < 130
-    assert 170 < queue_ms[4] < 260 and 170 < queue_ms[5] < 260
+    # upper bounds: plus the time this loop (shared with the simulator) was measurably stalled
+    slack_ms = sum((end - start) / 1e6 for start, end in loop_stalls.stalls_ns)
+    assert queue_ms[0] < 5 + slack_ms and queue_ms[1] < 5 + slack_ms
+    assert 80 < queue_ms[2] < 130 + slack_ms and 80 < queue_ms[3] < 130 + slack_ms
+    assert 170 < queue_ms[4] < 260 + slack_ms and 170 < queue_ms[5] < 260 + slack_ms
     # waiting for a slot is queue time, not lateness: every send left soon after its slot was free
-    assert max(r["send_lateness_ns"] for r in rows) / 1e6 < 20
+    assert max(r["send_lateness_ns"] for r in rows) / 1e6 < 20 + slack_ms

@@ -5,7 +5,8 @@ matrix and the simulator in fixed timing, so the report it writes at the end is 
 gets. Headless Chromium opens report.html with the network off (offline emulation and a dead
 proxy), over the DevTools protocol: the test counts the charts Vega-Embed rendered, fails on
 any console error or any request leaving the file, and saves a full-page screenshot.
-CI installs Chromium (.ci/run); only a local run without it skips.
+scripts/install-chromium installs Chromium (the README's test command runs it first); only a
+local run without it skips, and under CI (CI=1) it fails.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def chromium() -> str:
         if path:
             return path
     if os.environ.get("CI"):
-        pytest.fail("chromium is missing: .ci/run installs it (apt-get install -y chromium)")
-    pytest.skip("chromium is not installed (apt-get install chromium); in CI this test never skips")
+        pytest.fail("chromium is missing: scripts/install-chromium installs it (the README's test command runs it)")
+    pytest.skip("chromium is not installed: run scripts/install-chromium (the README's test command does); "
+                "in CI (CI=1) this test fails instead of skipping")
 
 
 @pytest.fixture(scope="module")

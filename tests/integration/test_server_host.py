@@ -60,8 +60,9 @@ def test_a_stop_during_a_slow_start_ends_the_start_at_once(tmp_path):
         time.sleep(0.05)
     t0 = time.monotonic()
     server.stop()
-    thread.join(timeout=5)
-    assert not thread.is_alive() and time.monotonic() - t0 < 3
+    thread.join(timeout=15)
+    # at once: well inside the 30 s the start would take (seconds of slack for a busy machine)
+    assert not thread.is_alive() and time.monotonic() - t0 < 10
     assert "sglang was stopped while starting; last lines of servers/x.log" in errors[0]
     assert "[node 127.0.0.1]" in errors[0]
     deadline = time.monotonic() + 5

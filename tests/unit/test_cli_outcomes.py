@@ -14,7 +14,7 @@ from raybench.store.outcome import judge
 EXPERIMENT = '''
 from raybench.experiment import Experiment, Online, SimBackend
 
-experiment = Experiment(name="x", model="m", backends=(SimBackend(),),
+experiment = Experiment(name="x", model="deepseek-ai/DeepSeek-R1", backends=(SimBackend(),),
                         online=(Online(concurrency=(4, 8), input_len=16, output_len=4, num_prompts=32),))
 '''
 
@@ -33,6 +33,7 @@ def _run(tmp_path, monkeypatch, outcomes):
     monkeypatch.setattr(cluster, "connect", lambda address: False)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     monkeypatch.setattr("raybench.runner.Runner", _Runner)
+    monkeypatch.setattr("raybench.runner.check_client_capacity", lambda cells, options: None)
     monkeypatch.setattr(_Runner, "outcomes", outcomes)
     file = tmp_path / "x.py"
     file.write_text(EXPERIMENT)

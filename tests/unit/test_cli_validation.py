@@ -1,5 +1,9 @@
 """Bad command-line input gets one line naming the problem (no Ray, no sockets: it fails first)."""
 
+import os
+import signal
+import time
+
 import pytest
 from click.testing import CliRunner
 
@@ -58,3 +62,48 @@ def test_help_has_examples(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
+
+
+UNKNOWN_GPU = """\
+from raybench.experiment import Experiment, Online, SimBackend
+experiment = Experiment(name="x", model="deepseek-ai/DeepSeek-R1", backends=(SimBackend(gpu="A100"),),
+                        online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))
+"""
+
+
+@pytest.mark.parametrize("command", [["plan"], ["run"], ["run", "--simulate", "--sim-timing", "zero"]])
+def test_unknown_gpu_profile_is_refused_before_ray_and_leaves_no_run_dir(tmp_path, command):
+    path = tmp_path / "exp.py"
+    path.write_text(UNKNOWN_GPU)
+    out = tmp_path / "runs"
+    extra = ["--out", str(out)] if command[0] == "run" else []
+    result = CliRunner().invoke(main, [*command, str(path), *extra])
+    assert result.exit_code == 1, result.output
+    assert result.output == (f"Error: {path}:2: SimBackend 'sim': gpu='A100' is not allowed; "
+                             "the simulator's GPU profiles: H100, H200, MI300X\n")
+    assert not out.exists()
+
+
+def test_bench_refuses_an_unknown_sim_gpu_before_ray(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--backend", "sim", "--sim-gpu", "A100", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert result.output == "Error: SimBackend 'sim': gpu='A100' is not allowed; the simulator's GPU profiles: H100, H200, MI300X\n"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_sigterm_is_handled_like_ctrl_c(signum, code, name):
+    @main.command(name="_signal_for_test", hidden=True)
+    def _signal_for_test() -> None:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this returns
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(main, ["_signal_for_test"])
+    finally:
+        main.commands.pop("_signal_for_test")
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == code
+    assert result.output == ("interrupted: completed cells are kept in the run directory; "
+                             f"run again with --resume for the rest ({name})\n")

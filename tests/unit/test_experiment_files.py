@@ -8,7 +8,7 @@ import pytest
 
 from raybench.errors import ConfigError
 from raybench.experiment import load_experiment
-from raybench.plan import check_hardware
+from raybench.plan import check_hardware, resolve
 
 HEAD = "from raybench.experiment import Experiment, Hardware, Offline, Online, VLLMBackend\n"
 
@@ -52,7 +52,62 @@ def test_wrong_type_names_field_value_and_what_is_allowed(tmp_path):
 
 def test_empty_sweep_is_rejected(tmp_path):
     path, msg = _message(tmp_path, "sweep = Online(concurrency=(), input_len=10, output_len=5, num_prompts=3)\n")
-    assert msg == f"{path}:2: concurrency=() is not allowed: a non-empty list of integers >= 1"
+    assert msg == f"{path}:2: concurrency=() is not allowed: a non-empty list/tuple of ints >= 1, e.g. concurrency=[1, 4, 16]"
+
+
+def test_a_bare_int_for_a_sweep_axis_names_the_field_and_the_shape(tmp_path):
+    path, msg = _message(tmp_path, "sweep = Online(concurrency=4, input_len=10, output_len=5, num_prompts=3)\n")
+    assert msg == f"{path}:2: concurrency=4 is not allowed: a non-empty list/tuple of ints >= 1, e.g. concurrency=[4]"
+    path, msg = _message(tmp_path, "sweep = Offline(batch_sizes=32, input_len=10, output_len=5)\n")
+    assert msg == f"{path}:2: batch_sizes=32 is not allowed: a non-empty list/tuple of ints >= 1, e.g. batch_sizes=[32]"
+
+
+@pytest.mark.parametrize(("body", "line", "expected"), [
+    ("x = 1\nexperiment = Experiment(name='x', model=undefined_name)\n", 3,
+     "NameError: name 'undefined_name' is not defined"),
+    ("import raybench_no_such_module\n", 2, "ModuleNotFoundError: No module named 'raybench_no_such_module'"),
+    ("\n\nraise RuntimeError('not on this cluster')\n", 4, "RuntimeError: not on this cluster"),
+    ("def helper():\n    return 1 / 0\nexperiment = helper()\n", 3, "ZeroDivisionError: division by zero"),
+])
+def test_any_exception_in_the_file_is_one_line_with_file_line_and_message(tmp_path, body, line, expected):
+    path, msg = _message(tmp_path, body)
+    assert msg == f"{path}:{line}: {expected}"
+    assert "\n" not in msg and "Traceback" not in msg
+
+
+@pytest.mark.parametrize(("sweep", "expected"), [
+    ('Offline(batch_sizes=[4], input_len=8, output_len=8, method="bogus")',
+     "unknown method 'bogus'; available: burst, engine."),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, dataset="sharegpt")',
+     "unknown dataset 'sharegpt'; available: prefix, random."),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, range_ratio="0.1")',
+     "range_ratio='0.1' is not allowed: a number with 0 <= range_ratio < 1"),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, request_rate=0)',
+     "request_rate=0 is not allowed: a number > 0 (math.inf = all at once)"),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, burstiness=None)',
+     "burstiness=None is not allowed: a number > 0 (1 = Poisson)"),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, dataset="prefix", prefix_len=8)',
+     "prefix_len=8 is not allowed: below input_len (8): input_len counts the shared prefix plus the question"),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, only="vllm")',
+     "only='vllm' is not allowed: a tuple of backend names, e.g. ('vllm-h200',)"),
+    ('Online(concurrency=[4.0], input_len=8, output_len=8, num_prompts=4)',
+     "concurrency=4.0 is not allowed: each entry an int >= 1, e.g. concurrency=[1, 4, 16]"),
+])
+def test_every_sweep_field_is_validated_by_name(tmp_path, sweep, expected):
+    path, msg = _message(tmp_path, f"sweep = {sweep}\n")
+    assert msg.startswith(f"{path}:2: {expected}"), msg
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ("backends=VLLMBackend(name='v', tp=8)", "backends=VLLMBackend("),
+    ("backends=(VLLMBackend(name='v', tp=8),), online=Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4)",
+     "online=Online("),
+    ("backends=(VLLMBackend(name='v', tp=8),), online=(), offline=(), goodput_slos_ms={'ttft_ms': 5}",
+     "goodput_slos_ms={'ttft_ms': 5} is not allowed: keys ttft, tpot, e2el"),
+])
+def test_experiment_fields_are_validated_by_name(tmp_path, fields, expected):
+    path, msg = _message(tmp_path, f"experiment = Experiment(name='x', model='m', {fields})\n")
+    assert msg.startswith(f"{path}:2: {expected}"), msg
 
 
 def test_an_experiment_without_sweeps_is_rejected(tmp_path):
@@ -116,3 +171,41 @@ def test_unknown_hardware_backend_names_the_backends(tmp_path):
         )
         """)
     assert msg.startswith(f"{path}:2: unknown hardware 'vllm-h100'; available: vllm-h200.")
+
+
+SIM_HEAD = "from raybench.experiment import Experiment, Online, SimBackend\n"
+
+
+@pytest.mark.parametrize(("backend", "expected"), [
+    ('SimBackend(gpu="A100")', "SimBackend 'sim': gpu='A100' is not allowed; the simulator's GPU profiles: H100, H200, MI300X"),
+    ('SimBackend(profile="tgi")',
+     "SimBackend 'sim': profile='tgi' is not allowed; the simulator's backend profiles: generic, sglang, trtllm, vllm"),
+])
+def test_simulator_profiles_that_do_not_exist_are_refused_when_the_file_loads(tmp_path, backend, expected):
+    path = tmp_path / "exp.py"
+    path.write_text(SIM_HEAD + f"experiment = Experiment(name='x', model='deepseek-ai/DeepSeek-R1', backends=({backend},),\n"
+                    "    online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value) == f"{path}:2: {expected}"
+
+
+@pytest.mark.parametrize(("backend", "model", "expected"), [
+    ('SimBackend(gpu="H100", num_gpus=1)', "deepseek-ai/DeepSeek-R1", "SimBackend 'sim': num_gpus=1 is not allowed"),
+    ("SimBackend()", "my-org/unprofiled", "SimBackend 'sim': model='my-org/unprofiled' is not allowed: for engine timing"),
+])
+def test_a_model_the_simulator_cannot_serve_is_refused_by_the_plan(tmp_path, backend, model, expected):
+    path = tmp_path / "exp.py"
+    path.write_text(SIM_HEAD + f"experiment = Experiment(name='x', model={model!r}, backends=({backend},),\n"
+                    "    online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))\n")
+    with pytest.raises(ConfigError) as info:
+        resolve(load_experiment(path))
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_fixed_timing_serves_any_model_name(tmp_path):
+    path = tmp_path / "exp.py"
+    path.write_text(SIM_HEAD + "experiment = Experiment(name='x', model='my-org/unprofiled', "
+                    "backends=(SimBackend(timing='fixed'),),\n"
+                    "    online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))\n")
+    assert resolve(load_experiment(path))[0].model == "my-org/unprofiled"

@@ -172,3 +172,32 @@ def test_every_request_failed_gives_no_latency_figures_with_counts():
     # the one slot was busy for the whole 0.5 s, but no successful token arrived in it
     assert (s["steady_state_start_s"], s["steady_state_end_s"]) == (0.0, 0.5)
     assert s["steady_state_output_throughput_tokens_per_s"] == 0.0
+
+
+def _one_stream_summary(done_ms, stream):
+    requests = [{"request_id": 0, "sent": 0, "done": done_ms, "output_tokens": sum(n for _, _, n in stream),
+                 "prompt_tokens": 10}]
+    return summarize_cell(requests_frame(requests), chunks_frame({0: stream}), target_concurrency=1,
+                          request_rate_per_s=None, goodput_slos_ms=None)
+
+
+@pytest.mark.parametrize(("done_ms", "stream"), [
+    (400, [(100 + 30 * i, "token", 1) for i in range(10)]),  # a cell shorter than a second
+    (80, [(20, "token", 1), (45, "token", 3), (60, "token", 3)]),
+    (1500, [(1, "token", 50), (1499, "token", 50)]),  # tokens at both ends of 1.5 s: no 1 s window holds both
+    (2500, [(t, "token", 1) for t in range(0, 2500, 7)]),
+    (30_300, [(t, "token", 2) for t in range(0, 30_300, 13)]),
+])
+def test_peak_output_throughput_is_never_below_the_mean(done_ms, stream):
+    s = _one_stream_summary(done_ms, stream)
+    assert s["peak_output_tokens_per_s"] >= s["output_throughput_tokens_per_s"] - 1e-9
+    assert s["peak_output_tokens_per_s"] > 0
+
+
+def test_peak_bins_tile_the_duration_in_equal_parts_of_at_most_a_second():
+    # 2.5 s in three bins of 0.8333 s: 6 tokens in the middle bin make the peak 6 / 0.8333 = 7.2 tok/s
+    s = _one_stream_summary(2500, [(100, "token", 1), (900, "token", 2), (1000, "token", 4), (2400, "token", 1)])
+    assert s["peak_output_tokens_per_s"] == pytest.approx(6 / (2.5 / 3))
+    # a token at the very end of the cell counts in the last bin, not in a bin of its own
+    s = _one_stream_summary(400, [(100, "token", 1), (400, "token", 1)])
+    assert s["peak_output_tokens_per_s"] == pytest.approx(2 / 0.4)

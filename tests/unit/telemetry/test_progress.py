@@ -161,3 +161,58 @@ def test_the_final_table_marks_a_cell_that_is_not_complete():
     assert rows[3].split()[0] == "sim-c8" and "INCOMPLETE" not in rows[3]
     assert rows[4].startswith("sim-c4 (INCOMPLETE: 12/32 requests)")
     assert rows[4].split()[-3] == "-"  # no TTFT sample: a dash, not 0
+
+
+def _silent(display, clock, silences_s, *, in_flight=2):
+    on_progress = display.cell("sim-c8", 100)
+    for silence in silences_s:
+        clock.t += 1.0
+        on_progress(Progress(total=100, sent=100, done=98, failed=0, in_flight=in_flight, output_tokens=5000,
+                             longest_silence_ms=silence * 1e3))
+
+
+def test_a_request_with_no_answer_for_a_minute_gets_a_hint_naming_the_timeouts():
+    lines, clock = [], Clock()
+    display = ProgressDisplay(report=lines.append, clock_s=clock, plain_every_s=1000.0)
+    _silent(display, clock, [10, 59, 61, 62])
+    # printed at once when it first applies (not at the next plain line), then at the usual pace
+    assert len(lines) == 1 and lines[0].startswith("  sim-c8: 98/100 done, 2 in flight")
+    assert lines[0].endswith("; a request has had no answer for 61 s: see --stall-timeout, --request-timeout")
+
+
+def test_the_no_answer_hint_is_configurable_and_needs_a_request_in_flight():
+    lines, clock = [], Clock()
+    display = ProgressDisplay(report=lines.append, clock_s=clock, plain_every_s=1.0, no_answer_hint_s=5.0)
+    _silent(display, clock, [4, 6])
+    assert "no answer" not in lines[0] and "no answer for 6 s" in lines[1]
+    lines.clear()
+    _silent(display, clock, [600], in_flight=0)  # nothing in flight: nothing to wait for
+    assert lines and not any("no answer" in line for line in lines)
+    lines.clear()
+    quiet = ProgressDisplay(report=lines.append, clock_s=clock, plain_every_s=1.0, no_answer_hint_s=None)
+    _silent(quiet, clock, [600])
+    assert lines and not any("no answer" in line for line in lines)
+    with pytest.raises(ValueError, match="no_answer_hint_s=0"):
+        ProgressDisplay(report=lines.append, no_answer_hint_s=0)
+
+
+def test_every_message_is_redacted():
+    lines = []
+    ProgressDisplay(report=lines.append)("cannot reach http://user:secret@10.0.0.1:8000/v1?api_key=sk-1&n=2")
+    assert lines == ["cannot reach http://<redacted>@10.0.0.1:8000/v1?api_key=<redacted>&n=2"]
+
+
+def test_on_a_terminal_the_no_answer_hint_is_a_line_of_its_own(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    stream = open(slave, "w", encoding="utf-8", closefd=True)
+    clock = Clock()
+    display = ProgressDisplay.for_stream(stream, clock_s=clock)
+    display.plan([("sim-c8", 100)])
+    _silent(display, clock, [75])
+    screen = render(_drain(master))
+    stream.close()
+    os.close(master)
+    assert screen[1] == "  a request has had no answer for 75 s: see --stall-timeout, --request-timeout"
+    assert screen[0].startswith("[") and "no answer" not in screen[0]
