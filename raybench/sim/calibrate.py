@@ -39,7 +39,7 @@ RESERVE_GRID_GIB = tuple(float(r) for r in range(48, -1, -4))
 #: where the fit is pulled weakly when the rows cannot tell two coefficients apart
 PRIOR = {"fixed_step_ms": 25.0, "per_seq_ms": 0.05, "moe_read_factor": 8.0, "compute_factor": 20.0,
          "kv_read_factor": 1.5}
-PRIOR_WEIGHT = 0.02  # per coefficient, against a weight of 1 per measured metric
+PRIOR_WEIGHT = 0.2  # per coefficient, against a weight of 1 per measured metric
 HUBER_LOG = 0.15  # log-error beyond which a residual counts linearly
 ITERATIONS = 25
 

@@ -206,15 +206,18 @@ class EngineCore:
         k = self.tokens_per_chunk
         decode = [(r, min(k, r.target_tokens - r.generated)) for r in self._running.values()
                   if r.prefilled >= r.prefill_target]
-        while decode:
-            growth = sum(max(0, r.private_kv + n - r.charge) for r, n in decode)
-            if growth <= self._free(growth):
-                return decode
+        growth = sum(max(0, r.private_kv + n - r.charge) for r, n in decode)
+        dropped: set[int] = set()
+        while decode and growth > self._free(growth):
             victim = self._victim()
             preempted.append(victim.req_id)
+            dropped.add(victim.req_id)
+            if victim.prefilled >= victim.prefill_target:
+                growth -= max(0, victim.private_kv + min(k, victim.target_tokens - victim.generated) - victim.charge)
             self._preempt(victim)
-            decode = [(r, n) for r, n in decode if r is not victim]
-        return decode
+            if len(dropped) >= len(decode):
+                break
+        return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
 
     def _apply(self, prefill, decode, preempted) -> StepResult:
         k = self.tokens_per_chunk
@@ -405,18 +408,17 @@ class EngineCore:
 
     def _kv_steps(self, reqs: list[_Request], k: int, upper: int) -> int:
         """Most steps (<= upper) every request can grow by k per step without running out of KV."""
+        import numpy as np
+
         free = self.cost.kv_capacity_tokens - self._kv_used
-
-        def growth(s: int) -> int:
-            return sum(max(0, r.private_kv + s * k - r.charge) for r in reqs)
-
-        if upper <= 0 or growth(upper) <= free:
+        slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
+        if upper <= 0 or np.maximum(upper * k - slack, 0).sum() <= free:
             return upper
         self.kv_limited = True
         lo, hi = 0, upper
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if growth(mid) <= free:
+            if np.maximum(mid * k - slack, 0).sum() <= free:
                 lo = mid
             else:
                 hi = mid - 1
