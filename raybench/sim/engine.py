@@ -178,29 +178,49 @@ class EngineCore:
         return self._apply(prefill, decode, preempted)
 
     def _prefills(self, budget: int) -> list[tuple[_Request, int]]:
+        """Prompt work of one step. Under DP attention every rank has budget / dp of its own
+        (SGLang divides chunked_prefill_size by dp_size) and its own queue of requests."""
         chunked = self.features.chunked_prefill
+        dp = self.features.dp_attention
+        whole = self.features.prefill_tokens_per_step // dp
+        budgets = [budget // dp] * dp
         out: list[tuple[_Request, int]] = []
         for req in self._running.values():
             left = req.prefill_target - req.prefilled
-            if left <= 0 or budget <= 0:
+            if left <= 0 or budgets[req.rank] <= 0:
                 continue
-            chunk = min(left, budget)
-            if chunk < left and not chunked and left <= self.features.prefill_tokens_per_step:
+            chunk = min(left, budgets[req.rank])
+            if chunk < left and not chunked and left <= whole:
                 continue  # a whole prompt or nothing
             out.append((req, chunk))
-            budget -= chunk
-        while self._waiting and budget > 0 and len(self._running) < self.features.max_running:
-            head = self._waiting[0]
+            budgets[req.rank] -= chunk
+        open_ranks = sum(b > 0 for b in budgets)
+        for head in list(self._waiting) if dp > 1 else self._waiting_head():
+            if not open_ranks or len(self._running) >= self.features.max_running:
+                break
+            rank_budget = budgets[head.rank]
+            if rank_budget <= 0:
+                continue
             hit = self._lookup(head)
             left = head.prefill_target - hit
-            if not chunked and left > budget and left <= self.features.prefill_tokens_per_step:
-                break
+            if not chunked and left > rank_budget and left <= whole:
+                if dp == 1:
+                    break
+                budgets[head.rank] = 0
+                open_ranks -= 1
+                continue
             if not self._admit(head, hit):
                 break
-            chunk = min(left, budget)
+            chunk = min(left, rank_budget)
             out.append((head, chunk))
-            budget -= chunk
+            budgets[head.rank] -= chunk
+            open_ranks -= budgets[head.rank] <= 0
         return out
+
+    def _waiting_head(self):
+        """The waiting queue's head again and again while admissions take it (one queue, FIFO)."""
+        while self._waiting:
+            yield self._waiting[0]
 
     def _decodes(self, preempted: list[int]) -> list[tuple[_Request, int]]:
         k = self.tokens_per_chunk
@@ -292,7 +312,10 @@ class EngineCore:
         if charge + self._watermark > self._free(charge + self._watermark):
             self.kv_limited = True
             return False
-        self._waiting.popleft()
+        if self._waiting[0] is req:
+            self._waiting.popleft()
+        else:
+            self._waiting.remove(req)
         if req.cached_tokens < 0:
             req.cached_tokens = hit
             self.prefix_query_tokens += req.prompt_tokens
