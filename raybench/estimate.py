@@ -191,7 +191,7 @@ def _cost_model(sim: SimBackend, model: str) -> CostModel | None:
         return None
     try:
         config = SimConfig(model=model, gpu=sim.gpu, num_gpus=sim.num_gpus, backend_profile=sim.profile,
-                           tokens_per_chunk=sim.tokens_per_chunk)
+                           tokens_per_chunk=sim.tokens_per_chunk, features=sim.engine_features, profiles=sim.profiles)
         return costmodel.resolve(config)
     except SimConfigError:
         return None

@@ -132,7 +132,8 @@ def generate_sim(backend: Any, model: str, prompts: list[Any], max_tokens: list[
     from raybench.sim.offline import OfflineEngine
 
     config = SimConfig(model=model, timing="engine", gpu=backend.gpu, num_gpus=backend.num_gpus,
-                       backend_profile=backend.profile, tokens_per_chunk=backend.tokens_per_chunk)
+                       backend_profile=backend.profile, tokens_per_chunk=backend.tokens_per_chunk,
+                       features=getattr(backend, "engine_features", None), profiles=getattr(backend, "profiles", None))
     result = OfflineEngine(config).generate(prompts, max_tokens)  # lengths or ids: it models the lengths
     return result.elapsed_s, result.prompt_tokens, result.output_tokens
 

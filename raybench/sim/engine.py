@@ -91,6 +91,10 @@ class KvCapacityError(ValueError):
     """A request whose prompt + max_tokens can never fit the KV capacity."""
 
 
+#: decode steps SGLang's retract leaves room for (global_config.retract_decode_steps)
+RETRACT_STEPS = 20
+
+
 class EngineCore:
     """Continuous-batching scheduler over a CostModel; see the module docstring for the policy."""
 
@@ -104,6 +108,7 @@ class EngineCore:
         self._cache: list[OrderedDict] = [OrderedDict() for _ in range(self.features.dp_attention)]
         self._cache_tokens = 0
         self._admitted = 0
+        self._remaining_out = 0  # output tokens running requests have still to produce
         self._arrivals = 0
         self.prefix_query_tokens = 0  # prompt tokens looked up in the prefix cache
         self.prefix_hit_tokens = 0  # ... and found there
@@ -226,17 +231,23 @@ class EngineCore:
         k = self.tokens_per_chunk
         decode = [(r, min(k, r.target_tokens - r.generated)) for r in self._running.values()
                   if r.prefilled >= r.prefill_target]
-        growth = sum(max(0, r.private_kv + n - r.charge) for r, n in decode)
+        growth = sum(max(0, self._blocks(r.private_kv + n) - r.charge) for r, n in decode)
         dropped: set[int] = set()
-        while decode and growth > self._free(growth):
+        if growth <= self._free(growth):
+            return decode
+        # SGLang retracts until the rest can decode RETRACT_STEPS more steps; vLLM preempts one at a time
+        ahead = RETRACT_STEPS if self.features.preemption is Preemption.RETRACT else 1
+        while len(dropped) < len(decode):
+            need = growth if ahead == 1 else (len(decode) - len(dropped)) * k * ahead
+            if need <= self._free(need):
+                break
             victim = self._victim()
             preempted.append(victim.req_id)
             dropped.add(victim.req_id)
             if victim.prefilled >= victim.prefill_target:
-                growth -= max(0, victim.private_kv + min(k, victim.target_tokens - victim.generated) - victim.charge)
+                n = min(k, victim.target_tokens - victim.generated)
+                growth -= max(0, self._blocks(victim.private_kv + n) - victim.charge)
             self._preempt(victim)
-            if len(dropped) >= len(decode):
-                break
         return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
 
     def _apply(self, prefill, decode, preempted) -> StepResult:
@@ -268,6 +279,7 @@ class EngineCore:
 
     def _produce(self, req: _Request, n: int) -> Emission:
         req.generated += n
+        self._remaining_out -= n
         finished = req.generated >= req.target_tokens
         if finished:
             del self._running[req.req_id]
@@ -306,10 +318,23 @@ class EngineCore:
             hit -= hit % self.features.block_tokens
         return hit
 
+    def _admission(self, req: _Request, hit: int) -> tuple[int, int]:
+        """(KV charged to the request, free KV its admission needs).
+
+        TensorRT-LLM and vLLM charge a request for its reservation alone; SGLang also keeps
+        room for the outputs every running request has still to write (new_token_ratio x the
+        tokens left), which is what keeps it from retracting again at once."""
+        ratio = self.features.admission_output_reserve
+        left = req.max_tokens - req.generated
+        if self.features.preemption is Preemption.RETRACT:
+            charge = req.prefill_target - hit
+            return charge, charge + math.ceil(ratio * (self._remaining_out + left)) + self._watermark
+        charge = req.prefill_target - hit + math.ceil(ratio * left)
+        return charge, charge + self._watermark
+
     def _admit(self, req: _Request, hit: int) -> bool:
-        reserve = math.ceil(self.features.admission_output_reserve * (req.max_tokens - req.generated))
-        charge = req.prefill_target - hit + reserve
-        if charge + self._watermark > self._free(charge + self._watermark):
+        charge, need = self._admission(req, hit)
+        if need > self._free(need):
             self.kv_limited = True
             return False
         if self._waiting[0] is req:
@@ -327,6 +352,7 @@ class EngineCore:
         self._pin_hits(req, hit)
         self._admitted += 1
         req.order = self._admitted
+        self._remaining_out += req.target_tokens - req.generated
         self._running[req.req_id] = req
         return True
 
@@ -365,11 +391,17 @@ class EngineCore:
 
     def _grow(self, req: _Request, n: int) -> None:
         req.private_kv += n
-        if req.private_kv > req.charge:
-            self._kv_used += req.private_kv - req.charge
-            req.charge = req.private_kv
+        if req.private_kv > req.charge:  # paged KV: it takes whole blocks
+            charge = self._blocks(req.private_kv)
+            self._kv_used += charge - req.charge
+            req.charge = charge
+
+    def _blocks(self, tokens: int) -> int:
+        bt = self.features.block_tokens
+        return -(-tokens // bt) * bt
 
     def _release(self, req: _Request) -> None:
+        self._remaining_out -= req.target_tokens - req.generated
         self._kv_used -= req.charge
         req.charge = req.private_kv = 0
         cache = self._cache[req.rank]
@@ -426,6 +458,7 @@ class EngineCore:
         for req in reqs:
             req.generated += steps * k
             self._grow(req, steps * k)
+        self._remaining_out -= steps * k * len(reqs)
         emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
         return Span(self.cost.cost_s(feats), steps, emissions, feats)
 
@@ -434,14 +467,19 @@ class EngineCore:
         import numpy as np
 
         free = self.cost.kv_capacity_tokens - self._kv_used
+        bt = self.features.block_tokens
         slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
-        if upper <= 0 or np.maximum(upper * k - slack, 0).sum() <= free:
+
+        def growth(steps: int) -> int:  # whole blocks beyond what each request holds
+            return int((np.maximum(-((slack - steps * k) // bt), 0) * bt).sum())
+
+        if upper <= 0 or growth(upper) <= free:
             return upper
         self.kv_limited = True
         lo, hi = 0, upper
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if np.maximum(mid * k - slack, 0).sum() <= free:
+            if growth(mid) <= free:
                 lo = mid
             else:
                 hi = mid - 1
@@ -451,7 +489,6 @@ class EngineCore:
         if len(self._running) >= self.features.max_running:
             return False
         head = self._waiting[0]
-        reserve = math.ceil(self.features.admission_output_reserve * (head.max_tokens - head.generated))
-        need = head.prefill_target - self._lookup(head) + reserve + self._watermark
+        _, need = self._admission(head, self._lookup(head))
         evictable = sum(e[0] for c in self._cache for e in c.values() if e[1] == 0)
         return need <= self.cost.kv_capacity_tokens - self._kv_used + evictable
