@@ -327,9 +327,9 @@ class EngineCore:
         ratio = self.features.admission_output_reserve
         left = req.max_tokens - req.generated
         if self.features.preemption is Preemption.RETRACT:
-            charge = req.prefill_target - hit
+            charge = self._blocks(req.prefill_target - hit)
             return charge, charge + math.ceil(ratio * (self._remaining_out + left)) + self._watermark
-        charge = req.prefill_target - hit + math.ceil(ratio * left)
+        charge = self._blocks(req.prefill_target - hit + math.ceil(ratio * left))
         return charge, charge + self._watermark
 
     def _admit(self, req: _Request, hit: int) -> bool:
