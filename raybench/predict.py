@@ -71,6 +71,8 @@ def engine_name(backend: Backend, cell_mode: Mode) -> str:
 
 def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatures:
     """The engine features a backend's launch settings give (the engine's defaults elsewhere)."""
+    if backend.kind is BackendKind.SIM and getattr(backend, "engine_features", None) is not None:
+        return backend.engine_features
     f = defaults(engine if engine in ("vllm", "sglang", "trtllm", "trtllm-engine") else "generic")
     get = lambda name: getattr(backend, name, None)  # noqa: E731 -- attribute of whichever backend class
     flags = _flags(getattr(backend, "extra_args", ()))
@@ -182,6 +184,25 @@ def requests_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table
     }, schema=REQUESTS_SCHEMA)
 
 
+def chunks_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
+    """Per request its first token, the rest of its tokens at its end, and the end of its stream.
+
+    Enough for TTFT, TPOT, E2E and tokens per second; a prediction at every decode step would
+    be millions of rows per cell and say nothing more about those metrics."""
+    _, first, done = trace.times_s(profile.coefficients)
+    n = len(first)
+    ids = np.arange(n, dtype=np.uint64)
+    rest = np.maximum(trace.output_tokens - 1, 0).astype(np.int16)
+    to_ns = lambda s: np.round(s * 1e9).astype(np.int64)  # noqa: E731
+    return pa.Table.from_pydict({
+        "cell_id": [cell.id] * (3 * n), "request_id": np.concatenate([ids, ids, ids]),
+        "seq": np.repeat(np.arange(3, dtype=np.int32), n),
+        "t_ns": np.concatenate([to_ns(first), to_ns(done), to_ns(done)]),
+        "n_tokens": np.concatenate([np.ones(n, dtype=np.int16), rest, np.zeros(n, dtype=np.int16)]),
+        "kind": ["token"] * n + ["token"] * n + ["done"] * n,
+    }, schema=CHUNKS_SCHEMA)
+
+
 def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile], cell_dir: Path,
                  source: str = "the shipped profiles") -> dict[str, Any]:
     """Predict one cell into ``cell_dir``; return its summary."""
@@ -189,7 +210,7 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
     table = requests_table(cell, trace, profile)
     cell_dir.mkdir(parents=True, exist_ok=True)
     write_table_atomic(cell_dir / "requests.parquet", table)
-    write_table_atomic(cell_dir / "chunks.parquet", CHUNKS_SCHEMA.empty_table())
+    write_table_atomic(cell_dir / "chunks.parquet", chunks_table(cell, trace, profile))
     if cell.runs_in_engine:
         done_s = trace.times_s(profile.coefficients)[2]
         summary = summarize_offline(float(done_s.max()), trace.prompt_tokens.tolist(), trace.output_tokens.tolist(),
@@ -201,8 +222,9 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
         from raybench.store.cells import read_cell
 
         requests, chunks = read_cell(cell_dir)
-        summary = summarize_cell(requests, pl.DataFrame(schema=chunks.schema), compat=experiment.compat,
-                                 target_concurrency=cell.concurrency)
+        summary = summarize_cell(requests, chunks, compat=experiment.compat, target_concurrency=cell.concurrency)
+        # two token chunks per request: the gap between them is no inter-chunk latency anyone saw
+        summary.update({k: None for k in summary if "itl" in k and "per_token" not in k})
     summary.update(cell=cell.to_json(), raybench_version=raybench.__version__, prediction=True,
                    predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on, "source": source,
                                    "features": _features_json(plan.features), "steps": trace.num_steps})
