@@ -38,7 +38,7 @@ METRICS = ("throughput", "ttft", "tpot", "e2e")
 RESERVE_GRID_GIB = tuple(float(r) for r in range(48, -1, -4))
 #: where the fit is pulled weakly when the rows cannot tell two coefficients apart
 PRIOR = {"fixed_step_ms": 25.0, "per_seq_ms": 0.01, "moe_read_factor": 8.0, "compute_factor": 20.0,
-         "kv_read_factor": 3.0}
+         "kv_read_factor": 5.0}
 PRIOR_WEIGHT = 0.2  # per coefficient, against a weight of 1 per measured metric
 HUBER_LOG = 0.15  # log-error beyond which a residual counts linearly
 ITERATIONS = 25
