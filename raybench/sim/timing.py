@@ -153,6 +153,8 @@ class EngineDriver:
                     continue
                 if emission.finished:
                     del self._streams[emission.req_id]
+                if emission.cached_tokens and emission.total_tokens == emission.new_tokens:
+                    stream.report_cached(emission.cached_tokens)
                 stream.advance()
         finally:  # one failing stream must not stop the engine
             self._start_step(back_to_back=True)

@@ -6,6 +6,7 @@ duration and the mean latencies must agree within 2 %: the only difference is th
 the wall clock. A second check: the server's prefix cache reports its hits on /metrics.
 """
 
+import json
 import time
 
 import aiohttp
@@ -74,12 +75,18 @@ async def test_the_servers_prefix_cache_reports_hits_on_metrics():
     config = SimConfig(model=MODEL, timing="engine", backend_profile="vllm", features=features.engine_features)
     shared = list(range(1000, 1000 + 320))
     async with SimServer(config) as server, aiohttp.ClientSession() as session:
+        usages = []
         for tail in (1, 2):
-            body = {"model": MODEL, "prompt": shared + [tail] * 40, "max_tokens": 2, "ignore_eos": True}
+            body = {"model": MODEL, "prompt": shared + [tail] * 40, "max_tokens": 2, "ignore_eos": True,
+                    "stream": True, "stream_options": {"include_usage": True}}
             async with session.post(server.url + "/v1/completions", json=body) as resp:
                 assert resp.status == 200
-                await resp.read()
+                events = [line[6:] for line in (await resp.text()).splitlines() if line.startswith("data: {")]
+                usages.append(json.loads(events[-1])["usage"])
         async with session.get(server.url + "/metrics") as resp:
             text = await resp.text()
     hits = [line for line in text.splitlines() if line.startswith("sim:prefix_cache_hits_total")]
     assert hits and float(hits[0].rsplit(" ", 1)[1]) == 320.0  # the shared 20 blocks of 16 ids
+    # and the second request's usage says so, as vLLM's prompt_tokens_details does
+    assert "prompt_tokens_details" not in usages[0]
+    assert usages[1]["prompt_tokens_details"] == {"cached_tokens": 320}
