@@ -34,10 +34,10 @@ class GenRequest:
     stream: bool
     include_usage: bool
     continuous_usage: bool  # usage on every chunk (only together with include_usage, as vLLM)
-    prompt_raw: bytes | None = None  # the prompt as sent (completions), for the prefix cache
+    prompt_raw: msgspec.Raw | None = None  # the prompt as sent (completions; no copy), for the prefix cache
 
 
-def prompt_segments(raw: bytes | None, block_tokens: int) -> tuple:
+def prompt_segments(raw: msgspec.Raw | bytes | None, block_tokens: int) -> tuple:
     """A prompt as ((key, tokens), ...) blocks whose keys chain every block before them.
 
     Token-id lists are cut every ``block_tokens`` ids, text every ``block_tokens`` words; equal
@@ -123,7 +123,7 @@ def parse_generation(raw: bytes, *, chat: bool, served_model: str) -> GenRequest
         stream=stream,
         include_usage=include_usage,
         continuous_usage=include_usage and continuous,
-        prompt_raw=None if prompt is None else bytes(prompt),
+        prompt_raw=prompt,
     )
 
 
