@@ -388,6 +388,12 @@ def predict_command(experiment_file: Path, only: str | None, profiles: str | Non
 
         click.echo("prediction vs reference: absolute % error (median / max), per engine x GPU")
         click.echo(error_table(compare_to_reference(summaries, reference_frame)))
+        if write_report:  # the seed's charts with the predicted and the reference points together
+            from raybench.report import compare_sources
+
+            overlay = compare_sources([str(run_dir.path), *reference[1:]], run_dir.path / "comparison",
+                                      reference=reference[0], images=False)
+            click.echo(f"overlay report: {overlay.html}", err=True)
     click.echo(str(run_dir.path))
 
 

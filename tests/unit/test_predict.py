@@ -85,11 +85,14 @@ def test_a_pair_without_a_profile_is_a_one_line_error_naming_the_pairs_and_the_f
 
 def test_predict_and_its_reference_table_on_the_command_line(tmp_path):
     result = CliRunner().invoke(main, [
-        "predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only", "backend=vllm-mi300x",
-        "--out", str(tmp_path), "--no-report", "--reference", "published"])
+        "predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only", "backend=vllm-mi300x,mode=online",
+        "--out", str(tmp_path), "--reference", "published"])
     assert result.exit_code == 0, result.output + result.stderr
     assert "vllm/MI300X" in result.stdout and "throughput med/max %" in result.stdout
     assert "prediction" in result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    overlay = (run_dir / "comparison" / "report.html").read_text()  # predicted and published points together
+    assert "(predicted)" in overlay and "dstack (published)" in overlay
 
 
 @pytest.mark.parametrize("args, expected", [
