@@ -92,7 +92,7 @@ def test_predict_and_its_reference_table_on_the_command_line(tmp_path):
     assert "prediction" in result.stderr
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     overlay = (run_dir / "comparison" / "report.html").read_text()  # predicted and published points together
-    assert "(predicted)" in overlay and "dstack (published)" in overlay
+    assert "deepseek_r1-prediction" in overlay and "dstack (published)" in overlay
 
 
 @pytest.mark.parametrize("args, expected", [
