@@ -28,12 +28,13 @@ needs room.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from raybench.sim.costmodel import CostModel
-from raybench.sim.features import Policy, Preemption, PrefixCache
+from raybench.sim.features import Policy, Preemption
+from raybench.sim.prefixcache import PrefixStore
 
 
 @dataclass(slots=True)
@@ -105,8 +106,7 @@ class EngineCore:
         self._waiting: deque[_Request] = deque()
         self._running: dict[int, _Request] = {}
         self._kv_used = 0  # charges of running requests + cached segments
-        self._cache: list[OrderedDict] = [OrderedDict() for _ in range(self.features.dp_attention)]
-        self._cache_tokens = 0
+        self._cache = PrefixStore(self.features.prefix_cache, self.features.block_tokens, self.features.dp_attention)
         self._admitted = 0
         self._remaining_out = 0  # output tokens running requests have still to produce
         self._arrivals = 0
@@ -290,33 +290,15 @@ class EngineCore:
     def _free(self, need: int) -> int:
         """Free KV tokens, after evicting unpinned cached segments (LRU) until ``need`` fits."""
         free = self.cost.kv_capacity_tokens - self._kv_used
-        if free >= need or not self._cache_tokens:
+        if free >= need or not self._cache.tokens:
             return free
-        for cache in self._cache:
-            for key in [key for key, e in cache.items() if e[1] == 0]:
-                tokens = cache.pop(key)[0]
-                self._cache_tokens -= tokens
-                self._kv_used -= tokens
-                free += tokens
-                if free >= need:
-                    return free
-        return free
+        freed = self._cache.evict(need - free)
+        self._kv_used -= freed
+        return free + freed
 
     def _lookup(self, req: _Request) -> int:
         """Prompt tokens of ``req`` the prefix cache of its rank holds (0 without a cache)."""
-        mode = self.features.prefix_cache
-        if mode is PrefixCache.NONE or not req.segments:
-            return 0
-        cache = self._cache[req.rank]
-        hit = 0
-        for key, tokens in req.segments:
-            if key not in cache:
-                break
-            hit += tokens
-        hit = min(hit, req.prefill_target - 1)  # the last prompt token is always computed
-        if mode is PrefixCache.BLOCK_HASH:
-            hit -= hit % self.features.block_tokens
-        return hit
+        return self._cache.lookup(req.rank, req.segments, req.prefill_target)
 
     def _admission(self, req: _Request, hit: int) -> tuple[int, int]:
         """(KV charged to the request, free KV its admission needs).
@@ -357,23 +339,13 @@ class EngineCore:
         return True
 
     def _pin_hits(self, req: _Request, hit: int) -> None:
-        cache = self._cache[req.rank]
-        covered = 0
-        req.segs_cached = 0
-        for key, tokens in req.segments:
-            if covered + tokens > hit or key not in cache:
-                break
-            cache[key][1] += 1
-            cache.move_to_end(key)
-            req.pinned.append(key)
-            covered += tokens
-            req.segs_cached += 1
+        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
+        req.segs_cached = len(req.pinned)
 
     def _insert_segments(self, req: _Request) -> None:
         """Segments the prefill has now passed move from the request's KV into the cache."""
-        if self.features.prefix_cache is PrefixCache.NONE:
+        if not self._cache.enabled:
             return
-        cache = self._cache[req.rank]
         end = sum(t for _, t in req.segments[:req.segs_cached])
         while req.segs_cached < len(req.segments):
             key, tokens = req.segments[req.segs_cached]
@@ -381,13 +353,10 @@ class EngineCore:
                 break
             end += tokens
             req.segs_cached += 1
-            if key in cache:  # computed twice (both missed it): keep the first copy
-                continue
-            cache[key] = [tokens, 1]
-            req.pinned.append(key)
-            self._cache_tokens += tokens
-            req.private_kv -= tokens  # the pool holds the same tokens, now under the cache
-            req.charge -= tokens  # the pool's total is unchanged: the charge moved to the cache
+            if self._cache.insert(req.rank, key, tokens):
+                req.pinned.append(key)
+                req.private_kv -= tokens  # the pool holds the same tokens, now under the cache
+                req.charge -= tokens  # the pool's total is unchanged: the charge moved to the cache
 
     def _grow(self, req: _Request, n: int) -> None:
         req.private_kv += n
@@ -404,11 +373,7 @@ class EngineCore:
         self._remaining_out -= req.target_tokens - req.generated
         self._kv_used -= req.charge
         req.charge = req.private_kv = 0
-        cache = self._cache[req.rank]
-        for key in req.pinned:
-            entry = cache.get(key)
-            if entry is not None:
-                entry[1] -= 1
+        self._cache.unpin(req.rank, req.pinned)
         req.pinned = []
 
     def _victim(self) -> _Request:
@@ -490,5 +455,4 @@ class EngineCore:
             return False
         head = self._waiting[0]
         _, need = self._admission(head, self._lookup(head))
-        evictable = sum(e[0] for c in self._cache for e in c.values() if e[1] == 0)
-        return need <= self.cost.kv_capacity_tokens - self._kv_used + evictable
+        return need <= self.cost.kv_capacity_tokens - self._kv_used + self._cache.evictable()
