@@ -122,3 +122,15 @@ def test_unknown_profiles_file_is_a_one_line_error(tmp_path):
         "--out", str(tmp_path)])
     assert result.exit_code != 0 and "raybench calibrate --out" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server():
+    from raybench.backends.sim import feature_flags
+    from raybench.sim.command import _features, sim_command
+
+    features = launch_features(seed.SEED_SGLANG_H200, "sglang", 8)
+    ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "sglang",
+                                           *feature_flags(features)])
+    options = dict(ctx.params)
+    assert _features(options) == features
+    assert options["max_num_batched_tokens"] == 8192 and options["max_num_seqs"] == features.max_running
