@@ -351,12 +351,13 @@ def compare_command(sources: tuple[str, ...], reference: str | None, out: Path |
 @main.command(name="predict")
 @click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--only", default=None, help="Only the cells whose plan fields match, e.g. backend=vllm,hardware=H200.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="As `raybench run --num-prompts`.")
 @click.option("--profiles", default=None, help="Engine profiles JSON from `raybench calibrate`. Default: the shipped ones (fitted on the seed's output-800 rows).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Root of run directories (the run is <experiment>-prediction/<stamp>).")
 @click.option("--reference", multiple=True, help="Print the error of the prediction against these results (a results file, a run dir, or `published`).")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True, help="Write report.html into the run directory.")
-def predict_command(experiment_file: Path, only: str | None, profiles: str | None, out: Path,
-                    reference: tuple[str, ...], write_report: bool) -> None:
+def predict_command(experiment_file: Path, only: str | None, num_prompts: int | None, profiles: str | None,
+                    out: Path, reference: tuple[str, ...], write_report: bool) -> None:
     """Predict every cell of an experiment in virtual time, as a run directory.
 
     \b
@@ -374,7 +375,7 @@ def predict_command(experiment_file: Path, only: str | None, profiles: str | Non
     from raybench.predict import predict_run
 
     t0 = time.perf_counter()
-    experiment, cells = resolve(load_experiment(experiment_file), only=only)
+    experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts)
     reference_frame = None
     if reference:
         from raybench.calibration import load_reference

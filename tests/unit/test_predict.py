@@ -95,6 +95,16 @@ def test_predict_and_its_reference_table_on_the_command_line(tmp_path):
     assert "deepseek_r1-prediction" in overlay and "dstack (published)" in overlay
 
 
+def test_predict_takes_num_prompts_as_run_does(tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
+                                       "backend=vllm-mi300x,concurrency=4", "--num-prompts", "12",
+                                       "--out", str(tmp_path), "--no-report"])
+    assert result.exit_code == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    (summary,) = [json.loads(p.read_text()) for p in run_dir.glob("cells/*/summary.json")]
+    assert summary["completed"] == 12 and summary["prediction"] is True
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--only", "output_len=999"], "selects none of the 117 reference rows"),
     (["--only", "colour=red"], "expected KEY=V1|V2"),
