@@ -498,6 +498,88 @@ def compare_command(sources: tuple[str, ...], reference: str | None, out: Path |
     click.echo(f"comparison report: {result.html}")
 
 
+@main.command(name="predict")
+@click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--only", default=None, help="Only the cells whose plan fields match, e.g. backend=vllm,hardware=H200.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="As `raybench run --num-prompts`.")
+@click.option("--profiles", default=None, help="Engine profiles JSON from `raybench calibrate`. Default: the shipped ones (fitted on the seed's output-800 rows).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Root of run directories (the run is <experiment>-prediction/<stamp>).")
+@click.option("--reference", multiple=True, help="Print the error of the prediction against these results (a results file, a run dir, or `published`).")
+@click.option("--report/--no-report", "write_report", default=True, show_default=True, help="Write report.html into the run directory.")
+def predict_command(experiment_file: Path, only: str | None, num_prompts: int | None, profiles: str | None,
+                    out: Path, reference: tuple[str, ...], write_report: bool) -> None:
+    """Predict every cell of an experiment in virtual time, as a run directory.
+
+    \b
+    The simulator's engine core runs each cell with the servers' launch settings and the
+    engine x GPU profiles; analysis, compare and report read the run dir as a measured one, and
+    every number in it is marked as a prediction.
+    Examples:
+      raybench predict experiments/deepseek_r1.py --reference published
+      raybench predict experiments/deepseek_r1.py --only hardware=H200 --profiles my-profiles.json
+    """
+    import time
+
+    from raybench.experiment import load_experiment
+    from raybench.plan import resolve
+    from raybench.predict import predict_run
+
+    t0 = time.perf_counter()
+    experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts)
+    reference_frame = None
+    if reference:
+        from raybench.calibration import load_reference
+
+        reference_frame = load_reference(reference)
+    run_dir, summaries = predict_run(experiment, cells, out, profiles_path=profiles, report=write_report)
+    click.echo(f"predicted {len(cells)} cells in {time.perf_counter() - t0:.1f} s (virtual time; every number "
+               "is a prediction)", err=True)
+    if reference_frame is not None:
+        from raybench.calibration import compare_to_reference, error_table
+
+        click.echo("prediction vs reference: absolute % error (median / max), per engine x GPU")
+        click.echo(error_table(compare_to_reference(summaries, reference_frame)))
+        if write_report:  # the seed's charts with the predicted and the reference points together
+            from raybench.report import compare_sources
+
+            overlay = compare_sources([str(run_dir.path), *reference[1:]], run_dir.path / "comparison",
+                                      reference=reference[0], images=False)
+            click.echo(f"overlay report: {overlay.html}", err=True)
+    click.echo(str(run_dir.path))
+
+
+@main.command(name="calibrate")
+@click.option("--reference", "references", multiple=True, required=True, help="Measured results to fit: a results file, a run dir, or `published` (repeatable).")
+@click.option("--only", default=None, help="Fit on these rows only: KEY=V1|V2,... over backend, hardware, mode, concurrency, batch_size, input_len, output_len, prefix_len ('none' for an empty field).")
+@click.option("--experiment", "experiment_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Take the servers' launch settings from this experiment file. Default: the seed's servers.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Profiles JSON to write.")
+def calibrate_command(references: tuple[str, ...], only: str | None, experiment_file: Path | None, out: Path) -> None:
+    """Fit the simulator's engine x GPU profiles to measured results.
+
+    \b
+    Every engine x GPU pair present in the selected rows gets a profile; the fit is robust
+    (Huber in log space) over throughput, mean TTFT, TPOT and E2E, and deterministic.
+    Examples:
+      raybench calibrate --reference published --only output_len=800,prefix_len=0 --out profiles.json
+      raybench calibrate --reference runs/deepseek_r1/20260101-120000 --out mine.json
+    """
+    from raybench.calibration import (calibrate, error_table, experiment_launches, fit_groups, load_reference,
+                                      seed_launches, select_rows, write_profiles)
+
+    frame = select_rows(load_reference(references), only)
+    if experiment_file is not None:
+        from raybench.experiment import load_experiment
+
+        launches = experiment_launches(load_experiment(experiment_file))
+    else:
+        launches = seed_launches()
+    fitted_on = f"{' + '.join(references)}" + (f" where {only}" if only else "") + f" ({frame.height} rows)"
+    fits = calibrate(frame, launches, fitted_on=fitted_on)
+    write_profiles(fits, out)
+    click.echo(error_table(fit_groups(fits)))
+    click.echo(f"{len(fits)} profiles written to {out}")
+
+
 def _progress_display(no_answer_hint_s: float | None = 60.0):
     """Progress on stderr (stdout carries only the run dir): redrawn live on a terminal, plain lines otherwise."""
     from raybench.telemetry.progress import ProgressDisplay

@@ -6,9 +6,10 @@ run after the server is down, each in a fresh in-process engine that loads the m
 
 A cell's time comes from the simulator's cost model, the only performance model there is: a
 real vLLM / SGLang / TensorRT-LLM server gets the profile ``raybench.plan.simulated`` gives it
-(its hardware's GPU, its kind's profile) and the closed loop of ``raybench.sim.virtual`` runs
-against it in virtual time. The profiles are uncalibrated placeholders, so for real backends
-this is an order of magnitude, not a prediction. Cells of an external server, of a model the
+(its hardware's GPU, its engine's profile and launch features) and the closed loop of
+``raybench.sim.virtual`` runs against it in virtual time. The profiles are fitted to the seed's
+published rows (docs/simulator.md says how well they predict them); an engine x GPU pair
+without a fitted profile gets uncalibrated numbers, an order of magnitude only. Cells of an external server, of a model the
 cost model does not profile, or that the cost model says cannot run, are unknown (None) and
 left out of the total, which counts them in ``unknown_cells`` instead.
 
@@ -191,7 +192,7 @@ def _cost_model(sim: SimBackend, model: str) -> CostModel | None:
         return None
     try:
         config = SimConfig(model=model, gpu=sim.gpu, num_gpus=sim.num_gpus, backend_profile=sim.profile,
-                           tokens_per_chunk=sim.tokens_per_chunk)
+                           tokens_per_chunk=sim.tokens_per_chunk, features=sim.engine_features, profiles=sim.profiles)
         return costmodel.resolve(config)
     except SimConfigError:
         return None

@@ -87,6 +87,8 @@ def simulated(experiment: Experiment, timing: str | None = None) -> Experiment:
     "zero" answers as fast as the client reads, to check a whole plan end to end in minutes.
     Simulators the file already has keep their timing unless one is given.
     """
+    from raybench.experiment import Mode
+    from raybench.predict import engine_name, launch_features
     from raybench.sim import costmodel
 
     sims = []
@@ -96,9 +98,13 @@ def simulated(experiment: Experiment, timing: str | None = None) -> Experiment:
             continue
         hw = experiment.hardware.get(b.name)
         gpu = hw.name if hw is not None and hw.name in costmodel.GPUS else "H200"
-        kind = b.kind.value
-        profile = kind if kind in costmodel.BACKENDS else SimBackend.profile
-        sims.append(SimBackend(name=b.name, gpu=gpu, num_gpus=hw.count if hw else 8, profile=profile,
+        num_gpus = hw.count if hw else 8
+        try:  # the engine and launch features the server would run with (as raybench predict uses)
+            engine = engine_name(b, Mode.ONLINE)
+            features = launch_features(b, engine, num_gpus)
+        except ConfigError:  # an external server: nothing known about it
+            engine, features = SimBackend.profile, None
+        sims.append(SimBackend(name=b.name, gpu=gpu, num_gpus=num_gpus, profile=engine, engine_features=features,
                                timing=timing or "engine", reset_cache=False))
     return dataclasses.replace(experiment, backends=tuple(sims))
 

@@ -28,7 +28,7 @@ import ray
 from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.engine_process import engine_python, run_engine_script
 from raybench.errors import BackendError
-from raybench.store.schema import REQUESTS_SCHEMA, RequestStatus
+from raybench.store.schema import RequestStatus, requests_from_columns
 from raybench.workloads.base import RequestSpec
 
 # Sampling as benchmark_throughput.py sets it: temperature 1, top_p 1, output length forced.
@@ -49,7 +49,7 @@ class EngineResult:
         """One row per prompt; times run from 0 (the generate call) to its elapsed time."""
         n = len(specs)
         end_ns = int(self.elapsed_s * 1e9)
-        return pa.table(
+        return requests_from_columns(
             {
                 "cell_id": [cell_id] * n,
                 "request_id": [s.request_id for s in specs],
@@ -67,10 +67,7 @@ class EngineResult:
                 "status": [RequestStatus.OK.value] * n,
                 "http_status": [None] * n,
                 "error": [None] * n,
-                "attempts": [None] * n,
-                "send_lateness_ns": [None] * n,
-            },
-            schema=REQUESTS_SCHEMA,
+            }
         )
 
 
@@ -143,7 +140,8 @@ def generate_sim(backend: Any, model: str, prompts: list[Any], max_tokens: list[
     from raybench.sim.offline import OfflineEngine
 
     config = SimConfig(model=model, timing="engine", gpu=backend.gpu, num_gpus=backend.num_gpus,
-                       backend_profile=backend.profile, tokens_per_chunk=backend.tokens_per_chunk)
+                       backend_profile=backend.profile, tokens_per_chunk=backend.tokens_per_chunk,
+                       features=getattr(backend, "engine_features", None), profiles=getattr(backend, "profiles", None))
     result = OfflineEngine(config).generate(prompts, max_tokens)  # lengths or ids: it models the lengths
     return result.elapsed_s, result.prompt_tokens, result.output_tokens
 

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from raybench.backends.base import BackendKind, Endpoints, ProcessBackend, check_positive
 from raybench.errors import ConfigError
+from raybench.sim.features import EngineFeatures
 
 TIMINGS = ("zero", "fixed", "engine")
 
@@ -33,18 +34,22 @@ class SimBackend(ProcessBackend):
     ttft_ms: float = 200.0
     itl_ms: float = 20.0
     tokens_per_chunk: int = 1
+    # engine timing: the scheduling features of the server it stands in for (raybench.predict
+    # maps launch settings onto them; None: the profile engine's defaults) and a profiles file
+    engine_features: EngineFeatures | None = None
+    profiles: str | None = None
     ready_timeout_s: float = 60.0
     stop_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
-        from raybench.sim import costmodel  # here: the cost model's tables, not the server
+        from raybench.sim import costmodel, features  # here: the cost model's tables, not the server
 
         super().__post_init__()
         if self.timing not in TIMINGS:
             raise ConfigError.unknown("sim timing", str(self.timing), TIMINGS)
         # refused when the experiment is built (plan, before Ray starts), not when the server starts
         for field_name, value, known, what in (("gpu", self.gpu, costmodel.GPUS, "GPU profiles"),
-                                               ("profile", self.profile, costmodel.BACKENDS, "backend profiles")):
+                                               ("profile", self.profile, features.ENGINES, "engine profiles")):
             if value not in known:
                 raise ConfigError(f"SimBackend {self.name!r}: {field_name}={value!r} is not allowed; "
                                   f"the simulator's {what}: {', '.join(sorted(known))}")
@@ -82,4 +87,21 @@ class SimBackend(ProcessBackend):
         argv += ["--model", model, "--timing", self.timing, "--gpu", self.gpu]
         argv += ["--num-gpus", str(self.num_gpus), "--backend-profile", self.profile]
         argv += ["--ttft-ms", str(self.ttft_ms), "--itl-ms", str(self.itl_ms)]
-        return argv + ["--tokens-per-chunk", str(self.tokens_per_chunk)]
+        argv += ["--tokens-per-chunk", str(self.tokens_per_chunk)]
+        if self.profiles:
+            argv += ["--profiles", self.profiles]
+        return argv + feature_flags(self.engine_features)
+
+
+def feature_flags(features: EngineFeatures | None) -> list[str]:
+    """``raybench sim`` options that give the simulated engine these features."""
+    if features is None:
+        return []
+    f = features
+    argv = ["--policy", f.policy.value, "--chunked-prefill" if f.chunked_prefill else "--no-chunked-prefill",
+            "--max-num-batched-tokens", str(f.prefill_tokens_per_step), "--max-num-seqs", str(f.max_running),
+            "--dp-attention", str(f.dp_attention), "--prefix-cache", f.prefix_cache.value,
+            "--preemption", f.preemption.value, "--memory-fraction", str(f.memory_fraction)]
+    if f.max_model_len is not None:
+        argv += ["--max-model-len", str(f.max_model_len)]
+    return argv

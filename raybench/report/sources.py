@@ -24,7 +24,8 @@ from typing import Any
 import polars as pl
 
 from raybench.errors import ConfigError
-from raybench.report.frame import LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name, report_frame
+from raybench.report.frame import (LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name,
+                                   report_frame, series_label)
 from raybench.store.rundir import RunDir
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
@@ -125,6 +126,8 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         "host_contended": summary.get("host_contended"),
         "repeat": cell.get("repeat"),
     }
+    if summary.get("prediction"):  # raybench predict: never shown as a measurement
+        row["label"] = series_label(row["backend"], hardware) + " (predicted)"
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
             completed=summary.get("num_requests"),
@@ -171,13 +174,13 @@ def _num(value: str | None, kind: type = float) -> Any:
 
 def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
     online = r["mode"] == CellMode.ONLINE.value
-    size = f"c{r['max_concurrency']}" if online else f"b{r['batch_size']}"
+    size = f"c{r.get('max_concurrency')}" if online else f"b{r.get('batch_size')}"
     prefix = _num(r.get("shared_prefix_len"), int) or 0
     tag = f"p{prefix}" if prefix else ""
     row: dict[str, Any] = {
         "run": run,
         "source": SourceKind.DSTACK_CSV.value,
-        "cell_id": f"{r['hardware']}-{r['backend']}-{r['mode']}-{size}-i{r['input_len']}{tag}-o{r['output_len']}",
+        "cell_id": f"{r['hardware']}-{r['backend']}-{r['mode']}-{size}-i{r.get('input_len')}{tag}-o{r['output_len']}",
         "backend": r["backend"],
         "hardware": r["hardware"] or None,
         "mode": r["mode"],

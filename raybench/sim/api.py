@@ -34,6 +34,32 @@ class GenRequest:
     stream: bool
     include_usage: bool
     continuous_usage: bool  # usage on every chunk (only together with include_usage, as vLLM)
+    prompt_raw: msgspec.Raw | None = None  # the prompt as sent (completions; no copy), for the prefix cache
+
+
+def prompt_segments(raw: msgspec.Raw | bytes | None, block_tokens: int) -> tuple:
+    """A prompt as ((key, tokens), ...) blocks whose keys chain every block before them.
+
+    Token-id lists are cut every ``block_tokens`` ids, text every ``block_tokens`` words; equal
+    prefixes give equal keys, so the engine's prefix cache finds them. Empty when unknown.
+    """
+    if not raw:
+        return ()
+    data = bytes(raw).strip()
+    if data[:1] == b"[":
+        items = data[1:-1].replace(b" ", b"").split(b",")
+    else:
+        try:
+            text = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return ()
+        items = [w.encode() for w in text.split()] if isinstance(text, str) else []
+    segments, key = [], 0
+    for i in range(0, len(items), block_tokens):
+        block = items[i:i + block_tokens]
+        key = hash((key, b",".join(block)))
+        segments.append((key, len(block)))
+    return tuple(segments)
 
 
 class ApiError(Exception):
@@ -97,6 +123,7 @@ def parse_generation(raw: bytes, *, chat: bool, served_model: str) -> GenRequest
         stream=stream,
         include_usage=include_usage,
         continuous_usage=include_usage and continuous,
+        prompt_raw=prompt,
     )
 
 

@@ -120,7 +120,8 @@ class SimApp:
                                        tokens_written=self.tokens_written)
         return self.metrics.render(running=core.num_running, waiting=core.num_waiting,
                                    kv_cache_usage=core.kv_used_tokens / core.cost.kv_capacity_tokens,
-                                   tokens_written=self.tokens_written)
+                                   tokens_written=self.tokens_written,
+                                   prefix_hit_tokens=core.prefix_hit_tokens)
 
     def _ground_truth(self, conn: HttpConnection, request: HttpRequest) -> None:
         table = parse_qs(request.query).get("table", [""])[0]

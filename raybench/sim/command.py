@@ -7,6 +7,7 @@ import dataclasses
 import click
 
 from raybench.sim import costmodel
+from raybench.sim.features import ENGINES, Policy, Preemption, PrefixCache, defaults
 from raybench.sim.config import TIMINGS, FaultKind, FaultSpec, SimConfig, SimConfigError
 from raybench.sim.server import run
 
@@ -49,6 +50,23 @@ class FaultParam(click.ParamType):
             self.fail(f"{value!r}: {err}", param, ctx)
 
 
+_FEATURE_OPTIONS = {"policy": "policy", "chunked_prefill": "chunked_prefill", "dp_attention": "dp_attention",
+                    "prefix_cache": "prefix_cache", "preemption": "preemption", "memory_fraction": "memory_fraction",
+                    "max_model_len": "max_model_len"}
+
+
+def _features(options: dict):
+    """The engine's default features with the options given on the command line."""
+    changes = {f: options.pop(o) for o, f in _FEATURE_OPTIONS.items()}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return None
+    try:
+        return defaults(str(options["backend_profile"])).with_(**changes)
+    except SimConfigError as err:
+        raise click.BadParameter(str(err), param_hint=f"'--{err.field.replace('_', '-')}'") from err
+
+
 @click.command("sim", epilog=EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
@@ -65,8 +83,21 @@ class FaultParam(click.ParamType):
               help="Tokens per decode step and chunk (MTP / speculative decoding).")
 @click.option("--gpu", type=click.Choice(list(costmodel.GPUS)), default="H200", show_default=True)
 @click.option("--num-gpus", type=click.IntRange(1, 1024), default=8, show_default=True)
-@click.option("--backend-profile", type=click.Choice(list(costmodel.BACKENDS)), default="vllm",
-              show_default=True, help="Efficiency profile and engine defaults.")
+@click.option("--backend-profile", type=click.Choice(list(ENGINES)), default="vllm",
+              show_default=True, help="Engine: its fitted profile on --gpu and its scheduling defaults.")
+@click.option("--profiles", default=None, help="Profiles JSON from `raybench calibrate` [default: the shipped ones].")
+@click.option("--policy", type=click.Choice([p.value for p in Policy]), default=None,
+              help="prefill_first (SGLang, vLLM V0) or mixed (chunked prefill, TRT-LLM) [default: engine's].")
+@click.option("--chunked-prefill/--no-chunked-prefill", default=None, help="May a prompt span steps [default: engine's].")
+@click.option("--dp-attention", type=click.IntRange(min=1), default=None,
+              help="Ranks holding disjoint requests' KV (SGLang --enable-dp-attention: the GPU count).")
+@click.option("--prefix-cache", type=click.Choice([p.value for p in PrefixCache]), default=None,
+              help="none, block_hash (vLLM) or radix (SGLang) [default: engine's].")
+@click.option("--preemption", type=click.Choice([p.value for p in Preemption]), default=None,
+              help="recompute (vLLM), retract (SGLang), none (TRT-LLM reserves) [default: engine's].")
+@click.option("--memory-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="GPU memory the engine takes [default: engine's].")
+@click.option("--max-model-len", type=click.IntRange(min=1), default=None, help="Longest prompt + output.")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Cap on running requests [default: backend profile].")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,
@@ -81,6 +112,7 @@ class FaultParam(click.ParamType):
 def sim_command(ready_file: str | None, **options: object) -> None:
     """Serve the simulated OpenAI-compatible inference server until SIGTERM / Ctrl-C."""
     options["faults"] = tuple(options["faults"])  # type: ignore[arg-type]
+    options["features"] = _features(options)
     try:
         config = SimConfig(**options)  # type: ignore[arg-type]
     except SimConfigError as err:

@@ -103,12 +103,15 @@ class SimConfig:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     kv_capacity_tokens: int | None = None
+    features: object | None = None  # EngineFeatures; None: the engine's defaults (features.defaults)
+    profiles: str | None = None  # a profiles JSON file (raybench calibrate --out); None: the shipped ones
     seed: int = 0
     faults: tuple[FaultSpec, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         # imported here: costmodel imports this module for the error type
         from raybench.sim import costmodel
+        from raybench.sim.features import ENGINES, EngineFeatures
 
         _check_host(self.host)
         if not _is_int(self.port) or not 0 <= self.port <= 65535:
@@ -127,10 +130,10 @@ class SimConfig:
             raise SimConfigError("gpu", self.gpu, f"one of {', '.join(costmodel.GPUS)}")
         if not _is_int(self.num_gpus) or not 1 <= self.num_gpus <= 1024:
             raise SimConfigError("num_gpus", self.num_gpus, "an integer in 1..1024")
-        if self.backend_profile not in costmodel.BACKENDS:
-            raise SimConfigError(
-                "backend_profile", self.backend_profile, f"one of {', '.join(costmodel.BACKENDS)}"
-            )
+        if self.backend_profile not in ENGINES:
+            raise SimConfigError("backend_profile", self.backend_profile, f"one of {', '.join(ENGINES)}")
+        if self.features is not None and not isinstance(self.features, EngineFeatures):
+            raise SimConfigError("features", self.features, "None or an EngineFeatures")
         for name in ("max_num_seqs", "max_num_batched_tokens", "kv_capacity_tokens"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
@@ -143,6 +146,13 @@ class SimConfig:
         object.__setattr__(self, "faults", faults)
         if self.timing == "engine":
             costmodel.resolve(self)  # raises SimConfigError if the model does not fit, etc.
+
+
+    def engine_features(self):
+        """The launch features: the given ones, or the engine's defaults."""
+        from raybench.sim.features import defaults
+
+        return self.features if self.features is not None else defaults(self.backend_profile)
 
 
 def _is_int(value: object) -> bool:

@@ -1,19 +1,29 @@
-"""Roofline step times per model, GPU and backend, and the KV capacity they leave.
+"""What one engine step costs, from kernel-level pieces, and the KV capacity a launch leaves.
 
-One engine step processes ``num_tokens`` tokens (prefill chunks plus k tokens per decoding
-request) and reads every weight it touches plus the KV cache of every request in the batch:
+A step processes T tokens (prompt chunks plus k tokens per decoding request) for S sequences and
+reads the KV of every context token its attention visits. Its cost is a sum of pieces, each
+computed from the model's shapes and the GPU's nominal figures, each with its own fitted factor
+(``profiles.EngineProfile``):
 
-    step_s = t0 + max(FLOPs / (num_gpus * peak * e_c), bytes_per_rank / (bw * e_b))
+    step_s = fixed_s                         scheduler, sampling, launches: every step pays it
+           + per_seq_s * S                   per-sequence host work (sampling, detokenize, bookkeeping)
+           + moe_read_factor * moe_s         touched experts' weights at nominal HBM bandwidth
+           + compute_factor * compute_s      GEMM FLOPs (2 x active params x T, FP8 peak)
+                                             + prompt attention FLOPs (BF16 peak)
+           + kv_read_factor * kv_s           the KV latent read by attention, at nominal bandwidth
+           + physical_s                      not fitted: dense weights at the measured 2.3 TB/s of
+                                             a TP-8 dense shard, plus tensor-parallel all-reduces
 
-FLOPs = 2 * active_params * num_tokens + attention pairs * FLOPs per (query, context) pair.
-bytes_per_rank = (dense weights + MoE layers * touched experts * expert bytes) / num_gpus
-+ context tokens read * KV bytes per token per rank. Touched experts per MoE layer for T tokens
-under uniform routing: E * (1 - (1 - top_k / E) ** T) (reference/sim-study.md). The MLA latent
-of DeepSeek has a single KV "head", so tensor parallelism replicates it: every rank stores and
-reads the whole latent.
+A factor is 1 / efficiency of its piece: moe_read_factor 10 says the expert GEMMs read weights
+at a tenth of HBM bandwidth, as a TP-8 expert shard does at decode sizes
+(reference/h200-microbench.md: 0.13-0.34 TB/s). Touched experts per MoE layer for T tokens under
+uniform routing: E * (1 - (1 - top_k / E) ** T). DeepSeek's MLA latent has one KV "head": tensor
+parallelism replicates it on every rank, DP attention keeps each request on one rank.
 
-The efficiencies (e_c, e_b, t0, memory reserve) are PLACEHOLDERS inside the ranges the study
-fitted (e_c 0.03-0.07, t0 21-46 ms); calibrating them per backend x GPU is later work.
+The cost is LINEAR in the fitted numbers, and a closed-loop benchmark with every request
+released at once schedules the same steps whatever they cost; so a benchmark's latencies are
+sums of step feature vectors, and calibration fits the factors by least squares without
+re-simulating (``calibrate.py``).
 """
 
 from __future__ import annotations
@@ -24,11 +34,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from raybench.sim.config import SimConfigError
+from raybench.sim.features import EngineFeatures
+from raybench.sim.profiles import EngineProfile
 
 if TYPE_CHECKING:
     from raybench.sim.config import SimConfig
 
 GIB = 2**30
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +53,9 @@ class GpuProfile:
     bandwidth_bytes_per_s: float
     fp8_flops_per_s: float
     bf16_flops_per_s: float
+    link_bytes_per_s: float  # one direction of the GPU-to-GPU fabric (NVLink, xGMI)
+    dense_read_bytes_per_s: float  # what a TP-8 dense GEMM shard reads at decode sizes (measured on H200)
+    allreduce_latency_s: float = 15e-6  # one small all-reduce over 8 GPUs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,23 +74,12 @@ class ModelProfile:
     expert_bytes: float
     kv_bytes_per_token: int  # all layers, one copy
     kv_heads: int  # KV is split over at most this many TP ranks (1 = replicated, as MLA)
+    attention_bytes: float  # attention weights of all layers (replicated on every rank under DP attention)
+    hidden_size: int
+    num_layers: int
     prefill_attn_flops_per_pair: float  # all layers, per (query token, context token)
     decode_attn_flops_per_pair: float
     max_model_len: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class BackendProfile:
-    """Per-backend efficiencies and engine defaults (placeholders until calibrated)."""
-
-    name: str
-    e_compute: float  # fraction of dense peak FLOPs reached (GEMMs and attention)
-    e_bandwidth: float  # fraction of HBM bandwidth reached when reading weights and KV
-    t0_ms: float  # fixed cost of every step: scheduling, sampling, launch overheads
-    gpu_memory_utilization: float
-    reserve_gib: float  # per GPU: activations, graphs, allocator slack, outside the KV pool
-    max_num_seqs: int
-    max_num_batched_tokens: int
 
 
 def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
@@ -108,6 +113,9 @@ def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         expert_bytes=expert,
         kv_bytes_per_token=(kv_lora + qk_rope) * 2 * layers,  # 70,272 B: the BF16 latent
         kv_heads=1,
+        attention_bytes=attn * layers,
+        hidden_size=hidden,
+        num_layers=layers,
         prefill_attn_flops_per_pair=2 * heads * (qk_nope + qk_rope + v_head) * layers,
         decode_attn_flops_per_pair=2 * heads * (kv_lora + qk_rope + kv_lora) * layers,  # absorbed
         max_model_len=163840,
@@ -133,6 +141,9 @@ def _llama_dense(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         expert_bytes=0.0,
         kv_bytes_per_token=2 * kv_heads * head_dim * 2 * layers,  # 131,072 B
         kv_heads=kv_heads,
+        attention_bytes=2 * (2 * hidden * hidden + 2 * hidden * kv_heads * head_dim) * layers,
+        hidden_size=hidden,
+        num_layers=layers,
         prefill_attn_flops_per_pair=pair,
         decode_attn_flops_per_pair=pair,
         max_model_len=131072,
@@ -141,12 +152,15 @@ def _llama_dense(name: str, aliases: tuple[str, ...]) -> ModelProfile:
 
 GPUS = MappingProxyType(
     {
-        "H200": GpuProfile(name="H200", memory_gib=141, bandwidth_bytes_per_s=4.8e12,
-                           fp8_flops_per_s=1979e12, bf16_flops_per_s=989e12),
+        "H200": GpuProfile(name="H200", memory_gib=140, bandwidth_bytes_per_s=4.8e12,
+                           fp8_flops_per_s=1979e12, bf16_flops_per_s=989e12, link_bytes_per_s=450e9,
+                           dense_read_bytes_per_s=2.3e12),
         "H100": GpuProfile(name="H100", memory_gib=80, bandwidth_bytes_per_s=3.35e12,
-                           fp8_flops_per_s=1979e12, bf16_flops_per_s=989e12),
+                           fp8_flops_per_s=1979e12, bf16_flops_per_s=989e12, link_bytes_per_s=450e9,
+                           dense_read_bytes_per_s=1.6e12),
         "MI300X": GpuProfile(name="MI300X", memory_gib=192, bandwidth_bytes_per_s=5.3e12,
-                             fp8_flops_per_s=2615e12, bf16_flops_per_s=1307e12),
+                             fp8_flops_per_s=2615e12, bf16_flops_per_s=1307e12, link_bytes_per_s=448e9,
+                             dense_read_bytes_per_s=2.5e12),
     }
 )
 
@@ -158,24 +172,6 @@ MODELS: tuple[ModelProfile, ...] = (
                   "llama-3.1-8b-instruct", "meta-llama/meta-llama-3.1-8b-instruct")),
 )
 
-BACKENDS = MappingProxyType(
-    {
-        "vllm": BackendProfile(name="vllm", e_compute=0.05, e_bandwidth=0.8, t0_ms=30.0,
-                               gpu_memory_utilization=0.9, reserve_gib=32.0,
-                               max_num_seqs=256, max_num_batched_tokens=8192),
-        "sglang": BackendProfile(name="sglang", e_compute=0.06, e_bandwidth=0.8, t0_ms=25.0,
-                                 gpu_memory_utilization=0.9, reserve_gib=24.0,
-                                 max_num_seqs=1024, max_num_batched_tokens=8192),
-        "trtllm": BackendProfile(name="trtllm", e_compute=0.07, e_bandwidth=0.8, t0_ms=21.0,
-                                 gpu_memory_utilization=0.9, reserve_gib=24.0,
-                                 max_num_seqs=512, max_num_batched_tokens=16384),
-        "generic": BackendProfile(name="generic", e_compute=0.04, e_bandwidth=0.7, t0_ms=40.0,
-                                  gpu_memory_utilization=0.9, reserve_gib=16.0,
-                                  max_num_seqs=256, max_num_batched_tokens=8192),
-    }
-)
-
-
 def find_model(name: str) -> ModelProfile | None:
     """The profile whose name or alias matches ``name`` (case-insensitive), else None."""
     key = name.lower()
@@ -185,92 +181,135 @@ def find_model(name: str) -> ModelProfile | None:
     return None
 
 
+
+#: the step feature vector, in the order of EngineProfile.coefficients
+FEATURES = ("steps", "sequences", "moe_s", "compute_s", "kv_s", "physical_s")
+
+
 @dataclass(frozen=True, kw_only=True)
 class CostModel:
-    """Step times for one (model, GPU x num_gpus, backend) and the engine limits that go with it."""
+    """Step costs of one (model, GPU x num_gpus, engine profile, launch features) and its KV capacity."""
 
     model: ModelProfile
     gpu: GpuProfile
-    backend: BackendProfile
     num_gpus: int
+    profile: EngineProfile
+    features: EngineFeatures
     kv_capacity_tokens: int
-    max_num_seqs: int
-    max_num_batched_tokens: int
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.features.max_running
+
+    @property
+    def max_num_batched_tokens(self) -> int:
+        return self.features.prefill_tokens_per_step
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        return self.profile.coefficients
 
     @property
     def kv_bytes_per_token_per_rank(self) -> float:
-        return self.model.kv_bytes_per_token / min(self.num_gpus, self.model.kv_heads)
+        return self.model.kv_bytes_per_token / min(self.num_gpus, self.model.kv_heads) / self.features.dp_attention
 
     def touched_experts(self, num_tokens: float) -> float:
         """Experts per MoE layer that at least one of ``num_tokens`` routes to (uniform routing)."""
         m = self.model
         return m.num_experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** num_tokens)
 
-    def step_terms_s(self, num_tokens, prefill_pairs, decode_pairs, kv_tokens_read):
-        """(compute seconds, memory seconds) of one step; works on floats and numpy arrays alike."""
-        m, g, b = self.model, self.gpu, self.backend
+    def step_features(self, num_tokens: int, num_seqs: int, prefill_pairs: float, kv_tokens_read: float,
+                      ) -> tuple[float, ...]:
+        """One step's feature vector (FEATURES); its cost is the dot product with the coefficients."""
+        m, g, n = self.model, self.gpu, self.num_gpus
+        moe_s = m.moe_layers * self.touched_experts(num_tokens) * m.expert_bytes / n / g.bandwidth_bytes_per_s
         peak = g.fp8_flops_per_s if m.weight_dtype == "fp8" else g.bf16_flops_per_s
-        flops = (
-            2.0 * m.active_params * num_tokens
-            + m.prefill_attn_flops_per_pair * prefill_pairs
-            + m.decode_attn_flops_per_pair * decode_pairs
-        )
-        weights = m.dense_bytes + m.moe_layers * self.touched_experts(num_tokens) * m.expert_bytes
-        bytes_per_rank = weights / self.num_gpus + kv_tokens_read * self.kv_bytes_per_token_per_rank
-        compute_s = flops / (self.num_gpus * peak * b.e_compute)
-        memory_s = bytes_per_rank / (g.bandwidth_bytes_per_s * b.e_bandwidth)
-        return compute_s, memory_s
+        compute_s = (2.0 * m.active_params * num_tokens / peak
+                     + m.prefill_attn_flops_per_pair * prefill_pairs / g.bf16_flops_per_s) / n
+        kv_s = kv_tokens_read * self.kv_bytes_per_token_per_rank / g.bandwidth_bytes_per_s
+        return (1.0, float(num_seqs), moe_s, compute_s, kv_s, self._physical_s(num_tokens))
 
-    def step_time_s(
-        self, num_tokens: int, prefill_pairs: float, decode_pairs: float, kv_tokens_read: int
-    ) -> float:
-        """Seconds one step takes; the pair counts are Σ query tokens x context tokens attended."""
-        compute_s, memory_s = self.step_terms_s(num_tokens, prefill_pairs, decode_pairs, kv_tokens_read)
-        return self.backend.t0_ms / 1e3 + max(compute_s, memory_s)
+    def _physical_s(self, num_tokens: float) -> float:
+        m, g, n = self.model, self.gpu, self.num_gpus
+        dense = m.dense_bytes / n
+        if self.features.dp_attention > 1:  # every rank holds all attention weights
+            dense += m.attention_bytes * (1.0 - 1.0 / n)
+        comm = 0.0
+        if n > 1:  # two all-reduces of the hidden states per layer (ring: 2 (n-1)/n of the bytes)
+            per_reduce = 2.0 * (n - 1) / n * num_tokens * m.hidden_size * 2 / g.link_bytes_per_s
+            comm = 2 * m.num_layers * (per_reduce + g.allreduce_latency_s)
+        return dense / g.dense_read_bytes_per_s + comm
+
+    def cost_s(self, feats) -> float:
+        return sum(c * f for c, f in zip(self.coefficients, feats))
+
+    def step_time_s(self, num_tokens: int, num_seqs: int, prefill_pairs: float, kv_tokens_read: float) -> float:
+        return self.cost_s(self.step_features(num_tokens, num_seqs, prefill_pairs, kv_tokens_read))
+
+    def decode_span_features(self, num_seqs: int, k: int, context0: float, steps: int) -> tuple[float, ...]:
+        """Summed features of ``steps`` pure-decode steps; the context grows by num_seqs x k per step."""
+        one = self.step_features(num_seqs * k, num_seqs, 0.0, 0.0)
+        kv_tokens = steps * context0 + num_seqs * k * steps * (steps - 1) / 2.0
+        kv_s = kv_tokens * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
+        return (float(steps), float(steps * num_seqs), steps * one[2], steps * one[3], kv_s, steps * one[5])
+
+    def decode_step_times_s(self, num_seqs: int, k: int, context0: float, steps: int):
+        """Each step's seconds over a pure-decode span (a numpy array), for the real-time fast path."""
+        import numpy as np
+
+        one = self.step_features(num_seqs * k, num_seqs, 0.0, 0.0)
+        c = self.coefficients
+        base = c[0] + c[1] * num_seqs + c[2] * one[2] + c[3] * one[3] + c[5] * one[5]
+        context = context0 + np.arange(steps, dtype=np.float64) * (num_seqs * k)
+        return base + c[4] * context * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
 
 
-def physical_kv_capacity_tokens(
-    model: ModelProfile, gpu: GpuProfile, backend: BackendProfile, num_gpus: int
-) -> int:
-    """KV tokens that fit in (memory x utilization - weights/rank - reserve) on every rank.
+def kv_capacity_tokens(model: ModelProfile, gpu: GpuProfile, num_gpus: int, features: EngineFeatures,
+                       reserve_gib: float) -> int:
+    """KV tokens that fit in (memory x fraction - weights per rank - reserve) on every rank.
 
-    Returns 0 or less when the weights alone do not fit.
+    Under DP attention each rank holds its own requests, so the node holds dp_attention times as
+    many tokens. Returns 0 or less when the weights alone do not fit.
     """
-    free_per_rank = (
-        gpu.memory_gib * GIB * backend.gpu_memory_utilization
-        - model.weight_bytes / num_gpus
-        - backend.reserve_gib * GIB
-    )
+    weights = model.weight_bytes / num_gpus
+    if features.dp_attention > 1:
+        weights += model.attention_bytes * (1.0 - 1.0 / num_gpus)
+    free = gpu.memory_gib * GIB * features.memory_fraction - weights - reserve_gib * GIB
     per_rank = model.kv_bytes_per_token / min(num_gpus, model.kv_heads)
-    return math.floor(free_per_rank / per_rank)
+    return math.floor(free / per_rank) * features.dp_attention
+
+
+def build(model: ModelProfile, gpu: GpuProfile, num_gpus: int, profile: EngineProfile,
+          features: EngineFeatures, kv_capacity_override: int | None = None) -> CostModel:
+    """A CostModel; raises SimConfigError when the weights do not fit."""
+    capacity = kv_capacity_override
+    if capacity is None:
+        capacity = kv_capacity_tokens(model, gpu, num_gpus, features, profile.reserve_gib)
+        if capacity < 1:
+            need = model.weight_bytes / num_gpus / GIB
+            raise SimConfigError(
+                "num_gpus", num_gpus,
+                f"{model.name} needs {need:.0f} GiB of weights per GPU on {num_gpus} x {gpu.name} "
+                f"({gpu.memory_gib} GiB each, {profile.reserve_gib} GiB reserve): use more GPUs, a larger GPU, "
+                "or set kv_capacity_tokens")
+    return CostModel(model=model, gpu=gpu, num_gpus=num_gpus, profile=profile, features=features,
+                     kv_capacity_tokens=capacity)
 
 
 def resolve(config: SimConfig) -> CostModel:
-    """The cost model a config asks for; raises SimConfigError naming the field to change."""
+    """The cost model a simulator config asks for; raises SimConfigError naming the field to change."""
+    from raybench.sim.profiles import load_profiles, pair_key, uncalibrated
+
     model = find_model(config.model)
     if model is None:
         names = ", ".join(m.name for m in MODELS)
         raise SimConfigError("model", config.model, f"for engine timing a profiled model: {names}")
     gpu = GPUS[config.gpu]
-    backend = BACKENDS[config.backend_profile]
-    capacity = config.kv_capacity_tokens
-    if capacity is None:
-        capacity = physical_kv_capacity_tokens(model, gpu, backend, config.num_gpus)
-        if capacity < 1:
-            need = model.weight_bytes / config.num_gpus / GIB
-            raise SimConfigError(
-                "num_gpus",
-                config.num_gpus,
-                f"{model.name} needs {need:.0f} GiB of weights per GPU on {config.num_gpus} x "
-                f"{gpu.name} ({gpu.memory_gib} GiB each, {backend.reserve_gib} GiB reserve): "
-                "use more GPUs, a larger GPU, or set kv_capacity_tokens",
-            )
-    return CostModel(
-        model=model,
-        gpu=gpu,
-        backend=backend,
-        num_gpus=config.num_gpus,
-        kv_capacity_tokens=capacity,
-        max_num_seqs=config.max_num_seqs or backend.max_num_seqs,
-        max_num_batched_tokens=config.max_num_batched_tokens or backend.max_num_batched_tokens,
-    )
+    engine = config.backend_profile
+    profile = load_profiles(config.profiles).get(pair_key(engine, gpu.name)) or uncalibrated(engine, gpu.name)
+    features = config.engine_features()
+    if config.max_num_seqs is not None:
+        features = features.with_(max_running=config.max_num_seqs)
+    if config.max_num_batched_tokens is not None:
+        features = features.with_(prefill_tokens_per_step=config.max_num_batched_tokens)
+    return build(model, gpu, config.num_gpus, profile, features, config.kv_capacity_tokens)

@@ -1,28 +1,40 @@
-"""The engine core: continuous batching with chunked prefill, a token budget and a KV cap.
+"""The engine core: continuous batching under one engine's scheduling and memory features.
 
 It knows nothing about clocks. ``step()`` decides one engine iteration, applies it and returns
-how long it takes (from the cost model) and which requests produced tokens; the caller decides
-what time means: the server sleeps ``duration_s`` before delivering the tokens, the offline
-engine adds it to a virtual clock. So the same scheduling runs in real time and in virtual time.
+its feature vector and cost (costmodel.CostModel) and which requests produced tokens; the caller
+decides what time means: the server sleeps ``duration_s`` before delivering the tokens, the
+virtual-time paths add it to a clock, calibration keeps the feature vectors. So the same
+scheduling runs in real time, in virtual time and under the fit.
 
-Policy per step (in the spirit of vLLM's V1 scheduler, kept simple):
-1. running requests in admission order: a decoding request takes k tokens of the budget
-   (k = tokens_per_chunk, one MTP / speculative step), a partly prefilled one the next chunk
-   of its prompt that fits the budget;
-2. then waiting requests in FIFO order, while fewer than max_num_seqs run, the budget is not
-   spent and prompt + max_tokens fits the free KV tokens (reserved whole at admission, so no
-   preemption is ever needed); the first that does not fit blocks the queue.
-The step that finishes a prompt also samples its first min(k, target) tokens.
+Per step, by ``EngineFeatures.policy``:
+- PREFILL_FIRST (SGLang, vLLM V0): partly prefilled requests take their next chunk, then waiting
+  requests are admitted in FIFO order while the step's prompt budget, max_running and the KV
+  allow; if that gave the step any prompt work, decoding pauses for it (a prefill wave);
+  otherwise every running request decodes k tokens.
+- MIXED (vLLM chunked prefill, TensorRT-LLM): every running request decodes first, the rest of
+  the budget goes to prompt chunks and then to admissions.
+Without chunked prefill a prompt must fit the rest of a step's budget whole.
+
+KV: admission charges the prompt tokens not found in the prefix cache plus
+``admission_output_reserve`` x max_tokens; decoding grows a request past its charge token by
+token. When a decode step cannot grow, requests are preempted (vLLM: the newest; SGLang retract:
+the one with the fewest output tokens), give their KV back, and queue first to prefill
+prompt + output so far again. The prefix cache holds prompt segments per DP rank (a radix cache
+hits any matching prefix, a block-hash cache whole blocks only); a cached segment lives in the
+KV pool once, pinned while a running request uses it, evicted least recently used when the pool
+needs room.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from raybench.sim.costmodel import CostModel
+from raybench.sim.features import Policy, Preemption
+from raybench.sim.prefixcache import PrefixStore
 
 
 @dataclass(slots=True)
@@ -30,37 +42,58 @@ class _Request:
     req_id: int
     prompt_tokens: int
     target_tokens: int  # output tokens it will produce (<= max_tokens; EOS may come first)
-    kv_reserved_tokens: int
+    max_tokens: int
+    segments: tuple  # ((key, tokens), ...): the prompt's content, for the prefix cache
+    rank: int  # DP-attention rank that holds it
+    order: int = 0  # admission counter, for newest-first preemption
+    prefill_target: int = 0  # prompt, or prompt + output so far after a preemption
     prefilled: int = 0
     generated: int = 0
+    cached_tokens: int = -1  # prompt tokens served from the prefix cache at first admission
+    private_kv: int = 0  # KV tokens held by this request alone
+    charge: int = 0  # KV tokens counted against the pool for it (>= private_kv)
+    pinned: list = field(default_factory=list)  # cache keys it pins
+    segs_cached: int = 0  # leading segments now in the cache (hit or inserted)
 
 
 class Emission(NamedTuple):
-    """Tokens one request got from one step.
-
-    A NamedTuple, not a frozen dataclass: one is made per request per step (millions in a
-    virtual-time run of a large plan), and a frozen dataclass takes three times as long to build.
-    """
+    """Tokens one request got from one step (a NamedTuple: one per request per step, cheap to build)."""
 
     req_id: int
     new_tokens: int
     total_tokens: int
     finished: bool
+    cached_tokens: int = 0  # prompt tokens the prefix cache served (on its first emission and after)
 
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    """One engine iteration: what ran, how long it takes, what came out."""
+    """One engine iteration: what ran, what it cost, what came out."""
 
     duration_s: float
     prefill_chunks: tuple[tuple[int, int], ...]  # (req_id, prompt tokens processed)
     decode_req_ids: tuple[int, ...]
-    num_tokens: int  # budget used: prefill tokens + tokens verified by decoding requests
+    num_tokens: int
     emissions: tuple[Emission, ...]
+    features: tuple[float, ...]  # costmodel.FEATURES of this step
+    preempted: tuple[int, ...] = ()
+
+
+class Span(NamedTuple):
+    """A run of pure-decode steps taken at once."""
+
+    duration_s: float
+    steps: int
+    emissions: tuple[Emission, ...]
+    features: tuple[float, ...]
 
 
 class KvCapacityError(ValueError):
     """A request whose prompt + max_tokens can never fit the KV capacity."""
+
+
+#: decode steps SGLang's retract leaves room for (global_config.retract_decode_steps)
+RETRACT_STEPS = 20
 
 
 class EngineCore:
@@ -68,32 +101,50 @@ class EngineCore:
 
     def __init__(self, cost: CostModel, tokens_per_chunk: int = 1) -> None:
         self.cost = cost
+        self.features = cost.features
         self.tokens_per_chunk = tokens_per_chunk
         self._waiting: deque[_Request] = deque()
         self._running: dict[int, _Request] = {}
-        self._kv_used_tokens = 0
+        self._kv_used = 0  # charges of running requests + cached segments
+        self._cache = PrefixStore(self.features.prefix_cache, self.features.block_tokens, self.features.dp_attention)
+        self._admitted = 0
+        self._remaining_out = 0  # output tokens running requests have still to produce
+        self._arrivals = 0
+        self.prefix_query_tokens = 0  # prompt tokens looked up in the prefix cache
+        self.prefix_hit_tokens = 0  # ... and found there
+        self.num_preemptions = 0
+        self.kv_limited = False  # the KV capacity ever held something back (a larger one would differ)
+        watermark = 0.01 if self.features.preemption is Preemption.RECOMPUTE else 0.0
+        self._watermark = int(watermark * cost.kv_capacity_tokens)
 
     # -- queue ---------------------------------------------------------------------------------
-    def add_request(
-        self, req_id: int, prompt_tokens: int, max_tokens: int, target_tokens: int | None = None
-    ) -> None:
-        """Queue a request; raises KvCapacityError if it could never be admitted."""
+    def add_request(self, req_id: int, prompt_tokens: int, max_tokens: int, target_tokens: int | None = None,
+                    segments: tuple = ()) -> None:
+        """Queue a request; raises KvCapacityError if it could never be admitted.
+
+        ``segments``: the prompt as ((key, tokens), ...) runs whose keys identify their content
+        and everything before it (a shared prefix, chained block hashes); empty: never cached.
+        """
         target = max_tokens if target_tokens is None else target_tokens
         if prompt_tokens < 1 or not 1 <= target <= max_tokens:
             raise ValueError(f"bad request {req_id}: prompt {prompt_tokens}, target {target}/{max_tokens}")
         need = prompt_tokens + max_tokens
         if need > self.cost.kv_capacity_tokens:
-            raise KvCapacityError(
-                f"prompt_tokens + max_tokens = {need} exceeds the KV capacity of "
-                f"{self.cost.kv_capacity_tokens} tokens"
-            )
-        self._waiting.append(_Request(req_id, prompt_tokens, target, need))
+            raise KvCapacityError(f"prompt_tokens + max_tokens = {need} exceeds the KV capacity of "
+                                  f"{self.cost.kv_capacity_tokens} tokens")
+        limit = self.features.max_model_len
+        if limit is not None and need > limit:
+            raise KvCapacityError(f"prompt_tokens + max_tokens = {need} exceeds max_model_len {limit}")
+        rank = self._arrivals % self.features.dp_attention  # DP attention: round robin over ranks
+        self._arrivals += 1
+        self._waiting.append(_Request(req_id, prompt_tokens, target, max_tokens, tuple(segments), rank,
+                                      prefill_target=prompt_tokens))
 
     def abort(self, req_id: int) -> None:
         """Forget a request (client went away); frees its KV. Unknown ids are ignored."""
         req = self._running.pop(req_id, None)
         if req is not None:
-            self._kv_used_tokens -= req.kv_reserved_tokens
+            self._release(req)
             return
         for queued in self._waiting:
             if queued.req_id == req_id:
@@ -110,7 +161,7 @@ class EngineCore:
 
     @property
     def kv_used_tokens(self) -> int:
-        return self._kv_used_tokens
+        return self._kv_used
 
     def has_work(self) -> bool:
         return bool(self._running or self._waiting)
@@ -118,122 +169,290 @@ class EngineCore:
     # -- one step ------------------------------------------------------------------------------
     def step(self) -> StepResult | None:
         """Schedule, cost and apply one iteration; None when nothing can run."""
-        budget = self.cost.max_num_batched_tokens
-        k = self.tokens_per_chunk
-        prefill: list[tuple[_Request, int]] = []
+        budget = self.features.prefill_tokens_per_step
+        preempted: list[int] = []
         decode: list[tuple[_Request, int]] = []
-        for req in self._running.values():
-            if budget <= 0:
-                break
-            if req.prefilled < req.prompt_tokens:
-                chunk = min(req.prompt_tokens - req.prefilled, budget)
-                prefill.append((req, chunk))
-                budget -= chunk
-            else:
-                n = min(k, req.target_tokens - req.generated)
-                if n <= budget:
-                    decode.append((req, n))
-                    budget -= n
-        budget = self._admit(budget, prefill)
+        if self.features.policy is Policy.MIXED:
+            decode = self._decodes(preempted)
+            budget -= sum(n for _, n in decode)
+        prefill = self._prefills(max(budget, 0))
+        if self.features.policy is Policy.PREFILL_FIRST and not prefill:
+            decode = self._decodes(preempted)
         if not prefill and not decode:
             return None
-        return self._apply(prefill, decode, self.cost.max_num_batched_tokens - budget)
+        return self._apply(prefill, decode, preempted)
 
-    def _head_admissible(self) -> bool:
-        head = self._waiting[0]
-        return (len(self._running) < self.cost.max_num_seqs
-                and self._kv_used_tokens + head.kv_reserved_tokens <= self.cost.kv_capacity_tokens)
-
-    def _admit(self, budget: int, prefill: list[tuple[_Request, int]]) -> int:
-        capacity = self.cost.kv_capacity_tokens
-        while self._waiting and budget > 0 and len(self._running) < self.cost.max_num_seqs:
-            head = self._waiting[0]
-            if self._kv_used_tokens + head.kv_reserved_tokens > capacity:
+    def _prefills(self, budget: int) -> list[tuple[_Request, int]]:
+        """Prompt work of one step. Under DP attention every rank has budget / dp of its own
+        (SGLang divides chunked_prefill_size by dp_size) and its own queue of requests."""
+        chunked = self.features.chunked_prefill
+        dp = self.features.dp_attention
+        whole = self.features.prefill_tokens_per_step // dp
+        budgets = [budget // dp] * dp
+        out: list[tuple[_Request, int]] = []
+        for req in self._running.values():
+            left = req.prefill_target - req.prefilled
+            if left <= 0 or budgets[req.rank] <= 0:
+                continue
+            chunk = min(left, budgets[req.rank])
+            if chunk < left and not chunked and left <= whole:
+                continue  # a whole prompt or nothing
+            out.append((req, chunk))
+            budgets[req.rank] -= chunk
+        open_ranks = sum(b > 0 for b in budgets)
+        for head in list(self._waiting) if dp > 1 else self._waiting_head():
+            if not open_ranks or len(self._running) >= self.features.max_running:
                 break
-            self._waiting.popleft()
-            self._running[head.req_id] = head
-            self._kv_used_tokens += head.kv_reserved_tokens
-            chunk = min(head.prompt_tokens, budget)
-            prefill.append((head, chunk))
-            budget -= chunk
-        return budget
+            rank_budget = budgets[head.rank]
+            if rank_budget <= 0:
+                continue
+            hit = self._lookup(head)
+            left = head.prefill_target - hit
+            if not chunked and left > rank_budget and left <= whole:
+                if dp == 1:
+                    break
+                budgets[head.rank] = 0
+                open_ranks -= 1
+                continue
+            if not self._admit(head, hit):
+                break
+            chunk = min(left, rank_budget)
+            out.append((head, chunk))
+            budgets[head.rank] -= chunk
+            open_ranks -= budgets[head.rank] <= 0
+        return out
 
-    def _apply(self, prefill, decode, num_tokens: int) -> StepResult:
+    def _waiting_head(self):
+        """The waiting queue's head again and again while admissions take it (one queue, FIFO)."""
+        while self._waiting:
+            yield self._waiting[0]
+
+    def _decodes(self, preempted: list[int]) -> list[tuple[_Request, int]]:
+        k = self.tokens_per_chunk
+        decode = [(r, min(k, r.target_tokens - r.generated)) for r in self._running.values()
+                  if r.prefilled >= r.prefill_target]
+        growth = sum(max(0, self._blocks(r.private_kv + n) - r.charge) for r, n in decode)
+        dropped: set[int] = set()
+        if growth <= self._free(growth):
+            return decode
+        # SGLang retracts until the rest can decode RETRACT_STEPS more steps; vLLM preempts one at a time
+        ahead = RETRACT_STEPS if self.features.preemption is Preemption.RETRACT else 1
+        while len(dropped) < len(decode):
+            need = growth if ahead == 1 else (len(decode) - len(dropped)) * k * ahead
+            if need <= self._free(need):
+                break
+            victim = self._victim()
+            preempted.append(victim.req_id)
+            dropped.add(victim.req_id)
+            if victim.prefilled >= victim.prefill_target:
+                n = min(k, victim.target_tokens - victim.generated)
+                growth -= max(0, self._blocks(victim.private_kv + n) - victim.charge)
+            self._preempt(victim)
+        return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
+
+    def _apply(self, prefill, decode, preempted) -> StepResult:
         k = self.tokens_per_chunk
         prefill_pairs = 0.0
-        decode_pairs = 0
         kv_read = 0
+        num_tokens = 0
         emissions: list[Emission] = []
         for req, chunk in prefill:
             context = req.prefilled
             prefill_pairs += chunk * (context + (chunk + 1) / 2)  # causal: each query sees its past
             kv_read += context + chunk
+            num_tokens += chunk
             req.prefilled += chunk
-            if req.prefilled == req.prompt_tokens:
-                emissions.append(self._produce(req, min(k, req.target_tokens)))
+            self._grow(req, chunk)
+            self._insert_segments(req)
+            if req.prefilled == req.prefill_target:
+                emissions.append(self._produce(req, min(k, req.target_tokens - req.generated)))
         for req, n in decode:
-            context = req.prompt_tokens + req.generated
-            decode_pairs += n * context
-            kv_read += context
+            kv_read += req.prompt_tokens + req.generated
+            num_tokens += n
+            self._grow(req, n)
             emissions.append(self._produce(req, n))
-        duration = self.cost.step_time_s(num_tokens, prefill_pairs, decode_pairs, kv_read)
-        return StepResult(
-            duration_s=duration,
-            prefill_chunks=tuple((r.req_id, c) for r, c in prefill),
-            decode_req_ids=tuple(r.req_id for r, _ in decode),
-            num_tokens=num_tokens,
-            emissions=tuple(emissions),
-        )
+        feats = self.cost.step_features(num_tokens, len(prefill) + len(decode), prefill_pairs, kv_read)
+        return StepResult(duration_s=self.cost.cost_s(feats),
+                          prefill_chunks=tuple((r.req_id, c) for r, c in prefill),
+                          decode_req_ids=tuple(r.req_id for r, _ in decode), num_tokens=num_tokens,
+                          emissions=tuple(emissions), features=feats, preempted=tuple(preempted))
 
     def _produce(self, req: _Request, n: int) -> Emission:
         req.generated += n
+        self._remaining_out -= n
         finished = req.generated >= req.target_tokens
         if finished:
             del self._running[req.req_id]
-            self._kv_used_tokens -= req.kv_reserved_tokens
-        return Emission(req.req_id, n, req.generated, finished)
+            self._release(req)
+        return Emission(req.req_id, n, req.generated, finished, max(req.cached_tokens, 0))
+
+    # -- KV and the prefix cache ---------------------------------------------------------------
+    def _free(self, need: int) -> int:
+        """Free KV tokens, after evicting unpinned cached segments (LRU) until ``need`` fits."""
+        free = self.cost.kv_capacity_tokens - self._kv_used
+        if free >= need or not self._cache.tokens:
+            return free
+        freed = self._cache.evict(need - free)
+        self._kv_used -= freed
+        return free + freed
+
+    def _lookup(self, req: _Request) -> int:
+        """Prompt tokens of ``req`` the prefix cache of its rank holds (0 without a cache)."""
+        return self._cache.lookup(req.rank, req.segments, req.prefill_target)
+
+    def _admission(self, req: _Request, hit: int) -> tuple[int, int]:
+        """(KV charged to the request, free KV its admission needs).
+
+        TensorRT-LLM and vLLM charge a request for its reservation alone; SGLang also keeps
+        room for the outputs every running request has still to write (new_token_ratio x the
+        tokens left), which is what keeps it from retracting again at once."""
+        ratio = self.features.admission_output_reserve
+        left = req.max_tokens - req.generated
+        if self.features.preemption is Preemption.RETRACT:
+            charge = self._blocks(req.prefill_target - hit)
+            return charge, charge + math.ceil(ratio * (self._remaining_out + left)) + self._watermark
+        charge = self._blocks(req.prefill_target - hit + math.ceil(ratio * left))
+        return charge, charge + self._watermark
+
+    def _admit(self, req: _Request, hit: int) -> bool:
+        charge, need = self._admission(req, hit)
+        if need > self._free(need):
+            self.kv_limited = True
+            return False
+        if self._waiting[0] is req:
+            self._waiting.popleft()
+        else:
+            self._waiting.remove(req)
+        if req.cached_tokens < 0:
+            req.cached_tokens = hit
+            self.prefix_query_tokens += req.prompt_tokens
+            self.prefix_hit_tokens += hit
+        req.prefilled = hit
+        req.private_kv = 0
+        req.charge = charge
+        self._kv_used += charge
+        self._pin_hits(req, hit)
+        self._admitted += 1
+        req.order = self._admitted
+        self._remaining_out += req.target_tokens - req.generated
+        self._running[req.req_id] = req
+        return True
+
+    def _pin_hits(self, req: _Request, hit: int) -> None:
+        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
+        req.segs_cached = len(req.pinned)
+
+    def _insert_segments(self, req: _Request) -> None:
+        """Segments the prefill has now passed move from the request's KV into the cache."""
+        if not self._cache.enabled:
+            return
+        end = sum(t for _, t in req.segments[:req.segs_cached])
+        while req.segs_cached < len(req.segments):
+            key, tokens = req.segments[req.segs_cached]
+            if end + tokens > req.prefilled or end + tokens > req.prompt_tokens:
+                break
+            end += tokens
+            req.segs_cached += 1
+            if self._cache.insert(req.rank, key, tokens):
+                req.pinned.append(key)
+                req.private_kv -= tokens  # the pool holds the same tokens, now under the cache
+                req.charge -= tokens  # the pool's total is unchanged: the charge moved to the cache
+
+    def _grow(self, req: _Request, n: int) -> None:
+        req.private_kv += n
+        if req.private_kv > req.charge:  # paged KV: it takes whole blocks
+            charge = self._blocks(req.private_kv)
+            self._kv_used += charge - req.charge
+            req.charge = charge
+
+    def _blocks(self, tokens: int) -> int:
+        bt = self.features.block_tokens
+        return -(-tokens // bt) * bt
+
+    def _release(self, req: _Request) -> None:
+        self._remaining_out -= req.target_tokens - req.generated
+        self._kv_used -= req.charge
+        req.charge = req.private_kv = 0
+        self._cache.unpin(req.rank, req.pinned)
+        req.pinned = []
+
+    def _victim(self) -> _Request:
+        running = self._running.values()
+        if self.features.preemption is Preemption.RETRACT:
+            return min(running, key=lambda r: (r.generated, -r.order))
+        return max(running, key=lambda r: r.order)
+
+    def _preempt(self, req: _Request) -> None:
+        del self._running[req.req_id]
+        self._release(req)
+        self.num_preemptions += 1
+        self.kv_limited = True
+        req.prefill_target = req.prompt_tokens + req.generated
+        req.prefilled = 0
+        self._waiting.appendleft(req)
 
     # -- virtual-time fast path ----------------------------------------------------------------
-    def fast_forward_decode(
-        self, max_duration_s: float = math.inf
-    ) -> tuple[float, int, tuple[Emission, ...]] | None:
-        """Run every step of a pure-decode span at once, for the virtual-time engines.
+    def fast_forward_decode(self, max_duration_s: float = math.inf) -> Span | None:
+        """Take every step of a pure-decode span at once (virtual-time engines, calibration).
 
         Applies when every running request is decoding and no waiting request can be admitted
-        (none waits, or the head is blocked by max_num_seqs or KV; nothing finishes during the
-        span, so that stays true): then each of the next S steps (S = steps until the first
-        request could finish) has the same batch and a context that grows by k per request per
-        step, so their durations can be summed in one vector expression. ``max_duration_s``
-        (seconds) ends the span early, after the first step that ends at or past it: a request
-        the caller adds then (a new arrival) joins at that step boundary, as it would if the
-        steps were taken one by one. Returns (seconds, steps, emissions summed over the span)
-        or None when it does not apply.
+        (none waits, or max_running or the KV blocks the head; decoding only fills the KV, so
+        that stays true): the next S steps then have the same batch and a context growing by k
+        per request per step. S stops before the first request could finish and before the KV
+        runs out. ``max_duration_s`` ends the span after the first step that ends at or past it
+        (an arrival then joins at that step boundary). None when it does not apply.
         """
-        import numpy as np
-
         if not self._running or (self._waiting and self._head_admissible()):
             return None
-        k = self.tokens_per_chunk
         reqs = list(self._running.values())
-        if any(r.prefilled < r.prompt_tokens for r in reqs):
+        if any(r.prefilled < r.prefill_target for r in reqs):
             return None
-        if len(reqs) * k > self.cost.max_num_batched_tokens:
+        k = self.tokens_per_chunk
+        steps = min((r.target_tokens - r.generated) // k for r in reqs) - 1
+        steps = min(steps, self._kv_steps(reqs, k, steps))
+        if steps < 1:
             return None
-        steps = min((r.target_tokens - r.generated) // k for r in reqs)
-        if steps < 2:
-            return None
-        steps -= 1  # leave the last step, where some request may emit fewer than k, to step()
         n = len(reqs)
         context0 = sum(r.prompt_tokens + r.generated for r in reqs)
-        context = context0 + np.arange(steps, dtype=np.float64) * (n * k)
-        compute_s, memory_s = self.cost.step_terms_s(n * k, 0.0, k * context, context)
-        step_s = np.maximum(compute_s, memory_s) + self.cost.backend.t0_ms / 1e3
         if math.isfinite(max_duration_s):
-            # the steps that end before the limit, and the one that reaches it
-            steps = min(steps, int(np.searchsorted(np.cumsum(step_s), max_duration_s, side="left")) + 1)
-            step_s = step_s[:steps]
-        total_s = float(np.sum(step_s))
+            import numpy as np
+
+            times = np.cumsum(self.cost.decode_step_times_s(n, k, context0, steps))
+            steps = min(steps, int(np.searchsorted(times, max_duration_s, side="left")) + 1)
+        feats = self.cost.decode_span_features(n, k, context0, steps)
         for req in reqs:
             req.generated += steps * k
-        emissions = tuple(Emission(r.req_id, steps * k, r.generated, False) for r in reqs)
-        return total_s, steps, emissions
+            self._grow(req, steps * k)
+        self._remaining_out -= steps * k * len(reqs)
+        emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
+        return Span(self.cost.cost_s(feats), steps, emissions, feats)
+
+    def _kv_steps(self, reqs: list[_Request], k: int, upper: int) -> int:
+        """Most steps (<= upper) every request can grow by k per step without running out of KV."""
+        import numpy as np
+
+        free = self.cost.kv_capacity_tokens - self._kv_used
+        bt = self.features.block_tokens
+        slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
+
+        def growth(steps: int) -> int:  # whole blocks beyond what each request holds
+            return int((np.maximum(-((slack - steps * k) // bt), 0) * bt).sum())
+
+        if upper <= 0 or growth(upper) <= free:
+            return upper
+        self.kv_limited = True
+        lo, hi = 0, upper
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if growth(mid) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _head_admissible(self) -> bool:
+        if len(self._running) >= self.features.max_running:
+            return False
+        head = self._waiting[0]
+        _, need = self._admission(head, self._lookup(head))
+        return need <= self.cost.kv_capacity_tokens - self._kv_used + self._cache.evictable()

@@ -4,8 +4,8 @@ A benchmark watches the server beside the client (running and waiting requests, 
 tokens/s); real servers publish these at /metrics, and so does the simulator, with vLLM's
 metric names under a ``sim:`` prefix so one scraper and one dashboard read all of them.
 Zero and fixed timing model no queue and no KV cache: there every stream runs, nothing
-waits, and no KV usage is published. The simulator has no prefix cache yet: every prompt
-token is a query and none is a hit.
+waits, and no KV usage is published. In engine timing the prefix cache's hits are the engine
+core's (a block-hash or radix cache, by the engine's features); elsewhere none is a hit.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class SimMetrics:
         """The app's own token count is about to go back to 0: keep it in the totals."""
         self._tokens_before_reset += tokens_written
 
-    def render(self, *, running: int, waiting: int, kv_cache_usage: float | None, tokens_written: int) -> bytes:
+    def render(self, *, running: int, waiting: int, kv_cache_usage: float | None, tokens_written: int,
+               prefix_hit_tokens: int = 0) -> bytes:
         generated = self._tokens_before_reset + tokens_written
         self._update_rate(generated)
         rows = [
@@ -50,7 +51,8 @@ class SimMetrics:
             ("generation_tokens", "counter", "Number of generation tokens written.", generated),
             ("prompt_tokens", "counter", "Number of prompt tokens received.", self.prompt_tokens_total),
             ("prefix_cache_queries", "counter", "Prefix cache queries, in prompt tokens.", self.prompt_tokens_total),
-            ("prefix_cache_hits", "counter", "Prefix cache hits, in prompt tokens (no prefix cache: 0).", 0),
+            ("prefix_cache_hits", "counter", "Prefix cache hits, in prompt tokens (no prefix cache: 0).",
+             prefix_hit_tokens),
             ("request_arrivals", "counter", "Generation requests received.", self.requests_total),
             ("gen_throughput", "gauge", "Generation tokens/s since the previous scrape.", self._tokens_per_s),
         ]

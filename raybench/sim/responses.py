@@ -48,7 +48,7 @@ class ResponsePlan:
         return len(self.step_events) - 1
 
 
-PlanKey = tuple[bool, int, int, str, int, bool, bool, bool]
+PlanKey = tuple[bool, int, int, str, int, bool, bool, bool, int]
 
 
 class PlanCache:
@@ -61,13 +61,15 @@ class PlanCache:
         self._bytes = 0
         self._plans: dict[PlanKey, ResponsePlan] = {}
 
-    def get(self, req: GenRequest, output_tokens: int, k: int) -> ResponsePlan:
+    def get(self, req: GenRequest, output_tokens: int, k: int, cached_tokens: int = 0) -> ResponsePlan:
+        """``cached_tokens``: prompt tokens the prefix cache served, reported in usage as vLLM's
+        ``prompt_tokens_details.cached_tokens`` (left out when 0)."""
         finish = "length" if output_tokens >= req.max_tokens else "stop"
         key = (req.chat, req.prompt_tokens, output_tokens, finish, k, req.stream,
-               req.include_usage, req.continuous_usage)
+               req.include_usage, req.continuous_usage, cached_tokens)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._build(req, output_tokens, finish, k)
+            plan = self._build(req, output_tokens, finish, k, cached_tokens)
             while self._plans and self._bytes + len(plan.body) > self._max_bytes:
                 oldest = next(iter(self._plans))
                 self._bytes -= len(self._plans.pop(oldest).body)
@@ -75,16 +77,16 @@ class PlanCache:
             self._bytes += len(plan.body)
         return plan
 
-    def _build(self, req: GenRequest, n: int, finish: str, k: int) -> ResponsePlan:
+    def _build(self, req: GenRequest, n: int, finish: str, k: int, cached: int) -> ResponsePlan:
         if not req.stream:
-            body = self._full_body(req, n, finish)
+            body = self._full_body(req, n, finish, cached)
             return ResponsePlan(body=body, stream=False, output_tokens=n,
                                 events=EventTable(array("h"), array("b")), event_bytes=array("q", [0, len(body)]),
                                 cum_tokens=array("q", [0]), step_events=array("q", [0, 0]), pieces=())
-        return _StreamBuilder(self._model, self._created, req).build(n, finish, k)
+        return _StreamBuilder(self._model, self._created, req, cached).build(n, finish, k)
 
-    def _full_body(self, req: GenRequest, n: int, finish: str) -> bytes:
-        usage = _usage(req.prompt_tokens, n)
+    def _full_body(self, req: GenRequest, n: int, finish: str, cached: int) -> bytes:
+        usage = _usage(req.prompt_tokens, n, cached)
         text = TOKEN_TEXT * n
         if req.chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
@@ -98,15 +100,19 @@ class PlanCache:
                              "model": self._model, "choices": [choice], "usage": usage})
 
 
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(prompt: int, completion: int, cached: int = 0) -> dict:
+    usage: dict = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
 class _StreamBuilder:
     """Assembles the SSE events of one streamed response (see the module docstring)."""
 
-    def __init__(self, model: str, created: int, req: GenRequest) -> None:
+    def __init__(self, model: str, created: int, req: GenRequest, cached: int = 0) -> None:
         self.req = req
+        self.cached = cached
         self.header = {"id": "chatcmpl-sim" if req.chat else "cmpl-sim",
                        "object": "chat.completion.chunk" if req.chat else "text_completion",
                        "created": created, "model": model}
@@ -137,7 +143,7 @@ class _StreamBuilder:
         if req.chat:
             role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None}
-            usage = _usage(req.prompt_tokens, 0) if req.continuous_usage else None
+            usage = _usage(req.prompt_tokens, 0, self.cached) if req.continuous_usage else None
             self._event(self._chunk(role, usage), 0, EventKind.EMPTY)
         done = 0
         while done < n:
@@ -153,12 +159,12 @@ class _StreamBuilder:
             else:
                 choice = {"index": 0, "text": text, "logprobs": None,
                           "finish_reason": finish if last else None, "stop_reason": None}
-            usage = _usage(req.prompt_tokens, done) if req.continuous_usage else None
+            usage = _usage(req.prompt_tokens, done, self.cached) if req.continuous_usage else None
             self._event(self._chunk(choice, usage), step, EventKind.TOKEN)
             if not last:
                 step_events.append(len(self.kinds))
         if req.include_usage:
-            final = dict(self.header, choices=[], usage=_usage(req.prompt_tokens, n))
+            final = dict(self.header, choices=[], usage=_usage(req.prompt_tokens, n, self.cached))
             self._event(orjson.dumps(final), 0, EventKind.USAGE)
         self._event(b"[DONE]", 0, EventKind.DONE)
         step_events.append(len(self.kinds))

@@ -75,6 +75,14 @@ class Stream:
             self.conn.transport.write(self.head)
             self.head = None
 
+    def report_cached(self, cached_tokens: int) -> None:
+        """The engine served ``cached_tokens`` of the prompt from its prefix cache: from the
+        next event on, usage says so (events already written end where the new plan's start)."""
+        if cached_tokens and not self.done:
+            plan = self.app.plans.get(self.req, self.plan.output_tokens, self.app.config.tokens_per_chunk,
+                                      cached_tokens)
+            self.plan, self.view = plan, memoryview(plan.body)
+
     def advance(self) -> bool:
         """One engine step's tokens are ready; returns True while more steps are due."""
         if self.done:

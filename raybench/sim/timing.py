@@ -13,13 +13,17 @@ import heapq
 from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING
 
+from raybench.sim.api import prompt_segments
 from raybench.sim.engine import EngineCore, StepResult
+from raybench.sim.features import PrefixCache
 
 if TYPE_CHECKING:
     from raybench.sim.streams import Stream
 
 #: a due time this close counts as now: event-loop timers have about 1 ms resolution
 SLACK_NS = 500_000
+#: how long an idle engine waits for the rest of a burst of arrivals before its first step
+IDLE_GATHER_S = 0.004
 #: longest run of writes before the scheduler yields to the event loop (only when behind)
 SLICE_NS = 1_000_000
 
@@ -97,12 +101,17 @@ class EngineDriver:
     def add(self, stream: Stream, max_tokens: int, target_tokens: int) -> None:
         """Queue a stream's request; raises KvCapacityError when it can never fit."""
         self._next_id += 1
-        self.core.add_request(self._next_id, stream.req.prompt_tokens, max_tokens, target_tokens)
+        segments = ()
+        if self.core.features.prefix_cache is not PrefixCache.NONE:
+            segments = prompt_segments(stream.req.prompt_raw, self.core.features.block_tokens)
+        self.core.add_request(self._next_id, stream.req.prompt_tokens, max_tokens, target_tokens, segments=segments)
         stream.engine_id = self._next_id
         self._streams[self._next_id] = stream
         stream.send_head()
-        if self._pending is None:
-            self._start_step()
+        if self._pending is None and self._timer is None:
+            # an idle engine waits a moment, so a burst the client sends at once (over a few ms)
+            # meets one step, as it does in virtual time
+            self._timer = self._loop.call_later(IDLE_GATHER_S, self._start_from_idle)
 
     def remove(self, stream: Stream) -> None:
         if self._streams.pop(stream.engine_id, None) is not None:
@@ -117,13 +126,20 @@ class EngineDriver:
             self.core.abort(req_id)
         self._streams.clear()
 
-    def _start_step(self) -> None:
+    def _start_from_idle(self) -> None:
+        self._timer = None
+        self._start_step()
+
+    def _start_step(self, back_to_back: bool = False) -> None:
         result = self.core.step()
         self._pending = result
         if result is None:
             return
         now = perf_counter()
-        start = max(now, self._step_end_s)  # steps run back to back unless the engine idled
+        # a step that follows one starts where that one was due to end, not where its timer
+        # fired: timer lateness must not add up over thousands of steps (the virtual-time
+        # paths have none); after an idle spell the engine starts now
+        start = self._step_end_s if back_to_back else max(now, self._step_end_s)
         self._step_end_s = start + result.duration_s
         self._timer = self._loop.call_later(self._step_end_s - now, self._deliver)
 
@@ -137,6 +153,8 @@ class EngineDriver:
                     continue
                 if emission.finished:
                     del self._streams[emission.req_id]
+                if emission.cached_tokens and emission.total_tokens == emission.new_tokens:
+                    stream.report_cached(emission.cached_tokens)
                 stream.advance()
         finally:  # one failing stream must not stop the engine
-            self._start_step()
+            self._start_step(back_to_back=True)

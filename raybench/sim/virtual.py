@@ -1,25 +1,60 @@
 """A closed-loop benchmark against the engine core, in virtual time.
 
 What ``raybench run`` does to an engine-timing simulator, without the sockets and the waiting:
-N equal requests, at most C in flight (a slot is busy from send to the last token), each sent
-no earlier than its arrival (i / rate_per_s). The steps are the server's own (``EngineCore``,
+N requests, at most C in flight (a slot is busy from send to the last token), each sent no
+earlier than its arrival (i / rate_per_s). The steps are the server's own (``EngineCore``,
 with ``fast_forward_decode`` over pure-decode spans), so the elapsed time is what the
 simulator would take in real time, minus HTTP overheads; for a real server it is what the
 cost model predicts.
 
-One detail follows the server's step loop (timing.EngineDriver): the next step starts the
-moment the previous one ends, so a request sent during a step, including the successor of a
-request that step finished, joins the step after. That costs one step per request, which
-matters at short outputs.
+The next step starts the moment the previous one ends, so a request sent during a step,
+including the successor of a request that step finished, joins the step after (as the server's
+step loop, timing.EngineDriver, does).
+
+Every request's send, first token and last token are recorded as the running SUM of step
+feature vectors at that moment (plus idle seconds waiting for an arrival): times for any cost
+coefficients are then one dot product away (``Trace.times_s``), which is what calibration fits.
+With every request released at once the schedule does not depend on what the steps cost.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from raybench.sim.costmodel import CostModel
+import numpy as np
+
+from raybench.sim.costmodel import FEATURES, CostModel
 from raybench.sim.engine import EngineCore
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestSpec:
+    """One request of a workload: lengths and the prompt's content runs (for the prefix cache)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    segments: tuple = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trace:
+    """Per request (rows in send order): cumulative features and idle seconds at three moments."""
+
+    sent: np.ndarray  # (N, len(FEATURES) + 1): features, then idle seconds
+    first: np.ndarray
+    done: np.ndarray
+    cached_tokens: np.ndarray  # (N,) prompt tokens the prefix cache served
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    num_steps: int
+    kv_limited: bool = False  # the KV capacity held something back (a larger one would change the schedule)
+
+    def times_s(self, coefficients: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sent, first token, done) seconds of every request under these coefficients."""
+        c = np.append(np.asarray(coefficients, dtype=np.float64), 1.0)
+        return self.sent @ c, self.first @ c, self.done @ c
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,83 +65,97 @@ class ClosedLoopResult:
     num_steps: int
 
 
-class _Client:
-    """The load generator's side: C slots, requests in order, none before its arrival."""
-
-    def __init__(self, core: EngineCore, num_requests: int, prompt_tokens: int, output_tokens: int,
-                 concurrency: int, rate_per_s: float) -> None:
-        self.core = core
-        self.num_requests, self.prompt_tokens, self.output_tokens = num_requests, prompt_tokens, output_tokens
-        self.interval_s = 0.0 if math.isinf(rate_per_s) else 1.0 / rate_per_s
-        self.free = min(concurrency, num_requests)
-        self.sent = 0
-
-    @property
-    def done_sending(self) -> bool:
-        return self.sent == self.num_requests
-
-    def next_arrival_s(self) -> float:
-        return self.sent * self.interval_s
-
-    def wait_s(self, now_s: float) -> float:
-        """Seconds until the client sends again (inf: every slot busy or nothing left to send)."""
-        if not self.free or self.done_sending:
-            return math.inf
-        return max(0.0, self.next_arrival_s() - now_s)
-
-    def send_until(self, now_s: float) -> None:
-        """Send every request that has a free slot and has arrived by ``now_s``."""
-        while self.free and not self.done_sending and self.next_arrival_s() <= now_s:
-            self.core.add_request(self.sent, self.prompt_tokens, self.output_tokens)
-            self.sent += 1
-            self.free -= 1
-
-
-def closed_loop(
-    cost: CostModel,
-    *,
-    num_requests: int,
-    prompt_tokens: int,
-    output_tokens: int,
-    concurrency: int,
-    rate_per_s: float = math.inf,
-    tokens_per_chunk: int = 1,
-) -> ClosedLoopResult:
+def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: int,
+             rate_per_s: float = math.inf, tokens_per_chunk: int = 1) -> Trace:
     """Run the closed loop to its end; raises KvCapacityError if one request can never fit.
 
     Output lengths are forced (ignore_eos), as raybench's load generator forces them.
     """
+    n = len(requests)
+    if n < 1 or concurrency < 1:
+        raise ValueError(f"requests={n}, concurrency={concurrency}: expected both >= 1")
+    if not rate_per_s > 0:
+        raise ValueError(f"rate_per_s={rate_per_s!r}: expected > 0 (inf: all at once)")
+    width = len(FEATURES) + 1
+    cum = [0.0] * width
+    sent = np.zeros((n, width))
+    first = np.zeros((n, width))
+    done = np.zeros((n, width))
+    cached = np.zeros(n, dtype=np.int64)
+    core = EngineCore(cost, tokens_per_chunk)
+    interval_s = 0.0 if math.isinf(rate_per_s) else 1.0 / rate_per_s
+    coef = cost.coefficients
+    now_s = 0.0
+    steps = 0
+    next_req = 0
+    free = min(concurrency, n)
+
+    def send_until(t: float, freed_at: float) -> None:
+        """Send what has arrived by ``t``; a request is sent at its arrival or when a slot freed."""
+        nonlocal next_req, free
+        while free and next_req < n and next_req * interval_s <= t:
+            spec = requests[next_req]
+            core.add_request(next_req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
+            sent[next_req] = cum
+            # it went out mid-step, at its arrival (the engine sees it at the step's end)
+            sent[next_req, -1] -= t - max(next_req * interval_s, freed_at)
+            next_req += 1
+            free -= 1
+
+    def add(feats) -> float:
+        for i, f in enumerate(feats):
+            cum[i] += f
+        return sum(c * f for c, f in zip(coef, feats))
+
+    while True:
+        if not core.has_work():
+            if next_req == n:
+                break
+            arrival = next_req * interval_s
+            if arrival > now_s:
+                cum[-1] += arrival - now_s
+                now_s = arrival
+            send_until(now_s, now_s)
+            continue
+        wait_s = math.inf if not free or next_req == n else max(0.0, next_req * interval_s - now_s)
+        span = core.fast_forward_decode(wait_s) if wait_s > 0 else None
+        if span is not None:
+            start_s = now_s
+            now_s += add(span.features)
+            steps += span.steps
+            send_until(now_s, start_s)
+            continue
+        result = core.step()
+        if result is None:  # cannot happen: add_request rejected what never fits
+            raise RuntimeError("closed loop stalled with work left")
+        start_s = now_s
+        now_s += add(result.features)
+        steps += 1
+        finished = 0
+        for e in result.emissions:
+            if e.total_tokens == e.new_tokens:
+                first[e.req_id] = cum
+                cached[e.req_id] = e.cached_tokens
+            if e.finished:
+                done[e.req_id] = cum
+                finished += 1
+        send_until(now_s, start_s)  # sent during this step: they join the next one
+        free += finished  # slots freed at this step's end: successors go while the next step runs
+    return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
+                 prompt_tokens=np.array([r.prompt_tokens for r in requests]),
+                 output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
+                 kv_limited=core.kv_limited)
+
+
+def closed_loop(cost: CostModel, *, num_requests: int, prompt_tokens: int, output_tokens: int, concurrency: int,
+                rate_per_s: float = math.inf, tokens_per_chunk: int = 1) -> ClosedLoopResult:
+    """N equal requests through ``simulate``: the elapsed virtual seconds and steps."""
     for name, value in (("num_requests", num_requests), ("prompt_tokens", prompt_tokens),
                         ("output_tokens", output_tokens), ("concurrency", concurrency)):
         if value < 1:
             raise ValueError(f"{name}={value!r}: expected an integer >= 1")
-    if not rate_per_s > 0:
-        raise ValueError(f"rate_per_s={rate_per_s!r}: expected > 0 (inf: all at once)")
-    core = EngineCore(cost, tokens_per_chunk)
-    client = _Client(core, num_requests, prompt_tokens, output_tokens, concurrency, rate_per_s)
-    now_s = 0.0
-    steps = 0
-    while True:
-        if not core.has_work():  # idle: the next request starts a step at once
-            if client.done_sending:
-                return ClosedLoopResult(elapsed_s=now_s, num_steps=steps)
-            now_s = max(now_s, client.next_arrival_s())
-            client.send_until(now_s)
-            continue
-        wait_s = client.wait_s(now_s)
-        span = core.fast_forward_decode(wait_s) if wait_s > 0 else None
-        if span is not None:
-            now_s += span[0]
-            steps += span[1]
-            client.send_until(now_s)  # arrivals during the span join at its end
-            continue
-        in_engine = core.num_running + core.num_waiting
-        result = core.step()
-        if result is None:  # cannot happen: add_request rejected what never fits
-            raise RuntimeError("closed loop stalled with work left")
-        now_s += result.duration_s
-        steps += 1
-        finished = in_engine - core.num_running - core.num_waiting
-        client.send_until(now_s)  # sent during this step: they join the next one
-        # slots freed at this step's end: their successors are sent while the next step runs
-        client.free += finished
+    spec = RequestSpec(prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+    trace = simulate(cost, [spec] * num_requests, concurrency=concurrency, rate_per_s=rate_per_s,
+                     tokens_per_chunk=tokens_per_chunk)
+    _, _, done = trace.times_s(cost.coefficients)
+    return ClosedLoopResult(elapsed_s=float(done.max()), num_steps=trace.num_steps)

@@ -84,3 +84,17 @@ CHUNKS_SCHEMA = pa.schema(
     ],
     metadata={"raybench.schema_version": str(SCHEMA_VERSION), "raybench.table": "chunks"},
 )
+
+
+def requests_from_columns(columns: dict[str, list]) -> pa.Table:
+    """A requests table from the columns a writer knows; nullable columns it leaves out are null.
+
+    Writers outside the HTTP hot path (an in-process engine, a prediction, rows for a lost actor)
+    know only some columns; a column added later must not break them.
+    """
+    n = len(columns["request_id"])
+    missing = [f.name for f in REQUESTS_SCHEMA if f.name not in columns and not f.nullable]
+    if missing:
+        raise ValueError(f"requests table without required columns: {', '.join(missing)}")
+    full = {f.name: columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in REQUESTS_SCHEMA}
+    return pa.Table.from_pydict(full, schema=REQUESTS_SCHEMA)

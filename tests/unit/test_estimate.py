@@ -121,7 +121,7 @@ def test_a_model_without_a_cost_profile_is_unknown_not_an_error():
 
 
 def test_engine_timing_grows_with_output_and_shrinks_with_concurrency_up_to_the_engine_limits():
-    # DeepSeek-R1 on 8 x H200, vLLM profile: the KV pool holds 63 requests of 3200 + 800 tokens
+    # DeepSeek-R1 on 8 x H200, vLLM profile: the KV pool holds about 60 requests of 3200 + 800 tokens
     engine = SimBackend(name="r1", timing="engine", profile="vllm")
     concurrency = (1, 4, 16, 64, 128)
     experiment = _experiment(engine, online=(
@@ -132,7 +132,8 @@ def test_engine_timing_grows_with_output_and_shrinks_with_concurrency_up_to_the_
     by_c = [estimate.cell_seconds(f"r1-online-c{c}-i3200-o800") for c in concurrency]
     assert by_c[0] > 2.5 * by_c[1] > 2.5 * 2.5 * by_c[2]
     assert by_c[2] > 1.5 * by_c[3]
-    assert by_c[4] == pytest.approx(by_c[3], rel=0.02)  # beyond the KV limit requests only queue
+    # beyond the KV limit requests queue or are preempted: no gain (the seed: c128 took 2 % longer than c64)
+    assert by_c[4] == pytest.approx(by_c[3], rel=0.1)
     by_out = [estimate.cell_seconds(f"r1-online-c16-i3200-o{o}") for o in (200, 400, 800)]
     assert by_out[0] < by_out[1] < by_out[2]
     # the running cap: 512 small requests never fill the KV, but only 256 run at once

@@ -179,7 +179,7 @@ SIM_HEAD = "from raybench.experiment import Experiment, Online, SimBackend\n"
 @pytest.mark.parametrize(("backend", "expected"), [
     ('SimBackend(gpu="A100")', "SimBackend 'sim': gpu='A100' is not allowed; the simulator's GPU profiles: H100, H200, MI300X"),
     ('SimBackend(profile="tgi")',
-     "SimBackend 'sim': profile='tgi' is not allowed; the simulator's backend profiles: generic, sglang, trtllm, vllm"),
+     "SimBackend 'sim': profile='tgi' is not allowed; the simulator's engine profiles: generic, sglang, trtllm, trtllm-engine, vllm"),
 ])
 def test_simulator_profiles_that_do_not_exist_are_refused_when_the_file_loads(tmp_path, backend, expected):
     path = tmp_path / "exp.py"

@@ -14,7 +14,8 @@ async def metrics(session, sim):
 
 
 async def test_engine_queue_kv_and_tokens_show_in_metrics(make_sim, session):
-    sim = await make_sim(timing="engine", max_num_seqs=2, kv_capacity_tokens=10_000)
+    # TensorRT-LLM's features: admission reserves prompt + max_tokens, so the KV usage is exact
+    sim = await make_sim(timing="engine", backend_profile="trtllm", max_num_seqs=2, kv_capacity_tokens=10_000)
 
     async def one(i):
         async with session.post(sim.url + "/v1/completions", data=completion_body(20, prompt=range(100)),
@@ -29,10 +30,11 @@ async def test_engine_queue_kv_and_tokens_show_in_metrics(make_sim, session):
         if m["sim:request_arrivals_total"] == 5 and m["sim:num_requests_running"] == 2:
             break
         await asyncio.sleep(0.01)
-    # two run (max_num_seqs), three wait; each running one reserves prompt + max_tokens of KV
+    # two run (max_num_seqs), three wait; each running one reserves prompt + max_tokens of KV,
+    # 120 tokens in 32-token blocks
     assert (m["sim:num_requests_running"], m["sim:num_requests_waiting"]) == (2, 3)
     assert all(running <= 2 for running, _ in seen)
-    assert m["sim:kv_cache_usage_perc"] == 2 * 120 / 10_000
+    assert m["sim:kv_cache_usage_perc"] == 2 * 128 / 10_000
     assert m["sim:prompt_tokens_total"] == 500 and m["sim:prefix_cache_hits_total"] == 0
     await asyncio.gather(*tasks)
     m = await metrics(session, sim)

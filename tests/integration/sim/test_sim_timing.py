@@ -81,7 +81,7 @@ async def test_fixed_timing_has_no_capacity_limit(make_sim, loop_stalls):
 async def test_engine_timing_queues_beyond_max_num_seqs(make_sim, session):
     sim = await make_sim(timing="engine", model="meta-llama/Llama-3.1-8B-Instruct", gpu="H100", num_gpus=1,
                          max_num_seqs=4, backend_profile="trtllm")
-    t0_ms = 21.0
+    t0_ms = sim.app.engine_core.cost.profile.fixed_step_ms  # what every step costs at least
     results = await asyncio.gather(*(_timed_stream(session, sim, f"e{i}", 4, prompt=range(64)) for i in range(8)))
     results.sort(key=lambda r: r[1][0])  # by first-token time
     assert all(len(times) == 4 for _, times in results)
@@ -89,5 +89,7 @@ async def test_engine_timing_queues_beyond_max_num_seqs(make_sim, session):
     first_wave_done = min(times[-1] for _, times in results[:4])
     assert all(times[0] > first_wave_done for _, times in results[4:])  # waited for a free slot
     for _, times in results:
-        assert np.all(np.diff(times) / 1e6 > t0_ms - 2)  # every decode step costs at least t0
+        # every decode step costs at least the fixed part; steps keep an absolute schedule, so a
+        # step delivered late on a busy machine is followed by a shorter gap: check the sum
+        assert (times[-1] - times[0]) / 1e6 > (len(times) - 1) * t0_ms - 2
     assert sim.app.engine_core.kv_used_tokens == 0

@@ -4,6 +4,8 @@ import pytest
 
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfig, SimConfigError
+from raybench.sim.features import defaults
+from raybench.sim.profiles import load_profiles
 
 
 def _deepseek(**overrides) -> costmodel.CostModel:
@@ -26,21 +28,39 @@ def test_touched_experts_grow_from_top_k_to_all_experts():
     assert 250 < cost.touched_experts(128) < 256
 
 
-def test_small_decode_steps_are_mostly_fixed_overhead():
+def test_step_cost_is_the_profile_coefficients_times_the_kernel_level_features():
     cost = _deepseek()
-    t0_s = cost.backend.t0_ms / 1e3
-    one = cost.step_time_s(1, 0, 3200, 3200)
-    assert t0_s < one < t0_s + 0.005  # the roofline alone is a few ms at batch 1
-    times = [cost.step_time_s(b, 0, b * 3200, b * 3200) for b in (1, 8, 32, 128, 256)]
+    feats = cost.step_features(128, 128, 0.0, 128 * 4000)
+    assert len(feats) == len(costmodel.FEATURES) and feats[:2] == (1.0, 128.0)
+    expected = sum(c * f for c, f in zip(cost.profile.coefficients, feats))
+    assert cost.step_time_s(128, 128, 0.0, 128 * 4000) == pytest.approx(expected)
+    assert cost.step_time_s(128, 128, 0.0, 128 * 4000) > cost.profile.fixed_step_ms / 1e3
+
+
+def test_decode_steps_grow_with_batch_and_context():
+    cost = _deepseek()
+    times = [cost.step_time_s(b, b, 0.0, b * 3200) for b in (1, 8, 32, 128, 256)]
     assert times == sorted(times)
+    assert cost.step_time_s(64, 64, 0.0, 64 * 9000) > cost.step_time_s(64, 64, 0.0, 64 * 3000)
+    # at batch 1 the step is mostly its fixed part (launches, scheduling), as measured at c4
+    one = cost.step_time_s(1, 1, 0.0, 3200)
+    assert one < 1.5 * cost.profile.fixed_step_ms / 1e3
 
 
 def test_prefill_is_compute_bound_and_scales_with_tokens():
     cost = _deepseek()
-    c_small, m_small = cost.step_terms_s(1024, 1024 * 512, 0, 1024)
-    c_big, m_big = cost.step_terms_s(8192, 8192 * 4096, 0, 8192)
-    assert c_big > m_big  # compute dominates prefill
-    assert c_big / c_small > 8
+    small = cost.step_features(1024, 1, 1024 * 512, 1024)
+    big = cost.step_features(8192, 1, 8192 * 4096, 8192)
+    assert big[3] > big[2] and big[3] > big[4]  # compute beats weight and KV reads
+    assert big[3] / small[3] > 8
+
+
+def test_a_decode_span_sums_its_steps_in_closed_form():
+    cost = _deepseek()
+    steps = [cost.step_features(32, 32, 0.0, 32 * 3200 + s * 32) for s in range(50)]
+    span = cost.decode_span_features(32, 1, 32 * 3200, 50)
+    for i in range(len(span)):
+        assert span[i] == pytest.approx(sum(f[i] for f in steps), rel=1e-9)
 
 
 def test_mla_kv_is_replicated_under_tensor_parallelism_but_gqa_is_split():
@@ -49,13 +69,21 @@ def test_mla_kv_is_replicated_under_tensor_parallelism_but_gqa_is_split():
     assert llama.kv_bytes_per_token_per_rank == 131_072 / 2
 
 
-def test_kv_capacity_from_memory_minus_weights():
+def test_kv_capacity_from_memory_minus_weights_and_the_fitted_reserve():
     cost = _deepseek(backend_profile="vllm")
-    # 141 GiB x 0.9 - 78.3 GiB weights - 32 GiB reserve, over 70,272 B per token
-    expected = (141 * 0.9 - 672.88e9 / 8 / 2**30 - 32) * 2**30 / 70_272
+    reserve = cost.profile.reserve_gib
+    expected = (140 * 0.9 - cost.model.weight_bytes / 8 / 2**30 - reserve) * 2**30 / 70_272
     assert cost.kv_capacity_tokens == pytest.approx(expected, rel=0.001)
-    assert _deepseek(gpu="MI300X").kv_capacity_tokens > 3 * cost.kv_capacity_tokens
+    assert _deepseek(gpu="MI300X").kv_capacity_tokens > 2 * cost.kv_capacity_tokens
     assert _deepseek(kv_capacity_tokens=1234).kv_capacity_tokens == 1234
+
+
+def test_dp_attention_keeps_each_request_on_one_rank():
+    tp = _deepseek(backend_profile="sglang")
+    dp = _deepseek(backend_profile="sglang", features=defaults("sglang").with_(dp_attention=8))
+    assert dp.kv_bytes_per_token_per_rank == tp.kv_bytes_per_token_per_rank / 8
+    # 8 x the tokens, less the attention weights every rank now holds whole
+    assert 6 * tp.kv_capacity_tokens < dp.kv_capacity_tokens < 8 * tp.kv_capacity_tokens
 
 
 def test_model_that_does_not_fit_names_the_field_to_change():
@@ -72,10 +100,19 @@ def test_engine_timing_needs_a_profiled_model_but_other_timings_do_not():
     SimConfig(timing="zero", model="my-model")
 
 
-def test_engine_defaults_come_from_the_backend_profile():
+def test_engine_defaults_come_from_the_engine_and_overrides_win():
     trt = _deepseek(backend_profile="trtllm")
-    assert (trt.max_num_seqs, trt.max_num_batched_tokens) == (512, 16384)
+    assert trt.features.admission_output_reserve == 1.0 and trt.features.policy.value == "mixed"
     assert _deepseek(max_num_seqs=7).max_num_seqs == 7
-    for backend in costmodel.BACKENDS.values():
-        assert 0.03 <= backend.e_compute <= 0.07
-        assert 21 <= backend.t0_ms <= 46
+    assert _deepseek(max_num_batched_tokens=4096).max_num_batched_tokens == 4096
+
+
+def test_the_shipped_profiles_cover_the_seed_pairs_with_physical_numbers():
+    profiles = load_profiles()
+    assert set(profiles) == {"sglang/H200", "sglang/MI300X", "vllm/H200", "vllm/MI300X", "trtllm/H200",
+                             "trtllm-engine/H200"}
+    for p in profiles.values():
+        assert 5 <= p.fixed_step_ms <= 60  # launches + scheduling: 1.5-15 ms of launches alone
+        assert 2 <= p.compute_factor <= 60  # prefill reaches 2-50 % of dense peak
+        assert 0 <= p.kv_read_factor <= 10 and 0 <= p.moe_read_factor <= 40
+        assert "output_len=800" in p.fitted_on

@@ -56,11 +56,11 @@ def test_running_requests_are_capped_and_the_rest_wait():
 
 
 def test_kv_capacity_queues_requests_until_space_frees():
-    core = _core(kv_capacity_tokens=2500)
+    core = _core(kv_capacity_tokens=2500, backend_profile="trtllm")  # reserves prompt + max_tokens
     for i in range(3):
-        core.add_request(i, 1000, 100)  # each reserves 1100 tokens: only two fit at once
+        core.add_request(i, 1000, 100)  # each reserves 1100 tokens (35 blocks of 32): only two fit at once
     core.step()
-    assert (core.num_running, core.num_waiting, core.kv_used_tokens) == (2, 1, 2200)
+    assert (core.num_running, core.num_waiting, core.kv_used_tokens) == (2, 1, 2 * 1120)
     steps = _run(core)
     first_token_step = {e.req_id: i for i, s in enumerate(steps) for e in s.emissions if e.total_tokens == 1}
     finished_step = {e.req_id: i for i, s in enumerate(steps) for e in s.emissions if e.finished}
@@ -81,13 +81,13 @@ def test_k_tokens_per_step_gives_ceil_n_over_k_emissions(n):
 
 
 def test_early_target_finishes_before_max_tokens_and_abort_frees_kv():
-    core = _core()
+    core = _core(backend_profile="trtllm")
     core.add_request(1, 10, 100, target_tokens=7)
     core.add_request(2, 10, 100)
     core.step()
-    assert core.kv_used_tokens == 220
+    assert core.kv_used_tokens == 2 * 128  # prompt + max_tokens = 110, in blocks of 32
     core.abort(2)
-    assert core.kv_used_tokens == 110
+    assert core.kv_used_tokens == 128
     emitted = sum(e.new_tokens for s in _run(core) for e in s.emissions)
     assert emitted == 6 and core.kv_used_tokens == 0 and not core.has_work()
 
@@ -129,7 +129,7 @@ def test_fast_forward_stops_at_the_first_step_that_reaches_the_time_limit():
         now_s += stepped.step().duration_s
         ends_s.append(now_s)
     limit_s = (ends_s[19] + ends_s[20]) / 2  # inside step 21
-    duration_s, steps, emissions = decoding_core().fast_forward_decode(limit_s)
+    duration_s, steps, emissions, _ = decoding_core().fast_forward_decode(limit_s)
     assert steps == 21
     assert duration_s == pytest.approx(ends_s[20], rel=1e-9)
     assert {e.total_tokens for e in emissions} == {1 + 21}

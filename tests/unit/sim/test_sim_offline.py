@@ -33,16 +33,17 @@ def test_counts_per_request_in_input_order_and_token_id_prompts():
 
 def test_throughput_lands_in_the_range_of_the_published_h200_rows():
     # dstack H200 offline rows at batch 256, input 3200, output 800: total 3,000-6,300 tokens/s.
-    # The profiles are uncalibrated placeholders, so only the order of magnitude is checked.
+    # With the fitted profiles (vLLM H200 measured 4,381 tokens/s at batch 256) within 25 %.
     result = _engine().generate([3200] * 256, 800)
     total_tps = (result.total_prompt_tokens + result.total_output_tokens) / result.elapsed_s
-    assert 1_000 < total_tps < 30_000
+    assert 4381 * 0.75 < total_tps < 4381 * 1.25
 
 
 def test_mtp_makes_decode_bound_runs_faster():
     plain = _engine().generate([100] * 8, 400).elapsed_s
     mtp = _engine(tokens_per_chunk=2).generate([100] * 8, 400).elapsed_s
-    assert mtp < 0.6 * plain
+    # half the steps; each reads the weights of the experts twice as many tokens touch
+    assert mtp < 0.65 * plain
 
 
 def test_bad_inputs_name_the_argument():

@@ -1,0 +1,48 @@
+"""The simulator's validation table: fit on some of the seed's rows, predict all 117.
+
+    python benchmarks/sim_validation.py                                   # the shipped split
+    python benchmarks/sim_validation.py "output_len=800,prefix_len=0,concurrency=4|16|64|none,batch_size=32|128|512|none"
+
+Prints the absolute % error (median / max) per engine x GPU and metric, in-sample and held-out
+(longer outputs and the prefix rows apart), then the worst held-out rows. About 15 CPU-seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from raybench.calibration import (calibrate, error_table, load_reference, observations, row_errors, row_label,
+                                  seed_launches, select_rows)
+from raybench.sim import costmodel
+from raybench.sim.calibrate import metric_vectors, predict_metrics
+from raybench.sim.virtual import simulate
+
+
+def main(only: str) -> None:
+    published = load_reference(["published"])
+    train = select_rows(published, only)
+    profiles = {f.profile.key: f.profile for f in calibrate(train, seed_launches(), fitted_on=only)}
+    trained = {row_label(r) for r in train.iter_rows(named=True)}
+    groups: dict[str, list] = {}
+    for obs in observations(published, seed_launches()):
+        p = profiles[obs.key]
+        cost = obs.build(p.reserve_gib)
+        cost = costmodel.build(cost.model, cost.gpu, 8, p, cost.features)
+        pred = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=obs.concurrency)),
+                               p.coefficients)
+        measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
+                    "e2e": obs.e2e_ms}
+        error = row_errors(obs.key, obs.label, measured, pred)
+        kind = "in-sample" if obs.label in trained else "held-out"
+        groups.setdefault(f"{obs.key} {kind}", []).append(error)
+        groups.setdefault(f"ALL {kind}", []).append(error)
+        if kind == "held-out":
+            groups.setdefault("ALL held-out: " + ("prefix" if "prefix" in obs.label else "longer outputs"),
+                              []).append(error)
+    order = sorted(k for k in groups if not k.startswith("ALL")) + sorted(k for k in groups if k.startswith("ALL"))
+    print(f"fitted on: {only} ({train.height} rows)")
+    print(error_table({k: groups[k] for k in order}, worst=10))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "output_len=800,prefix_len=0")

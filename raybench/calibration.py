@@ -1,0 +1,277 @@
+"""``raybench calibrate`` and the error tables of ``raybench predict --reference``.
+
+Reference rows come from any source the report reads (``raybench.report.sources``: the seed's
+published CSV, a raybench run dir, vLLM / SGLang result files). Each row is matched to the launch
+settings it ran with: the seed's servers (``raybench.backends.seed``) by default, or the
+backends of an experiment file; a pair nothing matches runs with its engine's defaults. The
+simulator's calibration (``raybench.sim.calibrate``) fits each engine x GPU pair on the
+selected rows only.
+
+A shared-prefix row that does not say how many groups it had is taken as the seed's: groups of
+num_prompts / 10 prompts.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from raybench.backends.base import BackendKind
+from raybench.errors import ConfigError
+from raybench.experiment import Backend, Experiment
+from raybench.predict import engine_name, launch_features
+from raybench.sim import costmodel
+from raybench.sim.calibrate import METRICS, Observation, PairFit, fit_pair
+from raybench.sim.features import EngineFeatures, defaults
+from raybench.sim.profiles import EngineProfile, uncalibrated
+from raybench.sim.virtual import RequestSpec
+
+FILTER_KEYS = ("backend", "hardware", "mode", "concurrency", "batch_size", "input_len", "output_len", "prefix_len")
+_KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "trt-llm": BackendKind.TRTLLM,
+          "trtllm": BackendKind.TRTLLM, "tensorrt-llm": BackendKind.TRTLLM}
+_MEASURED = {"throughput": "total_throughput_tokens_per_s", "ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms",
+             "e2e": "mean_e2e_latency_ms"}
+
+
+def seed_launches() -> list[tuple[Backend, str]]:
+    """The seed's servers and their GPUs: what the published rows ran with."""
+    from raybench.backends import seed
+
+    return [(seed.SEED_SGLANG_H200, "H200"), (seed.SEED_SGLANG_MI300X, "MI300X"), (seed.SEED_VLLM_H200, "H200"),
+            (seed.SEED_VLLM_H200_PREFIX, "H200"), (seed.SEED_VLLM_MI300X, "MI300X"), (seed.SEED_TRTLLM_H200, "H200")]
+
+
+def experiment_launches(experiment: Experiment) -> list[tuple[Backend, str]]:
+    return [(b, experiment.hardware[b.name].name) for b in experiment.backends if b.name in experiment.hardware]
+
+
+def load_reference(sources: Sequence[str]) -> pl.DataFrame:
+    """Every row of every source with a measured total throughput; ConfigError if none has one."""
+    from raybench.report.sources import load_source
+
+    if not sources:
+        raise ConfigError("--reference: give at least one source (a results file, a run dir, or 'published')")
+    frames = []
+    for source in sources:
+        frame = load_source(source)
+        usable = frame.filter(pl.col("total_throughput_tokens_per_s").is_not_null()
+                              & (pl.col("total_throughput_tokens_per_s") > 0) & pl.col("hardware").is_not_null()
+                              & pl.col("output_len").is_not_null() & pl.col("input_len").is_not_null())
+        if usable.height == 0:
+            raise ConfigError(f"--reference {source}: no usable rows (each needs hardware, input_len, output_len "
+                              "and a total throughput)")
+        frames.append(usable)
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def parse_filter(text: str | None) -> dict[str, set[str]]:
+    """``"output_len=800,concurrency=4|16|none"`` -> {"output_len": {"800"}, "concurrency": {...}}."""
+    out: dict[str, set[str]] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, values = item.partition("=")
+        if not sep or key.strip() not in FILTER_KEYS:
+            raise ConfigError(f"--only: {item!r}: expected KEY=V1|V2 with KEY one of {', '.join(FILTER_KEYS)}")
+        out[key.strip()] = {v.strip().lower() for v in values.split("|")}
+    return out
+
+
+def select_rows(frame: pl.DataFrame, only: str | None) -> pl.DataFrame:
+    wanted = parse_filter(only)
+    rows = [r for r in frame.iter_rows(named=True) if all(_value(r, k) in v for k, v in wanted.items())]
+    if not rows:
+        raise ConfigError(f"--only {only}: selects none of the {frame.height} reference rows; "
+                          f"keys: {', '.join(FILTER_KEYS)}, values separated by |, 'none' for an empty field")
+    return pl.DataFrame(rows, schema=frame.schema)
+
+
+def _value(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if key == "backend" and value is not None:
+        return str(value).lower()
+    if key == "prefix_len" and not value:
+        return "0"
+    return "none" if value is None else str(value).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowSetting:
+    engine: str
+    gpu: str
+    features: EngineFeatures
+
+
+def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]]) -> RowSetting:
+    """The engine, GPU and launch features a reference row ran with."""
+    from raybench.experiment import Mode
+
+    kind = _KINDS.get(str(row["backend"]).lower())
+    mode = Mode.OFFLINE if row["mode"] == "offline" else Mode.ONLINE
+    gpu = row["hardware"]
+    prefix = bool(row.get("prefix_len"))
+    matches = [b for b, hw in launches if hw == gpu and (kind is None or b.kind is kind)]
+    if matches:
+        # the launch with prefix caching on for prefix rows (the seed ran a second vLLM command)
+        matches.sort(key=lambda b: bool(getattr(b, "enable_prefix_caching", False)) != prefix)
+        backend = matches[0]
+        engine = engine_name(backend, mode)
+        return RowSetting(engine=engine, gpu=gpu, features=launch_features(backend, engine, 8))
+    engine = kind.value if kind is not None else "generic"
+    if kind is BackendKind.TRTLLM and mode is Mode.OFFLINE:
+        engine = "trtllm-engine"
+    return RowSetting(engine=engine, gpu=gpu, features=defaults(engine))
+
+
+def row_label(row: Mapping[str, Any]) -> str:
+    size = f"c{row['concurrency']}" if row["mode"] != "offline" else f"b{row['batch_size']}"
+    prefix = f" prefix{row['prefix_len']}" if row.get("prefix_len") else ""
+    return f"{row['hardware']}-{row['backend']} {row['mode']} {size} i{row['input_len']} o{row['output_len']}{prefix}"
+
+
+def row_requests(row: Mapping[str, Any]) -> tuple[RequestSpec, ...]:
+    n = int(row.get("num_prompts") or row.get("batch_size") or row.get("completed") or 1)
+    inp, out, prefix = int(row["input_len"]), int(row["output_len"]), int(row.get("prefix_len") or 0)
+    if prefix:
+        per_group = max(1, n // 10)
+        return tuple(RequestSpec(prompt_tokens=inp, output_tokens=out,
+                                 segments=((("prefix", i // per_group), prefix), (("question", i), inp - prefix)))
+                     for i in range(n))
+    return (RequestSpec(prompt_tokens=inp, output_tokens=out),) * n
+
+
+def observation(row: Mapping[str, Any], setting: RowSetting, model: costmodel.ModelProfile,
+                profile: EngineProfile | None = None) -> Observation:
+    gpu = costmodel.GPUS.get(setting.gpu)
+    if gpu is None:
+        raise ConfigError.unknown("hardware of reference row " + row_label(row), setting.gpu, tuple(costmodel.GPUS))
+    base = profile or uncalibrated(setting.engine, setting.gpu)
+
+    def build(reserve_gib: float) -> costmodel.CostModel:
+        p = EngineProfile(**{**base.__dict__, "reserve_gib": reserve_gib})
+        return costmodel.build(model, gpu, 8, p, setting.features)
+
+    requests = row_requests(row)
+    conc = int(row.get("concurrency") or row.get("batch_size") or len(requests))
+    measured = {m: row.get(col) for m, col in _MEASURED.items()}
+    return Observation(engine=setting.engine, gpu=setting.gpu, label=row_label(row), requests=requests,
+                       concurrency=conc, throughput_tokens_per_s=float(measured["throughput"]),
+                       ttft_ms=measured["ttft"], tpot_ms=measured["tpot"], e2e_ms=measured["e2e"], build=build)
+
+
+def observations(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]],
+                 model_name: str = "deepseek-ai/DeepSeek-R1") -> list[Observation]:
+    model = costmodel.find_model(model_name)
+    if model is None:
+        raise ConfigError(f"model {model_name!r} has no simulator model")
+    return [observation(r, row_setting(r, launches), model) for r in frame.iter_rows(named=True)]
+
+
+def calibrate(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]], *, fitted_on: str) -> list[PairFit]:
+    """One fit per engine x GPU pair present in ``frame`` (already filtered)."""
+    obs = observations(frame, launches)
+    pairs: dict[str, list[Observation]] = {}
+    for o in obs:
+        pairs.setdefault(o.key, []).append(o)
+    fits = []
+    for key in sorted(pairs):
+        try:
+            fits.append(fit_pair(pairs[key], fitted_on=fitted_on))
+        except ValueError as err:
+            raise ConfigError(f"calibrate {key}: {err}") from err
+    return fits
+
+
+# -- error tables ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class RowError:
+    pair: str
+    label: str
+    errors_pct: Mapping[str, float]  # signed (predicted - measured) / measured x 100
+
+
+def row_errors(pair: str, label: str, measured: Mapping[str, float | None],
+               predicted: Mapping[str, float]) -> RowError:
+    errors = {m: 100.0 * (predicted[m] - v) / v for m, v in measured.items()
+              if v is not None and v > 0 and m in predicted and math.isfinite(predicted[m])}
+    return RowError(pair=pair, label=label, errors_pct=errors)
+
+
+def error_table(groups: Mapping[str, Sequence[RowError]], worst: int = 8) -> str:
+    """Median and max absolute % error per metric, per group, then the worst rows."""
+    head = f"{'pair / set':34s} {'rows':>4s}  " + "  ".join(f"{m + ' med/max %':>17s}" for m in METRICS)
+    lines = [head]
+    everything: list[RowError] = []
+    for name, rows in groups.items():
+        if not name.startswith("ALL"):
+            everything += rows
+        lines.append(f"{name:34s} {len(rows):4d}  " + "  ".join(f"{_stat(rows, m):>17s}" for m in METRICS))
+    ranked = sorted(((abs(e), m, r) for r in everything for m, e in r.errors_pct.items()), key=lambda t: -t[0])
+    if ranked:
+        lines.append("worst rows:")
+        lines += [f"  {r.errors_pct[m]:+7.1f} % {m:10s} {r.label}" for _, m, r in ranked[:worst]]
+    return "\n".join(lines)
+
+
+def _stat(rows: Iterable[RowError], metric: str) -> str:
+    values = [abs(r.errors_pct[metric]) for r in rows if metric in r.errors_pct]
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.1f} / {max(values):.0f}"
+
+
+def fit_groups(fits: Sequence[PairFit]) -> dict[str, list[RowError]]:
+    groups: dict[str, list[RowError]] = {}
+    for fit in fits:
+        groups[f"{fit.profile.key} (in-sample)"] = [
+            row_errors(fit.profile.key, r.label, r.measured, r.predicted) for r in fit.rows]
+    groups["ALL (in-sample)"] = [e for rows in list(groups.values()) for e in rows]
+    return groups
+
+
+def write_profiles(fits: Sequence[PairFit], out: Path) -> None:
+    from raybench.sim.profiles import dump_profiles
+
+    try:
+        dump_profiles([f.profile for f in fits], out)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write ({err.strerror or err})") from err
+
+
+def _row_key(kind: str | None, row: Mapping[str, Any]) -> tuple:
+    size = row.get("concurrency") if row.get("mode") != "offline" else row.get("batch_size")
+    return (kind, row.get("hardware"), row.get("mode"), size, row.get("input_len"), row.get("output_len"),
+            int(row.get("prefix_len") or 0))
+
+
+def compare_to_reference(summaries: Sequence[Mapping[str, Any]], reference: pl.DataFrame) -> dict[str, list[RowError]]:
+    """Predicted cells against the reference rows of the same engine, GPU and workload, per pair."""
+    from raybench.report.sources import raybench_row
+
+    refs: dict[tuple, Mapping[str, Any]] = {}
+    for r in reference.iter_rows(named=True):
+        kind = _KINDS.get(str(r["backend"]).lower())
+        refs.setdefault(_row_key(kind.value if kind else None, r), r)
+    groups: dict[str, list[RowError]] = {}
+    for summary in summaries:
+        row = raybench_row(summary, run="prediction")
+        ref = refs.get(_row_key(summary["cell"].get("engine"), row))
+        if ref is None:
+            continue
+        pair = summary.get("predicted_with", {}).get("profile", "?")
+        measured = {m: ref.get(col) for m, col in _MEASURED.items()}
+        predicted = {m: row.get(col) for m, col in _MEASURED.items() if row.get(col) is not None}
+        groups.setdefault(pair, []).append(row_errors(pair, row_label(ref), measured, predicted))
+    if not groups:
+        raise ConfigError("--reference: no predicted cell matches a reference row (same engine, GPU, mode, "
+                          "concurrency or batch, input, output and prefix length)")
+    groups = dict(sorted(groups.items()))
+    groups["ALL"] = [e for rows in list(groups.values()) for e in rows]
+    return groups

@@ -1,0 +1,266 @@
+"""``raybench predict``: every cell of an experiment in virtual time, as a run directory.
+
+Each server's launch settings become the simulator's engine features (``launch_features``),
+its engine x GPU picks a fitted profile (``raybench calibrate`` writes them; the shipped ones
+are fitted on the seed's output-800 rows), and the engine core runs the cell's closed loop in
+virtual time (``raybench.sim.virtual``). The run directory has the layout of ``raybench run``:
+per cell a requests table (one row per request, times in virtual nanoseconds), an empty chunks
+table (a prediction has no per-chunk stream), summary.json with the same fields plus
+``"prediction": true``, then summary.parquet and report.html, so analysis, compare and report
+read it unchanged; the report labels every predicted series "(predicted)".
+
+No Ray here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import raybench
+from raybench.analysis.summary import summarize_cell, summarize_offline, summary_frame
+from raybench.backends.base import BackendKind
+from raybench.errors import ConfigError
+from raybench.experiment import Backend, Cell, Experiment, Mode
+from raybench.sim import costmodel
+from raybench.sim.config import SimConfigError
+from raybench.sim.engine import KvCapacityError
+from raybench.sim.features import EngineFeatures, Policy, PrefixCache, defaults
+from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
+from raybench.sim.virtual import RequestSpec, Trace, simulate
+from raybench.store.outcome import judge
+from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
+from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
+
+SUMMARY_FILE = "summary.json"
+#: vLLM V0's chunked-prefill budget for its OpenAI server (EngineArgs, usage context API server)
+VLLM_CHUNKED_BUDGET = 2048
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellPlan:
+    """What predicting one cell needs: the engine profile key, features and GPU."""
+
+    engine: str
+    gpu: str
+    num_gpus: int
+    features: EngineFeatures
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.engine, self.gpu)
+
+
+def engine_name(backend: Backend, cell_mode: Mode) -> str:
+    """The profile engine of a backend: offline TensorRT-LLM cells are a TensorRT engine build."""
+    kind = backend.kind
+    if kind is BackendKind.TRTLLM:
+        runtime = getattr(getattr(backend, "runtime", None), "value", "pytorch")
+        return "trtllm-engine" if cell_mode is Mode.OFFLINE or runtime == "tensorrt" else "trtllm"
+    if kind in (BackendKind.VLLM, BackendKind.SGLANG):
+        return kind.value
+    if kind is BackendKind.SIM:
+        return getattr(backend, "profile", "generic")
+    raise ConfigError(f"backend {backend.name}: a {kind.value} server has no engine model to predict with")
+
+
+def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatures:
+    """The engine features a backend's launch settings give (the engine's defaults elsewhere)."""
+    if backend.kind is BackendKind.SIM and getattr(backend, "engine_features", None) is not None:
+        return backend.engine_features
+    f = defaults(engine if engine in ("vllm", "sglang", "trtllm", "trtllm-engine") else "generic")
+    get = lambda name: getattr(backend, name, None)  # noqa: E731 -- attribute of whichever backend class
+    flags = _flags(getattr(backend, "extra_args", ()))
+    if engine == "sglang":
+        dp = get("dp") or (num_gpus if get("enable_dp_attention") else 1)
+        chunk = get("chunked_prefill_size") or _int(flags.get("--chunked-prefill-size")) or 8192
+        f = f.with_(dp_attention=dp if get("enable_dp_attention") else 1, prefill_tokens_per_step=chunk,
+                    prefix_cache=PrefixCache.NONE if get("disable_radix_cache") else PrefixCache.RADIX,
+                    max_running=get("max_running_requests") or f.max_running,
+                    memory_fraction=get("mem_fraction_static") or f.memory_fraction,
+                    max_model_len=get("context_length"))
+    elif engine == "vllm":
+        max_len = get("max_model_len") or _int(flags.get("--max-model-len"))
+        chunked = bool(get("enable_chunked_prefill"))
+        budget = get("max_num_batched_tokens") or _int(flags.get("--max-num-batched-tokens"))
+        budget = budget or (VLLM_CHUNKED_BUDGET if chunked else (max_len or f.prefill_tokens_per_step))
+        f = f.with_(policy=Policy.MIXED if chunked else Policy.PREFILL_FIRST, chunked_prefill=chunked,
+                    prefill_tokens_per_step=budget, max_model_len=max_len,
+                    prefix_cache=PrefixCache.BLOCK_HASH if get("enable_prefix_caching") else PrefixCache.NONE,
+                    max_running=get("max_num_seqs") or f.max_running,
+                    memory_fraction=get("gpu_memory_utilization") or f.memory_fraction)
+    elif engine == "trtllm":
+        f = f.with_(max_running=get("max_batch_size") or f.max_running,
+                    prefill_tokens_per_step=get("max_num_tokens") or f.prefill_tokens_per_step,
+                    max_model_len=get("max_seq_len"),
+                    memory_fraction=get("kv_cache_free_gpu_memory_fraction") or f.memory_fraction)
+    return f
+
+
+def _flags(args: Sequence[str]) -> dict[str, str]:
+    out, args = {}, list(args)
+    for i, a in enumerate(args):
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            out[name] = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+    return out
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def cell_plan(experiment: Experiment, cell: Cell) -> CellPlan:
+    backend = experiment.backend(cell.backend)
+    hw = experiment.hardware.get(backend.name)
+    gpu = hw.name if hw is not None else getattr(backend, "gpu", "H200")
+    num_gpus = hw.count if hw is not None else getattr(backend, "num_gpus", 8)
+    engine = engine_name(backend, cell.mode)
+    return CellPlan(engine=engine, gpu=gpu, num_gpus=num_gpus, features=launch_features(backend, engine, num_gpus))
+
+
+def profile_for(plan: CellPlan, profiles: Mapping[str, EngineProfile], source: str) -> EngineProfile:
+    """The fitted profile of a cell's pair; ConfigError naming the pairs there are and how to fit one."""
+    profile = profiles.get(plan.key)
+    if profile is None:
+        have = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"no simulator profile for {plan.key} in {source} (it has: {have}); fit one with "
+                          f"`raybench calibrate --reference RESULTS --out PROFILES.json` and pass --profiles PROFILES.json")
+    return profile
+
+
+def requests_for(cell: Cell) -> list[RequestSpec]:
+    """The cell's requests as the engine core sees them (a shared prefix is one cacheable segment)."""
+    n = cell.num_prompts or cell.batch_size or 1
+    if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
+        rest = cell.input_len - cell.prefix_len
+        order = np.random.default_rng([cell.seed, 0]).permutation(n)  # groups interleave, as the workload sends them
+        return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len,
+                            segments=((("prefix", int(order[i]) // cell.prompts_per_group), cell.prefix_len),
+                                      (("question", i), rest)))
+                for i in range(n)]
+    return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
+
+
+def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile],
+                  source: str = "the shipped profiles") -> tuple[Trace, EngineProfile, CellPlan]:
+    plan = cell_plan(experiment, cell)
+    profile = profile_for(plan, profiles, source)
+    model = costmodel.find_model(experiment.model)
+    if model is None:
+        names = ", ".join(m.name for m in costmodel.MODELS)
+        raise ConfigError(f"model {experiment.model!r} has no simulator model: one of {names}")
+    if plan.gpu not in costmodel.GPUS:
+        raise ConfigError.unknown(f"GPU of backend {cell.backend}", plan.gpu, tuple(costmodel.GPUS))
+    try:
+        cost = costmodel.build(model, costmodel.GPUS[plan.gpu], plan.num_gpus, profile, plan.features)
+        concurrency = cell.concurrency if cell.mode is Mode.ONLINE else (cell.batch_size or cell.num_prompts)
+        trace = simulate(cost, requests_for(cell), concurrency=concurrency or 1, rate_per_s=cell.request_rate)
+    except (SimConfigError, KvCapacityError) as err:
+        raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
+    return trace, profile, plan
+
+
+def requests_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
+    sent, first, done = trace.times_s(profile.coefficients)
+    n = len(sent)
+    to_ns = lambda s: np.round(s * 1e9).astype(np.int64)  # noqa: E731
+    return requests_from_columns({
+        "cell_id": [cell.id] * n, "request_id": np.arange(n, dtype=np.uint64), "actor": ["predict"] * n,
+        "node": ["virtual"] * n, "prompt_tokens": trace.prompt_tokens.astype(np.int32),
+        "server_prompt_tokens": trace.prompt_tokens.astype(np.int32),
+        "max_tokens": trace.output_tokens.astype(np.int32), "output_tokens": trace.output_tokens.astype(np.int32),
+        "cached_tokens": trace.cached_tokens.astype(np.int32), "t_scheduled_ns": to_ns(sent),
+        "t_sent_ns": to_ns(sent), "t_first_ns": to_ns(first), "t_done_ns": to_ns(done),
+        "status": ["ok"] * n, "http_status": np.full(n, 200, dtype=np.int16), "error": [None] * n,
+    })
+
+
+def chunks_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
+    """Per request its first token, the rest of its tokens at its end, and the end of its stream.
+
+    Enough for TTFT, TPOT, E2E and tokens per second; a prediction at every decode step would
+    be millions of rows per cell and say nothing more about those metrics."""
+    _, first, done = trace.times_s(profile.coefficients)
+    n = len(first)
+    ids = np.arange(n, dtype=np.uint64)
+    rest = np.maximum(trace.output_tokens - 1, 0).astype(np.int16)
+    to_ns = lambda s: np.round(s * 1e9).astype(np.int64)  # noqa: E731
+    return pa.Table.from_pydict({
+        "cell_id": [cell.id] * (3 * n), "request_id": np.concatenate([ids, ids, ids]),
+        "seq": np.repeat(np.arange(3, dtype=np.int32), n),
+        "t_ns": np.concatenate([to_ns(first), to_ns(done), to_ns(done)]),
+        "n_tokens": np.concatenate([np.ones(n, dtype=np.int16), rest, np.zeros(n, dtype=np.int16)]),
+        "kind": ["token"] * n + ["token"] * n + ["done"] * n,
+    }, schema=CHUNKS_SCHEMA)
+
+
+def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile], cell_dir: Path,
+                 source: str = "the shipped profiles") -> dict[str, Any]:
+    """Predict one cell into ``cell_dir``; return its summary."""
+    trace, profile, plan = simulate_cell(experiment, cell, profiles, source)
+    table = requests_table(cell, trace, profile)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(cell_dir / "requests.parquet", table)
+    write_table_atomic(cell_dir / "chunks.parquet", chunks_table(cell, trace, profile))
+    if cell.runs_in_engine:
+        done_s = trace.times_s(profile.coefficients)[2]
+        summary = summarize_offline(float(done_s.max()), trace.prompt_tokens.tolist(), trace.output_tokens.tolist(),
+                                    cell.input_len, cell.output_len)
+        summary["cell_id"] = cell.id
+    else:
+        import polars as pl
+
+        from raybench.store.cells import read_cell
+
+        requests, chunks = read_cell(cell_dir)
+        summary = summarize_cell(requests, chunks, compat=experiment.compat, target_concurrency=cell.concurrency)
+        # two token chunks per request: the gap between them is no inter-chunk latency anyone saw
+        summary.update({k: None for k in summary if "itl" in k and "per_token" not in k})
+    # every planned request is a row of the prediction: judged like a measured cell, so resume,
+    # plan --run-dir, compare and the report treat both alike
+    summary.update(judge(range(len(trace.prompt_tokens)), table.column("request_id").to_pylist()).fields())
+    summary.update(cell=cell.to_json(), raybench_version=raybench.__version__, prediction=True,
+                   predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on, "source": source,
+                                   "features": _features_json(plan.features), "steps": trace.num_steps})
+    write_json_atomic(cell_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _features_json(f: EngineFeatures) -> dict[str, Any]:
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in f.__dict__.items()}
+
+
+def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *, profiles_path: str | None = None,
+                report: bool = True) -> tuple[RunDir, list[dict[str, Any]]]:
+    """Predict ``cells`` into a new run directory under ``out_root``; returns it and the summaries."""
+    try:
+        profiles = load_profiles(profiles_path)
+    except SimConfigError as err:
+        raise ConfigError(f"--profiles: {err}") from err
+    source = profiles_path or "the shipped profiles"
+    for cell in cells:  # every pair has a profile before anything is written
+        profile_for(cell_plan(experiment, cell), profiles, source)
+    run_dir = RunDir.create(out_root, f"{experiment.name}-prediction")
+    t0 = time.perf_counter()
+    summaries = [predict_cell(experiment, c, profiles, run_dir.cell_dir(c.id), source) for c in cells]
+    write_json_atomic(run_dir.plan_json, {"experiment": experiment.name, "prediction": True,
+                                          "cells": [c.to_json() for c in cells]})
+    write_json_atomic(run_dir.env_json, {"prediction": True, "raybench_version": raybench.__version__,
+                                         "profiles": source, "model": experiment.model,
+                                         "predict_s": round(time.perf_counter() - t0, 3)})
+    write_table_atomic(run_dir.summary_parquet, summary_frame(summaries).to_arrow())
+    if report:
+        from raybench.report.build import build_report
+
+        build_report(run_dir.path, images=False, drilldowns=False)
+    return run_dir, summaries

@@ -1,0 +1,204 @@
+"""Fit engine profiles to measured benchmark rows: robust, deterministic, numpy only.
+
+A row (``Observation``) is one benchmark cell: its engine's launch features, its workload and
+what was measured (total throughput; mean TTFT, TPOT and E2E where the row has them). Per
+(engine, GPU) pair:
+
+1. For each KV reserve on a grid (``RESERVE_GRID_GIB``; it sets the KV capacity), every row is
+   simulated once (``virtual.simulate``). Every request released at once, so the schedule does
+   not depend on the step costs, and each measured quantity is a linear function of the
+   coefficients: duration = the summed features of all steps, mean TTFT = the mean over
+   requests of the features summed between send and first token, and so on.
+2. The five coefficients are fitted in log space (relative errors; throughput through the
+   duration it implies) by iteratively reweighted, non-negative least squares with Huber
+   weights (a row off by more than HUBER_LOG counts linearly, not quadratically) and a weak
+   pull towards physically plausible values (PRIOR) that keeps directions the rows cannot
+   tell apart (fixed cost vs. a small per-sequence cost) from wandering.
+3. The reserve whose fit has the least robust loss wins.
+
+A row that the KV capacity never limited gives the same trace at every larger capacity, so it
+is simulated once, not once per grid point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raybench.sim.costmodel import FEATURES, CostModel
+from raybench.sim.engine import KvCapacityError
+from raybench.sim.profiles import NUMBERS, EngineProfile
+from raybench.sim.virtual import RequestSpec, Trace, simulate
+
+METRICS = ("throughput", "ttft", "tpot", "e2e")
+#: GiB per GPU kept outside the KV pool, tried in turn (largest first: smallest capacity)
+RESERVE_GRID_GIB = tuple(float(r) for r in range(48, -1, -4))
+#: where the fit is pulled weakly when the rows cannot tell two coefficients apart
+PRIOR = {"fixed_step_ms": 25.0, "per_seq_ms": 0.01, "moe_read_factor": 8.0, "compute_factor": 20.0,
+         "kv_read_factor": 5.0}
+PRIOR_WEIGHT = 0.2  # per coefficient, against a weight of 1 per measured metric
+HUBER_LOG = 0.15  # log-error beyond which a residual counts linearly
+ITERATIONS = 25
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    """One measured benchmark cell (see the module docstring); metrics absent are None."""
+
+    engine: str
+    gpu: str
+    label: str  # how error tables name the row
+    requests: tuple[RequestSpec, ...]
+    concurrency: int  # closed-loop slots (online) or the batch size (offline)
+    throughput_tokens_per_s: float
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+    build: Callable[[float], CostModel] = field(repr=False, compare=False)  # reserve GiB -> cost model
+
+    @property
+    def key(self) -> str:
+        return f"{self.engine}/{self.gpu}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowPrediction:
+    label: str
+    measured: Mapping[str, float]
+    predicted: Mapping[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairFit:
+    profile: EngineProfile
+    rows: tuple[RowPrediction, ...]
+    loss: float
+
+
+def metric_vectors(trace: Trace) -> dict[str, np.ndarray]:
+    """Per metric, the (features + idle) vector whose dot product with [coefficients, 1] is it."""
+    last = trace.done[np.argmax(trace.done.sum(axis=1))]
+    out_minus_one = np.maximum(trace.output_tokens - 1, 1)[:, None]
+    return {
+        "duration": last,
+        "ttft": (trace.first - trace.sent).mean(axis=0) * 1e3,
+        "tpot": ((trace.done - trace.first) / out_minus_one).mean(axis=0) * 1e3,
+        "e2e": (trace.done - trace.sent).mean(axis=0) * 1e3,
+        "tokens": np.array([float(trace.prompt_tokens.sum() + trace.output_tokens.sum())]),
+    }
+
+
+def predict_metrics(vectors: Mapping[str, np.ndarray], coefficients: Sequence[float]) -> dict[str, float]:
+    c = np.append(np.asarray(coefficients, dtype=np.float64), 1.0)
+    duration = float(vectors["duration"] @ c)
+    out = {"throughput": float(vectors["tokens"][0]) / duration if duration > 0 else math.inf}
+    out.update({m: float(vectors[m] @ c) for m in ("ttft", "tpot", "e2e")})
+    return out
+
+
+def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> PairFit:
+    """The profile that fits these rows (all of one pair) best; see the module docstring."""
+    first = observations[0]
+    traces: dict[int, dict[str, np.ndarray]] = {}  # rows the KV never limited: one trace for all
+    best: PairFit | None = None
+    for reserve in RESERVE_GRID_GIB:
+        vectors = []
+        for i, obs in enumerate(observations):
+            if i in traces:
+                vectors.append(traces[i])
+                continue
+            vec = _vectors(obs, reserve)
+            if vec is None:
+                break
+            if not vec.pop("kv_limited"):
+                traces[i] = vec
+            vectors.append(vec)
+        else:
+            coefficients, loss = _fit(observations, vectors)
+            if best is None or loss < best.loss - 1e-12:
+                profile = _profile(first, coefficients, reserve, fitted_on)
+                rows = tuple(RowPrediction(label=o.label, measured=_measured(o),
+                                           predicted=predict_metrics(v, profile.coefficients))
+                             for o, v in zip(observations, vectors))
+                best = PairFit(profile=profile, rows=rows, loss=loss)
+    if best is None:
+        raise ValueError(f"{first.key}: no KV reserve on the grid fits every row's requests")
+    return best
+
+
+def _vectors(obs: Observation, reserve: float) -> dict[str, np.ndarray] | None:
+    try:
+        cost = obs.build(reserve)
+        trace = simulate(cost, obs.requests, concurrency=obs.concurrency)
+    except (KvCapacityError, ValueError):
+        return None
+    vec: dict = metric_vectors(trace)
+    vec["kv_limited"] = trace.kv_limited
+    return vec
+
+
+def _measured(obs: Observation) -> dict[str, float]:
+    out = {"throughput": obs.throughput_tokens_per_s}
+    for name, value in (("ttft", obs.ttft_ms), ("tpot", obs.tpot_ms), ("e2e", obs.e2e_ms)):
+        if value is not None and value > 0:
+            out[name] = value
+    return out
+
+
+def _design(observations, vectors):
+    """Rows (a, b, target): predicted = a . theta + b, in units of the prior."""
+    prior = np.array([PRIOR[n] for n in NUMBERS[:5]]) * np.array([1e-3, 1e-3, 1, 1, 1])
+    a_rows, b_rows, targets = [], [], []
+    for obs, vec in zip(observations, vectors):
+        tokens = float(vec["tokens"][0])
+        measured = _measured(obs)
+        for metric, value in measured.items():
+            v = vec["duration"] if metric == "throughput" else vec[metric]
+            target = tokens / value if metric == "throughput" else value
+            a_rows.append(v[:5] * prior)
+            b_rows.append(v[5] + v[6])  # the physical part (coefficient 1) and idle seconds
+            targets.append(target)
+    return np.array(a_rows), np.array(b_rows), np.array(targets), prior
+
+
+def _fit(observations, vectors) -> tuple[np.ndarray, float]:
+    a, b, y, prior = _design(observations, vectors)
+    u = np.ones(a.shape[1])
+    for _ in range(ITERATIONS):
+        p = np.maximum(a @ u + b, 1e-12)
+        r = np.log(p / y)
+        w = np.where(np.abs(r) <= HUBER_LOG, 1.0, HUBER_LOG / np.maximum(np.abs(r), 1e-12))
+        # linearised: log(p') ~ log(p) + (p' - p) / p; want log(p') = log(y)
+        target = p * (1.0 - r) - b
+        scale = np.sqrt(w) / p
+        u = _nnls_ridge(a * scale[:, None], target * scale, PRIOR_WEIGHT, u)
+    p = np.maximum(a @ u + b, 1e-12)
+    r = np.abs(np.log(p / y))
+    loss = float(np.sum(np.where(r <= HUBER_LOG, 0.5 * r * r, HUBER_LOG * (r - 0.5 * HUBER_LOG))))
+    return u * prior, loss
+
+
+def _nnls_ridge(a: np.ndarray, y: np.ndarray, ridge: float, start: np.ndarray) -> np.ndarray:
+    """argmin |a u - y|^2 + ridge |u - 1|^2 over u >= 0, by coordinate descent (tiny problems)."""
+    g = a.T @ a + ridge * np.eye(a.shape[1])
+    h = a.T @ y + ridge
+    u = start.copy()
+    for _ in range(300):
+        for k in range(len(u)):
+            if g[k, k] <= 0:
+                continue
+            u[k] = max(0.0, u[k] + (h[k] - g[k] @ u) / g[k, k])
+    return u
+
+
+def _profile(obs: Observation, coefficients: np.ndarray, reserve: float, fitted_on: str) -> EngineProfile:
+    c = [float(x) for x in coefficients]
+    return EngineProfile(engine=obs.engine, gpu=obs.gpu, fixed_step_ms=c[0] * 1e3, per_seq_ms=c[1] * 1e3,
+                         moe_read_factor=c[2], compute_factor=c[3], kv_read_factor=c[4], reserve_gib=reserve,
+                         fitted_on=fitted_on)
+
+
+assert len(FEATURES) == 6 and NUMBERS[:5] == tuple(PRIOR)  # the order the design matrix relies on

@@ -1,0 +1,123 @@
+"""What an engine does, as data: the scheduling and memory features of one server's launch.
+
+The same model on the same GPUs behaves very differently under SGLang, vLLM and TensorRT-LLM,
+and under different flags of one of them, because of HOW each schedules, not only how fast its
+kernels are. ``EngineFeatures`` holds exactly those choices; ``defaults(engine)`` gives each
+engine's documented defaults (early-2025 releases, the seed's), and ``raybench.predict`` maps a
+backend's launch settings onto them (``--enable-dp-attention``, ``--chunked-prefill-size``, ...).
+
+Sources: SGLang ``server_args.py`` (chunked_prefill_size 8192, divided by dp_size under DP
+attention; radix cache on; prefill batches run before decode; retract on KV exhaustion; the
+new-token ratio that reserves part of max_new_tokens at admission decays from 0.7 to 0.1);
+vLLM 0.7 V0 scheduler (prefills first and whole, within max_num_batched_tokens =
+max_model_len when chunked prefill is off; with chunked prefill decodes first, then chunks within
+the budget; block-hash prefix cache of 16-token blocks; preemption by recompute, newest first);
+TensorRT-LLM (inflight batching mixes context and generation requests in one step within
+max_num_tokens; GUARANTEED_NO_EVICT reserves prompt + max_tokens at admission).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from raybench.sim.config import SimConfigError
+
+
+class Policy(str, enum.Enum):
+    """How one step mixes prefill and decode."""
+
+    PREFILL_FIRST = "prefill_first"  # a step with prompt work pauses every decode (SGLang, vLLM V0)
+    MIXED = "mixed"  # decodes and prompt chunks share one token budget (vLLM chunked prefill, TRT-LLM)
+
+
+class Preemption(str, enum.Enum):
+    """What happens when a decoding request needs KV that is not there."""
+
+    RECOMPUTE = "recompute"  # vLLM: the newest running request gives its KV back, prefills again later
+    RETRACT = "retract"  # SGLang: the request with the fewest output tokens goes back to the queue
+    NONE = "none"  # admission reserved prompt + max_tokens, so it never happens (TRT-LLM no-evict)
+
+
+class PrefixCache(str, enum.Enum):
+    NONE = "none"
+    BLOCK_HASH = "block_hash"  # vLLM: full blocks of block_tokens hit, chained hashes
+    RADIX = "radix"  # SGLang: any matching prefix, token granular
+
+
+ENGINES = ("vllm", "sglang", "trtllm", "trtllm-engine", "generic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineFeatures:
+    """Scheduling and memory behaviour of one server launch (see the module docstring)."""
+
+    policy: Policy
+    prefill_tokens_per_step: int  # prompt tokens one step may take (chunk size, or the whole budget)
+    chunked_prefill: bool  # a prompt may be split over steps; if not, it must fit one step whole
+    max_running: int  # cap on running requests (max_num_seqs, max_running_requests, max_batch_size)
+    dp_attention: int = 1  # ranks holding disjoint requests' KV (SGLang DP attention); 1: TP, replicated
+    prefix_cache: PrefixCache = PrefixCache.NONE
+    block_tokens: int = 16  # KV block size; prefix hits of a block-hash cache are whole blocks
+    preemption: Preemption = Preemption.RECOMPUTE
+    admission_output_reserve: float = 0.0  # fraction of max_tokens reserved at admission (1.0: no evict)
+    memory_fraction: float = 0.9  # of each GPU's memory the engine takes for weights, KV and reserve
+    max_model_len: int | None = None  # longest prompt + output a request may have
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", _enum(Policy, self.policy, "policy"))
+        object.__setattr__(self, "preemption", _enum(Preemption, self.preemption, "preemption"))
+        object.__setattr__(self, "prefix_cache", _enum(PrefixCache, self.prefix_cache, "prefix_cache"))
+        for name in ("prefill_tokens_per_step", "max_running", "dp_attention", "block_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SimConfigError(name, value, "an integer >= 1")
+        if not 0.0 <= self.admission_output_reserve <= 1.0:
+            raise SimConfigError("admission_output_reserve", self.admission_output_reserve, "a fraction in 0..1")
+        if not 0.0 < self.memory_fraction <= 1.0:
+            raise SimConfigError("memory_fraction", self.memory_fraction, "a fraction in (0, 1]")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise SimConfigError("max_model_len", self.max_model_len, "None or an integer >= 1")
+
+    def with_(self, **changes: object) -> EngineFeatures:
+        return replace(self, **changes)
+
+
+def _enum(kind: type[enum.Enum], value: object, name: str):
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(k.value for k in kind)
+        raise SimConfigError(name, value, f"one of {allowed}") from None
+
+
+def defaults(engine: str) -> EngineFeatures:
+    """Each engine's documented defaults for a DeepSeek-R1-class model on 8 GPUs."""
+    if engine == "vllm":
+        # V0 without chunked prefill: whole prompts, budget max_model_len (the model's 163840)
+        return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=163840, chunked_prefill=False,
+                              max_running=256, prefix_cache=PrefixCache.NONE, block_tokens=16,
+                              preemption=Preemption.RECOMPUTE, admission_output_reserve=0.0,
+                              memory_fraction=0.9)
+    if engine == "sglang":
+        # new_token_ratio decays 0.7 -> 0.1 within a few hundred steps: 0.1 is where it sits
+        return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=8192, chunked_prefill=True,
+                              max_running=1024, prefix_cache=PrefixCache.RADIX, block_tokens=1,
+                              preemption=Preemption.RETRACT, admission_output_reserve=0.1,
+                              memory_fraction=0.88)
+    if engine == "trtllm":
+        # PyTorch flow, chunked context off: a context request joins a step whole
+        return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=False,
+                              max_running=2048, prefix_cache=PrefixCache.NONE, block_tokens=32,
+                              preemption=Preemption.NONE, admission_output_reserve=1.0,
+                              memory_fraction=0.9)
+    if engine == "trtllm-engine":
+        # a prebuilt TensorRT engine (the seed's offline runs): inflight batching, no-evict
+        return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=False,
+                              max_running=2048, prefix_cache=PrefixCache.NONE, block_tokens=32,
+                              preemption=Preemption.NONE, admission_output_reserve=1.0,
+                              memory_fraction=0.9)
+    if engine == "generic":
+        return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=True,
+                              max_running=256, preemption=Preemption.RECOMPUTE)
+    raise SimConfigError("engine", engine, f"one of {', '.join(ENGINES)}")

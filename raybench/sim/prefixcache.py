@@ -1,0 +1,89 @@
+"""The engine's prefix cache: prompt segments per DP rank, pinned while in use, evicted LRU.
+
+A prompt is a run of segments ((key, tokens), ...) whose keys identify their content and
+everything before it (a shared prefix, chained block hashes). A segment lives in the KV pool
+once; a running request that uses it pins it; an unpinned one is evicted, least recently used
+first, when the pool needs room. A radix cache (SGLang) hits any matching prefix, a block-hash
+cache (vLLM) whole blocks only; the last prompt token is always computed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from raybench.sim.features import PrefixCache
+
+
+class PrefixStore:
+    """Cached segments of every DP rank; ``tokens`` of them count against the KV pool."""
+
+    def __init__(self, mode: PrefixCache, block_tokens: int, ranks: int) -> None:
+        self.mode = mode
+        self.block_tokens = block_tokens
+        self._ranks: list[OrderedDict] = [OrderedDict() for _ in range(ranks)]  # key -> [tokens, pins]
+        self.tokens = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode is not PrefixCache.NONE
+
+    def lookup(self, rank: int, segments: Sequence, prompt_tokens: int) -> int:
+        """Prompt tokens the rank's cache holds for these segments."""
+        if not self.enabled or not segments:
+            return 0
+        cache = self._ranks[rank]
+        hit = 0
+        for key, tokens in segments:
+            if key not in cache:
+                break
+            hit += tokens
+        hit = min(hit, prompt_tokens - 1)
+        if self.mode is PrefixCache.BLOCK_HASH:
+            hit -= hit % self.block_tokens
+        return hit
+
+    def pin_hits(self, rank: int, segments: Sequence, hit: int) -> list:
+        """Pin the leading segments ``hit`` covers; returns their keys."""
+        cache = self._ranks[rank]
+        keys, covered = [], 0
+        for key, tokens in segments:
+            if covered + tokens > hit or key not in cache:
+                break
+            cache[key][1] += 1
+            cache.move_to_end(key)
+            keys.append(key)
+            covered += tokens
+        return keys
+
+    def insert(self, rank: int, key: object, tokens: int) -> bool:
+        """Cache a segment a prefill has computed, pinned by its request; False if there already."""
+        cache = self._ranks[rank]
+        if key in cache:  # computed twice (both requests missed it): keep the first copy
+            return False
+        cache[key] = [tokens, 1]
+        self.tokens += tokens
+        return True
+
+    def unpin(self, rank: int, keys: Sequence) -> None:
+        cache = self._ranks[rank]
+        for key in keys:
+            entry = cache.get(key)
+            if entry is not None:
+                entry[1] -= 1
+
+    def evictable(self) -> int:
+        return sum(e[0] for cache in self._ranks for e in cache.values() if e[1] == 0)
+
+    def evict(self, need: int) -> int:
+        """Evict unpinned segments, least recently used first, until ``need`` tokens are freed."""
+        freed = 0
+        for cache in self._ranks:
+            for key in [key for key, e in cache.items() if e[1] == 0]:
+                freed += cache.pop(key)[0]
+                if freed >= need:
+                    break
+            if freed >= need:
+                break
+        self.tokens -= freed
+        return freed

@@ -1,0 +1,139 @@
+"""Engine profiles: the fitted numbers of one engine on one GPU, stored as JSON data.
+
+A profile is what ``raybench calibrate`` fits for one (engine, GPU) pair; the shipped defaults
+(``profiles/default.json``) are its output on the seed's output-800 rows. Every number has a
+physical meaning (``FIELD_MEANINGS``, also written into every profiles file):
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from types import MappingProxyType
+
+from raybench.sim.config import SimConfigError
+
+FIELD_MEANINGS = MappingProxyType({
+    "engine": "the serving engine: vllm, sglang, trtllm (PyTorch flow), trtllm-engine (a prebuilt TensorRT engine)",
+    "gpu": "the GPU model the numbers hold for (8 of them in the seed)",
+    "fixed_step_ms": "milliseconds every step costs whatever it computes: scheduling, sampling setup, "
+                     "kernel launches (1.1 us each under CUDA graphs, 8 us eager), synchronisation",
+    "per_seq_ms": "milliseconds each sequence in a step adds on top: sampling, detokenizing, "
+                  "the scheduler's per-request bookkeeping",
+    "moe_read_factor": "1 / the fraction of HBM bandwidth the expert GEMMs reach when they read the "
+                       "touched experts' weights (a TP-8 shard reaches 3-8 % on H200, so ~12-30)",
+    "compute_factor": "1 / the fraction of dense FP8 (GEMMs) and BF16 (prompt attention) peak reached",
+    "kv_read_factor": "1 / the fraction of HBM bandwidth decode attention reaches reading the KV latent "
+                      "(FlashMLA-like kernels reach 75-85 % on H200, so ~1.2-1.4)",
+    "reserve_gib": "GiB per GPU the engine keeps outside the KV pool: activations, CUDA graphs, NCCL "
+                   "buffers, allocator slack; sets the KV capacity with the memory fraction",
+    "fitted_on": "which reference rows the numbers were fitted on",
+})
+
+NUMBERS = ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor", "reserve_gib")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineProfile:
+    """The fitted constants of one engine on one GPU (see FIELD_MEANINGS)."""
+
+    engine: str
+    gpu: str
+    fixed_step_ms: float
+    per_seq_ms: float
+    moe_read_factor: float
+    compute_factor: float
+    kv_read_factor: float
+    reserve_gib: float
+    fitted_on: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("engine", "gpu"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise SimConfigError(f"profile.{name}", getattr(self, name), "a non-empty name")
+        for name in NUMBERS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise SimConfigError(f"profile.{name}", value, "a finite number >= 0")
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.engine, self.gpu)
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        """Factors of the step feature vector (costmodel.FEATURES), in seconds per unit."""
+        return (self.fixed_step_ms / 1e3, self.per_seq_ms / 1e3, self.moe_read_factor, self.compute_factor,
+                self.kv_read_factor, 1.0)
+
+
+def pair_key(engine: str, gpu: str) -> str:
+    return f"{engine}/{gpu}"
+
+
+#: what a pair without a fitted profile runs with in the simulator server (never in predict):
+#: mid-range values of the fitted profiles, so an H100 or a generic engine still behaves plausibly
+UNCALIBRATED = dict(fixed_step_ms=25.0, per_seq_ms=0.05, moe_read_factor=8.0, compute_factor=20.0,
+                    kv_read_factor=1.5, reserve_gib=12.0, fitted_on="uncalibrated defaults")
+
+
+def uncalibrated(engine: str, gpu: str) -> EngineProfile:
+    return EngineProfile(engine=engine, gpu=gpu, **UNCALIBRATED)
+
+
+def default_profiles_path() -> Path:
+    return Path(str(importlib.resources.files("raybench.sim") / "profiles" / "default.json"))
+
+
+def load_profiles(path: str | Path | None = None) -> Mapping[str, EngineProfile]:
+    """The profiles of a file (default: the shipped ones), keyed ``engine/GPU``."""
+    if path is None:
+        return _default_profiles()
+    return _read(Path(path))
+
+
+@functools.lru_cache(maxsize=1)
+def _default_profiles() -> Mapping[str, EngineProfile]:
+    return _read(default_profiles_path())
+
+
+def _read(path: Path) -> Mapping[str, EngineProfile]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SimConfigError("profiles", str(path), "an existing profiles JSON file (raybench calibrate --out)") from None
+    except (OSError, ValueError) as err:
+        raise SimConfigError("profiles", str(path), f"a readable profiles JSON file ({err})") from None
+    items = data.get("profiles") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise SimConfigError("profiles", str(path), 'a JSON object with a non-empty "profiles" list')
+    known = {f.name for f in fields(EngineProfile)}
+    out: dict[str, EngineProfile] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SimConfigError(f"profiles[{i}]", item, "an object with the fields of FIELD_MEANINGS")
+        try:
+            profile = EngineProfile(**{k: v for k, v in item.items() if k in known})
+        except TypeError as err:
+            raise SimConfigError(f"profiles[{i}]", item.get("engine"), f"every field of a profile ({err})") from None
+        out[profile.key] = profile
+    return MappingProxyType(out)
+
+
+def dump_profiles(profiles: Iterable[EngineProfile], path: str | Path) -> None:
+    """Write profiles with the meaning of every field, through a temporary file."""
+    data = {"meaning": dict(FIELD_MEANINGS),
+            "profiles": [_rounded(asdict(p)) for p in sorted(profiles, key=lambda p: p.key)]}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _rounded(d: dict) -> dict:
+    return {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in d.items()}

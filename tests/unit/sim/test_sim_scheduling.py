@@ -1,0 +1,106 @@
+"""Engine features in the core: prefill waves vs mixed steps, preemption, prefix caches, DP attention."""
+
+import pytest
+
+from raybench.sim import costmodel
+from raybench.sim.config import SimConfig
+from raybench.sim.engine import EngineCore
+from raybench.sim.features import Policy, Preemption, PrefixCache, defaults
+
+
+def _core(engine="vllm", kv=None, **features) -> EngineCore:
+    f = defaults(engine).with_(**features)
+    config = SimConfig(timing="engine", backend_profile=engine, features=f, kv_capacity_tokens=kv)
+    return EngineCore(costmodel.resolve(config))
+
+
+def _drain(core: EngineCore) -> list:
+    steps = []
+    while core.has_work():
+        step = core.step()
+        assert step is not None
+        steps.append(step)
+    return steps
+
+
+def test_prefill_first_pauses_decoding_while_mixed_shares_the_step():
+    for policy, expect_mixed in ((Policy.PREFILL_FIRST, False), (Policy.MIXED, True)):
+        core = _core(policy=policy, chunked_prefill=True, prefill_tokens_per_step=2048)
+        core.add_request(0, 100, 50)
+        core.step()  # request 0 prefilled, decoding from here
+        core.add_request(1, 4000, 10)
+        step = core.step()
+        assert bool(step.decode_req_ids) is expect_mixed
+        assert step.prefill_chunks[0][0] == 1
+
+
+def test_without_chunked_prefill_a_prompt_waits_for_a_step_it_fits_whole():
+    core = _core(policy=Policy.MIXED, chunked_prefill=False, prefill_tokens_per_step=5000)
+    core.add_request(0, 3000, 5)
+    core.add_request(1, 3000, 5)
+    first = core.step()
+    assert first.prefill_chunks == ((0, 3000),)  # 1 would only partly fit: it waits whole
+    assert core.step().prefill_chunks == ((1, 3000),)
+
+
+def test_vllm_preempts_the_newest_request_and_recomputes_it():
+    core = _core(kv=2 * 1024 + 400, preemption=Preemption.RECOMPUTE)
+    for i in range(2):
+        core.add_request(i, 1000, 400)
+    steps = _drain(core)
+    preempted = [r for s in steps for r in s.preempted]
+    assert preempted and preempted[0] == 1  # the newest gives its KV back
+    recompute = [c for s in steps for r, c in s.prefill_chunks if r == 1]
+    assert len(recompute) == 2 and recompute[1] > 1000  # prompt + the tokens it had already made
+    emitted = {}
+    for s in steps:
+        for e in s.emissions:
+            emitted[e.req_id] = emitted.get(e.req_id, 0) + e.new_tokens
+    assert emitted == {0: 400, 1: 400} and core.kv_used_tokens == 0
+
+
+def test_sglang_retracts_the_request_with_the_fewest_output_tokens():
+    core = _core("sglang", kv=3 * 1000 + 500, admission_output_reserve=0.0)
+    for i in range(3):
+        core.add_request(i, 1000, 300 - 50 * i)
+    steps = _drain(core)
+    retracted = [r for s in steps for r in s.preempted]
+    assert retracted and core.num_preemptions >= 1
+    assert sum(e.new_tokens for s in steps for e in s.emissions) == 300 + 250 + 200
+
+
+def test_sglang_admission_keeps_room_for_the_running_outputs():
+    loose = _core("sglang", kv=6000, admission_output_reserve=0.0)
+    strict = _core("sglang", kv=6000, admission_output_reserve=1.0)
+    for core in (loose, strict):
+        for i in range(4):
+            core.add_request(i, 1000, 1000)
+        core.step()
+    assert loose.num_running == 4 and strict.num_running == 3  # 3 x (1000 + 1000) fill 6000
+
+
+@pytest.mark.parametrize("mode, hit", [(PrefixCache.RADIX, 2000), (PrefixCache.BLOCK_HASH, 1984)])
+def test_a_shared_prefix_is_computed_once_and_reported_as_cached(mode, hit):
+    core = _core("sglang", prefix_cache=mode, block_tokens=1 if mode is PrefixCache.RADIX else 64)
+    segments = lambda i: ((("prefix", 0), 2000), (("question", i), 1200))  # noqa: E731
+    core.add_request(0, 3200, 4, segments=segments(0))
+    steps = _drain(core)
+    core.add_request(1, 3200, 4, segments=segments(1))
+    second = _drain(core)
+    assert sum(c for s in second for _, c in s.prefill_chunks) == 3200 - hit
+    assert second[0].emissions[0].cached_tokens == hit if second[0].emissions else True
+    assert [e.cached_tokens for s in steps for e in s.emissions] == [0] * len([e for s in steps for e in s.emissions])
+    assert (core.prefix_query_tokens, core.prefix_hit_tokens) == (6400, hit)
+
+
+def test_dp_attention_ranks_have_their_own_prompt_budget_and_prefix_cache():
+    core = _core("sglang", dp_attention=8, prefill_tokens_per_step=8192)
+    core.add_request(0, 3200, 2)
+    chunks = [c for s in _drain(core) for _, c in s.prefill_chunks]
+    assert chunks == [1024, 1024, 1024, 128]  # 8192 / 8 per rank: one request spans four steps
+    seg = ((("prefix", 0), 2000), (("question", 1), 1200))
+    core.add_request(1, 3200, 2, segments=seg)  # rank 1
+    _drain(core)
+    core.add_request(2, 3200, 2, segments=seg)  # rank 2: its own, empty radix cache
+    _drain(core)
+    assert core.prefix_hit_tokens == 0

@@ -1,0 +1,75 @@
+"""raybench calibrate: the shipped profiles are its output, and the method holds on unseen rows."""
+
+import statistics
+
+import pytest
+
+from raybench.calibration import (calibrate, load_reference, observations, row_errors, seed_launches,
+                                  select_rows)
+from raybench.sim import costmodel
+from raybench.sim.calibrate import METRICS, fit_pair, metric_vectors, predict_metrics
+from raybench.sim.profiles import EngineProfile, load_profiles
+from raybench.sim.virtual import simulate
+
+SHIPPED_ROWS = "output_len=800,prefix_len=0"
+
+
+@pytest.fixture(scope="module")
+def published():
+    return load_reference(["published"])
+
+
+def test_the_shipped_profiles_are_calibrate_on_the_seed_output_800_rows(published):
+    fits = calibrate(select_rows(published, SHIPPED_ROWS), seed_launches(), fitted_on="rebuilt")
+    shipped = load_profiles()
+    assert {f.profile.key for f in fits} == set(shipped)
+    for fit in fits:
+        have = shipped[fit.profile.key]
+        for name in ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor",
+                     "reserve_gib"):
+            assert getattr(fit.profile, name) == pytest.approx(getattr(have, name), rel=1e-4, abs=1e-6), name
+
+
+def test_a_fit_recovers_the_profile_that_made_the_rows(published):
+    rows = select_rows(published, "hardware=MI300X,backend=vllm,output_len=800,prefix_len=0")
+    truth = EngineProfile(engine="vllm", gpu="MI300X", fixed_step_ms=30.0, per_seq_ms=0.02, moe_read_factor=3.0,
+                          compute_factor=15.0, kv_read_factor=2.0, reserve_gib=16.0)
+    made = []
+    for obs in observations(rows, seed_launches()):
+        cost = obs.build(truth.reserve_gib)
+        cost = costmodel.build(cost.model, cost.gpu, 8, truth, cost.features)
+        m = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=obs.concurrency)),
+                            truth.coefficients)
+        made.append(type(obs)(**{**obs.__dict__, "throughput_tokens_per_s": m["throughput"],
+                                 "ttft_ms": m["ttft"] if obs.ttft_ms else None,
+                                 "tpot_ms": m["tpot"] if obs.tpot_ms else None,
+                                 "e2e_ms": m["e2e"] if obs.e2e_ms else None}))
+    fit = fit_pair(made)
+    for row in fit.rows:  # the rows come back; the prior may trade coefficients the rows cannot tell apart
+        errors = row_errors(fit.profile.key, row.label, row.measured, row.predicted).errors_pct
+        assert max(abs(e) for e in errors.values()) < 5.0, (row.label, errors)
+    assert fit_pair(made).profile == fit.profile  # deterministic
+
+
+def test_fitting_a_third_of_the_rows_predicts_the_rest_within_1_5_x_the_held_out_targets(published):
+    # in-sample: only concurrencies 4, 16, 64 and batches 32, 128, 512 of the output-800 rows
+    only = "output_len=800,prefix_len=0,concurrency=4|16|64|none,batch_size=32|128|512|none"
+    train = select_rows(published, only)
+    assert train.height >= published.height / 4
+    profiles = {f.profile.key: f.profile for f in calibrate(train, seed_launches(), fitted_on="split")}
+    trained = set(train["cell_id"].to_list())
+    held = published.filter(~published["cell_id"].is_in(list(trained)))
+    errors = {m: [] for m in METRICS}
+    for obs in observations(held, seed_launches()):
+        p = profiles[obs.key]
+        cost = obs.build(p.reserve_gib)
+        cost = costmodel.build(cost.model, cost.gpu, 8, p, cost.features)
+        pred = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=obs.concurrency)),
+                               p.coefficients)
+        measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
+                    "e2e": obs.e2e_ms}
+        for m, e in row_errors(obs.key, obs.label, measured, pred).errors_pct.items():
+            errors[m].append(abs(e))
+    medians = {m: statistics.median(v) for m, v in errors.items()}
+    limits = {"throughput": 12.0, "ttft": 22.5, "tpot": 12.0, "e2e": 12.0}  # 1.5 x (8, 15, 8, 8) %
+    assert all(medians[m] <= limits[m] for m in METRICS), medians

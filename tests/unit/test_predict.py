@@ -1,0 +1,146 @@
+"""raybench predict: launch settings to engine features, run directories in virtual time, bad input."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from raybench.backends import seed
+from raybench.cli import main
+from raybench.errors import ConfigError
+from raybench.experiment import Experiment, Hardware, Mode, Offline, Online, load_experiment
+from raybench.plan import resolve
+from raybench.predict import engine_name, launch_features, predict_run
+from raybench.report.sources import load_run_dir
+from raybench.sim.features import Policy, Preemption, PrefixCache
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_seed_servers_launch_settings_become_engine_features():
+    sg = launch_features(seed.SEED_SGLANG_H200, "sglang", 8)
+    assert (sg.dp_attention, sg.prefill_tokens_per_step, sg.policy, sg.prefix_cache, sg.preemption) == (
+        8, 8192, Policy.PREFILL_FIRST, PrefixCache.RADIX, Preemption.RETRACT)
+    assert launch_features(seed.SEED_SGLANG_MI300X, "sglang", 8).dp_attention == 1
+    v = launch_features(seed.SEED_VLLM_H200, "vllm", 8)
+    assert (v.policy, v.chunked_prefill, v.prefill_tokens_per_step, v.prefix_cache) == (
+        Policy.PREFILL_FIRST, False, 163840, PrefixCache.NONE)
+    vp = launch_features(seed.SEED_VLLM_H200_PREFIX, "vllm", 8)
+    assert (vp.policy, vp.prefill_tokens_per_step, vp.prefix_cache) == (Policy.MIXED, 2048, PrefixCache.BLOCK_HASH)
+    vm = launch_features(seed.SEED_VLLM_MI300X, "vllm", 8)
+    assert (vm.prefill_tokens_per_step, vm.max_model_len) == (32768, 32768)
+    t = launch_features(seed.SEED_TRTLLM_H200, "trtllm", 8)
+    assert (t.max_running, t.prefill_tokens_per_step, t.max_model_len, t.admission_output_reserve) == (
+        512, 16384, 16384, 1.0)
+    # the seed's offline TensorRT-LLM rows ran a TensorRT engine build: their own profile
+    assert engine_name(seed.SEED_TRTLLM_H200, Mode.OFFLINE) == "trtllm-engine"
+    assert engine_name(seed.SEED_TRTLLM_H200, Mode.ONLINE) == "trtllm"
+
+
+def test_extra_args_reach_the_features():
+    from dataclasses import replace
+
+    sg = replace(seed.SEED_SGLANG_MI300X, extra_args=("--chunked-prefill-size", "4096"))
+    assert launch_features(sg, "sglang", 8).prefill_tokens_per_step == 4096
+
+
+def test_predict_writes_a_run_directory_the_report_reads_as_a_prediction(tmp_path):
+    experiment, cells = resolve(load_experiment(ROOT / "experiments" / "deepseek_r1.py"),
+                                only="backend=sglang-mi300x,output_len=800")
+    run_dir, summaries = predict_run(experiment, cells, tmp_path, report=True)
+    assert run_dir.path.parent.name == "deepseek_r1-prediction"
+    for cell in cells:
+        cell_dir = run_dir.cell_dir(cell.id)
+        assert (cell_dir / "requests.parquet").is_file() and (cell_dir / "chunks.parquet").is_file()
+        summary = json.loads((cell_dir / "summary.json").read_text())
+        assert summary["prediction"] is True and summary["predicted_with"]["profile"] == "sglang/MI300X"
+    requests = pl.read_parquet(run_dir.cell_dir(cells[0].id) / "requests.parquet")
+    assert requests.height == cells[0].num_prompts and (requests["t_first_ns"] > requests["t_sent_ns"]).all()
+    frame = load_run_dir(run_dir.path)
+    assert frame.height == len(cells) and frame["label"].str.ends_with("(predicted)").all()
+    assert pl.read_parquet(run_dir.summary_parquet).height == len(cells)
+    assert "(predicted)" in (run_dir.path / "report.html").read_text()
+
+
+def test_prefix_cells_report_cached_tokens(tmp_path):
+    experiment, cells = resolve(load_experiment(ROOT / "experiments" / "deepseek_r1.py"),
+                                only="backend=vllm-h200-prefix,concurrency=32")
+    run_dir, _ = predict_run(experiment, cells, tmp_path, report=False)
+    cached = pl.read_parquet(run_dir.cell_dir(cells[0].id) / "requests.parquet")["cached_tokens"]
+    assert cached.max() == 2000 and (cached == 0).sum() >= 10  # 125 whole 16-token blocks; a miss per group
+
+
+def test_a_pair_without_a_profile_is_a_one_line_error_naming_the_pairs_and_the_fix(tmp_path):
+    experiment = Experiment(name="h100", model="deepseek-ai/DeepSeek-R1", backends=(seed.SEED_VLLM_H200,),
+                            hardware={"vllm-h200": Hardware(name="H100", count=8)},
+                            online=(Online(concurrency=(4,), input_len=100, output_len=10, num_prompts=8),))
+    with pytest.raises(ConfigError) as err:
+        predict_run(experiment, experiment.cells(), tmp_path)
+    message = str(err.value)
+    assert "vllm/H100" in message and "vllm/MI300X" in message and "raybench calibrate" in message
+    assert "\n" not in message and not any(tmp_path.iterdir())  # nothing written
+
+
+def test_predict_and_its_reference_table_on_the_command_line(tmp_path):
+    result = CliRunner().invoke(main, [
+        "predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only", "backend=vllm-mi300x,mode=online",
+        "--out", str(tmp_path), "--reference", "published"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "vllm/MI300X" in result.stdout and "throughput med/max %" in result.stdout
+    assert "prediction" in result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    overlay = (run_dir / "comparison" / "report.html").read_text()  # predicted and published points together
+    assert "deepseek_r1-prediction" in overlay and "dstack (published)" in overlay
+
+
+def test_predict_takes_num_prompts_as_run_does(tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
+                                       "backend=vllm-mi300x,concurrency=4", "--num-prompts", "12",
+                                       "--out", str(tmp_path), "--no-report"])
+    assert result.exit_code == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    (summary,) = [json.loads(p.read_text()) for p in run_dir.glob("cells/*/summary.json")]
+    assert summary["completed"] == 12 and summary["prediction"] is True
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--only", "output_len=999"], "selects none of the 117 reference rows"),
+    (["--only", "colour=red"], "expected KEY=V1|V2"),
+])
+def test_calibrate_bad_filters_are_one_line_errors(tmp_path, args, expected):
+    result = CliRunner().invoke(main, ["calibrate", "--reference", "published", *args,
+                                                       "--out", str(tmp_path / "p.json")])
+    assert result.exit_code != 0 and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_reference_file_without_usable_rows_is_a_one_line_error(tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("mode,hardware,backend,output_len,total_throughput_tok_s,input_len\n"
+                   "online,H200,vllm,800,,3200\n")
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(csv),
+                                                       "--out", str(tmp_path / "p.json")])
+    assert result.exit_code != 0 and "no usable rows" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_profiles_file_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(main, [
+        "predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--profiles", str(tmp_path / "none.json"),
+        "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "raybench calibrate --out" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server():
+    from raybench.backends.sim import feature_flags
+    from raybench.sim.command import _features, sim_command
+
+    features = launch_features(seed.SEED_SGLANG_H200, "sglang", 8)
+    ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "sglang",
+                                           *feature_flags(features)])
+    options = dict(ctx.params)
+    assert _features(options) == features
+    assert options["max_num_batched_tokens"] == 8192 and options["max_num_seqs"] == features.max_running
