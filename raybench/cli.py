@@ -65,11 +65,16 @@ def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--backend", type=click.Choice(["sim"]), help="Start a server instead of --url: the built-in simulator.")
 @click.option("--endpoint", default="/v1/completions", help="API path: /v1/completions or /v1/chat/completions.")
 @click.option("--model", default=None, help="Model name to request. Default: the only model the server lists (the simulator serves deepseek-ai/DeepSeek-R1).")
-@click.option("--dataset", type=click.Choice(["random", "prefix"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups.")
+@click.option("--dataset", type=click.Choice(["random", "prefix", "trace", "multiturn"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups; trace: replay a Mooncake trace (--dataset-path) at its timestamps; multiturn: sessions of --num-turns turns (see docs/workloads.md).")
+@click.option("--dataset-path", type=click.Path(path_type=Path), default=None, help="trace: the JSONL file.")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, help="trace: the trace's gaps times this (2 = half its pace, 0.5 = twice).")
+@click.option("--num-sessions", type=click.IntRange(min=1), default=16, help="multiturn: conversations in the cell (--concurrency counts sessions).")
+@click.option("--num-turns", type=click.IntRange(min=1), default=4, help="multiturn: turns per session.")
+@click.option("--think-time", type=click.FloatRange(min=0), default=0.0, help="multiturn: seconds between an answer's end and the next turn.")
 @click.option("--input-len", type=click.IntRange(min=1), default=1024, help="Prompt tokens (prefix: prefix + question).")
 @click.option("--output-len", type=click.IntRange(min=1), default=128, help="Output tokens, forced with ignore_eos and min_tokens.")
 @click.option("--range-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Lengths drawn from [L(1-r), L(1+r)] (vLLM's meaning); 0 = exact.")
-@click.option("--num-prompts", type=click.IntRange(min=1), default=100, help="Requests in the cell (prefix: groups x prompts-per-group instead).")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests in the cell. Default: 100; trace: every record (else the first N); prefix: groups x prompts-per-group instead.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Cap on requests in flight (the client's semaphore). Default: no cap.")
 @click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), default=math.inf, help="Requests per second (gamma arrivals); inf releases all at once.")
 @click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Gamma shape of the arrivals: 1 = Poisson, < 1 burstier.")
@@ -119,14 +124,14 @@ def bench(**opts) -> None:
 
         backend = ExternalBackend(name="server", url=opts["url"])
         model = check_server(opts["url"], opts["model"])
-    num_prompts = opts["num_prompts"]
-    if opts["dataset"] == "prefix":
-        num_prompts = opts["prefix_groups"] * opts["prompts_per_group"]
+    num_prompts, requests = _bench_sizes(opts)
     sweep = Online(
-        concurrency=(opts["concurrency"] or num_prompts,), input_len=opts["input_len"], output_len=opts["output_len"],
+        concurrency=(opts["concurrency"] or requests,), input_len=opts["input_len"], output_len=opts["output_len"],
         num_prompts=num_prompts, dataset=opts["dataset"], range_ratio=opts["range_ratio"],
         request_rate=opts["request_rate"], burstiness=opts["burstiness"], num_groups=opts["prefix_groups"],
         prompts_per_group=opts["prompts_per_group"], prefix_len=opts["prefix_len"],
+        dataset_path=None if opts["dataset_path"] is None else str(opts["dataset_path"]), time_scale=opts["time_scale"],
+        num_turns=opts["num_turns"], think_time_s=opts["think_time"],
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput)
@@ -136,6 +141,28 @@ def bench(**opts) -> None:
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
+
+
+def _bench_sizes(opts: dict) -> tuple[int, int]:
+    """The sweep's num_prompts and the requests (or sessions) the default concurrency covers.
+
+    A trace is read here, so a bad file stops the command with its first bad line before
+    anything starts.
+    """
+    dataset, given = opts["dataset"], opts["num_prompts"]
+    if (dataset == "trace") != (opts["dataset_path"] is not None):
+        raise click.UsageError("--dataset-path goes with --dataset trace (and --dataset trace needs it)")
+    if dataset == "prefix":
+        n = opts["prefix_groups"] * opts["prompts_per_group"]
+        return n, n
+    if dataset == "multiturn":
+        return opts["num_sessions"], opts["num_sessions"]
+    if dataset == "trace":
+        from raybench.workloads.trace import read_mooncake
+
+        n = len(read_mooncake(opts["dataset_path"], given))
+        return n, n
+    return given or 100, given or 100
 
 
 _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: as long as the real run), "
@@ -257,9 +284,10 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     import ray
 
     from raybench.plan import check_hardware
-    from raybench.runner import RunOptions, Runner
+    from raybench.runner import RunOptions, Runner, check_workloads
 
     try:
+        check_workloads(cells)
         check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
     except Exception:
         if connected_here:

@@ -33,6 +33,11 @@ from raybench.backends import (  # noqa: F401  (re-exported: experiment files im
 from raybench.errors import ConfigError
 
 
+# workloads an online sweep can send; file datasets need a dataset_path
+DATASETS = ("random", "prefix", "trace", "multiturn")
+FILE_DATASETS = ("trace",)
+
+
 class Mode(str, enum.Enum):
     ONLINE = "online"  # a server under closed-loop concurrency or an arrival rate
     OFFLINE = "offline"  # a batch of B prompts at once
@@ -134,16 +139,31 @@ class Online:
     num_groups: int = 10
     prompts_per_group: int = 50
     prefix_len: int = 2000
+    # file datasets (trace): the file; num_prompts is then at most this many of its records
+    dataset_path: str | None = None
+    time_scale: float = 1.0  # trace: gaps times this (2 = half the trace's pace)
+    # multiturn: num_prompts sessions of num_turns turns; concurrency counts sessions
+    num_turns: int = 4
+    think_time_s: float = 0.0
     # backend names this sweep runs on; empty: every backend
     only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", _positive_ints("concurrency", self.concurrency))
         object.__setattr__(self, "only", _names("only", self.only))
-        for name in ("input_len", "output_len", "num_prompts"):
+        for name in ("input_len", "output_len", "num_prompts", "num_turns"):
             _positive_int(name, getattr(self, name))
-        if self.dataset not in ("random", "prefix"):
-            raise ConfigError.unknown("dataset", self.dataset, ("random", "prefix"))
+        if self.dataset not in DATASETS:
+            raise ConfigError.unknown("dataset", self.dataset, DATASETS)
+        if (self.dataset in FILE_DATASETS) != (self.dataset_path is not None):
+            raise ConfigError.invalid("dataset_path", self.dataset_path,
+                                      f"a file for dataset {' or '.join(FILE_DATASETS)}, None for the others")
+        if self.dataset_path is not None:
+            object.__setattr__(self, "dataset_path", str(self.dataset_path))
+        if not (isinstance(self.time_scale, (int, float)) and math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ConfigError.invalid("time_scale", self.time_scale, "a finite number > 0 (1 = the trace's own pace)")
+        if not (isinstance(self.think_time_s, (int, float)) and math.isfinite(self.think_time_s) and self.think_time_s >= 0):
+            raise ConfigError.invalid("think_time_s", self.think_time_s, "a finite number of seconds >= 0")
         if not 0 <= self.range_ratio < 1:
             raise ConfigError.invalid("range_ratio", self.range_ratio, "0 <= range_ratio < 1")
         if not self.request_rate > 0:
@@ -191,6 +211,10 @@ class Cell:
     prefix_len: int = 0
     num_groups: int | None = None
     prompts_per_group: int | None = None
+    dataset_path: str | None = None
+    time_scale: float | None = None  # trace only
+    num_turns: int | None = None  # multiturn only (num_prompts is then turns of every session)
+    think_time_s: float | None = None  # multiturn only
     hardware: str | None = None  # Hardware.name the backend is paired with; None: none given
     engine: str | None = None  # the backend's kind: sglang, vllm, trtllm, sim, external
     repeat: int = 1  # 1..Experiment.repeats
@@ -307,18 +331,21 @@ class Experiment:
                 continue
             prefix = s.dataset == "prefix"
             for c in s.concurrency:
-                tag = f"p{s.prefix_len}" if prefix else ""
                 rate = "" if math.isinf(s.request_rate) else f"-r{s.request_rate:g}"
                 cells.append(
                     Cell(
-                        id=f"{key}-online-c{c}-i{s.input_len}{tag}-o{s.output_len}{rate}", **common,
+                        id=f"{key}-online-c{c}-{_workload_tag(s)}{rate}", **common,
                         backend=b.name, mode=Mode.ONLINE, concurrency=c,
-                        num_prompts=s.num_groups * s.prompts_per_group if prefix else s.num_prompts,
+                        num_prompts=_num_requests(s),
                         input_len=s.input_len, output_len=s.output_len, dataset=s.dataset,
                         range_ratio=s.range_ratio, request_rate=s.request_rate,
                         burstiness=s.burstiness, prefix_len=s.prefix_len if prefix else 0,
                         num_groups=s.num_groups if prefix else None,
                         prompts_per_group=s.prompts_per_group if prefix else None,
+                        dataset_path=s.dataset_path,
+                        time_scale=s.time_scale if s.dataset == "trace" else None,
+                        num_turns=s.num_turns if s.dataset == "multiturn" else None,
+                        think_time_s=s.think_time_s if s.dataset == "multiturn" else None,
                     )
                 )
         for o in self.offline:
@@ -333,6 +360,25 @@ class Experiment:
                     )
                 )
         return cells
+
+
+def _workload_tag(s: Online) -> str:
+    """The workload's part of a cell id: the synthetic lengths, or the file and its replay settings."""
+    if s.dataset == "trace":
+        return f"trace-{Path(s.dataset_path).stem}-n{s.num_prompts}-x{s.time_scale:g}"
+    if s.dataset == "multiturn":
+        return f"mt{s.num_prompts}x{s.num_turns}-i{s.input_len}-o{s.output_len}"
+    tag = f"p{s.prefix_len}" if s.dataset == "prefix" else ""
+    return f"i{s.input_len}{tag}-o{s.output_len}"
+
+
+def _num_requests(s: Online) -> int:
+    """Requests in one cell of the sweep (a trace may hold fewer records: the runner counts those)."""
+    if s.dataset == "prefix":
+        return s.num_groups * s.prompts_per_group
+    if s.dataset == "multiturn":
+        return s.num_prompts * s.num_turns
+    return s.num_prompts
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.ipc
 
 import raybench
+from raybench.analysis.workload import schedule_fields, turn_fields
 from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
 from raybench.backends import admin
 from raybench.backends.base import BackendKind, ProcessBackend
@@ -30,7 +31,7 @@ from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
-from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, default_num_actors
+from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, cell_schedule, default_num_actors
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import estimate_anchor
 from raybench.loadgen.generator import LoadGenerator
@@ -54,6 +55,8 @@ from raybench.telemetry.progress import ProgressDisplay
 from raybench.telemetry.scraper import ServerMetricsRecording
 from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
+from raybench.workloads.multiturn import MultiTurnWorkload
+from raybench.workloads.trace import TraceWorkload
 
 Report = Callable[[str], None]
 _SATURATED_LAG_MS = 50.0
@@ -77,6 +80,13 @@ class RunOptions:
 
 def workload_for(cell: Cell, seed: int | None = None) -> Workload:
     seed = cell.seed if seed is None else seed
+    if cell.dataset == "trace":
+        return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
+                                       seed=seed)
+    if cell.dataset == "multiturn":
+        return MultiTurnWorkload(num_sessions=cell.num_prompts // cell.num_turns, num_turns=cell.num_turns,
+                                 input_len=cell.input_len, output_len=cell.output_len,
+                                 think_time_s=cell.think_time_s, seed=seed)
     if cell.dataset == "prefix":
         return SharedPrefixWorkload(
             num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
@@ -87,6 +97,15 @@ def workload_for(cell: Cell, seed: int | None = None) -> Workload:
         num_prompts=cell.num_prompts, input_len=cell.input_len, output_len=cell.output_len,
         range_ratio=cell.range_ratio, seed=seed,
     )
+
+
+def check_workloads(cells: list[Cell]) -> None:
+    """Read every file a cell replays, before any server starts: a bad file is one line, not a failed run."""
+    seen: set[str] = set()
+    for cell in cells:
+        if cell.dataset_path is not None and cell.dataset_path not in seen:
+            seen.add(cell.dataset_path)
+            workload_for(cell)
 
 
 class _Server:
@@ -236,9 +255,8 @@ class Runner:
         warm_up(client, workload, self.experiment.warmup_requests)
         server.reset_cache()
         server.reset_ground_truth()
-        arrivals = ArrivalProcess(
-            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
-        ).offsets_s(workload.num_requests)
+        arrivals = cell_schedule(
+            workload, ArrivalProcess(rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed))
         actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
         actors = max(1, min(actors, concurrency, workload.num_requests))
         pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
@@ -267,6 +285,10 @@ class Runner:
             request_rate_per_s=rate, burstiness=cell.burstiness, goodput_slos_ms=self.experiment.goodput_slos_ms or None,
         )
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
+        summary.update(turn_fields(requests, chunks, compat=self.experiment.compat))
+        if cell.dataset == "trace" or rate is not None:
+            summary.update(schedule_fields(requests))
+        summary["workload"] = workload.describe()
         return summary
 
     def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:

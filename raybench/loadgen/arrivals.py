@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from raybench.errors import ConfigError
+from raybench.workloads.base import ScheduledWorkload, SessionWorkload, Workload
 
 DEFAULT_STREAMS_PER_ACTOR = 256
 
@@ -112,6 +114,50 @@ def split_requests(num_requests: int, num_actors: int) -> list[list[int]]:
     count = _check_count("num_requests", num_requests)
     actors = _check_positive_int("num_actors", num_actors)
     return [list(range(k, count, actors)) for k in range(actors)]
+
+
+def split_sessions(sessions: Sequence[Sequence[int]], num_actors: int) -> list[list[int]]:
+    """Request indices per actor when requests come in sessions: whole sessions dealt round-robin.
+
+    A session's turns depend on one another (each follows the previous answer), so they stay on
+    one actor; session ``s`` goes to actor ``s % num_actors`` whatever the actor count's effect
+    on anything else, so the sessions themselves never change.
+    """
+    actors = _check_positive_int("num_actors", num_actors)
+    shards: list[list[int]] = [[] for _ in range(actors)]
+    for s, requests in enumerate(sessions):
+        shards[s % actors].extend(requests)
+    return shards
+
+
+def split_workload(workload: Workload, num_actors: int) -> list[list[int]]:
+    """Each actor's request indices: whole sessions for a session workload, else dealt one by one."""
+    if isinstance(workload, SessionWorkload):
+        return split_sessions(workload.sessions(), num_actors)
+    return split_requests(workload.num_requests, num_actors)
+
+
+def cell_schedule(workload: Workload, process: ArrivalProcess) -> np.ndarray:
+    """Every request's offset in seconds from the cell start, indexed by request id.
+
+    A workload that owns its arrivals (a trace) keeps them; a session workload releases its
+    sessions by ``process`` (later turns are timed by their answers, on the actor); any other
+    workload's requests are released by ``process``.
+    """
+    n = workload.num_requests
+    if isinstance(workload, ScheduledWorkload):
+        offsets = np.asarray(workload.arrivals_s(), dtype=np.float64)
+        if offsets.shape != (n,):
+            raise ConfigError(f"the workload gave {offsets.size} arrival times for {n} requests")
+        return offsets
+    if isinstance(workload, SessionWorkload):
+        sessions = workload.sessions()
+        starts = process.offsets_s(len(sessions))
+        offsets = np.zeros(n, dtype=np.float64)
+        for start, requests in zip(starts.tolist(), sessions):
+            offsets[list(requests)] = start
+        return offsets
+    return process.offsets_s(n)
 
 
 def split_concurrency(concurrency: int, num_actors: int) -> list[int]:

@@ -89,6 +89,8 @@ class LoadGenerator:
         order = np.argsort(np.asarray(arrivals_s, dtype=np.float64), kind="stable")
         self._specs = [specs[i] for i in order]
         self._arrivals_ns = (np.asarray(arrivals_s, dtype=np.float64)[order] * 1e9).astype(np.int64).tolist()
+        # a slot takes the next session start in arrival order; later turns follow on that slot
+        self._starts, self._next_turn = session_chains(self._specs)
         self._client = client
         self._cell_id = cell_id
         self._concurrency = min(concurrency, max(1, len(specs)))
@@ -103,6 +105,7 @@ class LoadGenerator:
         self._chunks = ChunkColumns()
         self._requests = RequestColumns()
         self._next = 0
+        self._taken = 0  # requests taken by a slot, later turns of sessions included
         self._done = 0
         self._failed = 0
         self._in_flight = 0
@@ -180,14 +183,30 @@ class LoadGenerator:
             self._wall_ns = self._clock_ns() - wall0
 
     async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
-        while self._next < len(self._specs):
-            i = self._next
+        starts, next_turn = self._starts, self._next_turn
+        while self._next < len(starts):
+            i = starts[self._next]
             self._next += 1
+            self._taken += 1
             t_scheduled = t_start_ns + self._arrivals_ns[i]
-            wait_ns = t_scheduled - self._clock_ns()
-            if wait_ns > 0:
-                await asyncio.sleep(wait_ns / 1e9)
+            await self._wait_until(t_scheduled)
             await self._one(session, i, t_scheduled)
+            if next_turn is not None:
+                await self._follow_session(session, next_turn[i])
+
+    async def _follow_session(self, session: aiohttp.ClientSession, i: int) -> None:
+        """The session's later turns: each due its think time after the previous answer ended."""
+        while i >= 0:
+            self._taken += 1
+            t_scheduled = self._clock_ns() + int(self._specs[i].think_time_s * 1e9)
+            await self._wait_until(t_scheduled)
+            await self._one(session, i, t_scheduled)
+            i = self._next_turn[i]
+
+    async def _wait_until(self, t_ns: int) -> None:
+        # again after waking: uvloop's millisecond timers can fire up to 1 ms early
+        while (wait_ns := t_ns - self._clock_ns()) > 0:
+            await asyncio.sleep(wait_ns / 1e9)
 
     async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int) -> None:
         spec = self._specs[i]
@@ -277,6 +296,8 @@ class LoadGenerator:
         reader.flush_into(self._chunks)
         r = self._requests
         r.request_id.append(spec.request_id)
+        r.session.append(spec.session)
+        r.turn.append(spec.turn)
         r.prompt_tokens.append(spec.prompt_tokens)
         r.server_prompt_tokens.append(reader.prompt_tokens)
         r.max_tokens.append(spec.max_tokens)
@@ -307,7 +328,7 @@ class LoadGenerator:
         lags = self._lags_ns[-_LAG_WINDOW:]
         return Progress(
             total=len(self._specs),
-            sent=self._next,
+            sent=self._taken,
             done=self._done,
             failed=self._failed,
             in_flight=self._in_flight,
@@ -323,6 +344,32 @@ class LoadGenerator:
             max_loop_lag_ms=max(lags) / 1e6,
             mean_loop_lag_ms=sum(lags) / len(lags) / 1e6,
         )
+
+
+def session_chains(specs: Sequence[RequestSpec]) -> tuple[list[int], list[int] | None]:
+    """Positions that start a chain, in order, and each position's next turn (-1: none).
+
+    A request outside a session is a chain of one; a session is one chain in turn order,
+    started at its first turn's position. Without sessions the second value is None, so the
+    plain path does no per-request lookup.
+    """
+    if all(s.session is None for s in specs):
+        return list(range(len(specs))), None
+    by_session: dict[int, list[int]] = {}
+    starts = []
+    for pos, spec in enumerate(specs):
+        if spec.session is None:
+            starts.append(pos)
+        else:
+            by_session.setdefault(spec.session, []).append(pos)
+    next_turn = [-1] * len(specs)
+    for positions in by_session.values():
+        positions.sort(key=lambda p: specs[p].turn)
+        for a, b in zip(positions, positions[1:]):
+            next_turn[a] = b
+    starts += [positions[0] for positions in by_session.values()]
+    starts.sort()
+    return starts, next_turn
 
 
 def _cpu_s() -> float:

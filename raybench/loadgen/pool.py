@@ -21,13 +21,13 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from raybench.errors import RunError
 from raybench.loadgen.actor import LoadGenActor
-from raybench.loadgen.arrivals import split_concurrency, split_requests
+from raybench.loadgen.arrivals import split_concurrency, split_workload
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import ClockAnchor, estimate_anchor
 from raybench.loadgen.generator import Progress, SelfCheck
 from raybench.loadgen.worker import PollResult, ShardTask
 from raybench.telemetry.client_metrics import merge_counts
-from raybench.workloads.base import Workload
+from raybench.workloads.base import ShardableWorkload, Workload
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class LoadGenPool:
         arrivals_s: np.ndarray,
         concurrency: int,
     ) -> None:
-        shards = split_requests(workload.num_requests, len(members))
+        shards = split_workload(workload, len(members))
         slots = split_concurrency(concurrency, len(members))
         arrivals = np.asarray(arrivals_s, dtype=np.float64)
         refs = []
@@ -175,7 +175,8 @@ class LoadGenPool:
             task = ShardTask(
                 cell_id=self.cell_id,
                 client=client,
-                workload=workload,
+                # a file's records travel only to the actor that sends them
+                workload=workload.shard(ids) if isinstance(workload, ShardableWorkload) else workload,
                 request_ids=tuple(ids),
                 arrivals_s=arrivals[list(ids)],
                 concurrency=slot,

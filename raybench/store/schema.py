@@ -60,6 +60,10 @@ REQUESTS_SCHEMA = pa.schema(
         pa.field("status", _dict_str, nullable=False),
         pa.field("http_status", pa.int16()),
         pa.field("error", pa.string()),
+        # a multi-turn conversation's session and turn (0 = first); null outside one and in
+        # tables written before they existed
+        pa.field("session", pa.int32()),
+        pa.field("turn", pa.int16()),
     ],
     metadata={"raybench.schema_version": str(SCHEMA_VERSION), "raybench.table": "requests"},
 )

@@ -33,6 +33,8 @@ class RequestSpec:
     text form (:func:`prompt_text`) has one word per id. ``max_tokens`` is the forced output
     length (the client sends ``ignore_eos``). ``group`` is the shared-prefix group, ``None``
     when the workload has no prefixes. The id array is read-only, as the record is frozen.
+    ``session`` and ``turn`` place a request in a multi-turn conversation (None outside one);
+    a turn after the first is sent ``think_time_s`` after the previous turn's answer ended.
     """
 
     request_id: int
@@ -40,6 +42,9 @@ class RequestSpec:
     prompt_tokens: int
     max_tokens: int
     group: int | None = None
+    session: int | None = None
+    turn: int | None = None
+    think_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.prompt_token_ids)
@@ -57,6 +62,10 @@ class RequestSpec:
             raise ConfigError.invalid("request_id", self.request_id, "an integer >= 0")
         if self.max_tokens < 1:
             raise ConfigError.invalid("max_tokens", self.max_tokens, "an integer >= 1")
+        if (self.session is None) != (self.turn is None):
+            raise ConfigError.invalid("turn", self.turn, "set together with session, or both None")
+        if not self.think_time_s >= 0:
+            raise ConfigError.invalid("think_time_s", self.think_time_s, "a number of seconds >= 0")
         # A read-only view, so the caller's array keeps its own flags.
         frozen_ids = ids.view()
         frozen_ids.flags.writeable = False
@@ -70,6 +79,8 @@ class RequestSpec:
             and self.prompt_tokens == other.prompt_tokens
             and self.max_tokens == other.max_tokens
             and self.group == other.group
+            and self.session == other.session
+            and self.turn == other.turn
             and np.array_equal(self.prompt_token_ids, other.prompt_token_ids)
         )
 
@@ -92,6 +103,33 @@ class Workload(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """The resolved parameters, JSON-safe, for the run metadata."""
+        ...
+
+
+@runtime_checkable
+class ScheduledWorkload(Protocol):
+    """A workload that owns its arrival times (a trace replay): the runner uses them as they are."""
+
+    def arrivals_s(self) -> np.ndarray:
+        """Seconds from the cell start of requests ``0 .. num_requests - 1``."""
+        ...
+
+
+@runtime_checkable
+class SessionWorkload(Protocol):
+    """A workload whose requests come in sessions sent one turn after another, on one actor."""
+
+    def sessions(self) -> list[tuple[int, ...]]:
+        """Request ids of every session, each in turn order; together every request once."""
+        ...
+
+
+@runtime_checkable
+class ShardableWorkload(Protocol):
+    """A workload that holds data (a file's records): an actor is sent only its requests' share."""
+
+    def shard(self, request_ids: Sequence[int]) -> Workload:
+        """A workload that builds these requests exactly as this one does, holding nothing else."""
         ...
 
 
