@@ -60,6 +60,37 @@ def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
     return slos
 
 
+def _parse_token_id_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    low, sep, high = value.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        bounds = int(low), int(high)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected LOW:HIGH, two integers (ids from LOW to HIGH - 1), e.g. 1000:32000",
+                                 param_hint="--token-id-range") from None
+    if not 0 <= bounds[0] < bounds[1] <= 2**31:
+        raise click.BadParameter(f"{value!r}: need 0 <= LOW < HIGH <= 2147483648", param_hint="--token-id-range")
+    return bounds
+
+
+def _parse_extra_body(value: str | None) -> dict:
+    if value is None:
+        return {}
+    import orjson
+
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise click.BadParameter(f"{value!r} is not JSON ({err})", param_hint="--extra-body") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter(f"{value!r}: expected a JSON object, e.g. '{{\"repetition_penalty\": 1.1}}'",
+                                 param_hint="--extra-body")
+    return body
+
+
 @main.command(context_settings={"show_default": True})
 @click.option("--url", help="Base URL of a running OpenAI-compatible server, e.g. http://127.0.0.1:8000.")
 @click.option("--backend", type=click.Choice(["sim"]), help="Start a server instead of --url: the built-in simulator.")
@@ -92,6 +123,13 @@ def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--ignore-eos/--no-ignore-eos", default=True, help="Send ignore_eos (vLLM, SGLang and the simulator accept it).")
 @click.option("--min-tokens/--no-min-tokens", default=True, help="Send min_tokens = max_tokens.")
 @click.option("--continuous-usage/--no-continuous-usage", default=True, help="Ask for usage on every chunk (exact tokens per chunk).")
+@click.option("--tokenizer", default=None, help="Tokenizer whose vocabulary random prompts draw from: a local directory with tokenizer.json, or a Hugging Face model name. Default: the model's own where it loads (else token ids from --token-id-range's default, said in the output); the simulator's word count with --backend sim.")
+@click.option("--tokenizer-revision", default=None, help="Branch, tag or commit of a Hugging Face --tokenizer (or of the model's own).")
+@click.option("--token-id-range", default=None, metavar="LOW:HIGH", help="Without a tokenizer: random prompt ids from LOW to HIGH - 1 (keep inside the model's vocabulary). Default when no tokenizer loads: 1000:100000.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, help="Sampling temperature every request sends (0 = greedy, as the seed benchmark).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="top_p every request sends. Default: not sent (the server's default).")
+@click.option("--top-k", type=click.IntRange(min=-1), default=None, help="top_k every request sends (-1 = all tokens). Default: not sent.")
+@click.option("--extra-body", default=None, metavar="JSON", help='A JSON object merged into every request body last, e.g. \'{"repetition_penalty": 1.1}\'.')
 @click.option("--sim-timing", type=click.Choice(["engine", "fixed", "zero"]), default="engine", help="--backend sim: engine (continuous batching), fixed (--sim-ttft-ms/--sim-itl-ms), zero (as fast as it can).")
 @click.option("--sim-ttft-ms", type=click.FloatRange(min=0), default=200.0, help="--sim-timing fixed: time to first token.")
 @click.option("--sim-itl-ms", type=click.FloatRange(min=0), default=20.0, help="--sim-timing fixed: time between chunks.")
@@ -108,13 +146,18 @@ def bench(**opts) -> None:
           --input-len 3200 --output-len 800 --num-prompts 500 --concurrency 64 --goodput ttft:2000 tpot:100
       raybench bench --url http://127.0.0.1:8000 --request-rate 4 --burstiness 0.5 --num-prompts 200
     """
-    from raybench.experiment import Experiment, ExternalBackend, Online, SimBackend
+    from raybench.experiment import Experiment, ExternalBackend, Online, Sampling, SimBackend
 
     if (opts["url"] is None) == (opts["backend"] is None):
         raise click.UsageError("give exactly one of --url (a running server) or --backend sim")
     if opts["dataset"] == "prefix" and opts["prefix_len"] >= opts["input_len"]:
         raise click.BadParameter(f"{opts['prefix_len']} must be below --input-len ({opts['input_len']})", param_hint="--prefix-len")
     goodput = _parse_goodput(opts["goodput"])
+    token_id_range = _parse_token_id_range(opts["token_id_range"])
+    if token_id_range is not None and opts["tokenizer"] is not None:
+        raise click.UsageError("give --tokenizer or --token-id-range, not both (with a tokenizer, ids come from its vocabulary)")
+    sampling = Sampling(temperature=opts["temperature"], top_p=opts["top_p"], top_k=opts["top_k"],
+                        extra_body=_parse_extra_body(opts["extra_body"]))
     if opts["backend"] == "sim":
         backend = SimBackend(timing=opts["sim_timing"], gpu=opts["sim_gpu"], ttft_ms=opts["sim_ttft_ms"],
                              itl_ms=opts["sim_itl_ms"], tokens_per_chunk=opts["sim_tokens_per_chunk"])
@@ -134,7 +177,8 @@ def bench(**opts) -> None:
         num_turns=opts["num_turns"], think_time_s=opts["think_time"],
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
-                            compat=opts["compat"], goodput_slos_ms=goodput)
+                            compat=opts["compat"], goodput_slos_ms=goodput, tokenizer=opts["tokenizer"],
+                            tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
@@ -276,6 +320,10 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.store.rundir import RunDir
 
     cells = [c for c in experiment.cells() if cell_ids is None or c.id in cell_ids]
+    if experiment.tokenizer is not None:  # a named tokenizer that does not load stops the run before Ray starts
+        from raybench.workloads.tokenizer import load_tokenizer
+
+        load_tokenizer(experiment.tokenizer, revision=experiment.tokenizer_revision)
     rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
         done = check_resume(cells, rd.completed_cells())

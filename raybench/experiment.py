@@ -31,6 +31,7 @@ from raybench.backends import (  # noqa: F401  (re-exported: experiment files im
     VLLMBackend,
 )
 from raybench.errors import ConfigError
+from raybench.workloads.base import require_vocab
 
 
 # workloads an online sweep can send; file datasets need a dataset_path
@@ -235,6 +236,57 @@ class Cell:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Sampling parameters every request of the experiment sends, to every backend alike.
+
+    temperature 0.0 (greedy) is the default, as in the seed benchmark and vLLM's ``--temperature``
+    default for ``vllm bench serve``; ``None`` leaves a field out of the request (the server's
+    default applies). top_k -1 means "all tokens" to vLLM and SGLang. ``extra_body`` is merged
+    into every request body last, so it can add fields (``{"repetition_penalty": 1.1}``) or
+    override raybench's. The output length is forced separately (ignore_eos, min_tokens).
+    """
+
+    temperature: float | None = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None and not (_real(self.temperature) and self.temperature >= 0):
+            raise ConfigError.invalid("temperature", self.temperature, "a number >= 0, or None to send none")
+        if self.top_p is not None and not (_real(self.top_p) and 0 < self.top_p <= 1):
+            raise ConfigError.invalid("top_p", self.top_p, "a number with 0 < top_p <= 1, or None to send none")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool)
+                                       or not (self.top_k == -1 or self.top_k >= 1)):
+            raise ConfigError.invalid("top_k", self.top_k, "an integer >= 1, -1 for all tokens, or None to send none")
+        object.__setattr__(self, "extra_body", _json_object("extra_body", self.extra_body))
+
+    def client_settings(self) -> dict[str, Any]:
+        """The ClientConfig fields these decide."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "extra_body": dict(self.extra_body)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "extra_body": dict(self.extra_body)}
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any]:
+    import orjson
+
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError.invalid(name, value, 'a JSON object with string keys, e.g. {"repetition_penalty": 1.1}')
+    try:
+        return orjson.loads(orjson.dumps(dict(value)))
+    except (TypeError, orjson.JSONEncodeError) as err:
+        raise ConfigError.invalid(name, value, f"JSON values only ({err})") from err
+
+
+@dataclass(frozen=True, kw_only=True)
 class Experiment:
     name: str
     model: str
@@ -250,6 +302,14 @@ class Experiment:
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
     # backend name -> the hardware it runs on; a paired backend asks Ray for {resource: count}
     hardware: Mapping[str, Hardware] = field(default_factory=dict)
+    # prompts: the tokenizer (a local directory with tokenizer.json, or a Hugging Face name) whose
+    # vocabulary random prompts draw from; None: the model's own where it loads, the simulator's
+    # word count on the simulator (see raybench/prompting.py). token_id_range (low, high):
+    # ids from [low, high) instead, no tokenizer (a model whose tokenizer is not at hand).
+    tokenizer: str | None = None
+    tokenizer_revision: str | None = None
+    token_id_range: tuple[int, int] | None = None
+    sampling: Sampling = field(default_factory=Sampling)
 
     def __post_init__(self) -> None:
         for name in ("backends", "online", "offline"):
@@ -273,6 +333,25 @@ class Experiment:
             raise ConfigError.invalid("seed", self.seed, "an integer >= 0")
         if not isinstance(self.warmup_requests, int) or isinstance(self.warmup_requests, bool) or self.warmup_requests < 0:
             raise ConfigError.invalid("warmup_requests", self.warmup_requests, "an integer >= 0")
+        self._check_prompts()
+
+    def _check_prompts(self) -> None:
+        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer.strip()):
+            raise ConfigError.invalid("tokenizer", self.tokenizer, "a local directory with tokenizer.json or a Hugging Face model name")
+        if self.tokenizer_revision is not None and (not isinstance(self.tokenizer_revision, str) or not self.tokenizer_revision):
+            raise ConfigError.invalid("tokenizer_revision", self.tokenizer_revision, "a branch, tag or commit, or None")
+        if self.token_id_range is not None:
+            if isinstance(self.token_id_range, (str, bytes)) or len(tuple(self.token_id_range)) != 2:
+                raise ConfigError.invalid("token_id_range", self.token_id_range, "(low, high): ids from low to high - 1")
+            try:
+                object.__setattr__(self, "token_id_range", require_vocab("token_id_range", *self.token_id_range))
+            except ConfigError:
+                raise ConfigError.invalid("token_id_range", self.token_id_range,
+                                          "(low, high) with 0 <= low < high <= 2**31: ids from low to high - 1") from None
+            if self.tokenizer is not None:
+                raise ConfigError("give tokenizer or token_id_range, not both: with a tokenizer, ids come from its vocabulary")
+        if not isinstance(self.sampling, Sampling):
+            raise ConfigError.invalid("sampling", self.sampling, "a Sampling(temperature=0.0, top_p=..., top_k=..., extra_body={...})")
 
     def _pair_hardware(self) -> None:
         if not isinstance(self.hardware, Mapping):
@@ -417,7 +496,7 @@ _UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argumen
 def _allowed_fields(message: str) -> str:
     """For an unknown keyword on one of the experiment's dataclasses: the fields it has."""
     match = _UNEXPECTED.search(message)
-    known = {c.__name__: c for c in (Experiment, Online, Offline, Hardware, Placement, Container, SGLangBackend,
+    known = {c.__name__: c for c in (Experiment, Online, Offline, Hardware, Sampling, Placement, Container, SGLangBackend,
                                      VLLMBackend, TRTLLMBackend, SimBackend, ExternalBackend)}
     if match is None or match.group(1) not in known:
         return ""

@@ -32,12 +32,13 @@ from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, cell_schedule, default_num_actors
-from raybench.loadgen.client import ClientConfig
+from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import estimate_anchor
 from raybench.loadgen.generator import LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
+from raybench.prompting import PromptSource, PromptSources, oov_hint
 from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell
 from raybench.store.metadata import (
     git_state,
@@ -78,7 +79,8 @@ class RunOptions:
     invocation: dict[str, Any] = dataclasses.field(default_factory=dict)  # the command line and its overrides
 
 
-def workload_for(cell: Cell, seed: int | None = None) -> Workload:
+def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> Workload:
+    """The cell's workload; ``prompt_params`` (PromptSource.workload_params) pick tokenizer or id range."""
     seed = cell.seed if seed is None else seed
     if cell.dataset == "trace":
         return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
@@ -91,11 +93,11 @@ def workload_for(cell: Cell, seed: int | None = None) -> Workload:
         return SharedPrefixWorkload(
             num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
             prefix_len=cell.prefix_len, question_len=cell.input_len - cell.prefix_len,
-            output_len=cell.output_len, seed=seed,
+            output_len=cell.output_len, seed=seed, **prompt_params,
         )
     return RandomWorkload(
         num_prompts=cell.num_prompts, input_len=cell.input_len, output_len=cell.output_len,
-        range_ratio=cell.range_ratio, seed=seed,
+        range_ratio=cell.range_ratio, seed=seed, **prompt_params,
     )
 
 
@@ -159,7 +161,11 @@ class Runner:
         done = check_resume(cells, self.run_dir.completed_cells())
         write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
         self.run_dir.keep_previous_env()
+        # tokenizers resolve before any server starts: a named one that does not load stops the run here
+        self.sources = self._prompt_sources(cells)
         self.env = run_environment(self.experiment, cells, self.options)
+        self.env["prompts"] = {name: source.record for name, source in self.sources.items()}
+        self.env["sampling"] = self.experiment.sampling.to_json()
         write_json_atomic(self.run_dir.env_json, self.env)
         self.progress.plan([(c.id, c.num_prompts or 0) for c in cells], done=sorted(done))
         with ServerGuard() as guard:
@@ -182,6 +188,12 @@ class Runner:
         write_table_atomic(self.run_dir.summary_parquet, summary_frame(summaries).to_arrow())
         self.progress.finish(summaries)
         return summaries
+
+    def _prompt_sources(self, cells: list[Cell]) -> dict[str, PromptSource]:
+        sources = PromptSources(self.experiment, report=self.report)
+        chat = "chat" in self.options.client_overrides.get("endpoint", ClientConfig.endpoint)
+        return {b.name: sources.for_backend(b, chat=chat, text=not b.dialect.token_id_prompts)
+                for b in self.experiment.backends if any(c.backend == b.name for c in cells)}
 
     def _run_dir_plan(self, cells: list[Cell]) -> list[dict[str, Any]]:
         """Every cell the run dir is meant to hold: an earlier invocation's (say, --only mode=online) and this one's."""
@@ -222,7 +234,8 @@ class Runner:
             guard.discard(handle)
 
     def _client(self, server: _Server) -> ClientConfig:
-        settings = {**server.backend.dialect.client_settings(), **self.options.client_overrides}
+        settings = {**server.backend.dialect.client_settings(), **self.experiment.sampling.client_settings(),
+                    **self.options.client_overrides}
         return ClientConfig(
             base_url=server.url,
             model=server.backend.served_model(self.experiment.model),
@@ -247,7 +260,8 @@ class Runner:
 
     def _run_http_cell(self, cell: Cell, server: _Server, cell_dir: Path) -> dict[str, Any]:
         client = self._client(server)
-        workload = workload_for(cell)
+        source = self.sources[cell.backend]
+        workload = workload_for(cell, **source.workload_params())
         concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
@@ -285,11 +299,23 @@ class Runner:
             request_rate_per_s=rate, burstiness=cell.burstiness, goodput_slos_ms=self.experiment.goodput_slos_ms or None,
         )
         summary.update(_client_fields(result, expected=workload.num_requests, recorded=requests.height))
+        summary["sampling"] = sent_parameters(client)
+        summary["prompts"] = source.cell_record(workload, chat=client.chat)
+        self._say_oov(requests, workload, summary)
         summary.update(turn_fields(requests, chunks, compat=self.experiment.compat))
         if cell.dataset == "trace" or rate is not None:
             summary.update(schedule_fields(requests))
         summary["workload"] = workload.describe()
         return summary
+
+    @staticmethod
+    def _say_oov(requests: Any, workload: Workload, summary: dict[str, Any]) -> None:
+        """Out-of-vocabulary failures: one hint for the cell (the table's last line), however many failed so."""
+        for error in requests["error"].drop_nulls().to_list():
+            hint = oov_hint(error, workload)
+            if hint:
+                summary["hint"] = f"the server rejected prompt ids{hint}"
+                return
 
     def _run_engine_cell(self, cell: Cell, cell_dir: Path) -> dict[str, Any]:
         from raybench.backends.engine_actor import run_offline_engine
@@ -297,7 +323,7 @@ class Runner:
         backend = self.experiment.backend(cell.backend)
         if not isinstance(backend, ProcessBackend):
             raise RunError(f"cell {cell.id}: offline engine mode needs an in-process engine; {backend.name} has none")
-        workload = workload_for(cell)
+        workload = workload_for(cell, **{**self.sources[cell.backend].workload_params(), "text": False})
         specs = workload.build(range(workload.num_requests))
         result = run_offline_engine(backend, model=self.experiment.model, specs=specs)
         write_table_atomic(cell_dir / REQUESTS_FILE, result.requests_table(cell.id, specs))
@@ -326,7 +352,7 @@ def warm_up(client: ClientConfig, workload: Workload, num_requests: int) -> None
     _, requests = generator.drain()
     for code, error in zip(requests.status, requests.error):
         if code != 0:
-            raise BackendError(f"warm-up request to {client.url} failed: {error}{_hint(error or '')}")
+            raise BackendError(f"warm-up request to {client.url} failed: {error}{_hint(error or '') or oov_hint(error or '', workload)}")
 
 
 def _hint(error: str) -> str:

@@ -56,6 +56,39 @@ def _offline_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# sampling fields shown in the header, in this order; the rest of what was sent shows as "extra"
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k")
+_FORCING_KEYS = ("ignore_eos", "min_tokens", "stream", "stream_options", "endpoint")
+
+
+def _sent_rows(summary: Mapping[str, Any]) -> list[str]:
+    """What every request sent (sampling, extra body) and how its prompt was made."""
+    rows = []
+    sent = summary.get("sampling")
+    if isinstance(sent, Mapping):
+        shown = " ".join(f"{k}={sent[k]}" for k in _SAMPLING_KEYS if k in sent) or "server defaults"
+        extra = {k: v for k, v in sent.items() if k not in _SAMPLING_KEYS + _FORCING_KEYS}
+        if extra:
+            shown += " extra=" + ",".join(f"{k}={v}" for k, v in extra.items())
+        rows.append(f"{'Sampling sent:':<40} {shown}")
+    prompts = summary.get("prompts")
+    if isinstance(prompts, Mapping):
+        rows.append(f"{'Prompts:':<40} {_prompt_source(prompts)}")
+    return rows
+
+
+def _prompt_source(prompts: Mapping[str, Any]) -> str:
+    tokenizer = prompts.get("tokenizer")
+    if not isinstance(tokenizer, Mapping):
+        low, high = prompts.get("token_id_range") or (None, None)
+        return f"token ids {low}..{high - 1 if high else '?'}, no tokenizer"
+    text = f"{tokenizer.get('name')} (vocab {tokenizer.get('vocab_size')})"
+    overhead = prompts.get("chat_template_overhead_tokens")
+    if overhead is not None:
+        text += f", chat template +{overhead} tok"
+    return text
+
+
 def _window(summary: Mapping[str, Any]) -> str | None:
     start, end = summary.get("steady_state_start_s"), summary.get("steady_state_end_s")
     return None if start is None else f"{start:.2f}-{end:.2f}"
@@ -68,6 +101,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     lines = [
         _banner(" Serving Benchmark Result ", "="),
         _row("Compat mode:", summary["compat_mode"]),
+        *_sent_rows(summary),
         _row("Traffic request rate:", summary["request_rate"]),
         _row("Max request concurrency:", summary["max_concurrency"] or "not set"),
         _row("Successful requests:", summary["completed"]),
@@ -114,5 +148,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     if errors:
         lines.append(_banner("First Errors", "-"))
         lines += [e[:_WIDTH * 2] for e in errors]
+    if summary.get("hint"):
+        lines.append(f"Hint: {summary['hint']}")
     lines.append("=" * _WIDTH)
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import orjson
 
 from raybench.errors import ConfigError
@@ -36,6 +37,8 @@ class ClientConfig:
     send_min_tokens: bool = True
     continuous_usage_stats: bool = True
     temperature: float | None = 0.0
+    top_p: float | None = None  # None: not sent (the server's default)
+    top_k: int | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = 3600.0
@@ -78,7 +81,7 @@ def request_body(client: ClientConfig, spec: RequestSpec) -> bytes:
         body["messages"] = [{"role": "user", "content": prompt_text(spec)}]
         body["max_completion_tokens"] = spec.max_tokens
     else:
-        body["prompt"] = spec.prompt_token_ids
+        body["prompt"] = spec.prompt_token_ids if spec.prompt_text is None else spec.prompt_text
     body["max_tokens"] = spec.max_tokens
     if client.send_min_tokens:
         body["min_tokens"] = spec.max_tokens
@@ -86,6 +89,10 @@ def request_body(client: ClientConfig, spec: RequestSpec) -> bytes:
         body["ignore_eos"] = True
     if client.temperature is not None:
         body["temperature"] = client.temperature
+    if client.top_p is not None:
+        body["top_p"] = client.top_p
+    if client.top_k is not None:
+        body["top_k"] = client.top_k
     body["stream"] = client.stream
     if client.stream:
         options = {"include_usage": True}
@@ -94,6 +101,23 @@ def request_body(client: ClientConfig, spec: RequestSpec) -> bytes:
         body["stream_options"] = options
     body.update(client.extra_body)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# per-request fields: the prompt and its lengths; what is left of a body is how every request samples
+_PER_REQUEST_FIELDS = ("model", "prompt", "messages", "max_tokens", "max_completion_tokens", "min_tokens")
+
+
+def sent_parameters(client: ClientConfig) -> dict[str, Any]:
+    """What every request sends besides its prompt and lengths (sampling, forcing, streaming, extra body).
+
+    Read off a real body, so the record is what went on the wire, extra_body's overrides included.
+    """
+    probe = RequestSpec(request_id=0, prompt_token_ids=np.zeros(1, dtype=np.int32), prompt_tokens=1, max_tokens=1)
+    body = orjson.loads(request_body(client, probe))
+    sent = {k: v for k, v in body.items() if k not in _PER_REQUEST_FIELDS}
+    sent["min_tokens"] = "max_tokens" if "min_tokens" in body else None
+    sent["endpoint"] = client.endpoint
+    return sent
 
 
 def request_headers(client: ClientConfig, cell_id: str, request_id: int) -> dict[str, str]:

@@ -29,10 +29,13 @@ _INT32_LIMIT = 2**31
 class RequestSpec:
     """One request as the load generator sends it.
 
-    ``prompt_tokens`` is the exact prompt length in tokens: the ids are sent as a list, and the
-    text form (:func:`prompt_text`) has one word per id. ``max_tokens`` is the forced output
-    length (the client sends ``ignore_eos``). ``group`` is the shared-prefix group, ``None``
-    when the workload has no prefixes. The id array is read-only, as the record is frozen.
+    ``prompt_tokens`` is the exact prompt length in tokens (the tokenizer's count of what is
+    sent). ``prompt_text``, when set, is sent instead of the ids (as the completion prompt or the
+    chat message); it is the tokenizer's decoding of ``prompt_token_ids``, which encode back to
+    exactly those ids. When it is ``None`` the ids are sent as a list (and a chat endpoint gets
+    the simulator's word form, :func:`prompt_text`). ``max_tokens`` is the forced output length
+    (the client sends ``ignore_eos``). ``group`` is the shared-prefix group, ``None`` when the
+    workload has no prefixes. The id array is read-only, as the record is frozen.
     ``session`` and ``turn`` place a request in a multi-turn conversation (None outside one);
     a turn after the first is sent ``think_time_s`` after the previous turn's answer ended.
     """
@@ -42,6 +45,7 @@ class RequestSpec:
     prompt_tokens: int
     max_tokens: int
     group: int | None = None
+    prompt_text: str | None = None
     session: int | None = None
     turn: int | None = None
     think_time_s: float = 0.0
@@ -62,6 +66,8 @@ class RequestSpec:
             raise ConfigError.invalid("request_id", self.request_id, "an integer >= 0")
         if self.max_tokens < 1:
             raise ConfigError.invalid("max_tokens", self.max_tokens, "an integer >= 1")
+        if self.prompt_text is not None and not isinstance(self.prompt_text, str):
+            raise ConfigError.invalid("prompt_text", type(self.prompt_text).__name__, "a string or None")
         if (self.session is None) != (self.turn is None):
             raise ConfigError.invalid("turn", self.turn, "set together with session, or both None")
         if not self.think_time_s >= 0:
@@ -79,13 +85,14 @@ class RequestSpec:
             and self.prompt_tokens == other.prompt_tokens
             and self.max_tokens == other.max_tokens
             and self.group == other.group
+            and self.prompt_text == other.prompt_text
             and self.session == other.session
             and self.turn == other.turn
             and np.array_equal(self.prompt_token_ids, other.prompt_token_ids)
         )
 
     def __hash__(self) -> int:
-        return hash((self.request_id, self.max_tokens, self.group, self.prompt_token_ids.tobytes()))
+        return hash((self.request_id, self.max_tokens, self.group, self.prompt_text, self.prompt_token_ids.tobytes()))
 
 
 @runtime_checkable
@@ -134,12 +141,14 @@ class ShardableWorkload(Protocol):
 
 
 def prompt_text(spec: RequestSpec) -> str:
-    """The prompt as text for chat endpoints: one word ``w<id>`` per token id.
+    """The prompt as text for chat endpoints: ``spec.prompt_text``, else one word ``w<id>`` per id.
 
     The simulator's tokenizer counts one token per whitespace-separated word, so the text form
     has exactly ``spec.prompt_tokens`` tokens there, and prompts that share prefix ids share a
     text prefix too (so prefix caching behaves the same for ids and text).
     """
+    if spec.prompt_text is not None:
+        return spec.prompt_text
     return " ".join(f"w{token_id}" for token_id in spec.prompt_token_ids.tolist())
 
 
@@ -169,6 +178,19 @@ def require_ratio(field: str, value: object) -> float:
     if not (math.isfinite(as_float) and 0.0 <= as_float < 1.0):
         raise ConfigError.invalid(field, value, "a number with 0 <= value < 1")
     return as_float
+
+
+def check_tokenizer(prefix: str, tokenizer: object, revision: object, text: object) -> None:
+    """The tokenizer fields every workload shares: a name or path, a revision, the text switch."""
+    if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
+        raise ConfigError.invalid(f"{prefix}.tokenizer", tokenizer, "a local directory or Hugging Face model name, or None")
+    if revision is not None and (tokenizer is None or not isinstance(revision, str) or not revision):
+        raise ConfigError.invalid(f"{prefix}.tokenizer_revision", revision, "a revision string, given only with a tokenizer")
+    if not isinstance(text, bool):
+        raise ConfigError.invalid(f"{prefix}.text", text, "True or False")
+    if text and tokenizer is None:
+        raise ConfigError.invalid(f"{prefix}.text", text, "False without a tokenizer (text prompts are the tokenizer's "
+                                  "decoding; the simulator's word tokenizer is 'raybench:words')")
 
 
 def require_vocab(prefix: str, low: object, high: object) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 ``num_groups`` prefixes (think: system prompts) are each shared by ``prompts_per_group``
 questions; a prompt is its group's prefix followed by its own question, as ids, so its length is
 exactly ``prefix_len + question_len`` (SGLang joins text with a separator and re-encodes, which
-moves the length). The requests are sent in a seeded shuffled order, as SGLang does, so a
+moves the length). With a tokenizer, the prefix is fitted once per group and each question is
+fitted behind it (:func:`raybench.workloads.prompts.fit_prompt`), so the prompts of a group share
+the prefix's ids and its text, and each encodes back to exactly its ids. The requests are sent in a seeded shuffled order, as SGLang does, so a
 server's prefix cache sees groups interleaved rather than one group at a time. The seed
 benchmark ran 10 groups x 50 prompts, prefix 2000, question 1200, output 800.
 """
@@ -21,9 +23,12 @@ from raybench.workloads.base import (
     DEFAULT_TOKEN_ID_LOW,
     RequestSpec,
     check_request_ids,
+    check_tokenizer,
     require_int,
     require_vocab,
 )
+from raybench.workloads.prompts import TextPrompt, fit_prompt
+from raybench.workloads.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
 # Independent random streams under one seed: the send order, the prefixes, the questions.
 _ORDER_STREAM = 0
@@ -48,6 +53,9 @@ class SharedPrefixWorkload:
     seed: int = 0
     token_id_low: int = DEFAULT_TOKEN_ID_LOW
     token_id_high: int = DEFAULT_TOKEN_ID_HIGH
+    tokenizer: str | None = None  # a name or path for load_tokenizer; None: the id range
+    tokenizer_revision: str | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
         checked = {
@@ -63,6 +71,7 @@ class SharedPrefixWorkload:
         checked["token_id_low"], checked["token_id_high"] = require_vocab(
             "prefix", self.token_id_low, self.token_id_high
         )
+        check_tokenizer("prefix", self.tokenizer, self.tokenizer_revision, self.text)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -83,22 +92,23 @@ class SharedPrefixWorkload:
     def build(self, request_ids: Sequence[int]) -> list[RequestSpec]:
         check_request_ids(request_ids, self.num_requests)
         order = self.send_order()
-        prefixes: dict[int, np.ndarray] = {}
+        tokenizer = None if self.tokenizer is None else load_tokenizer(self.tokenizer, revision=self.tokenizer_revision)
+        prefixes: dict[int, TextPrompt] = {}
         specs = []
         for request_id in request_ids:
             slot = int(order[request_id])
             group = slot // self.prompts_per_group
             if group not in prefixes:
-                prefix_key = (self.seed, _PREFIX_STREAM, group)
-                prefixes[group] = self._draw_ids(prefix_key, self.prefix_len)
-            question = self._draw_ids((self.seed, _QUESTION_STREAM, slot), self.question_len)
+                prefixes[group] = self._prompt(tokenizer, (self.seed, _PREFIX_STREAM, group), self.prefix_len)
+            prompt = self._prompt(tokenizer, (self.seed, _QUESTION_STREAM, slot), self.question_len, prefixes[group])
             specs.append(
                 RequestSpec(
                     request_id=int(request_id),
-                    prompt_token_ids=np.concatenate([prefixes[group], question]),
-                    prompt_tokens=self.prompt_len,
+                    prompt_token_ids=prompt.ids,
+                    prompt_tokens=int(prompt.ids.size),
                     max_tokens=self.output_len,
                     group=group,
+                    prompt_text=prompt.text if self.text else None,
                 )
             )
         return specs
@@ -111,6 +121,15 @@ class SharedPrefixWorkload:
             "prompt_len": self.prompt_len,
         }
 
-    def _draw_ids(self, key: tuple[int, int, int], length: int) -> np.ndarray:
+    def _prompt(self, tokenizer: Tokenizer | None, key: tuple[int, int, int], length: int,
+                prefix: TextPrompt | None = None) -> TextPrompt:
+        """``prefix`` (if any) then ``length`` tokens drawn from ``default_rng(key)``."""
         rng = np.random.default_rng(list(key))
-        return rng.integers(self.token_id_low, self.token_id_high, size=length, dtype=np.int32)
+        if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
+            return fit_prompt(tokenizer, rng, length, prefix)
+        ids = rng.integers(self.token_id_low, self.token_id_high, size=length, dtype=np.int32)
+        if prefix is not None:
+            ids = np.concatenate([prefix.ids, ids])
+        # the word form is only built when it is sent: the id path stays as cheap as before
+        text = tokenizer.decode(ids.tolist()) if tokenizer is not None and self.text else ""
+        return TextPrompt(ids=ids, text=text, exact=True)

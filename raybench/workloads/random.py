@@ -5,8 +5,12 @@ Lengths follow vLLM's current ``--random-range-ratio`` meaning (after vllm#16126
 so ``r = 0`` (the default) gives exactly ``L``. SGLang's flag of the same name means something
 else (``r = 1`` is exact there, sglang#7253); experiments that copy SGLang commands must convert.
 
-Ids are sent as a list, so there is no decode/re-encode step that could change the length
-(sglang#15732, vllm#44708): ``prompt_tokens`` is the length the server sees.
+Without a tokenizer, ids are drawn from ``[token_id_low, token_id_high)`` and sent as a list,
+so there is no decode/re-encode step that could change the length (sglang#15732, vllm#44708):
+``prompt_tokens`` is the length the server sees, if every id is in the model's vocabulary.
+With a tokenizer (a name or path, see :mod:`raybench.workloads.tokenizer`), ids come from its
+vocabulary minus its special tokens and are fitted so that their text encodes back to exactly
+them (:func:`raybench.workloads.prompts.fit_prompt`); ``text=True`` sends that text.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from raybench.workloads.base import (
     DEFAULT_TOKEN_ID_LOW,
     RequestSpec,
     check_request_ids,
+    check_tokenizer,
     require_int,
     require_ratio,
     require_vocab,
 )
+from raybench.workloads.prompts import fit_prompt
+from raybench.workloads.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
 
 def length_bounds(length: int, range_ratio: float) -> tuple[int, int]:
@@ -42,10 +49,12 @@ def length_bounds(length: int, range_ratio: float) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class RandomWorkload:
-    """``num_prompts`` prompts of random ids in ``[token_id_low, token_id_high)``.
+    """``num_prompts`` prompts of random ids: from the tokenizer's vocabulary, or from
+    ``[token_id_low, token_id_high)`` when there is no tokenizer (or it is the word tokenizer).
 
     Request ``i`` draws its lengths and ids from ``np.random.default_rng([seed, i])`` alone, so
     it is the same prompt whichever actor builds it and however the cell is sharded.
+    ``text=True`` also carries the prompt's text (sent instead of the ids).
     """
 
     num_prompts: int
@@ -55,6 +64,9 @@ class RandomWorkload:
     seed: int = 0
     token_id_low: int = DEFAULT_TOKEN_ID_LOW
     token_id_high: int = DEFAULT_TOKEN_ID_HIGH
+    tokenizer: str | None = None  # a name or path for load_tokenizer; None: the id range
+    tokenizer_revision: str | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
         checked = {
@@ -67,6 +79,7 @@ class RandomWorkload:
         checked["token_id_low"], checked["token_id_high"] = require_vocab(
             "random", self.token_id_low, self.token_id_high
         )
+        check_tokenizer("random", self.tokenizer, self.tokenizer_revision, self.text)
         # Store plain Python numbers so describe() is JSON-safe even when given numpy scalars.
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -79,24 +92,38 @@ class RandomWorkload:
         check_request_ids(request_ids, self.num_prompts)
         input_low, input_high = length_bounds(self.input_len, self.range_ratio)
         output_low, output_high = length_bounds(self.output_len, self.range_ratio)
+        tokenizer = self._tokenizer()
         specs = []
         for request_id in request_ids:
             rng = np.random.default_rng([self.seed, int(request_id)])
             prompt_tokens = int(rng.integers(input_low, input_high + 1))
             max_tokens = int(rng.integers(output_low, output_high + 1))
-            ids = rng.integers(
-                self.token_id_low, self.token_id_high, size=prompt_tokens, dtype=np.int32
-            )
+            text = None
+            if tokenizer is None or isinstance(tokenizer, WordTokenizer):
+                ids = rng.integers(
+                    self.token_id_low, self.token_id_high, size=prompt_tokens, dtype=np.int32
+                )
+                if self.text and tokenizer is not None:
+                    text = tokenizer.decode(ids.tolist())
+            else:
+                prompt = fit_prompt(tokenizer, rng, prompt_tokens)
+                ids, text = prompt.ids, (prompt.text if self.text else None)
             specs.append(
                 RequestSpec(
                     request_id=int(request_id),
                     prompt_token_ids=ids,
-                    prompt_tokens=prompt_tokens,
+                    prompt_tokens=int(ids.size),
                     max_tokens=max_tokens,
                     group=None,
+                    prompt_text=text,
                 )
             )
         return specs
+
+    def _tokenizer(self) -> Tokenizer | None:
+        if self.tokenizer is None:
+            return None
+        return load_tokenizer(self.tokenizer, revision=self.tokenizer_revision)
 
     def describe(self) -> dict[str, Any]:
         input_low, input_high = length_bounds(self.input_len, self.range_ratio)

@@ -1,0 +1,135 @@
+"""Which tokenizer makes a run's prompts, per backend, and what to say when a server rejects them.
+
+The rules (docs/workloads.md, "Tokenizers"):
+
+- an experiment's ``tokenizer`` (``--tokenizer``) is loaded or the run stops with one line;
+- else a ``token_id_range`` (``--token-id-range``) means ids from that range, no tokenizer;
+- else the simulator counts words (:data:`WORD_TOKENIZER`), so it needs no model;
+- else the model's own tokenizer (its name) is tried; when it cannot be loaded (offline, no
+  tokenizer.json) random prompts fall back to the default id range, said once in the output
+  and recorded in env.json. A chat endpoint cannot fall back: its text must be the model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from raybench.backends.base import BackendKind
+from raybench.errors import ConfigError
+from raybench.experiment import Backend, Experiment
+from raybench.workloads.base import DEFAULT_TOKEN_ID_HIGH, DEFAULT_TOKEN_ID_LOW, Workload
+from raybench.workloads.tokenizer import WORD_TOKENIZER, Tokenizer, WordTokenizer, load_tokenizer
+
+Report = Callable[[str], None]
+
+# what engines say about an id beyond the vocabulary (vLLM: "Token id 99723 is out of
+# vocabulary"; SGLang and TensorRT-LLM word it differently), lower-cased
+_OOV_MARKERS = ("out of vocabulary", "out of vocab", "vocab_size", "token id out of range", "invalid token id")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PromptSource:
+    """How one backend's prompts are made: a tokenizer, or ids from a range."""
+
+    tokenizer: str | None  # load_tokenizer name; None: ids from [token_id_low, token_id_high)
+    revision: str | None
+    token_id_low: int
+    token_id_high: int
+    text: bool  # prompts carry their text and send it (chat, or a dialect without id prompts)
+    record: dict[str, Any]  # env.json / summary.json: which tokenizer, or the fallback and why
+
+    def workload_params(self) -> dict[str, Any]:
+        """Keyword arguments every workload takes (see RandomWorkload, SharedPrefixWorkload)."""
+        return {"tokenizer": self.tokenizer, "tokenizer_revision": self.revision, "text": self.text,
+                "token_id_low": self.token_id_low, "token_id_high": self.token_id_high}
+
+    def cell_record(self, workload: Workload, *, chat: bool) -> dict[str, Any]:
+        """The summary's "prompts": the tokenizer, and for chat the template's extra tokens."""
+        record = {**self.record, "sent_as": "chat message" if chat else ("text" if self.text else "token ids")}
+        if chat and self.tokenizer is not None:
+            spec = workload.build([0])[0]
+            messages = [{"role": "user", "content": spec.prompt_text}]
+            tokenizer = load_tokenizer(self.tokenizer, revision=self.revision)
+            # measured on request 0: a single user message gets the same wrapping every time
+            record["chat_template_overhead_tokens"] = tokenizer.count_chat(messages) - spec.prompt_tokens
+        return record
+
+
+class PromptSources:
+    """Resolves each backend's :class:`PromptSource` once, and says a fallback once per run."""
+
+    def __init__(self, experiment: Experiment, *, report: Report) -> None:
+        self._experiment = experiment
+        self._report = report
+        self._tried: dict[tuple[str, str | None], Tokenizer | ConfigError] = {}
+
+    def for_backend(self, backend: Backend, *, chat: bool, text: bool) -> PromptSource:
+        e = self._experiment
+        text = text or chat
+        if e.tokenizer is not None:
+            return _with_tokenizer(self._load(e.tokenizer, e.tokenizer_revision, explicit=True), e.tokenizer_revision, text)
+        simulator = backend.kind is BackendKind.SIM
+        if e.token_id_range is not None:
+            low, high = e.token_id_range
+            if text and not simulator:
+                raise ConfigError(f"{backend.name}: chat prompts need the model's tokenizer to be text of exact length; "
+                                  "give --tokenizer (experiment field tokenizer) instead of --token-id-range")
+            return _id_range(low, high, text=text, simulator=simulator, why="token_id_range given")
+        if simulator:
+            return _with_tokenizer(WordTokenizer(), None, text)
+        loaded = self._load(e.model, e.tokenizer_revision, explicit=False)
+        if isinstance(loaded, ConfigError):
+            if text:
+                raise ConfigError(f"{backend.name}: chat prompts need the model's tokenizer ({loaded}); "
+                                  "give --tokenizer NAME_OR_PATH (experiment field tokenizer)")
+            return _id_range(DEFAULT_TOKEN_ID_LOW, DEFAULT_TOKEN_ID_HIGH, text=False, simulator=False,
+                             why=str(loaded), tried=e.model)
+        return _with_tokenizer(loaded, e.tokenizer_revision, text)
+
+    def _load(self, name: str, revision: str | None, *, explicit: bool) -> Tokenizer | ConfigError:
+        key = (name, revision)
+        if key not in self._tried:
+            try:
+                self._tried[key] = load_tokenizer(name, revision=revision)
+            except ConfigError as err:
+                if explicit:
+                    raise
+                self._tried[key] = err
+                self._report(f"tokenizer: the model's tokenizer could not be loaded ({err}); random prompts use "
+                             f"token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} instead. Give --tokenizer "
+                             "NAME_OR_PATH to draw from the model's vocabulary, or --token-id-range LOW:HIGH")
+        return self._tried[key]
+
+
+def _with_tokenizer(tokenizer: Tokenizer | ConfigError, revision: str | None, text: bool) -> PromptSource:
+    assert not isinstance(tokenizer, ConfigError)  # explicit loads raise instead
+    record = {"tokenizer": tokenizer.describe(), "fallback": None}
+    low, high = DEFAULT_TOKEN_ID_LOW, DEFAULT_TOKEN_ID_HIGH
+    if isinstance(tokenizer, WordTokenizer):
+        low, high = tokenizer.sample_ids()[0].item(), tokenizer.sample_ids()[-1].item() + 1
+    return PromptSource(tokenizer=tokenizer.name, revision=revision, token_id_low=low, token_id_high=high, text=text, record=record)
+
+
+def _id_range(low: int, high: int, *, text: bool, simulator: bool, why: str, tried: str | None = None) -> PromptSource:
+    record = {"tokenizer": None, "fallback": "token_id_range", "token_id_range": [low, high], "why": why,
+              "tried": tried}
+    # the simulator counts words, so on it a chat text can be the ids spelled as words
+    tokenizer = WORD_TOKENIZER if text and simulator else None
+    return PromptSource(tokenizer=tokenizer, revision=None, token_id_low=low, token_id_high=high, text=text,
+                        record=record)
+
+
+def oov_hint(error: str, workload: Workload | None) -> str:
+    """One sentence for a server's out-of-vocabulary error: the id range used and the flags that fix it."""
+    if not any(marker in error.lower() for marker in _OOV_MARKERS):
+        return ""
+    params = workload.describe() if workload is not None else {}
+    low, high = params.get("token_id_low", DEFAULT_TOKEN_ID_LOW), params.get("token_id_high", DEFAULT_TOKEN_ID_HIGH)
+    used = params.get("tokenizer")
+    if used and used != WORD_TOKENIZER:
+        return (f" (prompt ids came from tokenizer {used}: is it the served model's? check --tokenizer)")
+    return (f" (random prompt ids were drawn from the token-id range {low}..{high - 1}, beyond this model's "
+            "vocabulary: give --tokenizer NAME_OR_PATH to draw from the model's own vocabulary, or "
+            "--token-id-range LOW:HIGH within it)")
