@@ -96,14 +96,14 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--backend", type=click.Choice(["sim"]), help="Start a server instead of --url: the built-in simulator.")
 @click.option("--endpoint", default="/v1/completions", help="API path: /v1/completions or /v1/chat/completions.")
 @click.option("--model", default=None, help="Model name to request. Default: the only model the server lists (the simulator serves deepseek-ai/DeepSeek-R1).")
-@click.option("--dataset", type=click.Choice(["random", "prefix", "trace", "multiturn"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups; trace: replay a Mooncake trace (--dataset-path) at its timestamps; multiturn: sessions of --num-turns turns (see docs/workloads.md).")
-@click.option("--dataset-path", type=click.Path(path_type=Path), default=None, help="trace: the JSONL file.")
+@click.option("--dataset", type=click.Choice(["random", "prefix", "sharegpt", "custom", "trace", "multiturn"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups; sharegpt: ShareGPT JSON; custom: JSONL of prompt or messages; trace: replay a Mooncake trace at its timestamps; multiturn: sessions of --num-turns turns (see docs/workloads.md).")
+@click.option("--dataset-path", type=click.Path(path_type=Path), default=None, help="sharegpt, custom, trace: the file.")
 @click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, help="trace: the trace's gaps times this (2 = half its pace, 0.5 = twice).")
 @click.option("--num-sessions", type=click.IntRange(min=1), default=16, help="multiturn: conversations in the cell (--concurrency counts sessions).")
 @click.option("--num-turns", type=click.IntRange(min=1), default=4, help="multiturn: turns per session.")
 @click.option("--think-time", type=click.FloatRange(min=0), default=0.0, help="multiturn: seconds between an answer's end and the next turn.")
 @click.option("--input-len", type=click.IntRange(min=1), default=1024, help="Prompt tokens (prefix: prefix + question).")
-@click.option("--output-len", type=click.IntRange(min=1), default=128, help="Output tokens, forced with ignore_eos and min_tokens.")
+@click.option("--output-len", type=click.IntRange(min=1), default=None, help="Output tokens, forced with ignore_eos and min_tokens. Default: 128; sharegpt: each reply's length; custom: each record's output_tokens (else 128).")
 @click.option("--range-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Lengths drawn from [L(1-r), L(1+r)] (vLLM's meaning); 0 = exact.")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests in the cell. Default: 100; trace: every record (else the first N); prefix: groups x prompts-per-group instead.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Cap on requests in flight (the client's semaphore). Default: no cap.")
@@ -169,11 +169,12 @@ def bench(**opts) -> None:
         model = check_server(opts["url"], opts["model"])
     num_prompts, requests = _bench_sizes(opts)
     sweep = Online(
-        concurrency=(opts["concurrency"] or requests,), input_len=opts["input_len"], output_len=opts["output_len"],
+        concurrency=(opts["concurrency"] or requests,), input_len=opts["input_len"], output_len=opts["output_len"] or 128,
         num_prompts=num_prompts, dataset=opts["dataset"], range_ratio=opts["range_ratio"],
         request_rate=opts["request_rate"], burstiness=opts["burstiness"], num_groups=opts["prefix_groups"],
         prompts_per_group=opts["prompts_per_group"], prefix_len=opts["prefix_len"],
         dataset_path=None if opts["dataset_path"] is None else str(opts["dataset_path"]), time_scale=opts["time_scale"],
+        force_output_len=opts["dataset"] in ("sharegpt", "custom") and opts["output_len"] is not None,
         num_turns=opts["num_turns"], think_time_s=opts["think_time"],
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
@@ -194,8 +195,10 @@ def _bench_sizes(opts: dict) -> tuple[int, int]:
     anything starts.
     """
     dataset, given = opts["dataset"], opts["num_prompts"]
-    if (dataset == "trace") != (opts["dataset_path"] is not None):
-        raise click.UsageError("--dataset-path goes with --dataset trace (and --dataset trace needs it)")
+    if (dataset in ("sharegpt", "custom", "trace")) != (opts["dataset_path"] is not None):
+        raise click.UsageError("--dataset-path goes with --dataset sharegpt, custom or trace (and they need it)")
+    if dataset in ("sharegpt", "custom"):
+        return given or 1000, given or 1000  # vLLM's default; fewer when fewer records pass
     if dataset == "prefix":
         n = opts["prefix_groups"] * opts["prompts_per_group"]
         return n, n

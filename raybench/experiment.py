@@ -35,8 +35,8 @@ from raybench.workloads.base import require_vocab
 
 
 # workloads an online sweep can send; file datasets need a dataset_path
-DATASETS = ("random", "prefix", "trace", "multiturn")
-FILE_DATASETS = ("trace",)
+DATASETS = ("random", "prefix", "sharegpt", "custom", "trace", "multiturn")
+FILE_DATASETS = ("sharegpt", "custom", "trace")
 
 
 class Mode(str, enum.Enum):
@@ -140,8 +140,11 @@ class Online:
     num_groups: int = 10
     prompts_per_group: int = 50
     prefix_len: int = 2000
-    # file datasets (trace): the file; num_prompts is then at most this many of its records
+    # file datasets (sharegpt, custom, trace): the file; num_prompts is then at most this many of
+    # its records. sharegpt/custom take output lengths from the file unless force_output_len
+    # (custom records without output_tokens get output_len)
     dataset_path: str | None = None
+    force_output_len: bool = False
     time_scale: float = 1.0  # trace: gaps times this (2 = half the trace's pace)
     # multiturn: num_prompts sessions of num_turns turns; concurrency counts sessions
     num_turns: int = 4
@@ -213,6 +216,7 @@ class Cell:
     num_groups: int | None = None
     prompts_per_group: int | None = None
     dataset_path: str | None = None
+    force_output_len: bool = False  # sharegpt/custom: output_len for every request, not the file's
     time_scale: float | None = None  # trace only
     num_turns: int | None = None  # multiturn only (num_prompts is then turns of every session)
     think_time_s: float | None = None  # multiturn only
@@ -421,7 +425,7 @@ class Experiment:
                         burstiness=s.burstiness, prefix_len=s.prefix_len if prefix else 0,
                         num_groups=s.num_groups if prefix else None,
                         prompts_per_group=s.prompts_per_group if prefix else None,
-                        dataset_path=s.dataset_path,
+                        dataset_path=s.dataset_path, force_output_len=s.force_output_len,
                         time_scale=s.time_scale if s.dataset == "trace" else None,
                         num_turns=s.num_turns if s.dataset == "multiturn" else None,
                         think_time_s=s.think_time_s if s.dataset == "multiturn" else None,
@@ -445,6 +449,9 @@ def _workload_tag(s: Online) -> str:
     """The workload's part of a cell id: the synthetic lengths, or the file and its replay settings."""
     if s.dataset == "trace":
         return f"trace-{Path(s.dataset_path).stem}-n{s.num_prompts}-x{s.time_scale:g}"
+    if s.dataset in FILE_DATASETS:
+        output = f"-o{s.output_len}" if s.force_output_len else ""
+        return f"{s.dataset}-{Path(s.dataset_path).stem}-n{s.num_prompts}{output}"
     if s.dataset == "multiturn":
         return f"mt{s.num_prompts}x{s.num_turns}-i{s.input_len}-o{s.output_len}"
     tag = f"p{s.prefix_len}" if s.dataset == "prefix" else ""

@@ -57,6 +57,8 @@ from raybench.telemetry.scraper import ServerMetricsRecording
 from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
 from raybench.workloads.multiturn import MultiTurnWorkload
+from raybench.workloads.datasets import load_dataset
+from raybench.workloads.tokenizer import WORD_TOKENIZER
 from raybench.workloads.trace import TraceWorkload
 
 Report = Callable[[str], None]
@@ -84,11 +86,15 @@ def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> W
     seed = cell.seed if seed is None else seed
     if cell.dataset == "trace":
         return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
-                                       seed=seed)
+                                       seed=seed, **prompt_params)
+    if cell.dataset in ("sharegpt", "custom"):
+        return load_dataset(cell.dataset, cell.dataset_path, num_prompts=cell.num_prompts, seed=seed,
+                            output_len=cell.output_len if cell.force_output_len else None,
+                            default_output_len=cell.output_len, **prompt_params)
     if cell.dataset == "multiturn":
         return MultiTurnWorkload(num_sessions=cell.num_prompts // cell.num_turns, num_turns=cell.num_turns,
                                  input_len=cell.input_len, output_len=cell.output_len,
-                                 think_time_s=cell.think_time_s, seed=seed)
+                                 think_time_s=cell.think_time_s, seed=seed, **prompt_params)
     if cell.dataset == "prefix":
         return SharedPrefixWorkload(
             num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
@@ -107,7 +113,8 @@ def check_workloads(cells: list[Cell]) -> None:
     for cell in cells:
         if cell.dataset_path is not None and cell.dataset_path not in seen:
             seen.add(cell.dataset_path)
-            workload_for(cell)
+            # the format and the filters, counted in words here; the run counts with its tokenizer
+            workload_for(cell, tokenizer=WORD_TOKENIZER, text=False)
 
 
 class _Server:

@@ -204,3 +204,18 @@ def require_vocab(prefix: str, low: object, high: object) -> tuple[int, int]:
             f"an integer above token_id_low ({low_int}) and at most {_INT32_LIMIT} (int32 ids)",
         )
     return low_int, high_int
+
+
+def as_text(ids: np.ndarray, tokenizer: str | None, revision: str | None) -> tuple[np.ndarray, str]:
+    """``ids`` as the text a tokenizer decodes them to, and that text's own ids (what is counted).
+
+    For workloads whose prompts are ids by construction (trace blocks, conversation histories)
+    when text must be sent (chat). With the simulator's word tokenizer the round trip is exact;
+    with a model's tokenizer the recorded length is the text's, which may differ slightly.
+    """
+    from raybench.workloads.tokenizer import WordTokenizer, load_tokenizer
+
+    counter = WordTokenizer() if tokenizer is None else load_tokenizer(tokenizer, revision=revision)
+    text = counter.decode(ids.tolist())
+    return np.asarray(counter.encode(text), dtype=np.int32), text
+

@@ -27,7 +27,9 @@ from raybench.workloads.base import (
     DEFAULT_TOKEN_ID_HIGH,
     DEFAULT_TOKEN_ID_LOW,
     RequestSpec,
+    as_text,
     check_request_ids,
+    check_tokenizer,
     require_int,
     require_vocab,
 )
@@ -54,8 +56,12 @@ class MultiTurnWorkload:
     seed: int = 0
     token_id_low: int = DEFAULT_TOKEN_ID_LOW
     token_id_high: int = DEFAULT_TOKEN_ID_HIGH
+    tokenizer: str | None = None  # used only with text: the ids' text and its count
+    tokenizer_revision: str | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
+        check_tokenizer("multiturn", self.tokenizer, self.tokenizer_revision, self.text)
         for name, minimum in (("num_sessions", 1), ("num_turns", 1), ("input_len", 1), ("output_len", 1), ("seed", 0)):
             object.__setattr__(self, name, require_int(f"multiturn.{name}", getattr(self, name), minimum=minimum))
         turn_len = self.input_len if self.turn_input_len is None else self.turn_input_len
@@ -90,11 +96,13 @@ class MultiTurnWorkload:
             while len(parts) < 2 * turn + 1:  # user 0, answer 0, user 1, ... up to this turn's user message
                 k, is_answer = divmod(len(parts), 2)
                 parts.append(self._answer(session, k) if is_answer else self._user(session, k))
-            ids = np.concatenate(parts[: 2 * turn + 1])
+            ids, text = np.concatenate(parts[: 2 * turn + 1]), None
+            if self.text:
+                ids, text = as_text(ids, self.tokenizer, self.tokenizer_revision)
             specs.append(RequestSpec(
                 request_id=int(request_id), prompt_token_ids=ids, prompt_tokens=int(ids.size),
                 max_tokens=self.output_len, group=session, session=session, turn=turn,
-                think_time_s=self.think_time_s if turn else 0.0,
+                think_time_s=self.think_time_s if turn else 0.0, prompt_text=text,
             ))
         return specs
 

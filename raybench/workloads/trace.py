@@ -33,6 +33,8 @@ from raybench.workloads.base import (
     DEFAULT_TOKEN_ID_HIGH,
     DEFAULT_TOKEN_ID_LOW,
     RequestSpec,
+    as_text,
+    check_tokenizer,
     require_int,
 )
 
@@ -155,8 +157,12 @@ class TraceWorkload:
     seed: int = 0
     token_id_low: int = DEFAULT_TOKEN_ID_LOW
     token_id_high: int = DEFAULT_TOKEN_ID_HIGH
+    tokenizer: str | None = None  # used only with text: the ids' text and its count
+    tokenizer_revision: str | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
+        check_tokenizer("trace", self.tokenizer, self.tokenizer_revision, self.text)
         scale = self.time_scale
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
             raise ConfigError.invalid("time_scale", scale, "a finite number > 0 (1 = the trace's own pace, 2 = half as fast)")
@@ -200,10 +206,13 @@ class TraceWorkload:
             have = len(parts) * self.block_size
             if have < length:
                 parts.append(self._ids((self.seed, _PAD_STREAM, int(request_id)), length - have))
-            ids = np.concatenate(parts)[:length]
+            ids, text = np.concatenate(parts)[:length], None
+            if self.text:
+                ids, text = as_text(ids, self.tokenizer, self.tokenizer_revision)
             max_tokens = self.output_len or int(rows.output_lengths[row])
-            specs.append(RequestSpec(request_id=int(request_id), prompt_token_ids=ids, prompt_tokens=length,
-                                     max_tokens=max_tokens, group=int(hash_ids[0]) if hash_ids else None))
+            specs.append(RequestSpec(request_id=int(request_id), prompt_token_ids=ids, prompt_tokens=int(ids.size),
+                                     max_tokens=max_tokens, group=int(hash_ids[0]) if hash_ids else None,
+                                     prompt_text=text))
         return specs
 
     def describe(self) -> dict[str, Any]:
@@ -212,7 +221,7 @@ class TraceWorkload:
         return {
             "name": "trace", "format": "mooncake", "source": self.source, "num_requests": self.num_requests,
             "time_scale": self.time_scale, "block_size": self.block_size, "output_len": self.output_len,
-            "seed": self.seed, "replay_span_s": span_s,
+            "seed": self.seed, "replay_span_s": span_s, "sent_as": "text" if self.text else "token ids",
             "distinct_blocks": int(np.unique(rows.hash_ids).size), "total_blocks": int(rows.hash_ids.size),
         }
 

@@ -39,7 +39,7 @@ def test_unknown_field_names_file_line_field_and_the_allowed_fields(tmp_path):
         """)
     assert msg.startswith(f"{path}:2: ")
     assert "unexpected keyword argument 'max_concurency'" in msg
-    assert "allowed: burstiness, concurrency, dataset, dataset_path, input_len" in msg
+    assert "allowed: burstiness, concurrency, dataset, dataset_path, force_output_len, input_len" in msg
 
 
 def test_wrong_type_names_field_value_and_what_is_allowed(tmp_path):
