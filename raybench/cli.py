@@ -113,6 +113,9 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--prompts-per-group", type=click.IntRange(min=1), default=50, help="prefix dataset: prompts per prefix.")
 @click.option("--prefix-len", type=click.IntRange(min=1), default=2000, help="prefix dataset: shared prefix tokens.")
 @click.option("--goodput", multiple=True, help="SLOs as vLLM takes them: ttft:MS tpot:MS e2el:MS.")
+@click.option("--search", "search_over", type=click.Choice(["concurrency", "request_rate"]), default=None, help="Find the highest concurrency or request rate of --search-grid whose requests meet the --goodput SLOs (bisection: about log2 of the grid's cells).")
+@click.option("--search-grid", default=None, help="--search: the ascending values to choose from, e.g. 1,2,4,8,16,32.")
+@click.option("--search-attainment", type=click.FloatRange(0, 1, min_open=True), default=0.99, help="--search: the share of requests that must meet every SLO (0.99: the p99).")
 @click.option("--seed", type=int, default=0, help="Seed for prompts and arrivals.")
 @click.option("--compat", type=click.Choice(["raybench", "sglang", "vllm"]), default="raybench", help="Whose metric definitions the summary uses.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors. Default: one per 256 streams.")
@@ -168,8 +171,9 @@ def bench(**opts) -> None:
         backend = ExternalBackend(name="server", url=opts["url"])
         model = check_server(opts["url"], opts["model"])
     num_prompts, requests = _bench_sizes(opts)
+    search, concurrency = _bench_search(opts, goodput, default_concurrency=requests)
     sweep = Online(
-        concurrency=(opts["concurrency"] or requests,), input_len=opts["input_len"], output_len=opts["output_len"] or 128,
+        concurrency=concurrency, input_len=opts["input_len"], output_len=opts["output_len"] or 128,
         num_prompts=num_prompts, dataset=opts["dataset"], range_ratio=opts["range_ratio"],
         request_rate=opts["request_rate"], burstiness=opts["burstiness"], num_groups=opts["prefix_groups"],
         prompts_per_group=opts["prompts_per_group"], prefix_len=opts["prefix_len"],
@@ -179,13 +183,38 @@ def bench(**opts) -> None:
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput, tokenizer=opts["tokenizer"],
-                            tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling)
+                            tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling,
+                            search=search)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
                         "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
+
+
+def _bench_search(opts: dict, goodput: dict[str, float], *, default_concurrency: int):
+    """The SloSearch of --search (or None) and the sweep's concurrency values."""
+    from raybench.search import SloSearch
+
+    given = opts["concurrency"] or default_concurrency
+    if opts["search_over"] is None:
+        if opts["search_grid"] is not None:
+            raise click.UsageError("--search-grid goes with --search concurrency|request_rate")
+        return None, (given,)
+    if not goodput:
+        raise click.UsageError("--search needs the SLOs to meet: give --goodput, e.g. ttft:500 tpot:50")
+    try:
+        grid = [float(v) for v in (opts["search_grid"] or "").replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{opts['search_grid']!r}: expected numbers such as 1,2,4,8", param_hint="--search-grid") from None
+    if not grid:
+        raise click.UsageError("--search needs --search-grid, e.g. 1,2,4,8,16")
+    if opts["search_over"] == "concurrency":
+        if any(v != int(v) or v < 1 for v in grid) or grid != sorted(set(grid)):
+            raise click.BadParameter("concurrency values must be ascending integers >= 1", param_hint="--search-grid")
+        return SloSearch(over="concurrency", attainment=opts["search_attainment"]), tuple(int(v) for v in grid)
+    return SloSearch(over="request_rate", grid=tuple(grid), attainment=opts["search_attainment"]), (given,)
 
 
 def _bench_sizes(opts: dict) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from raybench.backends import (  # noqa: F401  (re-exported: experiment files im
     VLLMBackend,
 )
 from raybench.errors import ConfigError
+from raybench.search import SloSearch
 from raybench.workloads.base import require_vocab
 
 
@@ -304,6 +305,9 @@ class Experiment:
     warmup_requests: int = 1
     compat: str = "raybench"
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
+    # run only the cells a bisection needs to find the highest concurrency (or rate) meeting
+    # goodput_slos_ms; None: run every cell (see raybench/search.py)
+    search: SloSearch | None = None
     # backend name -> the hardware it runs on; a paired backend asks Ray for {resource: count}
     hardware: Mapping[str, Hardware] = field(default_factory=dict)
     # prompts: the tokenizer (a local directory with tokenizer.json, or a Hugging Face name) whose
@@ -319,6 +323,7 @@ class Experiment:
         for name in ("backends", "online", "offline"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._pair_hardware()
+        self._check_search()
         for sweep in (*self.online, *self.offline):
             for name in sweep.only:
                 if name not in {b.name for b in self.backends}:
@@ -356,6 +361,18 @@ class Experiment:
                 raise ConfigError("give tokenizer or token_id_range, not both: with a tokenizer, ids come from its vocabulary")
         if not isinstance(self.sampling, Sampling):
             raise ConfigError.invalid("sampling", self.sampling, "a Sampling(temperature=0.0, top_p=..., top_k=..., extra_body={...})")
+
+    def _check_search(self) -> None:
+        if self.search is None:
+            return
+        if not isinstance(self.search, SloSearch):
+            raise ConfigError.invalid("search", self.search, 'SloSearch(over="concurrency") or None')
+        if not self.goodput_slos_ms:
+            raise ConfigError.invalid("goodput_slos_ms", self.goodput_slos_ms, "the SLOs a search meets, e.g. {\"ttft\": 500}")
+        if len(self.online) != 1 or self.offline:
+            raise ConfigError.invalid("online", len(self.online), "exactly one online sweep (and no offline) with a search")
+        if self.search.over == "request_rate" and len(self.online[0].concurrency) != 1:
+            raise ConfigError.invalid("concurrency", self.online[0].concurrency, "one value when the search is over request_rate")
 
     def _pair_hardware(self) -> None:
         if not isinstance(self.hardware, Mapping):
@@ -413,15 +430,16 @@ class Experiment:
             if s.only and b.name not in s.only:
                 continue
             prefix = s.dataset == "prefix"
-            for c in s.concurrency:
-                rate = "" if math.isinf(s.request_rate) else f"-r{s.request_rate:g}"
+            rates = self.search.grid if self.search is not None and self.search.over == "request_rate" else (s.request_rate,)
+            for c, request_rate in ((c, r) for c in s.concurrency for r in rates):
+                rate = "" if math.isinf(request_rate) else f"-r{request_rate:g}"
                 cells.append(
                     Cell(
                         id=f"{key}-online-c{c}-{_workload_tag(s)}{rate}", **common,
                         backend=b.name, mode=Mode.ONLINE, concurrency=c,
                         num_prompts=_num_requests(s),
                         input_len=s.input_len, output_len=s.output_len, dataset=s.dataset,
-                        range_ratio=s.range_ratio, request_rate=s.request_rate,
+                        range_ratio=s.range_ratio, request_rate=request_rate,
                         burstiness=s.burstiness, prefix_len=s.prefix_len if prefix else 0,
                         num_groups=s.num_groups if prefix else None,
                         prompts_per_group=s.prompts_per_group if prefix else None,

@@ -39,6 +39,7 @@ from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
 from raybench.prompting import PromptSource, PromptSources, oov_hint
+from raybench.search import SEARCH_FILE, Probe, bisect, format_result, judge
 from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, SUMMARY_FILE, CellWriter, read_cell
 from raybench.store.metadata import (
     git_state,
@@ -181,7 +182,9 @@ class Runner:
                 # engine cells need the GPUs the server holds: they run once it is down
                 engine = [c for c in todo if c.runs_in_engine]
                 served = [c for c in todo if not c.runs_in_engine]
-                if served:
+                if self.experiment.search is not None:
+                    self._search(backend, [c for c in cells if c.backend == backend.name], done, guard)
+                elif served:
                     with self._server(backend, guard) as server:
                         for cell in served:
                             self._run_cell(cell, server)
@@ -195,6 +198,31 @@ class Runner:
         write_table_atomic(self.run_dir.summary_parquet, summary_frame(summaries).to_arrow())
         self.progress.finish(summaries)
         return summaries
+
+    def _search(self, backend: Backend, cells: list[Cell], done: set[str], guard: ServerGuard) -> None:
+        """Bisect the backend's grid cells for the SLOs; the server starts only if a probe must run."""
+        search, slos = self.experiment.search, self.experiment.goodput_slos_ms
+        over = search.over
+        grid = sorted(cells, key=lambda c: getattr(c, over))
+        with contextlib.ExitStack() as stack:
+            server: list[_Server] = []
+
+            def probe(i: int) -> Probe:
+                cell = grid[i]
+                if cell.id not in done:
+                    if not server:
+                        server.append(stack.enter_context(self._server(backend, guard)))
+                    self._run_cell(cell, server[0])
+                summary = json.loads((self.run_dir.cell_dir(cell.id) / SUMMARY_FILE).read_text())
+                return judge(summary, value=getattr(cell, over), attainment=search.attainment)
+
+            result = dataclasses.replace(bisect([getattr(c, over) for c in grid], probe), over=over)
+        line = format_result(result, slos, search.attainment)
+        self.report(f"{backend.name}: {line}")
+        path = self.run_dir.path / SEARCH_FILE
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        record[backend.name] = {**result.to_json(), "slos_ms": slos, "attainment": search.attainment, "line": line}
+        write_json_atomic(path, record)
 
     def _prompt_sources(self, cells: list[Cell]) -> dict[str, PromptSource]:
         sources = PromptSources(self.experiment, report=self.report)
