@@ -113,6 +113,9 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--prompts-per-group", type=click.IntRange(min=1), default=50, help="prefix dataset: prompts per prefix.")
 @click.option("--prefix-len", type=click.IntRange(min=1), default=2000, help="prefix dataset: shared prefix tokens.")
 @click.option("--goodput", multiple=True, help="SLOs as vLLM takes them: ttft:MS tpot:MS e2el:MS.")
+@click.option("--ramp-up-strategy", "ramp_up", type=click.Choice(["linear", "exponential"]), default=None, help="Ramp the load up (vLLM's flag): with --request-rate the rate goes from --ramp-up-start to it over the cell's requests; without, the concurrency cap goes from --ramp-up-start to --concurrency over --ramp-up-duration seconds.")
+@click.option("--ramp-up-start", type=click.FloatRange(min=0, min_open=True), default=None, help="--ramp-up-strategy: the starting request rate (or concurrency).")
+@click.option("--ramp-up-duration", type=click.FloatRange(min=0, min_open=True), default=None, help="--ramp-up-strategy without --request-rate: seconds the concurrency ramp takes.")
 @click.option("--search", "search_over", type=click.Choice(["concurrency", "request_rate"]), default=None, help="Find the highest concurrency or request rate of --search-grid whose requests meet the --goodput SLOs (bisection: about log2 of the grid's cells).")
 @click.option("--search-grid", default=None, help="--search: the ascending values to choose from, e.g. 1,2,4,8,16,32.")
 @click.option("--search-attainment", type=click.FloatRange(0, 1, min_open=True), default=0.99, help="--search: the share of requests that must meet every SLO (0.99: the p99).")
@@ -180,6 +183,7 @@ def bench(**opts) -> None:
         dataset_path=None if opts["dataset_path"] is None else str(opts["dataset_path"]), time_scale=opts["time_scale"],
         force_output_len=opts["dataset"] in ("sharegpt", "custom") and opts["output_len"] is not None,
         num_turns=opts["num_turns"], think_time_s=opts["think_time"],
+        ramp_up=opts["ramp_up"], ramp_start=opts["ramp_up_start"], ramp_up_s=opts["ramp_up_duration"] or 0.0,
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput, tokenizer=opts["tokenizer"],

@@ -36,6 +36,7 @@ from raybench.workloads.base import require_vocab
 
 
 # workloads an online sweep can send; file datasets need a dataset_path
+RAMPS = ("linear", "exponential")
 DATASETS = ("random", "prefix", "sharegpt", "custom", "trace", "multiturn")
 FILE_DATASETS = ("sharegpt", "custom", "trace")
 
@@ -150,6 +151,12 @@ class Online:
     # multiturn: num_prompts sessions of num_turns turns; concurrency counts sessions
     num_turns: int = 4
     think_time_s: float = 0.0
+    # ramp-up (linear | exponential), as vLLM's --ramp-up-strategy: with a finite request_rate the
+    # rate ramps from ramp_start to request_rate over the cell's requests; without one the
+    # concurrency cap ramps from ramp_start to each concurrency over ramp_up_s seconds
+    ramp_up: str | None = None
+    ramp_start: float | None = None
+    ramp_up_s: float = 0.0
     # backend names this sweep runs on; empty: every backend
     only: tuple[str, ...] = ()
 
@@ -169,6 +176,26 @@ class Online:
             raise ConfigError.invalid("time_scale", self.time_scale, "a finite number > 0 (1 = the trace's own pace)")
         if not (isinstance(self.think_time_s, (int, float)) and math.isfinite(self.think_time_s) and self.think_time_s >= 0):
             raise ConfigError.invalid("think_time_s", self.think_time_s, "a finite number of seconds >= 0")
+        self._check_ramp()
+
+    def _check_ramp(self) -> None:
+        if self.ramp_up is None:
+            if self.ramp_start is not None:
+                raise ConfigError.invalid("ramp_start", self.ramp_start, "None without ramp_up")
+            return
+        if self.ramp_up not in RAMPS:
+            raise ConfigError.unknown("ramp_up", str(self.ramp_up), RAMPS)
+        start = self.ramp_start
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not (math.isfinite(start) and start > 0):
+            raise ConfigError.invalid("ramp_start", start, "the rate (or concurrency) the ramp starts from, > 0")
+        if math.isinf(self.request_rate):
+            if start != int(start) or start > min(self.concurrency):
+                raise ConfigError.invalid("ramp_start", start, f"a concurrency from 1 to {min(self.concurrency)} "
+                                          "(without a request_rate the concurrency cap ramps)")
+            if not (isinstance(self.ramp_up_s, (int, float)) and math.isfinite(self.ramp_up_s) and self.ramp_up_s > 0):
+                raise ConfigError.invalid("ramp_up_s", self.ramp_up_s, "the seconds the concurrency ramp takes, > 0")
+        elif start > self.request_rate:
+            raise ConfigError.invalid("ramp_start", start, f"a rate up to request_rate ({self.request_rate:g})")
         if not 0 <= self.range_ratio < 1:
             raise ConfigError.invalid("range_ratio", self.range_ratio, "0 <= range_ratio < 1")
         if not self.request_rate > 0:
@@ -221,6 +248,9 @@ class Cell:
     time_scale: float | None = None  # trace only
     num_turns: int | None = None  # multiturn only (num_prompts is then turns of every session)
     think_time_s: float | None = None  # multiturn only
+    ramp_up: str | None = None  # linear | exponential; see Online
+    ramp_start: float | None = None
+    ramp_up_s: float | None = None  # concurrency ramps only
     hardware: str | None = None  # Hardware.name the backend is paired with; None: none given
     engine: str | None = None  # the backend's kind: sglang, vllm, trtllm, sim, external
     repeat: int = 1  # 1..Experiment.repeats
@@ -433,6 +463,8 @@ class Experiment:
             rates = self.search.grid if self.search is not None and self.search.over == "request_rate" else (s.request_rate,)
             for c, request_rate in ((c, r) for c in s.concurrency for r in rates):
                 rate = "" if math.isinf(request_rate) else f"-r{request_rate:g}"
+                if s.ramp_up is not None:
+                    rate += f"-{s.ramp_up[:3]}{s.ramp_start:g}" + (f"in{s.ramp_up_s:g}s" if math.isinf(request_rate) else "")
                 cells.append(
                     Cell(
                         id=f"{key}-online-c{c}-{_workload_tag(s)}{rate}", **common,
@@ -447,6 +479,8 @@ class Experiment:
                         time_scale=s.time_scale if s.dataset == "trace" else None,
                         num_turns=s.num_turns if s.dataset == "multiturn" else None,
                         think_time_s=s.think_time_s if s.dataset == "multiturn" else None,
+                        ramp_up=s.ramp_up, ramp_start=s.ramp_start,
+                        ramp_up_s=s.ramp_up_s if s.ramp_up is not None and math.isinf(request_rate) else None,
                     )
                 )
         for o in self.offline:

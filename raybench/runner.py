@@ -31,7 +31,7 @@ from raybench.backends.server_actor import ServerHandle
 from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
-from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, cell_schedule, default_num_actors
+from raybench.loadgen.arrivals import ArrivalProcess, all_at_once, cell_schedule, default_num_actors, slot_starts
 from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import estimate_anchor
 from raybench.loadgen.generator import LoadGenerator
@@ -304,8 +304,13 @@ class Runner:
         warm_up(client, workload, self.experiment.warmup_requests)
         server.reset_cache()
         server.reset_ground_truth()
-        arrivals = cell_schedule(
-            workload, ArrivalProcess(rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed))
+        rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
+        arrivals = cell_schedule(workload, ArrivalProcess(
+            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
+            ramp_start_per_s=cell.ramp_start if rate_ramp else None))
+        opens = None
+        if cell.ramp_up is not None and rate_ramp is None:
+            opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
         actors = self.options.actors or default_num_actors(concurrency, streams_per_actor=self.options.streams_per_actor)
         actors = max(1, min(actors, concurrency, workload.num_requests))
         pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
@@ -315,6 +320,7 @@ class Runner:
             with server_metrics:
                 result = pool.run(
                     client=client, workload=workload, arrivals_s=arrivals, concurrency=concurrency, sink=writer,
+                    slot_starts_s=opens,
                     timeout_s=self.options.cell_timeout_s, on_progress=self.progress.cell(cell.id, workload.num_requests),
                 )
         except BaseException:

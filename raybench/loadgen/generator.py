@@ -79,6 +79,7 @@ class LoadGenerator:
         specs: Sequence[RequestSpec],
         arrivals_s: Sequence[float] | np.ndarray,
         concurrency: int,
+        slot_starts_s: Sequence[float] = (),
         clock_ns: Callable[[], int] = time.perf_counter_ns,
         session_factory: Callable[[int], aiohttp.ClientSession] | None = None,
     ) -> None:
@@ -94,6 +95,9 @@ class LoadGenerator:
         self._client = client
         self._cell_id = cell_id
         self._concurrency = min(concurrency, max(1, len(specs)))
+        # a ramped cap: slot k starts taking requests this long after the cell start (0: at once)
+        starts = sorted(slot_starts_s)[: self._concurrency]
+        self._slot_starts_ns = [int(s * 1e9) for s in starts] + [0] * (self._concurrency - len(starts))
         self._clock_ns = clock_ns
         self._session_factory = session_factory or self._default_session
         # prepared before the clock starts: the hot path only writes bytes
@@ -167,7 +171,8 @@ class LoadGenerator:
             delay_ns = t_start_ns - self._clock_ns()
             if delay_ns > 0:
                 await asyncio.sleep(delay_ns / 1e9)
-            workers = [asyncio.create_task(self._worker(session, t_start_ns)) for _ in range(self._concurrency)]
+            workers = [asyncio.create_task(self._slot(session, t_start_ns, t_start_ns + offset_ns))
+                       for offset_ns in self._slot_starts_ns]
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -181,6 +186,11 @@ class LoadGenerator:
             await session.close()
             self._cpu_s = _cpu_s() - cpu0
             self._wall_ns = self._clock_ns() - wall0
+
+    async def _slot(self, session: aiohttp.ClientSession, t_start_ns: int, t_open_ns: int) -> None:
+        if t_open_ns > t_start_ns:
+            await self._wait_until(t_open_ns)
+        await self._worker(session, t_start_ns)
 
     async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
         starts, next_turn = self._starts, self._next_turn

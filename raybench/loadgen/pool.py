@@ -117,12 +117,13 @@ class LoadGenPool:
         sink: BatchSink,
         timeout_s: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        slot_starts_s: np.ndarray | None = None,
     ) -> PoolResult:
         members = self._start_actors()
         timed_out = False
         t_start = 0
         try:
-            self._prepare(members, client, workload, arrivals_s, concurrency)
+            self._prepare(members, client, workload, arrivals_s, concurrency, slot_starts_s)
             t_start = time.perf_counter_ns() + int(_START_SLACK_S * 1e9)
             ray.get([m.handle.go.remote(t_start) for m in members], timeout=_CALL_TIMEOUT_S)
             deadline = None if timeout_s is None else time.monotonic() + _START_SLACK_S + timeout_s
@@ -165,12 +166,15 @@ class LoadGenPool:
         workload: Workload,
         arrivals_s: np.ndarray,
         concurrency: int,
+        slot_starts_s: np.ndarray | None = None,
     ) -> None:
         shards = split_workload(workload, len(members))
         slots = split_concurrency(concurrency, len(members))
         arrivals = np.asarray(arrivals_s, dtype=np.float64)
+        # a ramped cap's slots dealt round-robin in opening order, so every actor ramps alike
+        opens = np.sort(np.asarray(slot_starts_s if slot_starts_s is not None else [], dtype=np.float64))
         refs = []
-        for m, ids, slot in zip(members, shards, slots):
+        for k, (m, ids, slot) in enumerate(zip(members, shards, slots)):
             m.num_requests, m.concurrency = len(ids), slot
             task = ShardTask(
                 cell_id=self.cell_id,
@@ -180,6 +184,7 @@ class LoadGenPool:
                 request_ids=tuple(ids),
                 arrivals_s=arrivals[list(ids)],
                 concurrency=slot,
+                slot_starts_s=tuple(opens[k::len(members)].tolist()),
             )
             refs.append(m.handle.prepare.remote(task, m.anchor.offset_ns))
         ray.get(refs, timeout=_CALL_TIMEOUT_S * 5)

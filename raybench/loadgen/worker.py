@@ -37,6 +37,7 @@ class ShardTask:
     request_ids: tuple[int, ...]
     arrivals_s: np.ndarray
     concurrency: int
+    slot_starts_s: tuple[float, ...] = ()  # a ramped cap: when each of this actor's slots opens
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +98,7 @@ class LoadGenWorker:
             specs=specs,
             arrivals_s=task.arrivals_s,
             concurrency=task.concurrency,
+            slot_starts_s=task.slot_starts_s,
         )
         self._cell_id, self._offset_ns, self._run = task.cell_id, offset_ns, None
         generator = self._generator
