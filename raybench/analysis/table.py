@@ -94,6 +94,23 @@ def _window(summary: Mapping[str, Any]) -> str | None:
     return None if start is None else f"{start:.2f}-{end:.2f}"
 
 
+def _workload_rows(summary: Mapping[str, Any]) -> list[str]:
+    """TTFT per turn of a multi-turn cell; how late a scheduled cell's sends were."""
+    rows = []
+    turns = summary.get("ttft_by_turn") or []
+    if turns:
+        rows.append(_banner("TTFT per Turn", "-"))
+        rows += [_row(f"Turn {t['turn']} mean / P99 TTFT (ms):", f"{t['mean_ttft_ms']:.2f} / {t['p99_ttft_ms']:.2f}")
+                 for t in turns]
+    if "sends_fell_behind" in summary:
+        rows.append(_banner("Sends Against Schedule", "-"))
+        rows.append(_row("P99 / max lateness (ms):", f"{summary['p99_schedule_lateness_ms']:.2f} / "
+                                                      f"{summary['max_schedule_lateness_ms']:.2f}"))
+        rows.append(_row("Sends fell behind:", "yes (the load offered was lower than planned)"
+                         if summary["sends_fell_behind"] else "no"))
+    return rows
+
+
 def format_summary_table(summary: Mapping[str, Any]) -> str:
     """The summary as the text table both reference clients print (online or offline)."""
     if summary.get("mode") == "offline":
@@ -143,6 +160,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         *_stat_rows(summary, "e2el", "E2EL"),
         _banner("Client Queue Time", "-"),
         *_stat_rows(summary, "queue_time", "queue time"),
+        *_workload_rows(summary),
     ]
     errors = summary.get("errors") or []
     if errors:

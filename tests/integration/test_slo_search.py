@@ -42,5 +42,6 @@ def test_search_matches_a_brute_force_sweep_in_half_the_cells(ray_local, tmp_pat
     assert len(list((run_dir / "cells").iterdir())) == result["cells_run"]  # each probe a normal cell
     assert brute_best is not None and result["best"] is not None
     assert abs(GRID.index(int(result["best"])) - GRID.index(brute_best)) <= 1
+    assert "SLO search over concurrency:" in (run_dir / "report.html").read_text()  # the answer in the report
     low, high = result["bracket"]
     assert low == result["best"] and (high is None or GRID.index(int(high)) == GRID.index(int(low)) + 1)

@@ -42,6 +42,8 @@ def requests_frame(rows: list[dict]) -> pl.DataFrame:
                 "status": r.get("status", "ok"),
                 "http_status": r.get("http_status"),
                 "error": r.get("error"),
+                "session": r.get("session"),
+                "turn": r.get("turn"),
             }
         )
     return pl.from_arrow(pa.Table.from_pylist(full, schema=REQUESTS_SCHEMA))
