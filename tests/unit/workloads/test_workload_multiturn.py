@@ -66,3 +66,26 @@ def test_bad_settings_are_refused(field, value):
     params = {"num_sessions": 2, "num_turns": 2, "input_len": 4, "output_len": 2, field: value}
     with pytest.raises(ConfigError, match=field):
         MultiTurnWorkload(**params)
+
+
+def test_chat_text_of_a_turn_starts_with_the_previous_turns_text():
+    from raybench.workloads.tokenizer import WORD_TOKENIZER
+
+    workload = MultiTurnWorkload(num_sessions=2, num_turns=3, input_len=6, output_len=3, tokenizer=WORD_TOKENIZER,
+                                 text=True)
+    specs = workload.build(range(6))
+    for previous, spec in zip(specs, specs[1:]):
+        if spec.turn:
+            assert spec.prompt_text.startswith(previous.prompt_text + " ")
+        assert spec.prompt_tokens == len(spec.prompt_text.split())  # as the simulator counts
+
+
+def test_the_plan_estimate_leaves_sessions_and_files_unknown():
+    from raybench.estimate import estimate_plan
+    from raybench.experiment import Experiment, Online, SimBackend
+
+    experiment = Experiment(name="e", model="deepseek-ai/DeepSeek-R1", backends=(SimBackend(),), online=(
+        Online(dataset="multiturn", num_prompts=4, num_turns=2, concurrency=(2,), input_len=8, output_len=4),
+        Online(concurrency=(2,), input_len=8, output_len=4, num_prompts=4)))
+    estimate = estimate_plan(experiment, experiment.cells())
+    assert estimate.unknown_cells == 1
