@@ -168,9 +168,8 @@ class LoadGenerator:
         session = self._session
         lag_task = asyncio.create_task(self._watch_loop_lag())
         try:
-            delay_ns = t_start_ns - self._clock_ns()
-            if delay_ns > 0:
-                await asyncio.sleep(delay_ns / 1e9)
+            # slots are made before the start (each waits for its first request's time): making
+            # a thousand tasks at the start itself would delay the first sends
             workers = [asyncio.create_task(self._slot(session, t_start_ns, t_start_ns + offset_ns))
                        for offset_ns in self._slot_starts_ns]
             try:
