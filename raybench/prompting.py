@@ -68,13 +68,16 @@ class PromptSources:
     def for_backend(self, backend: Backend, *, chat: bool, text: bool) -> PromptSource:
         e = self._experiment
         text = text or chat
+        what = "chat prompts" if chat else f"text prompts ({backend.name}'s dialect takes no token ids)"
         if e.tokenizer is not None:
-            return _with_tokenizer(self._load(e.tokenizer, e.tokenizer_revision, explicit=True), e.tokenizer_revision, text)
+            named = self._load(e.tokenizer, e.tokenizer_revision, explicit=True)
+            assert not isinstance(named, ConfigError)  # a named tokenizer that fails raises instead
+            return _with_tokenizer(named, e.tokenizer_revision, text)
         simulator = backend.kind is BackendKind.SIM
         if e.token_id_range is not None:
             low, high = e.token_id_range
             if text and not simulator:
-                raise ConfigError(f"{backend.name}: chat prompts need the model's tokenizer to be text of exact length; "
+                raise ConfigError(f"{backend.name}: {what} need the model's tokenizer to be text of exact length; "
                                   "give --tokenizer (experiment field tokenizer) instead of --token-id-range")
             return _id_range(low, high, text=text, simulator=simulator, why="token_id_range given")
         if simulator:
@@ -82,7 +85,7 @@ class PromptSources:
         loaded = self._load(e.model, e.tokenizer_revision, explicit=False)
         if isinstance(loaded, ConfigError):
             if text:
-                raise ConfigError(f"{backend.name}: chat prompts need the model's tokenizer ({loaded}); "
+                raise ConfigError(f"{backend.name}: {what} need the model's tokenizer ({loaded}); "
                                   "give --tokenizer NAME_OR_PATH (experiment field tokenizer)")
             return _id_range(DEFAULT_TOKEN_ID_LOW, DEFAULT_TOKEN_ID_HIGH, text=False, simulator=False,
                              why=str(loaded), tried=e.model)
@@ -97,14 +100,13 @@ class PromptSources:
                 if explicit:
                     raise
                 self._tried[key] = err
-                self._report(f"tokenizer: the model's tokenizer could not be loaded ({err}); random prompts use "
-                             f"token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} instead. Give --tokenizer "
-                             "NAME_OR_PATH to draw from the model's vocabulary, or --token-id-range LOW:HIGH")
+                self._report(f"{err}; random prompts use token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} "
+                             "instead (give --tokenizer NAME_OR_PATH to draw from the model's vocabulary, or "
+                             "--token-id-range LOW:HIGH)")
         return self._tried[key]
 
 
-def _with_tokenizer(tokenizer: Tokenizer | ConfigError, revision: str | None, text: bool) -> PromptSource:
-    assert not isinstance(tokenizer, ConfigError)  # explicit loads raise instead
+def _with_tokenizer(tokenizer: Tokenizer, revision: str | None, text: bool) -> PromptSource:
     record = {"tokenizer": tokenizer.describe(), "fallback": None}
     low, high = DEFAULT_TOKEN_ID_LOW, DEFAULT_TOKEN_ID_HIGH
     if isinstance(tokenizer, WordTokenizer):

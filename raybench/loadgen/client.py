@@ -61,6 +61,10 @@ class ClientConfig:
             raise ConfigError.invalid("stall_timeout_s", self.stall_timeout_s, "a positive number of seconds, or None")
         if self.temperature is not None and self.temperature < 0:
             raise ConfigError.invalid("temperature", self.temperature, ">= 0")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError.invalid("top_p", self.top_p, "0 < top_p <= 1, or None")
+        if self.top_k is not None and not (self.top_k == -1 or self.top_k >= 1):
+            raise ConfigError.invalid("top_k", self.top_k, "an integer >= 1, -1 for all tokens, or None")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "extra_body", types.MappingProxyType(dict(self.extra_body)))
         object.__setattr__(self, "headers", types.MappingProxyType(dict(self.headers)))

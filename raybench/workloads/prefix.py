@@ -27,7 +27,7 @@ from raybench.workloads.base import (
     require_int,
     require_vocab,
 )
-from raybench.workloads.prompts import TextPrompt, fit_prompt
+from raybench.workloads.prompts import PromptJob, TextPrompt, fit_prompts
 from raybench.workloads.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
 # Independent random streams under one seed: the send order, the prefixes, the questions.
@@ -93,25 +93,24 @@ class SharedPrefixWorkload:
         check_request_ids(request_ids, self.num_requests)
         order = self.send_order()
         tokenizer = None if self.tokenizer is None else load_tokenizer(self.tokenizer, revision=self.tokenizer_revision)
-        prefixes: dict[int, TextPrompt] = {}
-        specs = []
-        for request_id in request_ids:
-            slot = int(order[request_id])
-            group = slot // self.prompts_per_group
-            if group not in prefixes:
-                prefixes[group] = self._prompt(tokenizer, (self.seed, _PREFIX_STREAM, group), self.prefix_len)
-            prompt = self._prompt(tokenizer, (self.seed, _QUESTION_STREAM, slot), self.question_len, prefixes[group])
-            specs.append(
-                RequestSpec(
-                    request_id=int(request_id),
-                    prompt_token_ids=prompt.ids,
-                    prompt_tokens=int(prompt.ids.size),
-                    max_tokens=self.output_len,
-                    group=group,
-                    prompt_text=prompt.text if self.text else None,
-                )
+        slots = [int(order[request_id]) for request_id in request_ids]
+        groups = [slot // self.prompts_per_group for slot in slots]
+        wanted = sorted(set(groups))
+        prefixes = dict(zip(wanted, self._prompts(
+            tokenizer, [((self.seed, _PREFIX_STREAM, group), self.prefix_len, None) for group in wanted])))
+        prompts = self._prompts(tokenizer, [((self.seed, _QUESTION_STREAM, slot), self.question_len, prefixes[group])
+                                            for slot, group in zip(slots, groups)])
+        return [
+            RequestSpec(
+                request_id=int(request_id),
+                prompt_token_ids=prompt.ids,
+                prompt_tokens=int(prompt.ids.size),
+                max_tokens=self.output_len,
+                group=group,
+                prompt_text=prompt.text if self.text else None,
             )
-        return specs
+            for request_id, group, prompt in zip(request_ids, groups, prompts)
+        ]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -121,15 +120,19 @@ class SharedPrefixWorkload:
             "prompt_len": self.prompt_len,
         }
 
-    def _prompt(self, tokenizer: Tokenizer | None, key: tuple[int, int, int], length: int,
-                prefix: TextPrompt | None = None) -> TextPrompt:
-        """``prefix`` (if any) then ``length`` tokens drawn from ``default_rng(key)``."""
-        rng = np.random.default_rng(list(key))
+    def _prompts(self, tokenizer: Tokenizer | None,
+                 jobs: list[tuple[tuple[int, int, int], int, TextPrompt | None]]) -> list[TextPrompt]:
+        """For each (key, length, prefix): the prefix (if any), then ``length`` tokens from ``default_rng(key)``."""
         if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
-            return fit_prompt(tokenizer, rng, length, prefix)
-        ids = rng.integers(self.token_id_low, self.token_id_high, size=length, dtype=np.int32)
-        if prefix is not None:
-            ids = np.concatenate([prefix.ids, ids])
-        # the word form is only built when it is sent: the id path stays as cheap as before
-        text = tokenizer.decode(ids.tolist()) if tokenizer is not None and self.text else ""
-        return TextPrompt(ids=ids, text=text, exact=True)
+            return fit_prompts(tokenizer, [PromptJob(rng=np.random.default_rng(list(key)), length=length, prefix=prefix)
+                                           for key, length, prefix in jobs])
+        out = []
+        for key, length, prefix in jobs:
+            ids = np.random.default_rng(list(key)).integers(self.token_id_low, self.token_id_high, size=length,
+                                                            dtype=np.int32)
+            if prefix is not None:
+                ids = np.concatenate([prefix.ids, ids])
+            # the word form is only built when it is sent: the id path stays as cheap as before
+            text = tokenizer.decode(ids.tolist()) if tokenizer is not None and self.text else ""
+            out.append(TextPrompt(ids=ids, text=text, exact=True))
+        return out

@@ -14,6 +14,7 @@ server the same prompt, of the length recorded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,31 +33,64 @@ class TextPrompt:
     exact: bool  # False: the rounds ran out; ids are still encode(text), of another length
 
 
+@dataclass(frozen=True, kw_only=True)
+class PromptJob:
+    """One prompt to fit: its own seeded generator, its length, and the prefix it follows."""
+
+    rng: np.random.Generator
+    length: int
+    prefix: TextPrompt | None = None
+
+
 def fit_prompt(tokenizer: Tokenizer, rng: np.random.Generator, length: int,
                prefix: TextPrompt | None = None) -> TextPrompt:
     """A prompt of ``length`` tokens after ``prefix`` (whose ids and text it starts with)."""
+    return fit_prompts(tokenizer, [PromptJob(rng=rng, length=length, prefix=prefix)])[0]
+
+
+def fit_prompts(tokenizer: Tokenizer, jobs: Sequence[PromptJob]) -> list[TextPrompt]:
+    """Fit many prompts in lockstep rounds, each round one batched decode and encode (parallel in
+    Rust); each job draws only from its own generator, so a prompt is the same in any batch."""
     pool = tokenizer.sample_ids()
-    head = prefix.ids.tolist() if prefix is not None else []
-    head_text = prefix.text if prefix is not None else ""
-    tail = _draw(rng, pool, length)
-    text, ids = "", []
+    heads = [job.prefix.ids.tolist() if job.prefix is not None else [] for job in jobs]
+    tails = [_draw(job.rng, pool, job.length) for job in jobs]
+    results: list[TextPrompt | None] = [None] * len(jobs)
+    pending = list(range(len(jobs)))
     for _ in range(MAX_ROUNDS):
-        text = tokenizer.decode(head + tail)
-        ids = tokenizer.encode(text)
-        if ids[: len(head)] != head or not text.startswith(head_text):
-            # the question's first token merged into the prefix: try another first token
-            tail[0] = int(pool[rng.integers(0, pool.size)])
-            continue
-        rest = ids[len(head):]
-        if len(rest) == length:
-            return TextPrompt(ids=np.asarray(ids, dtype=np.int32), text=text, exact=True)
-        # cutting may split a character (byte-level BPE) and re-encode long again: the last
-        # token is always a fresh draw, so a cut that keeps failing does not repeat itself
-        kept = rest[: length - 1]
-        tail = kept + _draw(rng, pool, length - len(kept))
-    text = tokenizer.decode(head + tail)
-    ids = tokenizer.encode(text)
-    return TextPrompt(ids=np.asarray(ids, dtype=np.int32), text=text, exact=False)
+        if not pending:
+            break
+        texts = tokenizer.decode_batch([heads[i] + tails[i] for i in pending])
+        still = []
+        for i, text, ids in zip(pending, texts, tokenizer.encode_batch(texts)):
+            results[i] = _settle(jobs[i], heads[i], text, ids)
+            if results[i] is None:
+                tails[i] = _next_tail(jobs[i], heads[i], tails[i], text, ids, pool)
+                still.append(i)
+        pending = still
+    if pending:  # the rounds ran out: keep what the text really encodes to, marked inexact
+        texts = tokenizer.decode_batch([heads[i] + tails[i] for i in pending])
+        for i, text, ids in zip(pending, texts, tokenizer.encode_batch(texts)):
+            results[i] = TextPrompt(ids=np.asarray(ids, dtype=np.int32), text=text, exact=False)
+    return results  # type: ignore[return-value]  (every slot is filled above)
+
+
+def _settle(job: PromptJob, head: list[int], text: str, ids: list[int]) -> TextPrompt | None:
+    """The fitted prompt when ``text`` encodes to the prefix and exactly ``length`` more ids."""
+    prefix_kept = ids[: len(head)] == head and (job.prefix is None or text.startswith(job.prefix.text))
+    if prefix_kept and len(ids) - len(head) == job.length:
+        return TextPrompt(ids=np.asarray(ids, dtype=np.int32), text=text, exact=True)
+    return None
+
+
+def _next_tail(job: PromptJob, head: list[int], tail: list[int], text: str, ids: list[int],
+               pool: np.ndarray) -> list[int]:
+    if ids[: len(head)] != head or (job.prefix is not None and not text.startswith(job.prefix.text)):
+        # the question's first token merged into the prefix: try another first token
+        return [int(pool[job.rng.integers(0, pool.size)]), *tail[1:]]
+    # cutting may split a character (byte-level BPE) and re-encode long again: the last token is
+    # always a fresh draw, so a cut that keeps failing does not repeat itself
+    kept = ids[len(head):][: job.length - 1]
+    return kept + _draw(job.rng, pool, job.length - len(kept))
 
 
 def _draw(rng: np.random.Generator, pool: np.ndarray, count: int) -> list[int]:

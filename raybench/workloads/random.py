@@ -32,7 +32,7 @@ from raybench.workloads.base import (
     require_ratio,
     require_vocab,
 )
-from raybench.workloads.prompts import fit_prompt
+from raybench.workloads.prompts import PromptJob, fit_prompts
 from raybench.workloads.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
 
@@ -93,32 +93,38 @@ class RandomWorkload:
         input_low, input_high = length_bounds(self.input_len, self.range_ratio)
         output_low, output_high = length_bounds(self.output_len, self.range_ratio)
         tokenizer = self._tokenizer()
-        specs = []
+        drawn = []
         for request_id in request_ids:
             rng = np.random.default_rng([self.seed, int(request_id)])
             prompt_tokens = int(rng.integers(input_low, input_high + 1))
             max_tokens = int(rng.integers(output_low, output_high + 1))
-            text = None
-            if tokenizer is None or isinstance(tokenizer, WordTokenizer):
-                ids = rng.integers(
-                    self.token_id_low, self.token_id_high, size=prompt_tokens, dtype=np.int32
-                )
-                if self.text and tokenizer is not None:
-                    text = tokenizer.decode(ids.tolist())
-            else:
-                prompt = fit_prompt(tokenizer, rng, prompt_tokens)
-                ids, text = prompt.ids, (prompt.text if self.text else None)
-            specs.append(
-                RequestSpec(
-                    request_id=int(request_id),
-                    prompt_token_ids=ids,
-                    prompt_tokens=int(ids.size),
-                    max_tokens=max_tokens,
-                    group=None,
-                    prompt_text=text,
-                )
+            drawn.append((int(request_id), rng, prompt_tokens, max_tokens))
+        prompts = self._prompts(tokenizer, [(rng, length) for _, rng, length, _ in drawn])
+        return [
+            RequestSpec(
+                request_id=request_id,
+                prompt_token_ids=ids,
+                prompt_tokens=int(ids.size),
+                max_tokens=max_tokens,
+                group=None,
+                prompt_text=text,
             )
-        return specs
+            for (request_id, _, _, max_tokens), (ids, text) in zip(drawn, prompts)
+        ]
+
+    def _prompts(
+        self, tokenizer: Tokenizer | None, draws: list[tuple[np.random.Generator, int]]
+    ) -> list[tuple[np.ndarray, str | None]]:
+        """Each request's ids (and text when sent), from its own generator after its lengths."""
+        if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
+            fitted = fit_prompts(tokenizer, [PromptJob(rng=rng, length=length) for rng, length in draws])
+            return [(p.ids, p.text if self.text else None) for p in fitted]
+        out = []
+        for rng, length in draws:
+            ids = rng.integers(self.token_id_low, self.token_id_high, size=length, dtype=np.int32)
+            # the word form is only built when it is sent: the id path stays as cheap as before
+            out.append((ids, tokenizer.decode(ids.tolist()) if self.text and tokenizer is not None else None))
+        return out
 
     def _tokenizer(self) -> Tokenizer | None:
         if self.tokenizer is None:

@@ -126,6 +126,12 @@ def test_sampling_reaches_every_body_and_the_record() -> None:
     assert default["temperature"] == 0.0 and "top_p" not in default and "top_k" not in default
 
 
+@pytest.mark.parametrize(("field", "value"), [("top_p", 0.0), ("top_p", 1.01), ("top_k", 0), ("top_k", -5)])
+def test_client_config_refuses_impossible_sampling(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"{field}={value!r} is not allowed"):
+        ClientConfig(base_url="http://x", model="m", **{field: value})
+
+
 def test_the_table_says_what_was_sent_and_how_prompts_were_made() -> None:
     summary = {"compat_mode": "raybench", "request_rate": "inf", "max_concurrency": 1, "completed": 1, "failed": 0,
                "duration_s": 1.0, "total_input_tokens": 1, "total_output_tokens": 1, "output_tokens_fallback_requests": 0,
@@ -211,3 +217,12 @@ def test_a_dialect_without_id_prompts_gets_text(tok_dir: Path) -> None:
     backend = VLLMBackend(name="v", dialect=Dialect(token_id_prompts=False))
     sources = PromptSources(experiment(backends=(backend,), tokenizer=str(tok_dir)), report=lambda _: None)
     assert sources.for_backend(backend, chat=False, text=not backend.dialect.token_id_prompts).text
+
+
+def test_a_dialect_without_id_prompts_cannot_fall_back_to_ids() -> None:
+    from raybench.backends.base import Dialect
+
+    backend = VLLMBackend(name="v", dialect=Dialect(token_id_prompts=False))
+    sources = PromptSources(experiment(backends=(backend,)), report=lambda _: None)
+    with pytest.raises(ConfigError, match="v: text prompts \\(v's dialect takes no token ids\\) need the model's tokenizer"):
+        sources.for_backend(backend, chat=False, text=True)

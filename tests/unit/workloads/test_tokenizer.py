@@ -11,10 +11,10 @@ import pytest
 
 from raybench.errors import ConfigError
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload
+from raybench.workloads.hf_tokenizer import HFTokenizer
 from raybench.workloads.prompts import fit_prompt
 from raybench.workloads.tokenizer import (
     WORD_TOKENIZER,
-    HFTokenizer,
     Tokenizer,
     WordTokenizer,
     chat_overhead_tokens,
@@ -210,3 +210,54 @@ def test_word_tokenizer_text_is_the_id_prompt_in_words() -> None:
 def test_tokenizer_fields_are_validated(params: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RandomWorkload(num_prompts=1, input_len=5, output_len=1, **params)
+
+
+class _FakeAutoTokenizer:
+    """Stands in for transformers' AutoTokenizer (not a dependency) at the seam raybench calls."""
+
+    loaded: list[tuple[str, str | None]] = []
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.all_special_ids = sorted(inner.special_ids)
+        self.chat_template = "template"
+
+    @classmethod
+    def from_pretrained(cls, name: str, revision: str | None = None):
+        cls.loaded.append((name, revision))
+        return cls(load_tokenizer(str(cls.source)))
+
+    def __len__(self) -> int:
+        return self._inner.vocab_size
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return ([1] if add_special_tokens else []) + self._inner.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._inner.decode(ids)
+
+    def get_vocab(self) -> dict[str, int]:
+        return {str(i): i for i in range(self._inner.vocab_size)}
+
+    def apply_chat_template(self, messages, tokenize: bool, add_generation_prompt: bool) -> str:
+        assert not tokenize and add_generation_prompt
+        return self._inner.render_chat(messages)
+
+
+def test_a_model_without_tokenizer_json_goes_through_transformers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                  word_dir: Path) -> None:
+    import types
+
+    _FakeAutoTokenizer.source = word_dir
+    monkeypatch.setitem(sys.modules, "transformers", types.SimpleNamespace(AutoTokenizer=_FakeAutoTokenizer))
+    (tmp_path / "slow").mkdir()
+    tok = load_tokenizer(str(tmp_path / "slow"))
+    inner = load_tokenizer(str(word_dir))
+    assert _FakeAutoTokenizer.loaded[-1] == (str((tmp_path / "slow").resolve()), None)
+    assert tok.encode("the quick brown fox") == inner.encode("the quick brown fox")  # no BOS added
+    assert tok.vocab_size == inner.vocab_size and tok.special_ids == inner.special_ids
+    assert tok.count_chat([{"role": "user", "content": "the fox"}]) == inner.count_chat([{"role": "user", "content": "the fox"}])
+    assert tok.describe()["kind"] == "transformers"
+    prompt = fit_prompt(tok, np.random.default_rng(0), 25)
+    assert prompt.exact and tok.encode(prompt.text) == prompt.ids.tolist()
+    assert pickle.loads(pickle.dumps(tok)) is tok
