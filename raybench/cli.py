@@ -144,11 +144,16 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--backend", type=click.Choice(["sim"]), help="Start a server instead of --url: the built-in simulator.")
 @click.option("--endpoint", default="/v1/completions", help="API path: /v1/completions or /v1/chat/completions.")
 @click.option("--model", default=None, help="Model name to request. Default: the only model the server lists (the simulator serves deepseek-ai/DeepSeek-R1).")
-@click.option("--dataset", type=click.Choice(["random", "prefix"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups.")
+@click.option("--dataset", type=click.Choice(["random", "prefix", "sharegpt", "custom", "trace", "multiturn"]), default="random", help="random: random token ids of exact length; prefix: shared-prefix groups; sharegpt: ShareGPT JSON; custom: JSONL of prompt or messages; trace: replay a Mooncake trace at its timestamps; multiturn: sessions of --num-turns turns (see docs/workloads.md).")
+@click.option("--dataset-path", type=click.Path(path_type=Path), default=None, help="sharegpt, custom, trace: the file.")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, help="trace: the trace's gaps times this (2 = half its pace, 0.5 = twice).")
+@click.option("--num-sessions", type=click.IntRange(min=1), default=16, help="multiturn: conversations in the cell (--concurrency counts sessions).")
+@click.option("--num-turns", type=click.IntRange(min=1), default=4, help="multiturn: turns per session.")
+@click.option("--think-time", type=click.FloatRange(min=0), default=0.0, help="multiturn: seconds between an answer's end and the next turn.")
 @click.option("--input-len", type=click.IntRange(min=1), default=1024, help="Prompt tokens (prefix: prefix + question).")
-@click.option("--output-len", type=click.IntRange(min=1), default=128, help="Output tokens, forced with ignore_eos and min_tokens.")
+@click.option("--output-len", type=click.IntRange(min=1), default=None, help="Output tokens, forced with ignore_eos and min_tokens. Default: 128; sharegpt: each reply's length; custom: each record's output_tokens (else 128).")
 @click.option("--range-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Lengths drawn from [L(1-r), L(1+r)] (vLLM's meaning); 0 = exact.")
-@click.option("--num-prompts", type=click.IntRange(min=1), default=100, help="Requests in the cell (prefix: groups x prompts-per-group instead).")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests in the cell. Default: 100; trace: every record (else the first N); prefix: groups x prompts-per-group instead.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Cap on requests in flight (the client's semaphore). Default: no cap.")
 @click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), default=math.inf, help="Requests per second (gamma arrivals); inf releases all at once.")
 @click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Gamma shape of the arrivals: 1 = Poisson, < 1 burstier.")
@@ -156,6 +161,12 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--prompts-per-group", type=click.IntRange(min=1), default=50, help="prefix dataset: prompts per prefix.")
 @click.option("--prefix-len", type=click.IntRange(min=1), default=2000, help="prefix dataset: shared prefix tokens.")
 @click.option("--goodput", multiple=True, help="SLOs as vLLM takes them: ttft:MS tpot:MS e2el:MS.")
+@click.option("--ramp-up-strategy", "ramp_up", type=click.Choice(["linear", "exponential"]), default=None, help="Ramp the load up (vLLM's flag): with --request-rate the rate goes from --ramp-up-start to it over the cell's requests; without, the concurrency cap goes from --ramp-up-start to --concurrency over --ramp-up-duration seconds.")
+@click.option("--ramp-up-start", type=click.FloatRange(min=0, min_open=True), default=None, help="--ramp-up-strategy: the starting request rate (or concurrency).")
+@click.option("--ramp-up-duration", type=click.FloatRange(min=0, min_open=True), default=None, help="--ramp-up-strategy without --request-rate: seconds the concurrency ramp takes.")
+@click.option("--search", "search_over", type=click.Choice(["concurrency", "request_rate"]), default=None, help="Find the highest concurrency or request rate of --search-grid whose requests meet the --goodput SLOs (bisection: about log2 of the grid's cells).")
+@click.option("--search-grid", default=None, help="--search: the ascending values to choose from, e.g. 1,2,4,8,16,32.")
+@click.option("--search-attainment", type=click.FloatRange(0, 1, min_open=True), default=0.99, help="--search: the share of requests that must meet every SLO (0.99: the p99).")
 @click.option("--seed", type=int, default=0, help="Seed for prompts and arrivals.")
 @click.option("--compat", type=click.Choice(["raybench", "sglang", "vllm"]), default="raybench", help="Whose metric definitions the summary uses.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors. Default: one per 256 streams.")
@@ -213,18 +224,22 @@ def bench(**opts) -> None:
 
         backend = ExternalBackend(name="server", url=opts["url"])
         model = check_server(opts["url"], opts["model"])
-    num_prompts = opts["num_prompts"]
-    if opts["dataset"] == "prefix":
-        num_prompts = opts["prefix_groups"] * opts["prompts_per_group"]
+    num_prompts, requests = _bench_sizes(opts)
+    search, concurrency = _bench_search(opts, goodput, default_concurrency=requests)
     sweep = Online(
-        concurrency=(opts["concurrency"] or num_prompts,), input_len=opts["input_len"], output_len=opts["output_len"],
+        concurrency=concurrency, input_len=opts["input_len"], output_len=opts["output_len"] or 128,
         num_prompts=num_prompts, dataset=opts["dataset"], range_ratio=opts["range_ratio"],
         request_rate=opts["request_rate"], burstiness=opts["burstiness"], num_groups=opts["prefix_groups"],
         prompts_per_group=opts["prompts_per_group"], prefix_len=opts["prefix_len"],
+        dataset_path=None if opts["dataset_path"] is None else str(opts["dataset_path"]), time_scale=opts["time_scale"],
+        force_output_len=opts["dataset"] in ("sharegpt", "custom") and opts["output_len"] is not None,
+        num_turns=opts["num_turns"], think_time_s=opts["think_time"],
+        ramp_up=opts["ramp_up"], ramp_start=opts["ramp_up_start"], ramp_up_s=opts["ramp_up_duration"] or 0.0,
     )
     experiment = Experiment(name="bench", model=model, backends=(backend,), online=(sweep,), seed=opts["seed"],
                             compat=opts["compat"], goodput_slos_ms=goodput, tokenizer=opts["tokenizer"],
-                            tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling)
+                            tokenizer_revision=opts["tokenizer_revision"], token_id_range=token_id_range, sampling=sampling,
+                            search=search)
     check_simulators(experiment)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
@@ -234,6 +249,54 @@ def bench(**opts) -> None:
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
          no_answer_hint_s=opts["no_answer_hint_s"],
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
+
+
+def _bench_search(opts: dict, goodput: dict[str, float], *, default_concurrency: int):
+    """The SloSearch of --search (or None) and the sweep's concurrency values."""
+    from raybench.search import SloSearch
+
+    given = opts["concurrency"] or default_concurrency
+    if opts["search_over"] is None:
+        if opts["search_grid"] is not None:
+            raise click.UsageError("--search-grid goes with --search concurrency|request_rate")
+        return None, (given,)
+    if not goodput:
+        raise click.UsageError("--search needs the SLOs to meet: give --goodput, e.g. ttft:500 tpot:50")
+    try:
+        grid = [float(v) for v in (opts["search_grid"] or "").replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{opts['search_grid']!r}: expected numbers such as 1,2,4,8", param_hint="--search-grid") from None
+    if not grid:
+        raise click.UsageError("--search needs --search-grid, e.g. 1,2,4,8,16")
+    if opts["search_over"] == "concurrency":
+        if any(v != int(v) or v < 1 for v in grid) or grid != sorted(set(grid)):
+            raise click.BadParameter("concurrency values must be ascending integers >= 1", param_hint="--search-grid")
+        return SloSearch(over="concurrency", attainment=opts["search_attainment"]), tuple(int(v) for v in grid)
+    return SloSearch(over="request_rate", grid=tuple(grid), attainment=opts["search_attainment"]), (given,)
+
+
+def _bench_sizes(opts: dict) -> tuple[int, int]:
+    """The sweep's num_prompts and the requests (or sessions) the default concurrency covers.
+
+    A trace is read here, so a bad file stops the command with its first bad line before
+    anything starts.
+    """
+    dataset, given = opts["dataset"], opts["num_prompts"]
+    if (dataset in ("sharegpt", "custom", "trace")) != (opts["dataset_path"] is not None):
+        raise click.UsageError("--dataset-path goes with --dataset sharegpt, custom or trace (and they need it)")
+    if dataset in ("sharegpt", "custom"):
+        return given or 1000, given or 1000  # vLLM's default; fewer when fewer records pass
+    if dataset == "prefix":
+        n = opts["prefix_groups"] * opts["prompts_per_group"]
+        return n, n
+    if dataset == "multiturn":
+        return opts["num_sessions"], opts["num_sessions"]
+    if dataset == "trace":
+        from raybench.workloads.trace import read_mooncake
+
+        n = len(read_mooncake(opts["dataset_path"], given))
+        return n, n
+    return given or 100, given or 100
 
 
 _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: as long as the real run), "
@@ -376,13 +439,14 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     import ray
 
     from raybench.plan import check_hardware
-    from raybench.runner import RunOptions, Runner, check_client_capacity
+    from raybench.runner import RunOptions, Runner, check_client_capacity, check_workloads
 
     run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
                              no_answer_hint_s=no_answer_hint_s,
                              cell_ids=cell_ids, experiment_file=experiment_file,
                              invocation={"argv": list(sys.argv), "options": options or {}})
     try:
+        check_workloads(cells)
         check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
         check_client_capacity(cells, run_options)
     except BaseException:

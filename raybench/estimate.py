@@ -144,6 +144,8 @@ class _BackendEstimator:
         self._loops: dict[tuple[int, int, int, int, float], float | None] = {}  # repeats cost one run
 
     def run_s(self, cell: Cell) -> float | None:
+        if cell.dataset_path is not None or cell.dataset == "multiturn":
+            return None  # a file's lengths and times, a session's turns: nothing the closed-loop model knows
         n = cell.num_prompts or 0
         concurrency = (cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size) or n
         if cell.runs_in_engine:

@@ -31,7 +31,14 @@ from raybench.backends import (  # noqa: F401  (re-exported: experiment files im
     VLLMBackend,
 )
 from raybench.errors import ConfigError
+from raybench.search import SloSearch
 from raybench.workloads.base import require_vocab
+
+
+# workloads an online sweep can send; file datasets need a dataset_path
+RAMPS = ("linear", "exponential")
+DATASETS = ("random", "prefix", "sharegpt", "custom", "trace", "multiturn")
+FILE_DATASETS = ("sharegpt", "custom", "trace")
 
 
 class Mode(str, enum.Enum):
@@ -146,16 +153,32 @@ class Online:
     num_groups: int = 10
     prompts_per_group: int = 50
     prefix_len: int = 2000
+    # file datasets (sharegpt, custom, trace): the file; num_prompts is then at most this many of
+    # its records. sharegpt/custom take output lengths from the file unless force_output_len
+    # (custom records without output_tokens get output_len)
+    dataset_path: str | None = None
+    force_output_len: bool = False
+    time_scale: float = 1.0  # trace: gaps times this (2 = half the trace's pace)
+    # multiturn: num_prompts sessions of num_turns turns; concurrency counts sessions
+    num_turns: int = 4
+    think_time_s: float = 0.0
+    # ramp-up (linear | exponential), as vLLM's --ramp-up-strategy: with a finite request_rate the
+    # rate ramps from ramp_start to request_rate over the cell's requests; without one the
+    # concurrency cap ramps from ramp_start to each concurrency over ramp_up_s seconds
+    ramp_up: str | None = None
+    ramp_start: float | None = None
+    ramp_up_s: float = 0.0
     # backend names this sweep runs on; empty: every backend
     only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concurrency", _positive_ints("concurrency", self.concurrency))
         object.__setattr__(self, "only", _names("only", self.only))
-        for name in ("input_len", "output_len", "num_prompts", "num_groups", "prompts_per_group", "prefix_len"):
+        for name in ("input_len", "output_len", "num_prompts", "num_groups", "prompts_per_group", "prefix_len",
+                     "num_turns"):
             _positive_int(name, getattr(self, name))
-        if self.dataset not in ("random", "prefix"):
-            raise ConfigError.unknown("dataset", str(self.dataset), ("random", "prefix"))
+        if self.dataset not in DATASETS:
+            raise ConfigError.unknown("dataset", str(self.dataset), DATASETS)
         if not 0 <= _number("range_ratio", self.range_ratio, "a number with 0 <= range_ratio < 1") < 1:
             raise ConfigError.invalid("range_ratio", self.range_ratio, "a number with 0 <= range_ratio < 1")
         if not _number("request_rate", self.request_rate, "a number > 0 (math.inf = all at once)") > 0:
@@ -165,6 +188,35 @@ class Online:
         if self.dataset == "prefix" and self.prefix_len >= self.input_len:
             raise ConfigError.invalid("prefix_len", self.prefix_len, f"below input_len ({self.input_len}): "
                                       "input_len counts the shared prefix plus the question")
+        if (self.dataset in FILE_DATASETS) != (self.dataset_path is not None):
+            raise ConfigError.invalid("dataset_path", self.dataset_path,
+                                      f"a file for dataset {' or '.join(FILE_DATASETS)}, None for the others")
+        if self.dataset_path is not None:
+            object.__setattr__(self, "dataset_path", str(self.dataset_path))
+        if not (isinstance(self.time_scale, (int, float)) and math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ConfigError.invalid("time_scale", self.time_scale, "a finite number > 0 (1 = the trace's own pace)")
+        if not (isinstance(self.think_time_s, (int, float)) and math.isfinite(self.think_time_s) and self.think_time_s >= 0):
+            raise ConfigError.invalid("think_time_s", self.think_time_s, "a finite number of seconds >= 0")
+        self._check_ramp()
+
+    def _check_ramp(self) -> None:
+        if self.ramp_up is None:
+            if self.ramp_start is not None:
+                raise ConfigError.invalid("ramp_start", self.ramp_start, "None without ramp_up")
+            return
+        if self.ramp_up not in RAMPS:
+            raise ConfigError.unknown("ramp_up", str(self.ramp_up), RAMPS)
+        start = self.ramp_start
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not (math.isfinite(start) and start > 0):
+            raise ConfigError.invalid("ramp_start", start, "the rate (or concurrency) the ramp starts from, > 0")
+        if math.isinf(self.request_rate):
+            if start != int(start) or start > min(self.concurrency):
+                raise ConfigError.invalid("ramp_start", start, f"a concurrency from 1 to {min(self.concurrency)} "
+                                          "(without a request_rate the concurrency cap ramps)")
+            if not (isinstance(self.ramp_up_s, (int, float)) and math.isfinite(self.ramp_up_s) and self.ramp_up_s > 0):
+                raise ConfigError.invalid("ramp_up_s", self.ramp_up_s, "the seconds the concurrency ramp takes, > 0")
+        elif start > self.request_rate:
+            raise ConfigError.invalid("ramp_start", start, f"a rate up to request_rate ({self.request_rate:g})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,6 +268,14 @@ class Cell:
     prefix_len: int = 0
     num_groups: int | None = None
     prompts_per_group: int | None = None
+    dataset_path: str | None = None
+    force_output_len: bool = False  # sharegpt/custom: output_len for every request, not the file's
+    time_scale: float | None = None  # trace only
+    num_turns: int | None = None  # multiturn only (num_prompts is then turns of every session)
+    think_time_s: float | None = None  # multiturn only
+    ramp_up: str | None = None  # linear | exponential; see Online
+    ramp_start: float | None = None
+    ramp_up_s: float | None = None  # concurrency ramps only
     hardware: str | None = None  # Hardware.name the backend is paired with; None: none given
     engine: str | None = None  # the backend's kind: sglang, vllm, trtllm, sim, external
     repeat: int = 1  # 1..Experiment.repeats
@@ -300,6 +360,9 @@ class Experiment:
     warmup_requests: int = 1
     compat: str = "raybench"
     goodput_slos_ms: dict[str, float] = field(default_factory=dict)
+    # run only the cells a bisection needs to find the highest concurrency (or rate) meeting
+    # goodput_slos_ms; None: run every cell (see raybench/search.py)
+    search: SloSearch | None = None
     # backend name -> the hardware it runs on; a paired backend asks Ray for {resource: count}
     hardware: Mapping[str, Hardware] = field(default_factory=dict)
     # False: one connection per request, for servers that close kept-alive connections
@@ -326,6 +389,7 @@ class Experiment:
                 raise ConfigError.invalid(name, getattr(self, name), "a non-empty string")
         self._check_goodput()
         self._pair_hardware()
+        self._check_search()
         for sweep in (*self.online, *self.offline):
             for name in sweep.only:
                 if name not in {b.name for b in self.backends}:
@@ -372,6 +436,18 @@ class Experiment:
         for key, value in slos.items():
             if key not in ("ttft", "tpot", "e2el") or not _number("goodput_slos_ms", value, allowed) > 0:
                 raise ConfigError.invalid("goodput_slos_ms", dict(slos), allowed)
+
+    def _check_search(self) -> None:
+        if self.search is None:
+            return
+        if not isinstance(self.search, SloSearch):
+            raise ConfigError.invalid("search", self.search, 'SloSearch(over="concurrency") or None')
+        if not self.goodput_slos_ms:
+            raise ConfigError.invalid("goodput_slos_ms", self.goodput_slos_ms, "the SLOs a search meets, e.g. {\"ttft\": 500}")
+        if len(self.online) != 1 or self.offline:
+            raise ConfigError.invalid("online", len(self.online), "exactly one online sweep (and no offline) with a search")
+        if self.search.over == "request_rate" and len(self.online[0].concurrency) != 1:
+            raise ConfigError.invalid("concurrency", self.online[0].concurrency, "one value when the search is over request_rate")
 
     def _pair_hardware(self) -> None:
         if not isinstance(self.hardware, Mapping):
@@ -429,19 +505,27 @@ class Experiment:
             if s.only and b.name not in s.only:
                 continue
             prefix = s.dataset == "prefix"
-            for c in s.concurrency:
-                tag = f"p{s.prefix_len}" if prefix else ""
-                rate = "" if math.isinf(s.request_rate) else f"-r{s.request_rate:g}"
+            rates = self.search.grid if self.search is not None and self.search.over == "request_rate" else (s.request_rate,)
+            for c, request_rate in ((c, r) for c in s.concurrency for r in rates):
+                rate = "" if math.isinf(request_rate) else f"-r{request_rate:g}"
+                if s.ramp_up is not None:
+                    rate += f"-{s.ramp_up[:3]}{s.ramp_start:g}" + (f"in{s.ramp_up_s:g}s" if math.isinf(request_rate) else "")
                 cells.append(
                     Cell(
-                        id=f"{key}-online-c{c}-i{s.input_len}{tag}-o{s.output_len}{rate}", **common,
+                        id=f"{key}-online-c{c}-{_workload_tag(s)}{rate}", **common,
                         backend=b.name, mode=Mode.ONLINE, concurrency=c,
-                        num_prompts=s.num_groups * s.prompts_per_group if prefix else s.num_prompts,
+                        num_prompts=_num_requests(s),
                         input_len=s.input_len, output_len=s.output_len, dataset=s.dataset,
-                        range_ratio=s.range_ratio, request_rate=s.request_rate,
+                        range_ratio=s.range_ratio, request_rate=request_rate,
                         burstiness=s.burstiness, prefix_len=s.prefix_len if prefix else 0,
                         num_groups=s.num_groups if prefix else None,
                         prompts_per_group=s.prompts_per_group if prefix else None,
+                        dataset_path=s.dataset_path, force_output_len=s.force_output_len,
+                        time_scale=s.time_scale if s.dataset == "trace" else None,
+                        num_turns=s.num_turns if s.dataset == "multiturn" else None,
+                        think_time_s=s.think_time_s if s.dataset == "multiturn" else None,
+                        ramp_up=s.ramp_up, ramp_start=s.ramp_start,
+                        ramp_up_s=s.ramp_up_s if s.ramp_up is not None and math.isinf(request_rate) else None,
                     )
                 )
         for o in self.offline:
@@ -456,6 +540,28 @@ class Experiment:
                     )
                 )
         return cells
+
+
+def _workload_tag(s: Online) -> str:
+    """The workload's part of a cell id: the synthetic lengths, or the file and its replay settings."""
+    if s.dataset == "trace":
+        return f"trace-{Path(s.dataset_path).stem}-n{s.num_prompts}-x{s.time_scale:g}"
+    if s.dataset in FILE_DATASETS:
+        output = f"-o{s.output_len}" if s.force_output_len else ""
+        return f"{s.dataset}-{Path(s.dataset_path).stem}-n{s.num_prompts}{output}"
+    if s.dataset == "multiturn":
+        return f"mt{s.num_prompts}x{s.num_turns}-i{s.input_len}-o{s.output_len}"
+    tag = f"p{s.prefix_len}" if s.dataset == "prefix" else ""
+    return f"i{s.input_len}{tag}-o{s.output_len}"
+
+
+def _num_requests(s: Online) -> int:
+    """Requests in one cell of the sweep (a trace may hold fewer records: the runner counts those)."""
+    if s.dataset == "prefix":
+        return s.num_groups * s.prompts_per_group
+    if s.dataset == "multiturn":
+        return s.num_prompts * s.num_turns
+    return s.num_prompts
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -71,6 +71,8 @@ def with_num_prompts(experiment: Experiment, num_prompts: int | None) -> Experim
     def one(s: Online) -> Online:
         if s.dataset == "prefix":
             return dataclasses.replace(s, prompts_per_group=max(1, num_prompts // s.num_groups))
+        if s.dataset == "multiturn":  # whole sessions: as many as fit in num_prompts requests
+            return dataclasses.replace(s, num_prompts=max(1, num_prompts // s.num_turns))
         return dataclasses.replace(s, num_prompts=num_prompts)
 
     return dataclasses.replace(experiment, online=tuple(one(s) for s in experiment.online))

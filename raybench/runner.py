@@ -23,6 +23,7 @@ import pyarrow.ipc
 
 import raybench
 from raybench.analysis.lateness import DEFAULT_LATE_SEND_THRESHOLD_MS
+from raybench.analysis.workload import turn_fields
 from raybench.analysis.summary import format_summary_table, summarize_cell, summarize_offline, summary_frame
 from raybench.backends import admin
 from raybench.backends.base import BackendKind, ProcessBackend
@@ -33,7 +34,7 @@ from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError, StorageError
 from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
-from raybench.loadgen.arrivals import ArrivalProcess
+from raybench.loadgen.arrivals import ArrivalProcess, cell_schedule, slot_starts
 from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import ClientCheck, LoadGenerator
@@ -41,6 +42,7 @@ from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume
 from raybench.prompting import PromptSource, PromptSources, oov_hint
+from raybench.search import SEARCH_FILE, Probe, bisect, format_result, judge as judge_search
 from raybench.store.cells import (
     CHUNKS_FILE,
     REQUESTS_FILE,
@@ -67,6 +69,10 @@ from raybench.telemetry.progress import ProgressDisplay
 from raybench.telemetry.scraper import ServerMetricsRecording
 from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
+from raybench.workloads.multiturn import MultiTurnWorkload
+from raybench.workloads.datasets import load_dataset
+from raybench.workloads.tokenizer import WORD_TOKENIZER
+from raybench.workloads.trace import TraceWorkload
 
 Report = Callable[[str], None]
 
@@ -92,6 +98,17 @@ class RunOptions:
 def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> Workload:
     """The cell's workload; ``prompt_params`` (PromptSource.workload_params) pick tokenizer or id range."""
     seed = cell.seed if seed is None else seed
+    if cell.dataset == "trace":
+        return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
+                                       seed=seed, **prompt_params)
+    if cell.dataset in ("sharegpt", "custom"):
+        return load_dataset(cell.dataset, cell.dataset_path, num_prompts=cell.num_prompts, seed=seed,
+                            output_len=cell.output_len if cell.force_output_len else None,
+                            default_output_len=cell.output_len, **prompt_params)
+    if cell.dataset == "multiturn":
+        return MultiTurnWorkload(num_sessions=cell.num_prompts // cell.num_turns, num_turns=cell.num_turns,
+                                 input_len=cell.input_len, output_len=cell.output_len,
+                                 think_time_s=cell.think_time_s, seed=seed, **prompt_params)
     if cell.dataset == "prefix":
         return SharedPrefixWorkload(
             num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
@@ -102,6 +119,16 @@ def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> W
         num_prompts=cell.num_prompts, input_len=cell.input_len, output_len=cell.output_len,
         range_ratio=cell.range_ratio, seed=seed, **prompt_params,
     )
+
+
+def check_workloads(cells: list[Cell]) -> None:
+    """Read every file a cell replays, before any server starts: a bad file is one line, not a failed run."""
+    seen: set[str] = set()
+    for cell in cells:
+        if cell.dataset_path is not None and cell.dataset_path not in seen:
+            seen.add(cell.dataset_path)
+            # the format and the filters, counted in words here; the run counts with its tokenizer
+            workload_for(cell, tokenizer=WORD_TOKENIZER, text=False)
 
 
 class _Server:
@@ -183,7 +210,9 @@ class Runner:
                 # engine cells need the GPUs the server holds: they run once it is down
                 engine = [c for c in todo if c.runs_in_engine]
                 served = [c for c in todo if not c.runs_in_engine]
-                if served:
+                if self.experiment.search is not None:
+                    self._search(backend, [c for c in cells if c.backend == backend.name], done, guard)
+                elif served:
                     with self._server(backend, guard) as server:
                         for cell in served:
                             self._run_cell(cell, _HttpCells(self, server))
@@ -197,6 +226,31 @@ class Runner:
         write_table_atomic(self.run_dir.summary_parquet, summary_frame(summaries).to_arrow())
         self.progress.finish(summaries)
         return summaries
+
+    def _search(self, backend: Backend, cells: list[Cell], done: set[str], guard: ServerGuard) -> None:
+        """Bisect the backend's grid cells for the SLOs; the server starts only if a probe must run."""
+        search, slos = self.experiment.search, self.experiment.goodput_slos_ms
+        over = search.over
+        grid = sorted(cells, key=lambda c: getattr(c, over))
+        with contextlib.ExitStack() as stack:
+            server: list[_Server] = []
+
+            def probe(i: int) -> Probe:
+                cell = grid[i]
+                if cell.id not in done:
+                    if not server:
+                        server.append(stack.enter_context(self._server(backend, guard)))
+                    self._run_cell(cell, server[0])
+                summary = json.loads((self.run_dir.cell_dir(cell.id) / SUMMARY_FILE).read_text())
+                return judge_search(summary, value=getattr(cell, over), attainment=search.attainment)
+
+            result = dataclasses.replace(bisect([getattr(c, over) for c in grid], probe), over=over)
+        line = format_result(result, slos, search.attainment)
+        self.report(f"{backend.name}: {line}")
+        path = self.run_dir.path / SEARCH_FILE
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        record[backend.name] = {**result.to_json(), "slos_ms": slos, "attainment": search.attainment, "line": line}
+        write_json_atomic(path, record)
 
     def _prompt_sources(self, cells: list[Cell]) -> dict[str, PromptSource]:
         sources = PromptSources(self.experiment, report=self.report)
@@ -305,9 +359,13 @@ class Runner:
                 no_answer_hint_s=self.options.no_answer_hint_s)
         server.reset_cache()
         server.reset_ground_truth()
-        arrivals = ArrivalProcess(
-            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
-        ).offsets_s(workload.num_requests)
+        rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
+        arrivals = cell_schedule(workload, ArrivalProcess(
+            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
+            ramp_start_per_s=cell.ramp_start if rate_ramp else None))
+        opens = None
+        if cell.ramp_up is not None and rate_ramp is None:
+            opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
         pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
                            labels=labels, max_replacements=self.options.max_replacements, on_wait=self.report)
         writer = CellWriter(cell_dir)
@@ -315,6 +373,7 @@ class Runner:
             with server_metrics:
                 result = pool.run(
                     client=client, workload=workload, arrivals_s=arrivals, concurrency=concurrency, sink=writer,
+                    slot_starts_s=opens,
                     timeout_s=self.options.cell_timeout_s, on_progress=self.progress.cell(cell.id, workload.num_requests),
                 )
         except BaseException:
@@ -340,6 +399,8 @@ class Runner:
         summary["sampling"] = sent_parameters(client)
         summary["prompts"] = source.cell_record(workload, chat=client.chat)
         self._say_oov(requests, workload, summary)
+        summary.update(turn_fields(requests, chunks, compat=self.experiment.compat))
+        summary["workload"] = workload.describe()
         return CellRun(summary=summary, outcome=outcome)
 
     @staticmethod

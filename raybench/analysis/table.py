@@ -139,6 +139,16 @@ def _lateness_rows(summary: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _turn_rows(summary: Mapping[str, Any]) -> list[str]:
+    """TTFT per turn of a multi-turn cell."""
+    turns = summary.get("ttft_by_turn") or []
+    if not turns:
+        return []
+    return [_banner("TTFT per Turn", "-"),
+            *(_row(f"Turn {t['turn']} mean / P99 TTFT (ms):", f"{t['mean_ttft_ms']:.2f} / {t['p99_ttft_ms']:.2f}")
+              for t in turns)]
+
+
 def format_summary_table(summary: Mapping[str, Any]) -> str:
     """The summary as the text table both reference clients print (online or offline)."""
     if summary.get("mode") == "offline":
@@ -193,6 +203,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         _banner("Client Queue Time", "-"),
         *_stat_rows(summary, "queue_time", "queue time"),
         *_lateness_rows(summary),
+        *_turn_rows(summary),
     ]
     errors = summary.get("errors") or []
     if errors:

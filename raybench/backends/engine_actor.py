@@ -67,6 +67,8 @@ class EngineResult:
                 "status": [RequestStatus.OK.value] * n,
                 "http_status": [None] * n,
                 "error": [None] * n,
+                "session": [s.session for s in specs],
+                "turn": [s.turn for s in specs],
             }
         )
 

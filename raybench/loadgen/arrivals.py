@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from raybench.errors import ConfigError
+from raybench.workloads.base import ScheduledWorkload, SessionWorkload, Workload
 
 DEFAULT_STREAMS_PER_ACTOR = 256
 
@@ -64,16 +66,77 @@ def gamma(
     return offsets_s
 
 
+RAMPS = ("linear", "exponential")
+
+
+def ramped(n: int, start_per_s: float, end_per_s: float, strategy: str, burstiness: float = 1.0,
+           seed: int = 0) -> np.ndarray:
+    """Offsets of ``n`` requests whose rate ramps from ``start_per_s`` to ``end_per_s``.
+
+    As vLLM's ``--ramp-up-strategy``: request ``i`` of ``n`` arrives one gamma gap after the
+    previous at the rate ``start + (end - start) * p`` (linear) or ``start * (end / start) ** p``
+    (exponential), ``p = i / (n - 1)``. Not normalised: the ramp is the point.
+    """
+    count = _check_count("n", n)
+    start = _check_positive("ramp_start_per_s", start_per_s, allow_inf=False)
+    end = _check_positive("rate_per_s", end_per_s, allow_inf=False)
+    shape = _check_positive("burstiness", burstiness, allow_inf=True)
+    progress = np.arange(count, dtype=np.float64) / max(count - 1, 1)
+    rates = _ramp(strategy, start, end, progress)
+    if math.isinf(shape):
+        return np.cumsum(1.0 / rates)
+    rng = np.random.default_rng(_check_count("seed", seed))
+    return np.cumsum(rng.gamma(shape, 1.0 / (rates * shape)))
+
+
+def slot_starts(concurrency: int, start: int, ramp_s: float, strategy: str) -> np.ndarray:
+    """When each of ``concurrency`` slots opens (s from the cell start) as the cap ramps from
+    ``start`` to ``concurrency`` over ``ramp_s`` seconds: slot ``k`` opens when the cap reaches k + 1."""
+    total = _check_positive_int("concurrency", concurrency)
+    first = _check_positive_int("ramp_start", start)
+    if first > total:
+        raise ConfigError.invalid("ramp_start", start, f"at most the concurrency ({total})")
+    if first == total:
+        return np.zeros(total)
+    duration = _check_positive("ramp_up_s", ramp_s, allow_inf=False)
+    caps = np.arange(1, total + 1, dtype=np.float64)
+    if strategy == "linear":
+        at = (caps - first) / (total - first)
+    elif strategy == "exponential":
+        at = np.log(caps / first) / math.log(total / first)
+    else:
+        raise ConfigError.unknown("ramp_up", strategy, RAMPS)
+    return np.clip(at, 0.0, 1.0) * duration
+
+
+def _ramp(strategy: str, start: float, end: float, progress: np.ndarray) -> np.ndarray:
+    if strategy == "linear":
+        return start + (end - start) * progress
+    if strategy == "exponential":
+        return start * (end / start) ** progress
+    raise ConfigError.unknown("ramp_up", strategy, RAMPS)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ArrivalProcess:
-    """A cell's arrival process as configuration: ``rate_per_s = inf`` releases all at once."""
+    """A cell's arrival process as configuration: ``rate_per_s = inf`` releases all at once.
+
+    ``ramp`` (linear or exponential) ramps the rate from ``ramp_start_per_s`` up to ``rate_per_s``.
+    """
 
     rate_per_s: float = math.inf
     burstiness: float = 1.0
     seed: int = 0
     normalize: bool = True
+    ramp: str | None = None
+    ramp_start_per_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ramp is not None:
+            if self.ramp not in RAMPS:
+                raise ConfigError.unknown("ramp_up", str(self.ramp), RAMPS)
+            _check_positive("ramp_start_per_s", self.ramp_start_per_s, allow_inf=False)
+            _check_positive("rate_per_s", self.rate_per_s, allow_inf=False)
         rate = _check_positive("rate_per_s", self.rate_per_s, allow_inf=True)
         burstiness = _check_positive("burstiness", self.burstiness, allow_inf=True)
         object.__setattr__(self, "rate_per_s", rate)
@@ -84,6 +147,8 @@ class ArrivalProcess:
 
     def offsets_s(self, n: int) -> np.ndarray:
         """The offsets in seconds from the cell start of requests ``0 .. n-1``."""
+        if self.ramp is not None:
+            return ramped(n, self.ramp_start_per_s, self.rate_per_s, self.ramp, self.burstiness, self.seed)
         if math.isinf(self.rate_per_s):
             return all_at_once(n)
         return gamma(n, self.rate_per_s, self.burstiness, self.seed, normalize=self.normalize)
@@ -94,12 +159,15 @@ class ArrivalProcess:
         def json_number(value: float) -> float | str:
             return "inf" if math.isinf(value) else value
 
-        return {
+        record = {
             "rate_per_s": json_number(self.rate_per_s),
             "burstiness": json_number(self.burstiness),
             "seed": self.seed,
             "normalize": self.normalize,
         }
+        if self.ramp is not None:
+            record.update(ramp=self.ramp, ramp_start_per_s=self.ramp_start_per_s)
+        return record
 
 
 def split_requests(num_requests: int, num_actors: int) -> list[list[int]]:
@@ -112,6 +180,50 @@ def split_requests(num_requests: int, num_actors: int) -> list[list[int]]:
     count = _check_count("num_requests", num_requests)
     actors = _check_positive_int("num_actors", num_actors)
     return [list(range(k, count, actors)) for k in range(actors)]
+
+
+def split_sessions(sessions: Sequence[Sequence[int]], num_actors: int) -> list[list[int]]:
+    """Request indices per actor when requests come in sessions: whole sessions dealt round-robin.
+
+    A session's turns depend on one another (each follows the previous answer), so they stay on
+    one actor; session ``s`` goes to actor ``s % num_actors`` whatever the actor count's effect
+    on anything else, so the sessions themselves never change.
+    """
+    actors = _check_positive_int("num_actors", num_actors)
+    shards: list[list[int]] = [[] for _ in range(actors)]
+    for s, requests in enumerate(sessions):
+        shards[s % actors].extend(requests)
+    return shards
+
+
+def split_workload(workload: Workload, num_actors: int) -> list[list[int]]:
+    """Each actor's request indices: whole sessions for a session workload, else dealt one by one."""
+    if isinstance(workload, SessionWorkload):
+        return split_sessions(workload.sessions(), num_actors)
+    return split_requests(workload.num_requests, num_actors)
+
+
+def cell_schedule(workload: Workload, process: ArrivalProcess) -> np.ndarray:
+    """Every request's offset in seconds from the cell start, indexed by request id.
+
+    A workload that owns its arrivals (a trace) keeps them; a session workload releases its
+    sessions by ``process`` (later turns are timed by their answers, on the actor); any other
+    workload's requests are released by ``process``.
+    """
+    n = workload.num_requests
+    if isinstance(workload, ScheduledWorkload):
+        offsets = np.asarray(workload.arrivals_s(), dtype=np.float64)
+        if offsets.shape != (n,):
+            raise ConfigError(f"the workload gave {offsets.size} arrival times for {n} requests")
+        return offsets
+    if isinstance(workload, SessionWorkload):
+        sessions = workload.sessions()
+        starts = process.offsets_s(len(sessions))
+        offsets = np.zeros(n, dtype=np.float64)
+        for start, requests in zip(starts.tolist(), sessions):
+            offsets[list(requests)] = start
+        return offsets
+    return process.offsets_s(n)
 
 
 def split_concurrency(concurrency: int, num_actors: int) -> list[int]:

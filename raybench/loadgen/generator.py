@@ -117,6 +117,7 @@ class LoadGenerator:
         specs: Sequence[RequestSpec],
         arrivals_s: Sequence[float] | np.ndarray,
         concurrency: int,
+        slot_starts_s: Sequence[float] = (),
         clock_ns: Callable[[], int] = time.perf_counter_ns,
         session_factory: Callable[[int, bool], aiohttp.ClientSession] | None = None,
     ) -> None:
@@ -128,9 +129,14 @@ class LoadGenerator:
         self._specs = [specs[i] for i in order]
         self._arrivals_ns = (np.asarray(arrivals_s, dtype=np.float64)[order] * 1e9).astype(np.int64).tolist()
         self._rss_start_mb = _rss_mb()
+        # a slot takes the next session start in arrival order; later turns follow on that slot
+        self._starts, self._next_turn = session_chains(self._specs)
         self._client = client
         self._cell_id = cell_id
         self._concurrency = min(concurrency, max(1, len(specs)))
+        # a ramped cap: slot k starts taking requests this long after the cell start (0: at once)
+        starts = sorted(slot_starts_s)[: self._concurrency]
+        self._slot_starts_ns = [int(s * 1e9) for s in starts] + [0] * (self._concurrency - len(starts))
         self._clock_ns = clock_ns
         self._session_factory = session_factory or self._default_session
         # prepared before the clock starts: the hot path only writes bytes
@@ -142,6 +148,7 @@ class LoadGenerator:
         self._chunks = ChunkColumns()
         self._requests = RequestColumns()
         self._next = 0
+        self._taken = 0  # requests taken by a slot, later turns of sessions included
         self._done = 0
         self._failed = 0
         self._in_flight = 0
@@ -214,10 +221,10 @@ class LoadGenerator:
         lag_task = asyncio.create_task(self._watch_loop_lag())
         gc.callbacks.append(self._on_gc)
         try:
-            delay_ns = t_start_ns - self._clock_ns()
-            if delay_ns > 0:
-                await asyncio.sleep(delay_ns / 1e9)
-            workers = [asyncio.create_task(self._worker(session, t_start_ns)) for _ in range(self._concurrency)]
+            # slots are made before the start (each waits for its first request's time): making
+            # a thousand tasks at the start itself would delay the first sends
+            workers = [asyncio.create_task(self._slot(session, t_start_ns, t_start_ns + offset_ns))
+                       for offset_ns in self._slot_starts_ns]
             try:
                 await asyncio.gather(*workers)
             except BaseException:
@@ -246,18 +253,40 @@ class LoadGenerator:
             self._gc_collections += 1
             self._gc_max_pause_ns = max(self._gc_max_pause_ns, self._clock_ns() - self._gc_start_ns)
 
-    async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int) -> None:
-        t_free = t_start_ns  # when this slot last became free: every slot is free at the start
-        while self._next < len(self._specs):
-            i = self._next
+    async def _slot(self, session: aiohttp.ClientSession, t_start_ns: int, t_open_ns: int) -> None:
+        if t_open_ns > t_start_ns:
+            await self._wait_until(t_open_ns)
+        await self._worker(session, t_start_ns, t_free=max(t_start_ns, t_open_ns))
+
+    async def _worker(self, session: aiohttp.ClientSession, t_start_ns: int, t_free: int) -> None:
+        """``t_free``: when this slot became free (it opens free); sends are due no earlier."""
+        starts, next_turn = self._starts, self._next_turn
+        while self._next < len(starts):
+            i = starts[self._next]
             self._next += 1
+            self._taken += 1
             t_scheduled = t_start_ns + self._arrivals_ns[i]
-            wait_ns = t_scheduled - self._clock_ns()
-            if wait_ns > 0:
-                await asyncio.sleep(wait_ns / 1e9)
+            await self._wait_until(t_scheduled)
             # due when both its time has come and a slot was free: waiting for the slot is
             # queue time (a closed loop's cap at work), anything after that is a late send
             t_free = await self._one(session, i, t_scheduled, max(t_scheduled, t_free))
+            if next_turn is not None:
+                t_free = await self._follow_session(session, next_turn[i], t_free)
+
+    async def _follow_session(self, session: aiohttp.ClientSession, i: int, t_free: int) -> int:
+        """The session's later turns: each due its think time after the previous answer ended."""
+        while i >= 0:
+            self._taken += 1
+            t_scheduled = self._clock_ns() + int(self._specs[i].think_time_s * 1e9)
+            await self._wait_until(t_scheduled)
+            t_free = await self._one(session, i, t_scheduled, t_scheduled)
+            i = self._next_turn[i]
+        return t_free
+
+    async def _wait_until(self, t_ns: int) -> None:
+        # again after waking: uvloop's millisecond timers can fire up to 1 ms early
+        while (wait_ns := t_ns - self._clock_ns()) > 0:
+            await asyncio.sleep(wait_ns / 1e9)
 
     async def _one(self, session: aiohttp.ClientSession, i: int, t_scheduled: int, t_due: int) -> int:
         """Send request ``i`` and read its answer; returns the time its row was recorded."""
@@ -381,6 +410,8 @@ class LoadGenerator:
         reader.flush_into(self._chunks)
         r = self._requests
         r.request_id.append(spec.request_id)
+        r.session.append(spec.session)
+        r.turn.append(spec.turn)
         r.prompt_tokens.append(spec.prompt_tokens)
         r.server_prompt_tokens.append(reader.prompt_tokens)
         r.max_tokens.append(spec.max_tokens)
@@ -414,7 +445,7 @@ class LoadGenerator:
         lags = self._lags_ns[-_LAG_WINDOW:]
         return Progress(
             total=len(self._specs),
-            sent=self._next,
+            sent=self._taken,
             done=self._done,
             failed=self._failed,
             in_flight=self._in_flight,
@@ -459,6 +490,32 @@ def _rss_mb() -> float | None:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except (OSError, ValueError, IndexError):
         return None
+
+
+def session_chains(specs: Sequence[RequestSpec]) -> tuple[list[int], list[int] | None]:
+    """Positions that start a chain, in order, and each position's next turn (-1: none).
+
+    A request outside a session is a chain of one; a session is one chain in turn order,
+    started at its first turn's position. Without sessions the second value is None, so the
+    plain path does no per-request lookup.
+    """
+    if all(s.session is None for s in specs):
+        return list(range(len(specs))), None
+    by_session: dict[int, list[int]] = {}
+    starts = []
+    for pos, spec in enumerate(specs):
+        if spec.session is None:
+            starts.append(pos)
+        else:
+            by_session.setdefault(spec.session, []).append(pos)
+    next_turn = [-1] * len(specs)
+    for positions in by_session.values():
+        positions.sort(key=lambda p: specs[p].turn)
+        for a, b in zip(positions, positions[1:]):
+            next_turn[a] = b
+    starts += [positions[0] for positions in by_session.values()]
+    starts.sort()
+    return starts, next_turn
 
 
 def _cpu_s() -> float:

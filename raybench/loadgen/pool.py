@@ -21,14 +21,14 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from raybench.errors import RunError
 from raybench.loadgen.actor import LoadGenActor
-from raybench.loadgen.arrivals import split_concurrency, split_requests
+from raybench.loadgen.arrivals import split_concurrency, split_workload
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.clock import ClockAnchor, ClockDrift, estimate_anchors
 from raybench.loadgen.generator import Progress, SelfCheck
 from raybench.loadgen.recovery import arrival_order, leftover, lost_rows
 from raybench.loadgen.worker import PollResult, ShardTask
 from raybench.telemetry.client_metrics import merge_counts
-from raybench.workloads.base import Workload
+from raybench.workloads.base import ShardableWorkload, Workload
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,7 @@ class LoadGenPool:
         sink: BatchSink,
         timeout_s: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        slot_starts_s: np.ndarray | None = None,
     ) -> PoolResult:
         cell = _Cell(client=client, workload=workload, arrivals_s=np.asarray(arrivals_s, dtype=np.float64),
                      sink=sink, replacements_left=self.max_replacements)
@@ -187,9 +188,13 @@ class LoadGenPool:
         timed_out = False
         try:
             self._anchor(members)
-            shards = split_requests(workload.num_requests, len(members))
-            slots = split_concurrency(concurrency, len(members))
-            self._prepare(cell, [(m, list(ids), slot) for m, ids, slot in zip(members, shards, slots)])
+            n = len(members)
+            shards = split_workload(workload, n)  # a session's turns stay on one actor
+            slots = split_concurrency(concurrency, n)
+            # a ramped cap's slots dealt round-robin in opening order, so every actor ramps alike
+            opens = np.sort(np.asarray(slot_starts_s if slot_starts_s is not None else [], dtype=np.float64))
+            self._prepare(cell, [(m, list(ids), slot, tuple(opens[k::n].tolist()))
+                                 for k, (m, ids, slot) in enumerate(zip(members, shards, slots))])
             cell.t_start_ns = time.perf_counter_ns() + int(_START_SLACK_S * 1e9)
             ray.get([m.handle.go.remote(cell.t_start_ns) for m in members], timeout=self.call_timeout_s)
             deadline = None if timeout_s is None else time.monotonic() + _START_SLACK_S + timeout_s
@@ -249,13 +254,16 @@ class LoadGenPool:
             else:
                 m.anchor = anchor
 
-    def _prepare(self, cell: _Cell, shares: list[tuple[_Member, list[int], int]]) -> None:
+    def _prepare(self, cell: _Cell, shares: list[tuple[_Member, list[int], int, tuple[float, ...]]]) -> None:
+        """Hand each actor its requests, slots and (a ramped cap) its slots' opening times."""
         refs = []
-        for m, ids, slot in shares:
+        for m, ids, slot, opens in shares:
             arrivals = cell.arrivals_s[ids]
             m.ids, m.concurrency = arrival_order(ids, arrivals), slot
-            task = ShardTask(cell_id=self.cell_id, client=cell.client, workload=cell.workload,
-                             request_ids=tuple(ids), arrivals_s=arrivals, concurrency=slot)
+            # a file's records travel only to the actor that sends them
+            workload = cell.workload.shard(ids) if isinstance(cell.workload, ShardableWorkload) else cell.workload
+            task = ShardTask(cell_id=self.cell_id, client=cell.client, workload=workload, request_ids=tuple(ids),
+                             arrivals_s=arrivals, concurrency=slot, slot_starts_s=opens)
             refs.append(m.handle.prepare.remote(task, m.anchor.offset_ns))
         ray.get(refs, timeout=self.call_timeout_s * 5)
 
@@ -322,7 +330,7 @@ class LoadGenPool:
             return None
         try:
             self._anchor([new])
-            self._prepare(cell, [(new, list(unsent), min(m.concurrency, len(unsent)))])
+            self._prepare(cell, [(new, list(unsent), min(m.concurrency, len(unsent)), ())])
             ray.get(new.handle.go.remote(cell.t_start_ns), timeout=self.call_timeout_s)
         except (RayActorError, GetTimeoutError, RunError) as err:
             ray.kill(new.handle, no_restart=True)

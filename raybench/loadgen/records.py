@@ -48,6 +48,8 @@ class ChunkColumns:
 @dataclass(slots=True)
 class RequestColumns:
     request_id: list[int] = field(default_factory=list)
+    session: list[int | None] = field(default_factory=list)
+    turn: list[int | None] = field(default_factory=list)
     prompt_tokens: list[int] = field(default_factory=list)
     server_prompt_tokens: list[int | None] = field(default_factory=list)
     max_tokens: list[int] = field(default_factory=list)
@@ -79,9 +81,9 @@ def _shift_nullable(values: list[int | None], offset_ns: int) -> pa.Array:
     return pa.array([None if v is None else v - offset_ns for v in values], pa.int64())
 
 
-def _lateness(values: list[int], n: int) -> pa.Array:
-    """Send lateness where it was measured; columns filled by hand without it read as null."""
-    return pa.array(values, pa.int64()) if len(values) == n else pa.nulls(n, pa.int64())
+def _optional(values: list[int | None], n: int, type_: pa.DataType) -> pa.Array:
+    """A column that writers outside sessions may leave empty: all null then."""
+    return pa.array(values, type_) if values else pa.nulls(n, type_)
 
 
 def chunks_batch(cols: ChunkColumns, cell_id: str, offset_ns: int) -> pa.RecordBatch:
@@ -123,8 +125,10 @@ def requests_batch(
             _dictionary(np.asarray(cols.status, np.int8), _STATUS_DICTIONARY),
             pa.array(cols.http_status, pa.int16()),
             pa.array(cols.error, pa.string()),
-            pa.array(cols.attempts, pa.int8()),
-            _lateness(cols.send_lateness_ns, n),
+            _optional(cols.attempts, n, pa.int8()),
+            _optional(cols.send_lateness_ns, n, pa.int64()),
+            _optional(cols.session, n, pa.int32()),
+            _optional(cols.turn, n, pa.int16()),
         ],
         schema=REQUESTS_SCHEMA,
     )

@@ -177,7 +177,12 @@ def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
         "hardware": env.get("hardware"),
         "ray nodes": len(nodes) or None,
     }
+    search = _read_json(path / "search.json")  # the SLO search's answer and bracket, per backend
+    if search:
+        items["SLO search"] = "; ".join(f"{name}: {s.get('line')}" for name, s in search.items())
     body = [h.definition_list(items)]
+    if search:
+        body.append(h.json_details("search.json", search))
     for key in ("gpus_by_node", "hardware", "ray_nodes"):
         if env.get(key):
             body.append(h.json_details(f"env.json: {key}", env[key]))

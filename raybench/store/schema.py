@@ -67,6 +67,10 @@ REQUESTS_SCHEMA = pa.schema(
         # wait for a concurrency slot (that wait is queue time, not lateness); null where no
         # schedule applies (an in-process engine) and in tables written before it existed
         pa.field("send_lateness_ns", pa.int64()),
+        # a multi-turn conversation's session and turn (0 = first); null outside one and in
+        # tables written before they existed
+        pa.field("session", pa.int32()),
+        pa.field("turn", pa.int16()),
     ],
     metadata={"raybench.schema_version": str(SCHEMA_VERSION), "raybench.table": "requests"},
 )

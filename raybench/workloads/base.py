@@ -36,6 +36,8 @@ class RequestSpec:
     the simulator's word form, :func:`prompt_text`). ``max_tokens`` is the forced output length
     (the client sends ``ignore_eos``). ``group`` is the shared-prefix group, ``None`` when the
     workload has no prefixes. The id array is read-only, as the record is frozen.
+    ``session`` and ``turn`` place a request in a multi-turn conversation (None outside one);
+    a turn after the first is sent ``think_time_s`` after the previous turn's answer ended.
     """
 
     request_id: int
@@ -44,6 +46,9 @@ class RequestSpec:
     max_tokens: int
     group: int | None = None
     prompt_text: str | None = None
+    session: int | None = None
+    turn: int | None = None
+    think_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.prompt_token_ids)
@@ -63,6 +68,10 @@ class RequestSpec:
             raise ConfigError.invalid("max_tokens", self.max_tokens, "an integer >= 1")
         if self.prompt_text is not None and not isinstance(self.prompt_text, str):
             raise ConfigError.invalid("prompt_text", type(self.prompt_text).__name__, "a string or None")
+        if (self.session is None) != (self.turn is None):
+            raise ConfigError.invalid("turn", self.turn, "set together with session, or both None")
+        if not self.think_time_s >= 0:
+            raise ConfigError.invalid("think_time_s", self.think_time_s, "a number of seconds >= 0")
         # A read-only view, so the caller's array keeps its own flags.
         frozen_ids = ids.view()
         frozen_ids.flags.writeable = False
@@ -77,6 +86,8 @@ class RequestSpec:
             and self.max_tokens == other.max_tokens
             and self.group == other.group
             and self.prompt_text == other.prompt_text
+            and self.session == other.session
+            and self.turn == other.turn
             and np.array_equal(self.prompt_token_ids, other.prompt_token_ids)
         )
 
@@ -99,6 +110,33 @@ class Workload(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """The resolved parameters, JSON-safe, for the run metadata."""
+        ...
+
+
+@runtime_checkable
+class ScheduledWorkload(Protocol):
+    """A workload that owns its arrival times (a trace replay): the runner uses them as they are."""
+
+    def arrivals_s(self) -> np.ndarray:
+        """Seconds from the cell start of requests ``0 .. num_requests - 1``."""
+        ...
+
+
+@runtime_checkable
+class SessionWorkload(Protocol):
+    """A workload whose requests come in sessions sent one turn after another, on one actor."""
+
+    def sessions(self) -> list[tuple[int, ...]]:
+        """Request ids of every session, each in turn order; together every request once."""
+        ...
+
+
+@runtime_checkable
+class ShardableWorkload(Protocol):
+    """A workload that holds data (a file's records): an actor is sent only its requests' share."""
+
+    def shard(self, request_ids: Sequence[int]) -> Workload:
+        """A workload that builds these requests exactly as this one does, holding nothing else."""
         ...
 
 
@@ -166,3 +204,18 @@ def require_vocab(prefix: str, low: object, high: object) -> tuple[int, int]:
             f"an integer above token_id_low ({low_int}) and at most {_INT32_LIMIT} (int32 ids)",
         )
     return low_int, high_int
+
+
+def as_text(ids: np.ndarray, tokenizer: str | None, revision: str | None) -> tuple[np.ndarray, str]:
+    """``ids`` as the text a tokenizer decodes them to, and that text's own ids (what is counted).
+
+    For workloads whose prompts are ids by construction (trace blocks, conversation histories)
+    when text must be sent (chat). With the simulator's word tokenizer the round trip is exact;
+    with a model's tokenizer the recorded length is the text's, which may differ slightly.
+    """
+    from raybench.workloads.tokenizer import WordTokenizer, load_tokenizer
+
+    counter = WordTokenizer() if tokenizer is None else load_tokenizer(tokenizer, revision=revision)
+    text = counter.decode(ids.tolist())
+    return np.asarray(counter.encode(text), dtype=np.int32), text
+

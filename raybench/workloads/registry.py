@@ -12,12 +12,13 @@ from typing import Any
 
 from raybench.errors import ConfigError
 from raybench.workloads.base import Workload
+from raybench.workloads.multiturn import MultiTurnWorkload
 from raybench.workloads.prefix import SharedPrefixWorkload
 from raybench.workloads.random import RandomWorkload
 
 # Read-only: adding a workload is a code change here, never a runtime registration.
 WORKLOADS: MappingProxyType[str, type] = MappingProxyType(
-    {"random": RandomWorkload, "prefix": SharedPrefixWorkload}
+    {"random": RandomWorkload, "prefix": SharedPrefixWorkload, "multiturn": MultiTurnWorkload}
 )
 
 

@@ -39,7 +39,7 @@ def test_unknown_field_names_file_line_field_and_the_allowed_fields(tmp_path):
         """)
     assert msg.startswith(f"{path}:2: ")
     assert "unexpected keyword argument 'max_concurency'" in msg
-    assert "allowed: burstiness, concurrency, dataset, input_len" in msg
+    assert "allowed: burstiness, concurrency, dataset, dataset_path, force_output_len, input_len" in msg
 
 
 def test_wrong_type_names_field_value_and_what_is_allowed(tmp_path):
@@ -78,8 +78,10 @@ def test_any_exception_in_the_file_is_one_line_with_file_line_and_message(tmp_pa
 @pytest.mark.parametrize(("sweep", "expected"), [
     ('Offline(batch_sizes=[4], input_len=8, output_len=8, method="bogus")',
      "unknown method 'bogus'; available: burst, engine."),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, dataset="sharepgt")',
+     "unknown dataset 'sharepgt'; available: custom, multiturn, prefix, random, sharegpt, trace. Did you mean 'sharegpt'?"),
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, dataset="sharegpt")',
-     "unknown dataset 'sharegpt'; available: prefix, random."),
+     "dataset_path=None is not allowed: a file for dataset sharegpt or custom or trace, None for the others"),
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, range_ratio="0.1")',
      "range_ratio='0.1' is not allowed: a number with 0 <= range_ratio < 1"),
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, request_rate=0)',

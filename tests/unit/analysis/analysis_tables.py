@@ -43,6 +43,8 @@ def requests_frame(rows: list[dict]) -> pl.DataFrame:
                 "http_status": r.get("http_status"),
                 "error": r.get("error"),
                 "send_lateness_ns": None if r.get("late") is None else round(r["late"] * 1_000_000),
+                "session": r.get("session"),
+                "turn": r.get("turn"),
             }
         )
     return pl.from_arrow(pa.Table.from_pylist(full, schema=REQUESTS_SCHEMA))

@@ -23,7 +23,7 @@ def test_unknown_name_lists_names_and_suggests_the_closest() -> None:
         make_workload("randm", num_prompts=1)
     message = str(caught.value)
     assert "unknown workload 'randm'" in message
-    assert "available: prefix, random" in message
+    assert "available: multiturn, prefix, random" in message
     assert "Did you mean 'random'?" in message
 
 

@@ -1,0 +1,108 @@
+"""Reading dataset files as a stream of records, with errors that name the first bad line.
+
+A ShareGPT file is one JSON array (hundreds of MB for the full dataset); it is decoded one
+element at a time from a buffer, so the driver never holds the whole file, and no actor reads
+it at all (workloads send each actor only its requests' records).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from raybench.errors import ConfigError
+
+_CHUNK_CHARS = 1 << 18
+_DECODER = json.JSONDecoder()
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    return path
+
+
+def iter_jsonl(path: Path, example: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` of every non-blank line; a line that is not JSON stops with its number."""
+    with path.open("rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                raise ConfigError(f"{path}:{line_no}: not JSON ({err}); expected one record a line, e.g. {example}") from None
+
+
+def iter_json_array(path: Path, example: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, element)`` of a file holding one JSON array, decoded element by element."""
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        reader = _ArrayReader(f, path, example)
+        yield from reader.elements()
+
+
+class _ArrayReader:
+    """A JSON array read from a text stream in chunks; tracks the line each element starts on."""
+
+    def __init__(self, stream: Any, path: Path, example: str) -> None:
+        self._stream, self._path, self._example = stream, path, example
+        self._buf, self._pos, self._line, self._eof = "", 0, 1, False
+
+    def elements(self) -> Iterator[tuple[int, Any]]:
+        if self._next_char() != "[":
+            raise self._error("expected a JSON array of records")
+        self._pos += 1
+        if self._next_char() == "]":
+            return
+        while True:
+            self._next_char()  # raw_decode takes no leading space
+            line = self._line
+            yield line, self._decode()
+            sep = self._next_char()
+            self._pos += 1
+            if sep == "]":
+                return
+            if sep != ",":
+                raise self._error(f"expected ',' or ']' after the element that starts on line {line}")
+
+    def _decode(self) -> Any:
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as err:
+                if self._eof:
+                    self._line += self._buf.count("\n", self._pos, err.pos)
+                    raise self._error(f"not JSON ({err.msg})") from None
+                self._fill()  # the element may run past the buffer: read on and try again
+                continue
+            if end == len(self._buf) and not self._eof:
+                self._fill()  # a number at the buffer's end may go on
+                continue
+            self._line += self._buf.count("\n", self._pos, end)
+            self._pos = end
+            return value
+
+    def _next_char(self) -> str:
+        """The next non-space character (not consumed); '' at the end of the file."""
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
+                if self._buf[self._pos] == "\n":
+                    self._line += 1
+                self._pos += 1
+            if self._pos < len(self._buf) or self._eof:
+                return self._buf[self._pos] if self._pos < len(self._buf) else ""
+            self._fill()
+
+    def _fill(self) -> None:
+        chunk = self._stream.read(_CHUNK_CHARS)
+        self._buf = self._buf[self._pos:] + chunk
+        self._pos = 0
+        self._eof = not chunk
+
+    def _error(self, what: str) -> ConfigError:
+        return ConfigError(f"{self._path}:{self._line}: {what}; expected e.g. {self._example}")

@@ -1,0 +1,123 @@
+"""Multi-turn conversations: sessions of N turns, each turn's prompt the whole conversation so far.
+
+Turn ``t`` of a session sends the session's user messages and answers of turns ``0 .. t-1``
+followed by its own new user message, so a server's prefix cache can reuse everything but the
+newest exchange. The answers in the history are stand-ins of the requested output length,
+drawn from the seed (not the text the server produced): every prompt is then known before the
+clock starts, the same on any server, for any number of actors, and exactly as long as planned.
+
+Request ``session * num_turns + turn`` is one turn. A session goes to one actor whole, and its
+turns are sent one after another: the next after the previous answer ended plus
+``think_time_s`` (:meth:`MultiTurnWorkload.sessions` tells the pool which requests belong
+together). Concurrency counts sessions in progress.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from raybench.errors import ConfigError
+from raybench.workloads.base import (
+    DEFAULT_TOKEN_ID_HIGH,
+    DEFAULT_TOKEN_ID_LOW,
+    RequestSpec,
+    as_text,
+    check_request_ids,
+    check_tokenizer,
+    require_int,
+    require_vocab,
+)
+
+_USER_STREAM = 1
+_ANSWER_STREAM = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiTurnWorkload:
+    """``num_sessions`` conversations of ``num_turns`` turns each.
+
+    The first user message has ``input_len`` tokens, later ones ``turn_input_len`` (default:
+    ``input_len``); each answer is ``output_len`` tokens. Turn ``t``'s prompt therefore has
+    ``input_len + t * (output_len + turn_input_len)`` tokens.
+    """
+
+    num_sessions: int
+    num_turns: int
+    input_len: int
+    output_len: int
+    turn_input_len: int | None = None
+    think_time_s: float = 0.0
+    seed: int = 0
+    token_id_low: int = DEFAULT_TOKEN_ID_LOW
+    token_id_high: int = DEFAULT_TOKEN_ID_HIGH
+    tokenizer: str | None = None  # used only with text: the ids' text and its count
+    tokenizer_revision: str | None = None
+    text: bool = False
+
+    def __post_init__(self) -> None:
+        check_tokenizer("multiturn", self.tokenizer, self.tokenizer_revision, self.text)
+        for name, minimum in (("num_sessions", 1), ("num_turns", 1), ("input_len", 1), ("output_len", 1), ("seed", 0)):
+            object.__setattr__(self, name, require_int(f"multiturn.{name}", getattr(self, name), minimum=minimum))
+        turn_len = self.input_len if self.turn_input_len is None else self.turn_input_len
+        object.__setattr__(self, "turn_input_len", require_int("multiturn.turn_input_len", turn_len, minimum=1))
+        think = self.think_time_s
+        if isinstance(think, bool) or not isinstance(think, numbers.Real) or not (math.isfinite(think) and think >= 0):
+            raise ConfigError.invalid("multiturn.think_time_s", think, "a finite number of seconds >= 0")
+        object.__setattr__(self, "think_time_s", float(think))
+        low, high = require_vocab("multiturn", self.token_id_low, self.token_id_high)
+        object.__setattr__(self, "token_id_low", low)
+        object.__setattr__(self, "token_id_high", high)
+
+    @property
+    def num_requests(self) -> int:
+        return self.num_sessions * self.num_turns
+
+    def sessions(self) -> list[tuple[int, ...]]:
+        """Request ids of each session, in turn order: the pool keeps each on one actor."""
+        turns = self.num_turns
+        return [tuple(range(s * turns, (s + 1) * turns)) for s in range(self.num_sessions)]
+
+    def prompt_len(self, turn: int) -> int:
+        return self.input_len + turn * (self.output_len + self.turn_input_len)
+
+    def build(self, request_ids: Sequence[int]) -> list[RequestSpec]:
+        check_request_ids(request_ids, self.num_requests)
+        histories: dict[int, list[np.ndarray]] = {}
+        specs = []
+        for request_id in request_ids:
+            session, turn = divmod(int(request_id), self.num_turns)
+            parts = histories.setdefault(session, [])
+            while len(parts) < 2 * turn + 1:  # user 0, answer 0, user 1, ... up to this turn's user message
+                k, is_answer = divmod(len(parts), 2)
+                parts.append(self._answer(session, k) if is_answer else self._user(session, k))
+            ids, text = np.concatenate(parts[: 2 * turn + 1]), None
+            if self.text:
+                ids, text = as_text(ids, self.tokenizer, self.tokenizer_revision)
+            specs.append(RequestSpec(
+                request_id=int(request_id), prompt_token_ids=ids, prompt_tokens=int(ids.size),
+                max_tokens=self.output_len, group=session, session=session, turn=turn,
+                think_time_s=self.think_time_s if turn else 0.0, prompt_text=text,
+            ))
+        return specs
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "multiturn", **asdict(self), "num_requests": self.num_requests,
+                "prompt_len_by_turn": [self.prompt_len(t) for t in range(self.num_turns)],
+                "history_answers": "stand-ins of output_len tokens drawn from the seed"}
+
+    def _user(self, session: int, turn: int) -> np.ndarray:
+        length = self.input_len if turn == 0 else self.turn_input_len
+        return self._ids((self.seed, _USER_STREAM, session, turn), length)
+
+    def _answer(self, session: int, turn: int) -> np.ndarray:
+        return self._ids((self.seed, _ANSWER_STREAM, session, turn), self.output_len)
+
+    def _ids(self, key: tuple[int, ...], length: int) -> np.ndarray:
+        rng = np.random.default_rng(list(key))
+        return rng.integers(self.token_id_low, self.token_id_high, size=length, dtype=np.int32)

@@ -1,0 +1,129 @@
+"""Mooncake trace replay: file checks, arrival times, prompts built from shared hash-id blocks."""
+
+import json
+
+import numpy as np
+import pytest
+
+from raybench.errors import ConfigError
+from raybench.loadgen.arrivals import ArrivalProcess, cell_schedule, split_workload
+from raybench.workloads import ScheduledWorkload, ShardableWorkload, TraceWorkload, prompt_text
+from raybench.workloads.trace import read_mooncake
+
+
+def write_trace(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def mooncake_records(n=300, seed=0):
+    """A trace shaped like Mooncake's: 512-token blocks, a few hot prefixes shared by many requests."""
+    rng = np.random.default_rng(seed)
+    records, t, fresh = [], 0, 1000
+    for i in range(n):
+        t += int(rng.integers(0, 6))
+        shared = [int(rng.integers(0, 4)), 10 + int(rng.integers(0, 3))]
+        own = list(range(fresh, fresh + int(rng.integers(0, 3))))
+        fresh += len(own)
+        blocks = shared + own
+        records.append({"timestamp": t, "input_length": 512 * len(blocks) - int(rng.integers(0, 300)),
+                        "output_length": int(rng.integers(1, 40)), "hash_ids": blocks})
+    return records
+
+
+def test_arrivals_are_the_trace_timestamps_scaled(tmp_path):
+    path = write_trace(tmp_path / "t.jsonl", mooncake_records(50))
+    stamps = np.array([r["timestamp"] for r in mooncake_records(50)], dtype=float)
+    for scale in (1.0, 2.0, 0.25):
+        workload = TraceWorkload.from_file(path, time_scale=scale)
+        assert isinstance(workload, ScheduledWorkload)
+        expected = (stamps - stamps[0]) / 1000 * scale
+        np.testing.assert_allclose(workload.arrivals_s(), expected)
+        np.testing.assert_allclose(cell_schedule(workload, ArrivalProcess(rate_per_s=5.0)), expected)
+
+
+def test_lengths_and_shared_blocks_are_byte_for_byte(tmp_path):
+    records = mooncake_records(300)
+    workload = TraceWorkload.from_file(write_trace(tmp_path / "t.jsonl", records))
+    specs = workload.build(range(workload.num_requests))
+    assert workload.num_requests == len(specs) == 300
+    blocks = {}
+    for record, spec in zip(records, specs):
+        assert spec.prompt_tokens == record["input_length"] == spec.prompt_token_ids.size
+        assert spec.max_tokens == record["output_length"]
+        for k, h in enumerate(record["hash_ids"]):
+            block = spec.prompt_token_ids[512 * k: 512 * (k + 1)]
+            if h in blocks and block.size == 512:
+                assert np.array_equal(blocks[h], block)
+            elif block.size == 512:
+                blocks[h] = block
+    # two requests that share their first two hash ids share that prefix as text too
+    pairs = [(a, b) for a in range(50) for b in range(a + 1, 50) if records[a]["hash_ids"][:2] == records[b]["hash_ids"][:2]]
+    assert pairs
+    a, b = pairs[0]
+    text_a, text_b = prompt_text(specs[a]), prompt_text(specs[b])
+    shared = " ".join(prompt_text(specs[a]).split()[:1024])
+    assert text_a.startswith(shared) and text_b.startswith(shared)
+    # blocks with different hash ids are different ids
+    distinct = [blocks[h].tobytes() for h in sorted(blocks)]
+    assert len(set(distinct)) == len(distinct) > 10
+
+
+def test_a_prompt_longer_than_its_blocks_is_padded_with_its_own_ids(tmp_path):
+    path = write_trace(tmp_path / "t.jsonl", [{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [7]},
+                                              {"timestamp": 1, "input_length": 600, "output_length": 3, "hash_ids": [7]}])
+    a, b = TraceWorkload.from_file(path, block_size=512).build([0, 1])
+    assert a.prompt_tokens == b.prompt_tokens == 600
+    assert np.array_equal(a.prompt_token_ids[:512], b.prompt_token_ids[:512])
+    assert not np.array_equal(a.prompt_token_ids[512:], b.prompt_token_ids[512:])
+
+
+def test_each_actor_gets_only_its_rows_and_builds_the_same_prompts(tmp_path):
+    workload = TraceWorkload.from_file(write_trace(tmp_path / "t.jsonl", mooncake_records(120)))
+    whole = {s.request_id: s for s in workload.build(range(120))}
+    for actors in (1, 3, 7):
+        shards = split_workload(workload, actors)
+        assert sorted(i for shard in shards for i in shard) == list(range(120))
+        for ids in shards:
+            assert isinstance(workload, ShardableWorkload)
+            part = workload.shard(ids)
+            assert len(part.rows) == len(ids)
+            assert part.build(ids) == [whole[i] for i in ids]
+            if len(ids) < 120:
+                outside = next(i for i in range(120) if i not in ids)
+                with pytest.raises(ConfigError, match="request_id"):
+                    part.build([outside])
+
+
+def test_num_prompts_takes_the_first_records(tmp_path):
+    workload = TraceWorkload.from_file(write_trace(tmp_path / "t.jsonl", mooncake_records(40)), num_prompts=10)
+    assert workload.num_requests == 10 and workload.arrivals_s().size == 10
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": [0]}\nnot json\n', r"t.jsonl:2: not JSON"),
+    ('{"timestamp": 0, "input_length": 5, "hash_ids": [0]}\n', r"t.jsonl:1: missing output_length"),
+    ('{"timestamp": 0, "input_length": 0, "output_length": 2, "hash_ids": [0]}\n', r"t.jsonl:1: input_length=0"),
+    ('{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": "ab"}\n', r"t.jsonl:1: hash_ids="),
+    ('{"timestamp": 9, "input_length": 5, "output_length": 2, "hash_ids": [0]}\n'
+     '{"timestamp": 3, "input_length": 5, "output_length": 2, "hash_ids": [0]}\n',
+     r"t.jsonl:2: timestamp 3 is earlier than the line before \(9\).*sort it by timestamp"),
+    ("\n\n", r"holds no records"),
+])
+def test_bad_traces_name_the_first_bad_line(tmp_path, content, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        read_mooncake(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_trace_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"trace file .*nope.jsonl does not exist"):
+        TraceWorkload.from_file(tmp_path / "nope.jsonl")
+
+
+def test_time_scale_must_be_positive(tmp_path):
+    path = write_trace(tmp_path / "t.jsonl", mooncake_records(3))
+    with pytest.raises(ConfigError, match="time_scale"):
+        TraceWorkload.from_file(path, time_scale=0)
