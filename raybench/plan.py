@@ -182,23 +182,58 @@ def _check_custom_resource(backend: str, hw: Hardware, cluster_resources: Mappin
 _RESUME_IGNORES = frozenset({"id"})
 
 
-def check_resume(cells: Sequence[Cell], completed: Mapping[str, Mapping[str, Any]]) -> set[str]:
+def prompt_identity(record: Mapping[str, Any]) -> str:
+    """A prompt source's record (PromptSource.record) as one comparable line.
+
+    Names what decides the prompts' ids (tokenizer name, revision, content hash, vocabulary; or
+    the id range and whether it was a fallback) and leaves out what does not (where a tokenizer
+    was read from, the wording of why the model's own failed to load).
+    """
+    tokenizer = record.get("tokenizer")
+    if isinstance(tokenizer, Mapping):
+        if tokenizer.get("kind") == "words":
+            return f"the simulator's word count (ids {tokenizer.get('sample_range')})"
+        facts = [f"{k} {tokenizer[k]}" for k in ("revision", "tokenizer_json_sha256", "vocab_size") if tokenizer.get(k) is not None]
+        return f"tokenizer {tokenizer.get('name')}" + (f" ({', '.join(facts)})" if facts else "")
+    low, high = record.get("token_id_range") or (None, None)
+    said = f"token ids {low}..{high - 1}" if isinstance(high, int) else "token ids"
+    tried = record.get("tried")
+    return f"{said} (fallback: tokenizer {tried} did not load)" if tried else said
+
+
+def run_settings(prompts: Mapping[str, Any], sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """What a backend's cells share besides their Cell fields, recorded beside them in plan.json and
+    summary.json so a resume compares it too: how prompts were made, what every request sampled with."""
+    return {"prompts": prompt_identity(prompts), "sampling": dict(sampling)}
+
+
+def _differences(key: str, there: Any, now: Any) -> list[str]:
+    if isinstance(there, Mapping) and isinstance(now, Mapping):  # sampling: name the parameter that changed
+        return [d for k in dict.fromkeys([*there, *now]) for d in _differences(f"{key}.{k}", there.get(k), now.get(k))]
+    return [] if there == now else [f"{key}={there!r} there, {now!r} now"]
+
+
+def check_resume(cells: Sequence[Cell], completed: Mapping[str, Mapping[str, Any]],
+                 settings: Mapping[str, Mapping[str, Any]] | None = None) -> set[str]:
     """Ids of the cells already complete in a run dir; refuses a plan whose settings differ from theirs.
 
     ``completed`` holds only complete cells (``RunDir.completed_cells``): an incomplete or failed
     cell is run again, whole, whatever settings its earlier attempt had (that attempt is set aside).
+    ``settings``: backend name -> its :func:`run_settings`, compared too where the cell recorded them
+    (cells written before they were recorded are compared on their Cell fields only).
 
-    A cell id does not spell out every setting (num_prompts, the seed, simulated or not), so
-    without this a resume with other flags would silently mix, say, 40-prompt and 500-prompt cells.
+    A cell id does not spell out every setting (num_prompts, the seed, simulated or not, the
+    tokenizer, the sampling), so without this a resume with other flags would silently mix, say,
+    40-prompt and 500-prompt cells, or greedy and sampled ones.
     """
     done: set[str] = set()
     for cell in cells:
         stored = completed.get(safe_name(cell.id))
         if stored is None:
             continue
-        planned = cell.to_json()
-        diffs = [f"{k}={stored[k]!r} there, {planned[k]!r} now" for k in planned
-                 if k not in _RESUME_IGNORES and k in stored and stored[k] != planned[k]]
+        planned = {**cell.to_json(), **(settings or {}).get(cell.backend, {})}
+        diffs = [d for k in planned if k not in _RESUME_IGNORES and k in stored
+                 for d in _differences(k, stored[k], planned[k])]
         if diffs:
             raise ConfigError(
                 f"cell {cell.id} is complete in the run directory with other settings ({'; '.join(diffs)}). "

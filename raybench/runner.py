@@ -37,7 +37,7 @@ from raybench.loadgen.clock import estimate_anchor
 from raybench.loadgen.generator import ClientCheck, LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult, client_cpus
 from raybench.loadgen.preflight import check_server
-from raybench.plan import check_resume
+from raybench.plan import check_resume, run_settings
 from raybench.prompting import PromptSource, PromptSources, oov_hint
 from raybench.store.cells import (
     CHUNKS_FILE,
@@ -148,11 +148,13 @@ class Runner:
         cells = self.experiment.cells()
         if self.options.cell_ids is not None:
             cells = [c for c in cells if c.id in self.options.cell_ids]
-        done = check_resume(cells, self.run_dir.completed_cells())
-        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
-        self.run_dir.keep_previous_env()
         # tokenizers resolve before any server starts: a named one that does not load stops the run here
         self.sources = self._prompt_sources(cells)
+        self.settings = {name: run_settings(source.record, self.experiment.sampling.to_json())
+                         for name, source in self.sources.items()}
+        done = check_resume(cells, self.run_dir.completed_cells(), self.settings)
+        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
+        self.run_dir.keep_previous_env()
         self.env = run_environment(self.experiment, cells, self.options)
         self.env["prompts"] = {name: source.record for name, source in self.sources.items()}
         self.env["sampling"] = self.experiment.sampling.to_json()
@@ -187,7 +189,7 @@ class Runner:
 
     def _run_dir_plan(self, cells: list[Cell]) -> list[dict[str, Any]]:
         """Every cell the run dir is meant to hold: an earlier invocation's (say, --only mode=online) and this one's."""
-        planned = [c.to_json() for c in cells]
+        planned = [self._cell_record(c) for c in cells]
         if not self.run_dir.plan_json.is_file():
             return planned
         try:
@@ -196,6 +198,10 @@ class Runner:
             raise RunError(f"{self.run_dir.plan_json} is unreadable ({err}): move it away to start the plan afresh") from err
         ours = {c["id"] for c in planned}
         return [c for c in earlier if c.get("id") not in ours] + planned
+
+    def _cell_record(self, cell: Cell) -> dict[str, Any]:
+        """A cell's settings as plan.json and its summary.json keep them, for a resume to compare."""
+        return {**cell.to_json(), **self.settings.get(cell.backend, {})}
 
     @contextlib.contextmanager
     def _server(self, backend: Backend, guard: ServerGuard) -> Iterator[_Server]:
@@ -263,7 +269,7 @@ class Runner:
     def _write_summary(self, cell: Cell, cell_dir: Path, summary: dict[str, Any], outcome: CellOutcome,
                        t0: float) -> None:
         summary.update(outcome.fields())
-        summary["cell"] = cell.to_json()
+        summary["cell"] = self._cell_record(cell)
         summary["raybench_version"] = raybench.__version__
         summary["wall_s"] = round(time.monotonic() - t0, 3)
         write_json_atomic(cell_dir / SUMMARY_FILE, summary)

@@ -35,3 +35,27 @@ def test_selected_cells_run_and_a_rerun_runs_only_the_unfinished(ray_local, tmp_
     assert sorted(rd.cell_ids()) == sorted(first + third)
     # plan.json holds every cell the run dir was asked for, over all three invocations
     assert [c["id"] for c in json.loads(rd.plan_json.read_text())["cells"]] == first + third
+
+
+def test_a_resume_with_other_sampling_or_prompt_ids_is_refused_before_any_cell_runs(ray_local, tmp_path):
+    import pytest
+
+    from raybench.errors import ConfigError
+    from raybench.experiment import Experiment, Online, Sampling, SimBackend
+
+    experiment = Experiment(name="res", model="m", backends=(SimBackend(name="s", timing="zero"),),
+                            online=(Online(concurrency=(1,), input_len=8, output_len=4, num_prompts=2),))
+    rd = RunDir.create(tmp_path, "res")
+    Runner(experiment, rd, RunOptions(), report=lambda line: None).run()
+    cell_id = experiment.cells()[0].id
+    for changed, difference in [
+        (dataclasses.replace(experiment, sampling=Sampling(temperature=0.5)), "sampling.temperature=0.0 there, 0.5 now"),
+        (dataclasses.replace(experiment, token_id_range=(2000, 3000)),
+         "prompts=\"the simulator's word count (ids [1000, 100000])\" there, 'token ids 2000..2999' now"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            Runner(changed, rd, RunOptions(), report=lambda line: None).run()
+        assert f"cell {cell_id} is complete in the run directory with other settings ({difference})" in str(info.value)
+    lines = []
+    Runner(experiment, rd, RunOptions(), report=lines.append).run()  # the same settings: nothing to run
+    assert not [line for line in lines if line.startswith("cell ")]
