@@ -282,19 +282,23 @@ class Runner:
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
         server_metrics.start()  # its process starts during the warm-up, not during the cell
-        warm_up(client, workload, self.experiment.warmup_requests)
-        server.reset_cache()
-        server.reset_ground_truth()
-        arrivals = ArrivalProcess(
-            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
-        ).offsets_s(workload.num_requests)
-        # more actors than client CPUs only makes them take turns on the cores
-        actors = self.options.actors or default_num_actors(
-            concurrency, streams_per_actor=self.options.streams_per_actor, max_actors=client_cpus())
-        actors = max(1, min(actors, concurrency, workload.num_requests))
-        pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
-                           labels=labels, max_replacements=self.options.max_replacements)
-        writer = CellWriter(cell_dir)
+        try:
+            warm_up(client, workload, self.experiment.warmup_requests)
+            server.reset_cache()
+            server.reset_ground_truth()
+            arrivals = ArrivalProcess(
+                rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed
+            ).offsets_s(workload.num_requests)
+            # more actors than client CPUs only makes them take turns on the cores
+            actors = self.options.actors or default_num_actors(
+                concurrency, streams_per_actor=self.options.streams_per_actor, max_actors=client_cpus())
+            actors = max(1, min(actors, concurrency, workload.num_requests))
+            pool = LoadGenPool(cell_id=cell.id, num_actors=actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
+                               labels=labels, max_replacements=self.options.max_replacements)
+            writer = CellWriter(cell_dir)
+        except BaseException:
+            server_metrics.cancel()  # from the `with` below on, leaving the block stops it
+            raise
         try:
             with server_metrics:
                 result = pool.run(
