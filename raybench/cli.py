@@ -202,9 +202,13 @@ _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: 
 @click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
 @click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help=_SIM_TIMING_HELP)
 @click.option("--no-keepalive", is_flag=True, help="One connection per request, whatever the file's keepalive says.")
+@click.option("--tokenizer", default=None, help="Tokenizer whose vocabulary random prompts draw from instead of the file's (a local directory with tokenizer.json, or a Hugging Face name); replaces its token_id_range.")
+@click.option("--tokenizer-revision", default=None, help="Branch, tag or commit of a Hugging Face --tokenizer (or of the model's own) instead of the file's.")
+@click.option("--token-id-range", default=None, metavar="LOW:HIGH", help="Random prompt ids from LOW to HIGH - 1, no tokenizer, instead of the file's tokenizer or range.")
 def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, address: str | None, actors: int | None,
         write_report: bool, only: str | None, num_prompts: int | None, repeats: int | None, simulate: bool,
-        sim_timing: str | None, no_keepalive: bool) -> None:
+        sim_timing: str | None, no_keepalive: bool, tokenizer: str | None, tokenizer_revision: str | None,
+        token_id_range: str | None) -> None:
     """Run every cell of an experiment file.
 
     \b
@@ -213,15 +217,19 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, ad
       raybench run experiments/deepseek_r1.py --simulate --only backend=vllm,hardware=H200 --num-prompts 40
       raybench run experiments/deepseek_r1.py --resume          # after an interruption: unfinished cells only
       raybench run experiments/quickstart.py --run-dir runs/quickstart/20260101-120000
+      raybench run experiments/my_model.py --tokenizer /models/my-model   # prompts from its vocabulary
       RAY_ADDRESS=auto raybench run experiments/my_cluster.py
     """
     from raybench.experiment import load_experiment
     from raybench.plan import resolve
 
+    prompts = {"tokenizer": tokenizer, "tokenizer_revision": tokenizer_revision,
+               "token_id_range": _parse_token_id_range(token_id_range)}
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
-                                simulate=simulate, sim_timing=sim_timing)
+                                simulate=simulate, sim_timing=sim_timing, prompts=prompts)
     options = {"only": only, "num_prompts": num_prompts, "repeats": repeats, "simulate": simulate,
-               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive}
+               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive, "tokenizer": tokenizer,
+               "tokenizer_revision": tokenizer_revision, "token_id_range": token_id_range}
     _run(experiment, out=out, address=address, actors=actors, run_dir=run_dir, resume=resume, write_report=write_report,
          cell_ids=frozenset(c.id for c in cells), experiment_file=experiment_file, options=options,
          client_overrides={"keepalive": False} if no_keepalive else None)

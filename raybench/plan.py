@@ -76,6 +76,25 @@ def with_num_prompts(experiment: Experiment, num_prompts: int | None) -> Experim
     return dataclasses.replace(experiment, online=tuple(one(s) for s in experiment.online))
 
 
+def with_prompts(experiment: Experiment, *, tokenizer: str | None = None, tokenizer_revision: str | None = None,
+                 token_id_range: tuple[int, int] | None = None) -> Experiment:
+    """The experiment's prompt source overridden (``--tokenizer``, ``--tokenizer-revision``, ``--token-id-range``).
+
+    A tokenizer replaces the file's token_id_range and a range replaces the file's tokenizer:
+    the flag names the whole prompt source, as the experiment's fields would.
+    """
+    if tokenizer is not None and token_id_range is not None:
+        raise ConfigError("give --tokenizer or --token-id-range, not both (with a tokenizer, ids come from its vocabulary)")
+    changes: dict[str, Any] = {}
+    if tokenizer is not None:
+        changes.update(tokenizer=tokenizer, token_id_range=None)
+    if token_id_range is not None:
+        changes.update(token_id_range=token_id_range, tokenizer=None, tokenizer_revision=None)
+    if tokenizer_revision is not None:
+        changes["tokenizer_revision"] = tokenizer_revision
+    return dataclasses.replace(experiment, **changes) if changes else experiment
+
+
 def with_repeats(experiment: Experiment, repeats: int | None) -> Experiment:
     return experiment if repeats is None else dataclasses.replace(experiment, repeats=repeats)
 
@@ -116,15 +135,16 @@ def format_plan_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int | None = None,
             repeats: int | None = None, simulate: bool = False, sim_timing: str | None = None,
-            ) -> tuple[Experiment, list[Cell]]:
+            prompts: Mapping[str, Any] | None = None) -> tuple[Experiment, list[Cell]]:
     """The experiment a run uses and the cells it runs, in order.
 
-    Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
+    ``prompts``: :func:`with_prompts`'s overrides. Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
     servers after ``simulate`` has replaced them (cell ids do not change).
     """
     if sim_timing is not None and not simulate:
         raise ConfigError(f"--sim-timing {sim_timing} applies to simulated servers: add --simulate")
     experiment = with_repeats(with_num_prompts(experiment, num_prompts), repeats)
+    experiment = with_prompts(experiment, **(prompts or {}))
     selection = parse_only(only)
     ids = {c.id for c in select(experiment.cells(), selection)}
     if not ids:

@@ -149,6 +149,34 @@ def test_check_resume_refuses_other_prompts_or_sampling_naming_each_difference(t
     assert "tokenizer_json_sha256 cd34" in refused(_settings(new_hash))
 
 
+def test_prompt_flags_override_the_files_prompt_source_whole():
+    from raybench.plan import with_prompts
+
+    with_tokenizer = _experiment(tokenizer="org/tok", tokenizer_revision="v1")
+    ranged = with_prompts(with_tokenizer, token_id_range=(5, 50))
+    assert (ranged.tokenizer, ranged.tokenizer_revision, ranged.token_id_range) == (None, None, (5, 50))
+    named = with_prompts(_experiment(token_id_range=(5, 50)), tokenizer="/tok", tokenizer_revision="main")
+    assert (named.tokenizer, named.tokenizer_revision, named.token_id_range) == ("/tok", "main", None)
+    assert with_prompts(with_tokenizer) is with_tokenizer
+    experiment, cells = resolve(with_tokenizer, prompts={"tokenizer": None, "tokenizer_revision": "v2", "token_id_range": None})
+    assert (experiment.tokenizer, experiment.tokenizer_revision) == ("org/tok", "v2")
+    assert [c.id for c in cells] == [c.id for c in with_tokenizer.cells()]  # the cells do not change
+    with pytest.raises(ConfigError, match="give --tokenizer or --token-id-range, not both"):
+        with_prompts(with_tokenizer, tokenizer="a", token_id_range=(5, 50))
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--token-id-range", "5-50"], "Error: Invalid value for --token-id-range: '5-50': expected LOW:HIGH, two integers"),
+    (["--token-id-range", "5:50", "--tokenizer", "t"], "Error: give --tokenizer or --token-id-range, not both"),
+])
+def test_run_refuses_bad_prompt_flags_in_one_line_before_anything_starts(tmp_path, args, error):
+    result = CliRunner().invoke(main, ["run", str(DEEPSEEK), "--out", str(tmp_path), *args])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1].startswith(error)
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_unreadable_summary_names_the_file_and_the_fix(tmp_path):
     rd = RunDir(tmp_path)
     rd.cell_dir("x").mkdir(parents=True)
