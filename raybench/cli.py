@@ -317,7 +317,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         load_tokenizer(experiment.tokenizer, revision=experiment.tokenizer_revision)
     rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
-        done = check_resume(cells, rd.completed_cells())
+        done = check_resume(cells, rd.completed_cells(), _resume_settings(experiment, cells, client_overrides or {}))
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     connected_here = cluster.connect(address)
     import ray
@@ -379,6 +379,18 @@ def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | N
     again = _again(experiment_file, path)
     raise RunError(f"{len(bad)} of {len(summaries)} cells did not complete ({first}); "
                    f"their rows are kept in {path}; to run them again: {again}")
+
+
+def _resume_settings(experiment, cells, client_overrides: dict) -> dict:
+    """Each backend's prompt source and sampling, as the runner records them beside its cells."""
+    from raybench.loadgen.client import ClientConfig
+    from raybench.plan import run_settings
+    from raybench.prompting import prompt_sources
+
+    chat = "chat" in client_overrides.get("endpoint", ClientConfig.endpoint)
+    # quiet: the runner resolves them again and says a fallback then
+    sources = prompt_sources(experiment, {c.backend for c in cells}, chat=chat, report=lambda line: None)
+    return {name: run_settings(source.record, experiment.sampling.to_json()) for name, source in sources.items()}
 
 
 def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resume: bool):

@@ -38,7 +38,7 @@ from raybench.loadgen.generator import ClientCheck, LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult, client_cpus
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume, run_settings
-from raybench.prompting import PromptSource, PromptSources, oov_hint
+from raybench.prompting import PromptSource, oov_hint, prompt_sources
 from raybench.store.cells import (
     CHUNKS_FILE,
     REQUESTS_FILE,
@@ -182,10 +182,8 @@ class Runner:
         return summaries
 
     def _prompt_sources(self, cells: list[Cell]) -> dict[str, PromptSource]:
-        sources = PromptSources(self.experiment, report=self.report)
         chat = "chat" in self.options.client_overrides.get("endpoint", ClientConfig.endpoint)
-        return {b.name: sources.for_backend(b, chat=chat, text=not b.dialect.token_id_prompts)
-                for b in self.experiment.backends if any(c.backend == b.name for c in cells)}
+        return prompt_sources(self.experiment, {c.backend for c in cells}, chat=chat, report=self.report)
 
     def _run_dir_plan(self, cells: list[Cell]) -> list[dict[str, Any]]:
         """Every cell the run dir is meant to hold: an earlier invocation's (say, --only mode=online) and this one's."""

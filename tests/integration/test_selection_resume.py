@@ -85,6 +85,7 @@ def test_run_takes_prompt_flags_records_them_and_refuses_a_resume_with_others(ra
                                       "--token-id-range", "2000:4000"])
     assert again.exit_code == 1
     assert "Traceback" not in again.output
+    assert "run directory:" not in again.output  # refused before the cluster is joined, as for --num-prompts
     assert again.output.strip().splitlines()[-1].startswith(
         "Error: cell s-online-c1-i8-o4 is complete in the run directory with other settings "
         "(prompts='token ids 2000..2999' there, 'token ids 2000..3999' now). Resume with the options")
