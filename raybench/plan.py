@@ -138,8 +138,9 @@ def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int
             prompts: Mapping[str, Any] | None = None) -> tuple[Experiment, list[Cell]]:
     """The experiment a run uses and the cells it runs, in order.
 
-    ``prompts``: :func:`with_prompts`'s overrides. Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
-    servers after ``simulate`` has replaced them (cell ids do not change).
+    Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
+    servers after ``simulate`` has replaced them (cell ids do not change). ``prompts``: the
+    overrides :func:`with_prompts` takes (``--tokenizer`` and the like; they change no cell).
     """
     if sim_timing is not None and not simulate:
         raise ConfigError(f"--sim-timing {sim_timing} applies to simulated servers: add --simulate")
