@@ -317,12 +317,16 @@ _SIM_TIMING_HELP = ("With --simulate: engine (continuous batching in real time: 
 @click.option("--simulate", is_flag=True, help="Replace every server by the simulator with its hardware's GPU and its backend's profile.")
 @click.option("--sim-timing", type=click.Choice(["engine", "zero"]), default=None, help=_SIM_TIMING_HELP)
 @click.option("--no-keepalive", is_flag=True, help="One connection per request, whatever the file's keepalive says.")
+@click.option("--tokenizer", default=None, help="Tokenizer whose vocabulary random prompts draw from instead of the file's (a local directory with tokenizer.json, or a Hugging Face name); replaces its token_id_range.")
+@click.option("--tokenizer-revision", default=None, help="Branch, tag or commit of a Hugging Face --tokenizer (or of the model's own) instead of the file's.")
+@click.option("--token-id-range", default=None, metavar="LOW:HIGH", help="Random prompt ids from LOW to HIGH - 1, no tokenizer, instead of the file's tokenizer or range.")
 @click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=3600.0, show_default=True, help="Seconds before a request is recorded as timed out.")
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds without a byte before a request is recorded as timed out. Default: none.")
 @click.option("--no-answer-hint-s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds without a byte on a request in flight before the progress line names --stall-timeout and --request-timeout.")
 def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, address: str | None, actors: int | None,
         write_report: bool, only: str | None, num_prompts: int | None, repeats: int | None, simulate: bool,
-        sim_timing: str | None, no_keepalive: bool, request_timeout: float, stall_timeout: float | None,
+        sim_timing: str | None, no_keepalive: bool, tokenizer: str | None, tokenizer_revision: str | None,
+        token_id_range: str | None, request_timeout: float, stall_timeout: float | None,
         no_answer_hint_s: float) -> None:
     """Run every cell of an experiment file.
 
@@ -332,15 +336,19 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, ad
       raybench run experiments/deepseek_r1.py --simulate --only backend=vllm,hardware=H200 --num-prompts 40
       raybench run experiments/deepseek_r1.py --resume          # after an interruption: unfinished cells only
       raybench run experiments/quickstart.py --run-dir runs/quickstart/20260101-120000
+      raybench run experiments/my_model.py --tokenizer /models/my-model   # prompts from its vocabulary
       RAY_ADDRESS=auto raybench run experiments/my_cluster.py
     """
     from raybench.experiment import load_experiment
     from raybench.plan import resolve
 
+    prompts = {"tokenizer": tokenizer, "tokenizer_revision": tokenizer_revision,
+               "token_id_range": _parse_token_id_range(token_id_range)}
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
-                                simulate=simulate, sim_timing=sim_timing)
+                                simulate=simulate, sim_timing=sim_timing, prompts=prompts)
     options = {"only": only, "num_prompts": num_prompts, "repeats": repeats, "simulate": simulate,
-               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive,
+               "sim_timing": sim_timing, "actors": actors, "no_keepalive": no_keepalive, "tokenizer": tokenizer,
+               "tokenizer_revision": tokenizer_revision, "token_id_range": token_id_range,
                "request_timeout": request_timeout, "stall_timeout": stall_timeout}
     overrides: dict = {"stall_timeout_s": stall_timeout} if stall_timeout is not None else {}
     if no_keepalive:
@@ -432,7 +440,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         load_tokenizer(experiment.tokenizer, revision=experiment.tokenizer_revision)
     rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
-        done = check_resume(cells, rd.completed_cells())
+        done = check_resume(cells, rd.completed_cells(), _resume_settings(experiment, cells, client_overrides or {}))
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     connected_here = cluster.connect(address)
     handle_sigterm()  # after Ray's own handler, so ours wins
@@ -499,6 +507,18 @@ def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | N
     again = _again(experiment_file, path)
     raise RunError(f"{len(bad)} of {len(summaries)} cells did not complete ({first}); "
                    f"their rows are kept in {path}; to run them again: {again}")
+
+
+def _resume_settings(experiment, cells, client_overrides: dict) -> dict:
+    """Each backend's prompt source and sampling, as the runner records them beside its cells."""
+    from raybench.loadgen.client import ClientConfig
+    from raybench.plan import run_settings
+    from raybench.prompting import prompt_sources
+
+    chat = "chat" in client_overrides.get("endpoint", ClientConfig.endpoint)
+    # quiet: the runner resolves them again and says a fallback then
+    sources = prompt_sources(experiment, {c.backend for c in cells}, chat=chat, report=lambda line: None)
+    return {name: run_settings(source.record, experiment.sampling.to_json()) for name, source in sources.items()}
 
 
 def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resume: bool):

@@ -78,6 +78,25 @@ def with_num_prompts(experiment: Experiment, num_prompts: int | None) -> Experim
     return dataclasses.replace(experiment, online=tuple(one(s) for s in experiment.online))
 
 
+def with_prompts(experiment: Experiment, *, tokenizer: str | None = None, tokenizer_revision: str | None = None,
+                 token_id_range: tuple[int, int] | None = None) -> Experiment:
+    """The experiment's prompt source overridden (``--tokenizer``, ``--tokenizer-revision``, ``--token-id-range``).
+
+    A tokenizer replaces the file's token_id_range and a range replaces the file's tokenizer:
+    the flag names the whole prompt source, as the experiment's fields would.
+    """
+    if tokenizer is not None and token_id_range is not None:
+        raise ConfigError("give --tokenizer or --token-id-range, not both (with a tokenizer, ids come from its vocabulary)")
+    changes: dict[str, Any] = {}
+    if tokenizer is not None:
+        changes.update(tokenizer=tokenizer, token_id_range=None)
+    if token_id_range is not None:
+        changes.update(token_id_range=token_id_range, tokenizer=None, tokenizer_revision=None)
+    if tokenizer_revision is not None:
+        changes["tokenizer_revision"] = tokenizer_revision
+    return dataclasses.replace(experiment, **changes) if changes else experiment
+
+
 def with_repeats(experiment: Experiment, repeats: int | None) -> Experiment:
     return experiment if repeats is None else dataclasses.replace(experiment, repeats=repeats)
 
@@ -124,15 +143,17 @@ def format_plan_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def resolve(experiment: Experiment, *, only: str | None = None, num_prompts: int | None = None,
             repeats: int | None = None, simulate: bool = False, sim_timing: str | None = None,
-            ) -> tuple[Experiment, list[Cell]]:
+            prompts: Mapping[str, Any] | None = None) -> tuple[Experiment, list[Cell]]:
     """The experiment a run uses and the cells it runs, in order.
 
     Cells are selected on the experiment as written, so ``backend=vllm`` still names the vLLM
-    servers after ``simulate`` has replaced them (cell ids do not change).
+    servers after ``simulate`` has replaced them (cell ids do not change). ``prompts``: the
+    overrides :func:`with_prompts` takes (``--tokenizer`` and the like; they change no cell).
     """
     if sim_timing is not None and not simulate:
         raise ConfigError(f"--sim-timing {sim_timing} applies to simulated servers: add --simulate")
     experiment = with_repeats(with_num_prompts(experiment, num_prompts), repeats)
+    experiment = with_prompts(experiment, **(prompts or {}))
     selection = parse_only(only)
     ids = {c.id for c in select(experiment.cells(), selection)}
     if not ids:
@@ -202,23 +223,58 @@ def _check_custom_resource(backend: str, hw: Hardware, cluster_resources: Mappin
 _RESUME_IGNORES = frozenset({"id"})
 
 
-def check_resume(cells: Sequence[Cell], completed: Mapping[str, Mapping[str, Any]]) -> set[str]:
+def prompt_identity(record: Mapping[str, Any]) -> str:
+    """A prompt source's record (PromptSource.record) as one comparable line.
+
+    Names what decides the prompts' ids (tokenizer name, revision, content hash, vocabulary; or
+    the id range and whether it was a fallback) and leaves out what does not (where a tokenizer
+    was read from, the wording of why the model's own failed to load).
+    """
+    tokenizer = record.get("tokenizer")
+    if isinstance(tokenizer, Mapping):
+        if tokenizer.get("kind") == "words":
+            return f"the simulator's word count (ids {tokenizer.get('sample_range')})"
+        facts = [f"{k} {tokenizer[k]}" for k in ("revision", "tokenizer_json_sha256", "vocab_size") if tokenizer.get(k) is not None]
+        return f"tokenizer {tokenizer.get('name')}" + (f" ({', '.join(facts)})" if facts else "")
+    low, high = record.get("token_id_range") or (None, None)
+    said = f"token ids {low}..{high - 1}" if isinstance(high, int) else "token ids"
+    tried = record.get("tried")
+    return f"{said} (fallback: tokenizer {tried} did not load)" if tried else said
+
+
+def run_settings(prompts: Mapping[str, Any], sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """What a backend's cells share besides their Cell fields, recorded beside them in plan.json and
+    summary.json so a resume compares it too: how prompts were made, what every request sampled with."""
+    return {"prompts": prompt_identity(prompts), "sampling": dict(sampling)}
+
+
+def _differences(key: str, there: Any, now: Any) -> list[str]:
+    if isinstance(there, Mapping) and isinstance(now, Mapping):  # sampling: name the parameter that changed
+        return [d for k in dict.fromkeys([*there, *now]) for d in _differences(f"{key}.{k}", there.get(k), now.get(k))]
+    return [] if there == now else [f"{key}={there!r} there, {now!r} now"]
+
+
+def check_resume(cells: Sequence[Cell], completed: Mapping[str, Mapping[str, Any]],
+                 settings: Mapping[str, Mapping[str, Any]] | None = None) -> set[str]:
     """Ids of the cells already complete in a run dir; refuses a plan whose settings differ from theirs.
 
     ``completed`` holds only complete cells (``RunDir.completed_cells``): an incomplete or failed
     cell is run again, whole, whatever settings its earlier attempt had (that attempt is set aside).
+    ``settings``: backend name -> its :func:`run_settings`, compared too where the cell recorded them
+    (cells written before they were recorded are compared on their Cell fields only).
 
-    A cell id does not spell out every setting (num_prompts, the seed, simulated or not), so
-    without this a resume with other flags would silently mix, say, 40-prompt and 500-prompt cells.
+    A cell id does not spell out every setting (num_prompts, the seed, simulated or not, the
+    tokenizer, the sampling), so without this a resume with other flags would silently mix, say,
+    40-prompt and 500-prompt cells, or greedy and sampled ones.
     """
     done: set[str] = set()
     for cell in cells:
         stored = completed.get(safe_name(cell.id))
         if stored is None:
             continue
-        planned = cell.to_json()
-        diffs = [f"{k}={stored[k]!r} there, {planned[k]!r} now" for k in planned
-                 if k not in _RESUME_IGNORES and k in stored and stored[k] != planned[k]]
+        planned = {**cell.to_json(), **(settings or {}).get(cell.backend, {})}
+        diffs = [d for k in planned if k not in _RESUME_IGNORES and k in stored
+                 for d in _differences(k, stored[k], planned[k])]
         if diffs:
             raise ConfigError(
                 f"cell {cell.id} is complete in the run directory with other settings ({'; '.join(diffs)}). "

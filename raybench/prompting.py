@@ -13,7 +13,7 @@ The rules (docs/workloads.md, "Tokenizers"):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from raybench.backends.base import BackendKind
@@ -104,6 +104,15 @@ class PromptSources:
                              "instead (give --tokenizer NAME_OR_PATH to draw from the model's vocabulary, or "
                              "--token-id-range LOW:HIGH)")
         return self._tried[key]
+
+
+def prompt_sources(experiment: Experiment, backends: Iterable[str], *, chat: bool, report: Report) -> dict[str, PromptSource]:
+    """The prompt source of each named backend, before any server starts (a named tokenizer that
+    does not load stops the run here)."""
+    sources = PromptSources(experiment, report=report)
+    names = set(backends)
+    return {b.name: sources.for_backend(b, chat=chat, text=not b.dialect.token_id_prompts)
+            for b in experiment.backends if b.name in names}
 
 
 def _with_tokenizer(tokenizer: Tokenizer, revision: str | None, text: bool) -> PromptSource:

@@ -26,6 +26,8 @@ _QUERY_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[A-Za-z0-9_.-]+)=)(?P<value>[
 def is_secret_name(name: str) -> bool:
     """True for names such as ``--api-key``, ``HF_TOKEN``, ``hf_token``, ``X-Api-Key``."""
     words = {w.lower() for w in _WORDS.findall(name)}
+    if {"token", "id"} <= words:  # --token-id-range: a token id is a vocabulary index, not a credential
+        words -= {"token"}
     return bool(words & _SECRET_WORDS)
 
 

@@ -40,8 +40,8 @@ from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import ClientCheck, LoadGenerator
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
-from raybench.plan import check_resume
-from raybench.prompting import PromptSource, PromptSources, oov_hint
+from raybench.plan import check_resume, run_settings
+from raybench.prompting import PromptSource, oov_hint, prompt_sources
 from raybench.search import SEARCH_FILE, Probe, bisect, format_result, judge as judge_search
 from raybench.store.cells import (
     CHUNKS_FILE,
@@ -193,11 +193,13 @@ class Runner:
         cells = self.experiment.cells()
         if self.options.cell_ids is not None:
             cells = [c for c in cells if c.id in self.options.cell_ids]
-        done = check_resume(cells, self.run_dir.completed_cells())
-        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
-        self.run_dir.keep_previous_env()
         # tokenizers resolve before any server starts: a named one that does not load stops the run here
         self.sources = self._prompt_sources(cells)
+        self.settings = {name: run_settings(source.record, self.experiment.sampling.to_json())
+                         for name, source in self.sources.items()}
+        done = check_resume(cells, self.run_dir.completed_cells(), self.settings)
+        write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
+        self.run_dir.keep_previous_env()
         self.env = run_environment(self.experiment, cells, self.options)
         self.env["prompts"] = {name: source.record for name, source in self.sources.items()}
         self.env["sampling"] = self.experiment.sampling.to_json()
@@ -253,14 +255,12 @@ class Runner:
         write_json_atomic(path, record)
 
     def _prompt_sources(self, cells: list[Cell]) -> dict[str, PromptSource]:
-        sources = PromptSources(self.experiment, report=self.report)
         chat = "chat" in self.options.client_overrides.get("endpoint", ClientConfig.endpoint)
-        return {b.name: sources.for_backend(b, chat=chat, text=not b.dialect.token_id_prompts)
-                for b in self.experiment.backends if any(c.backend == b.name for c in cells)}
+        return prompt_sources(self.experiment, {c.backend for c in cells}, chat=chat, report=self.report)
 
     def _run_dir_plan(self, cells: list[Cell]) -> list[dict[str, Any]]:
         """Every cell the run dir is meant to hold: an earlier invocation's (say, --only mode=online) and this one's."""
-        planned = [c.to_json() for c in cells]
+        planned = [self._cell_record(c) for c in cells]
         if not self.run_dir.plan_json.is_file():
             return planned
         try:
@@ -269,6 +269,10 @@ class Runner:
             raise RunError(f"{self.run_dir.plan_json} is unreadable ({err}): move it away to start the plan afresh") from err
         ours = {c["id"] for c in planned}
         return [c for c in earlier if c.get("id") not in ours] + planned
+
+    def _cell_record(self, cell: Cell) -> dict[str, Any]:
+        """A cell's settings as plan.json and its summary.json keep them, for a resume to compare."""
+        return {**cell.to_json(), **self.settings.get(cell.backend, {})}
 
     @contextlib.contextmanager
     def _server(self, backend: Backend, guard: ServerGuard) -> Iterator[_Server]:
@@ -336,7 +340,7 @@ class Runner:
     def _write_summary(self, cell: Cell, cell_dir: Path, summary: dict[str, Any], outcome: CellOutcome,
                        t0: float) -> None:
         summary.update(outcome.fields())
-        summary["cell"] = cell.to_json()
+        summary["cell"] = self._cell_record(cell)
         summary["raybench_version"] = raybench.__version__
         summary["wall_s"] = round(time.monotonic() - t0, 3)
         write_json_atomic(cell_dir / SUMMARY_FILE, summary)
@@ -355,20 +359,24 @@ class Runner:
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
         server_metrics.start()  # its process starts during the warm-up, not during the cell
-        warm_up(client, workload, self.experiment.warmup_requests, report=self.report,
-                no_answer_hint_s=self.options.no_answer_hint_s)
-        server.reset_cache()
-        server.reset_ground_truth()
-        rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
-        arrivals = cell_schedule(workload, ArrivalProcess(
-            rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
-            ramp_start_per_s=cell.ramp_start if rate_ramp else None))
-        opens = None
-        if cell.ramp_up is not None and rate_ramp is None:
-            opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
-        pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
-                           labels=labels, max_replacements=self.options.max_replacements, on_wait=self.report)
-        writer = CellWriter(cell_dir)
+        try:
+            warm_up(client, workload, self.experiment.warmup_requests, report=self.report,
+                    no_answer_hint_s=self.options.no_answer_hint_s)
+            server.reset_cache()
+            server.reset_ground_truth()
+            rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
+            arrivals = cell_schedule(workload, ArrivalProcess(
+                rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
+                ramp_start_per_s=cell.ramp_start if rate_ramp else None))
+            opens = None
+            if cell.ramp_up is not None and rate_ramp is None:
+                opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
+            pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
+                               labels=labels, max_replacements=self.options.max_replacements, on_wait=self.report)
+            writer = CellWriter(cell_dir)
+        except BaseException:
+            server_metrics.cancel()  # from the `with` below on, leaving the block stops it
+            raise
         try:
             with server_metrics:
                 result = pool.run(

@@ -93,6 +93,16 @@ class ServerMetricsRecording:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=True),
             ).remote(*self._args)
 
+    def cancel(self) -> None:
+        """Stop a scraper whose cell ends before its ``with`` block (a failed warm-up): no timeline.
+
+        Its actor is named after the cell, and the name stays taken while anything (a traceback
+        the driver keeps) holds the handle; a later run of the same cell id would then be refused.
+        """
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            ray.kill(handle, no_restart=True)
+
     def __enter__(self) -> ServerMetricsRecording:
         """Start (if not yet) and wait until the scraper is scraping; rows begin here."""
         self.start()

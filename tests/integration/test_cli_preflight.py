@@ -103,3 +103,30 @@ def test_a_password_in_the_url_is_never_echoed(tmp_path, secret_url):
     assert "s3cret-pw" not in result.output and "<redacted>" in result.output, result.output
     assert result.output.startswith("Error: cannot reach http://")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_failed_warm_up_stops_its_scraper_so_the_cell_can_run_again_in_the_same_session(ray_local, tmp_path,
+                                                                                           sim_server):
+    import dataclasses
+
+    import ray
+
+    from raybench.errors import BackendError
+    from raybench.experiment import Experiment, ExternalBackend, Online
+    from raybench.runner import RunOptions, Runner
+    from raybench.store.rundir import RunDir
+
+    failing = Experiment(name="again", model=MODEL, backends=(ExternalBackend(name="ext", url=sim_server("--fault", "http_500")),),
+                         online=(Online(concurrency=(1,), input_len=8, output_len=4, num_prompts=2),),
+                         token_id_range=(1000, 2000))
+    cell_id = failing.cells()[0].id
+    rd = RunDir.create(tmp_path, "again")
+    # the error (and so its traceback, which holds the runner's frames) stays alive, as it does in a
+    # driver that reports it and goes on: nothing of the failed cell may outlive it but its summary
+    with pytest.raises(BackendError) as failed:
+        Runner(failing, rd, RunOptions(), report=lambda line: None).run()
+    assert "warm-up request" in str(failed.value)
+    assert f"raybench:{cell_id}:server-metrics" not in {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    healthy = dataclasses.replace(failing, backends=(ExternalBackend(name="ext", url=sim_server()),))
+    summaries = Runner(healthy, rd, RunOptions(), report=lambda line: None).run()
+    assert [(s["cell_id"], s["outcome"]) for s in summaries] == [(cell_id, "complete")]

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from raybench.cli import main
 from raybench.errors import ConfigError, RunError
-from raybench.experiment import Experiment, Offline, Online, SimBackend
-from raybench.plan import check_resume, resolve
+from raybench.experiment import Experiment, Offline, Online, Sampling, SimBackend
+from raybench.plan import check_resume, prompt_identity, resolve, run_settings
 from raybench.runner import workload_for
 from raybench.store.rundir import RunDir
 
@@ -22,7 +22,7 @@ DEEPSEEK = ROOT / "experiments" / "deepseek_r1.py"
 
 def _experiment(**kw) -> Experiment:
     return Experiment(**{
-        "name": "rep", "model": "m", "backends": (SimBackend(name="a"), SimBackend(name="b")),
+        "name": "rep", "model": "deepseek-ai/DeepSeek-R1", "backends": (SimBackend(name="a"), SimBackend(name="b")),
         "online": (Online(concurrency=(1, 2), input_len=8, output_len=4, num_prompts=3),),
         "offline": (Offline(batch_sizes=(4,), input_len=8, output_len=4),), "seed": 7, **kw})
 
@@ -102,6 +102,79 @@ def test_check_resume_accepts_the_same_settings_and_names_every_difference(tmp_p
     assert str(info.value).startswith(
         f"cell {cells[0].id} is complete in the run directory with other settings "
         "(num_prompts=3 there, 5 now; seed=7 there, 8 now; model='m' there, 'other/model' now). Resume with the options")
+
+
+_WORDS = {"tokenizer": {"name": "words", "kind": "words", "vocab_size": 100, "sample_range": [1000, 100000]}, "fallback": None}
+_TOKENIZER = {"tokenizer": {"name": "org/tok", "revision": "v1", "kind": "huggingface", "source": "hub",
+                            "tokenizer_json_sha256": "ab12", "vocab_size": 600}, "fallback": None}
+_FALLBACK = {"tokenizer": None, "fallback": "token_id_range", "token_id_range": [1000, 100000],
+             "why": "no network", "tried": "m"}
+
+
+def test_prompt_identity_names_what_decides_the_ids_and_not_where_they_were_read():
+    assert prompt_identity(_TOKENIZER) == "tokenizer org/tok (revision v1, tokenizer_json_sha256 ab12, vocab_size 600)"
+    assert prompt_identity({**_TOKENIZER, "tokenizer": {**_TOKENIZER["tokenizer"], "source": "local"}}) == prompt_identity(_TOKENIZER)
+    assert prompt_identity(_FALLBACK) == "token ids 1000..99999 (fallback: tokenizer m did not load)"
+    assert prompt_identity({**_FALLBACK, "why": "offline"}) == prompt_identity(_FALLBACK)
+    assert prompt_identity({**_FALLBACK, "tried": None, "token_id_range": [5, 50]}) == "token ids 5..49"
+    assert prompt_identity(_WORDS) == "the simulator's word count (ids [1000, 100000])"
+
+
+def _settings(prompts=_TOKENIZER, **sampling):
+    return {name: run_settings(prompts, Sampling(**sampling).to_json()) for name in ("a", "b")}
+
+
+def test_check_resume_refuses_other_prompts_or_sampling_naming_each_difference(tmp_path):
+    cells = _experiment().cells()
+    rd = RunDir(tmp_path)
+    _complete(rd, cells[0], **_settings(temperature=0.0)["a"])
+    _complete(rd, cells[1])  # written before prompts and sampling were recorded: compared on its Cell fields
+    assert check_resume(cells, rd.completed_cells(), _settings(temperature=0.0)) == {cells[0].id, cells[1].id}
+
+    def refused(settings) -> str:
+        with pytest.raises(ConfigError) as info:
+            check_resume(cells, rd.completed_cells(), settings)
+        return str(info.value)
+
+    assert refused(_settings(temperature=0.7, top_p=0.9, extra_body={"seed": 1})).startswith(
+        f"cell {cells[0].id} is complete in the run directory with other settings (sampling.temperature=0.0 there, "
+        "0.7 now; sampling.top_p=None there, 0.9 now; sampling.extra_body.seed=None there, 1 now). Resume with")
+    assert (f"(prompts='{prompt_identity(_TOKENIZER)}' there, 'token ids 1000..99999 (fallback: tokenizer m did not "
+            "load)' now)") in refused(_settings(_FALLBACK))
+    other_range = {**_FALLBACK, "tried": None, "token_id_range": [1000, 2000]}
+    _complete(rd, cells[3], **run_settings({**_FALLBACK, "tried": None}, Sampling().to_json()))  # backend b
+    assert "(prompts='token ids 1000..99999' there, 'token ids 1000..1999' now)" in refused(
+        {"a": _settings()["a"], "b": run_settings(other_range, Sampling().to_json())})
+    new_hash = {**_TOKENIZER, "tokenizer": {**_TOKENIZER["tokenizer"], "tokenizer_json_sha256": "cd34"}}
+    assert "tokenizer_json_sha256 cd34" in refused(_settings(new_hash))
+
+
+def test_prompt_flags_override_the_files_prompt_source_whole():
+    from raybench.plan import with_prompts
+
+    with_tokenizer = _experiment(tokenizer="org/tok", tokenizer_revision="v1")
+    ranged = with_prompts(with_tokenizer, token_id_range=(5, 50))
+    assert (ranged.tokenizer, ranged.tokenizer_revision, ranged.token_id_range) == (None, None, (5, 50))
+    named = with_prompts(_experiment(token_id_range=(5, 50)), tokenizer="/tok", tokenizer_revision="main")
+    assert (named.tokenizer, named.tokenizer_revision, named.token_id_range) == ("/tok", "main", None)
+    assert with_prompts(with_tokenizer) is with_tokenizer
+    experiment, cells = resolve(with_tokenizer, prompts={"tokenizer": None, "tokenizer_revision": "v2", "token_id_range": None})
+    assert (experiment.tokenizer, experiment.tokenizer_revision) == ("org/tok", "v2")
+    assert [c.id for c in cells] == [c.id for c in with_tokenizer.cells()]  # the cells do not change
+    with pytest.raises(ConfigError, match="give --tokenizer or --token-id-range, not both"):
+        with_prompts(with_tokenizer, tokenizer="a", token_id_range=(5, 50))
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--token-id-range", "5-50"], "Error: Invalid value for --token-id-range: '5-50': expected LOW:HIGH, two integers"),
+    (["--token-id-range", "5:50", "--tokenizer", "t"], "Error: give --tokenizer or --token-id-range, not both"),
+])
+def test_run_refuses_bad_prompt_flags_in_one_line_before_anything_starts(tmp_path, args, error):
+    result = CliRunner().invoke(main, ["run", str(DEEPSEEK), "--out", str(tmp_path), *args])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1].startswith(error)
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_unreadable_summary_names_the_file_and_the_fix(tmp_path):

@@ -24,7 +24,8 @@ def test_secret_names(name):
 
 
 @pytest.mark.parametrize("name", ["--tokenizer", "--max-num-batched-tokens", "TOKENIZERS_PARALLELISM", "--ssl-keyfile",
-                                  "--kv-cache-dtype", "--tokenizer-mode", "CUDA_VISIBLE_DEVICES", "--port"])
+                                  "--kv-cache-dtype", "--tokenizer-mode", "CUDA_VISIBLE_DEVICES", "--port",
+                                  "--token-id-range", "token_id_range"])
 def test_names_that_only_look_secret(name):
     assert not is_secret_name(name)
 
