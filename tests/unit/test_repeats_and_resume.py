@@ -101,7 +101,7 @@ def test_check_resume_accepts_the_same_settings_and_names_every_difference(tmp_p
         check_resume([changed, *cells[1:]], rd.completed_cells())
     assert str(info.value).startswith(
         f"cell {cells[0].id} is complete in the run directory with other settings "
-        "(num_prompts=3 there, 5 now; seed=7 there, 8 now; model='m' there, 'other/model' now). Resume with the options")
+        "(num_prompts=3 there, 5 now; seed=7 there, 8 now; model='deepseek-ai/DeepSeek-R1' there, 'other/model' now). Resume with the options")
 
 
 _WORDS = {"tokenizer": {"name": "words", "kind": "words", "vocab_size": 100, "sample_range": [1000, 100000]}, "fallback": None}
