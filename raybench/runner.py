@@ -242,7 +242,7 @@ class Runner:
                 if cell.id not in done:
                     if not server:
                         server.append(stack.enter_context(self._server(backend, guard)))
-                    self._run_cell(cell, server[0])
+                    self._run_cell(cell, _HttpCells(self, server[0]))
                 summary = json.loads((self.run_dir.cell_dir(cell.id) / SUMMARY_FILE).read_text())
                 return judge_search(summary, value=getattr(cell, over), attainment=search.attainment)
 

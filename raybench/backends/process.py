@@ -104,10 +104,11 @@ class ServerProcess:
         delay = 0.05
         while True:
             proc = self._proc
-            if proc is None:
+            code = None if proc is None else proc.poll()
+            # stop() forgets the process before it signals it: an exit seen after that is the stop's
+            if self._proc is None:
                 raise BackendError(f"{self.name} was stopped while starting; last lines of {self.log_path}:\n"
                                    + log_tail(self.log_path))
-            code = proc.poll()
             if code is not None:
                 raise BackendError(
                     f"{self.name} exited with code {code} while starting; last lines of {self.log_path}:\n"
