@@ -54,7 +54,7 @@ def vllm_venv() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(vllm_venv: Path) -> Path:
     """The tiny Llama, cached beside the venv (its builder and seed make the same model every time)."""
-    out = vllm_env.cache_root() / "tiny-llama-v1"
+    out = vllm_env.cache_root() / "tiny-llama-v2"
     if not (out / "raybench-tiny.json").is_file():
         subprocess.run([str(vllm_env.venv_python()), str(Path(__file__).with_name("tiny_model.py")), str(out)],
                        check=True, env=dict(os.environ, **VLLM_ENV), capture_output=True)
