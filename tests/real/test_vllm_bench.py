@@ -96,9 +96,18 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
             if tool == "raybench":
                 # vLLM's client forces lengths with ignore_eos alone; min_tokens adds a logits
                 # processor to every decode step, which costs a CPU engine visibly: send the same
-                cell = only_cell(bench(vllm_server, tiny_model, tmp_path / f"rb{i}", num_prompts=num_prompts,
-                                       concurrency=concurrency, extra=("--seed", str(i), "--no-min-tokens")))
-                ours.append(read_json(cell / "summary.json"))
+                # a run whose loop another process stalled (raybench flags it host_contended) has
+                # every event after the stall stamped late: it measured the host, so run it again
+                for attempt in range(3):
+                    cell = only_cell(bench(vllm_server, tiny_model, tmp_path / f"rb{i}-{attempt}",
+                                           num_prompts=num_prompts, concurrency=concurrency,
+                                           extra=("--seed", str(i), "--no-min-tokens")))
+                    summary = read_json(cell / "summary.json")
+                    if summary["client_check"] == "ok":
+                        break
+                    print(f"raybench run {i}: {summary['client_check']}, "
+                          f"max loop lag {max(a['max_loop_lag_ms'] for a in summary['actors']):.0f} ms", file=sys.stderr)
+                ours.append(summary)
                 requests, chunks = read_cell(cell)
                 ours_vllm.append(summarize_cell(requests, chunks, compat="vllm", target_concurrency=concurrency))
             else:
