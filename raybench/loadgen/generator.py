@@ -8,7 +8,9 @@ reference clients start their clock after the slot too, but before the HTTP libr
 the request and found a connection; at concurrency 1024 that client overhead is much of why
 their TTFT reads 200-400 ms high. raybench keeps it, as client queue time (t_sent -
 t_scheduled). Connections are opened before the clock starts, one per slot, so no TCP
-handshake lands inside a measurement either.
+handshake lands inside a measurement either (unless keep-alive is off: then every request
+opens its own). A request whose connection closed before any response byte is sent once more
+on a fresh connection; its t_sent is then the retry's.
 """
 
 from __future__ import annotations

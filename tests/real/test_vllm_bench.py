@@ -7,13 +7,14 @@ random-id range: these pass because prompts come from --tokenizer.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SERVED_NAME, raybench_cmd, read_json, run_dir_of
+from real_vllm import SERVED_NAME, raybench_cmd, read_json, run_dir_of
 
 import vllm_env
 from raybench.analysis.summary import summarize_cell
@@ -21,7 +22,9 @@ from raybench.store.cells import read_cell
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-INPUT_LEN, OUTPUT_LEN = 64, 32
+# 256 output tokens: on a busy two-core host a run's mean TTFT swings by tens of ms (for either
+# client), and TPOT is (E2E - TTFT) / 255: a long output keeps that swing a small part of it
+INPUT_LEN, OUTPUT_LEN = 64, 256
 
 
 def bench(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: int, output_len: int = OUTPUT_LEN,
@@ -64,7 +67,7 @@ def vllm_bench_serve(url: str, model: Path, out: Path, *, num_prompts: int, conc
             "--endpoint", "/v1/completions", "--model", SERVED_NAME, "--tokenizer", str(model),
             "--dataset-name", "random", "--random-input-len", str(INPUT_LEN), "--random-output-len", str(OUTPUT_LEN),
             "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--temperature", "0",
-            "--ignore-eos", "--seed", str(seed), "--disable-tqdm", "--save-result", "--result-dir", str(out),
+            "--ignore-eos", "--percentile-metrics", "ttft,tpot,itl,e2el", "--seed", str(seed), "--disable-tqdm", "--save-result", "--result-dir", str(out),
             "--result-filename", "vllm.json"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
@@ -81,17 +84,30 @@ TOLERANCE = 0.15
 
 
 def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model, tmp_path):
-    """Same server, lengths, temperature 0 and concurrency; the two clients alternate, twice each."""
-    num_prompts, concurrency = 32, 4
-    bench(vllm_server, tiny_model, tmp_path / "warm", num_prompts=8, concurrency=concurrency)  # first-use costs
+    """Same server, lengths, temperature 0 and concurrency; the two clients alternate, three runs
+    each (R V, V R, R V), and the medians are compared: a shared host's load swings over tens of
+    seconds, and a median of alternating runs keeps one slow stretch from deciding."""
+    num_prompts, concurrency = 16, 4
+    vllm_bench_serve(vllm_server, tiny_model, tmp_path / "warm", num_prompts=4, concurrency=concurrency, seed=9)
     ours, ours_vllm, theirs = [], [], []
-    for i in range(2):
+    for i in range(3):
         order = ("raybench", "vllm") if i % 2 == 0 else ("vllm", "raybench")
         for tool in order:
             if tool == "raybench":
-                cell = only_cell(bench(vllm_server, tiny_model, tmp_path / f"rb{i}", num_prompts=num_prompts,
-                                       concurrency=concurrency, extra=("--seed", str(i))))
-                ours.append(read_json(cell / "summary.json"))
+                # vLLM's client forces lengths with ignore_eos alone; min_tokens adds a logits
+                # processor to every decode step, which costs a CPU engine visibly: send the same
+                # a run whose loop another process stalled (raybench flags it host_contended) has
+                # every event after the stall stamped late: it measured the host, so run it again
+                for attempt in range(3):
+                    cell = only_cell(bench(vllm_server, tiny_model, tmp_path / f"rb{i}-{attempt}",
+                                           num_prompts=num_prompts, concurrency=concurrency,
+                                           extra=("--seed", str(i), "--no-min-tokens")))
+                    summary = read_json(cell / "summary.json")
+                    if summary["client_check"] == "ok":
+                        break
+                    print(f"raybench run {i}: {summary['client_check']}, "
+                          f"max loop lag {max(a['max_loop_lag_ms'] for a in summary['actors']):.0f} ms", file=sys.stderr)
+                ours.append(summary)
                 requests, chunks = read_cell(cell)
                 ours_vllm.append(summarize_cell(requests, chunks, compat="vllm", target_concurrency=concurrency))
             else:
@@ -99,9 +115,9 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
                                                concurrency=concurrency, seed=i))
     rows = []
     for label, ours_key, their_key in METRICS:
-        a = sum(s[ours_key] for s in ours) / len(ours)
-        b = sum(s[ours_key] for s in ours_vllm) / len(ours_vllm)
-        c = sum(s[their_key] for s in theirs) / len(theirs)
+        a = statistics.median(s[ours_key] for s in ours)
+        b = statistics.median(s[ours_key] for s in ours_vllm)
+        c = statistics.median(s[their_key] for s in theirs)
         rows.append((label, ours_key, a, b, c))
     table = [f"{'metric':<16}{'raybench':>12}{'rb --compat vllm':>18}{'vllm bench serve':>18}{'diff':>8}"]
     table += [f"{label:<16}{a:>12.2f}{b:>18.2f}{c:>18.2f}{(a - c) / c:>+8.1%}" for label, _, a, b, c in rows]

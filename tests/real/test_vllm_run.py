@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SERVED_NAME, VLLM_ENV, marked_pids, raybench_cmd, read_json, run_dir_of
+from real_vllm import SERVED_NAME, VLLM_ENV, marked_pids, raybench_cmd, read_json, run_dir_of
 
 import vllm_env
 from raybench.store.cells import read_cell
