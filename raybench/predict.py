@@ -218,8 +218,6 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
                                     cell.input_len, cell.output_len)
         summary["cell_id"] = cell.id
     else:
-        import polars as pl
-
         from raybench.store.cells import read_cell
 
         requests, chunks = read_cell(cell_dir)

@@ -7,7 +7,6 @@ every cell it finished.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -18,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.ipc
 
 import raybench
@@ -30,14 +28,14 @@ from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.guard import ServerGuard
 from raybench.backends.server_actor import ServerHandle
 from raybench.capacity import ClientCapacity, PoolSize, client_capacity, size_pool
-from raybench.cluster import node_gpu_inventories
 from raybench.errors import BackendError, RunError, StorageError
+from raybench.environment import run_environment
 from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
 from raybench.loadgen.arrivals import ArrivalProcess, cell_schedule, slot_starts
 from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import ClockDrift, estimate_anchor
-from raybench.loadgen.generator import ClientCheck, LoadGenerator
+from raybench.loadgen.generator import ClientCheck
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
 from raybench.plan import check_resume, run_settings
@@ -54,20 +52,14 @@ from raybench.store.cells import (
 )
 from raybench.store.outcome import CellOutcome, OutcomeKind, judge
 from raybench.store.metadata import (
-    git_state,
-    host_info,
-    package_versions,
     redact_argv,
-    redact_env,
-    redact_options,
-    redact_text,
-    source_record,
 )
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA
 from raybench.telemetry.progress import ProgressDisplay
 from raybench.telemetry.scraper import ServerMetricsRecording
 from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
+from raybench.warmup import warm_up
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
 from raybench.workloads.multiturn import MultiTurnWorkload
 from raybench.workloads.datasets import load_dataset
@@ -200,7 +192,8 @@ class Runner:
         done = check_resume(cells, self.run_dir.completed_cells(), self.settings)
         write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})
         self.run_dir.keep_previous_env()
-        self.env = run_environment(self.experiment, cells, self.options)
+        self.env = run_environment(self.experiment, cells, experiment_file=self.options.experiment_file,
+                                   invocation=self.options.invocation)
         self.env["prompts"] = {name: source.record for name, source in self.sources.items()}
         self.env["sampling"] = self.experiment.sampling.to_json()
         write_json_atomic(self.run_dir.env_json, self.env)
@@ -483,47 +476,6 @@ def _metric_labels(experiment: Experiment, cell: Cell) -> dict[str, str]:
             "hardware": str(getattr(cell, "hardware", None) or "")}
 
 
-def warm_up(client: ClientConfig, workload: Workload, num_requests: int, *, report: Report | None = None,
-            no_answer_hint_s: float | None = 60.0) -> None:
-    """Send a few short requests first; a server that rejects them stops the cell with one line.
-
-    A server that does not answer gets a line every ``no_answer_hint_s`` naming the timeouts,
-    rather than an hour of silence (the request timeout's default).
-    """
-    if num_requests <= 0:
-        return
-    specs = [dataclasses.replace(s, max_tokens=min(s.max_tokens, 16)) for s in workload.build(range(min(num_requests, workload.num_requests)))]
-    generator = LoadGenerator(cell_id="warmup", client=client, specs=specs, arrivals_s=np.zeros(len(specs)), concurrency=len(specs))
-    asyncio.run(_run_telling(generator, client.url, report if no_answer_hint_s else None, no_answer_hint_s or 0.0))
-    _, requests = generator.drain()
-    for code, error in zip(requests.status, requests.error):
-        if code != 0:
-            raise BackendError(f"warm-up request to {client.url} failed: {error}{_hint(error or '') or oov_hint(error or '', workload)}")
-
-
-async def _run_telling(generator: LoadGenerator, url: str, report: Report | None, every_s: float) -> None:
-    task = asyncio.ensure_future(generator.run(time.perf_counter_ns()))
-    waited_s = 0.0
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=every_s if report is not None else None)
-        if done:
-            return task.result()
-        waited_s += every_s
-        report(redact_text(f"  warm-up: no answer from {url} for {waited_s:g} s: see --stall-timeout, --request-timeout"))
-
-
-def _hint(error: str) -> str:
-    for field, flag in (
-        ("min_tokens", "--no-min-tokens"),
-        ("ignore_eos", "--no-ignore-eos"),
-        ("continuous_usage_stats", "--no-continuous-usage"),
-        ("stream_options", "--no-continuous-usage"),
-    ):
-        if field in error:
-            return f" (the server may not accept {field}: try {flag})"
-    return ""
-
-
 def _client_fields(result: PoolResult, *, expected: int, recorded: int) -> dict[str, Any]:
     actors = []
     verdicts = set()
@@ -576,58 +528,3 @@ def _offline_line(summary: dict[str, Any]) -> str:
         f"{summary['requests_per_second']:.2f} req/s, {summary['tokens_per_second']:.1f} total tok/s, "
         f"{summary['output_tokens_per_s']:.1f} output tok/s"
     )
-
-
-def run_environment(experiment: Experiment, cells: list[Cell], options: RunOptions) -> dict[str, Any]:
-    """env.json: what ran, where, with which software; servers get their versions once they are up."""
-    import ray
-
-    nodes = [
-        {"node_id": n["NodeID"], "address": n["NodeManagerAddress"], "alive": n["Alive"], "resources": n["Resources"]}
-        for n in ray.nodes()
-    ]
-    source = options.experiment_file
-    return {
-        "raybench_version": raybench.__version__,
-        **host_info(),
-        "packages": package_versions(),
-        "raybench_git": git_state(Path(raybench.__file__).parent),
-        "command": redact_argv(options.invocation.get("argv", [])),
-        "options": redact_options(options.invocation.get("options", {})),
-        "experiment": {
-            "name": experiment.name, "model": experiment.model, "seed": experiment.seed,
-            "repeats": experiment.repeats, "warmup_requests": experiment.warmup_requests,
-            "compat": experiment.compat, "goodput_slos_ms": experiment.goodput_slos_ms,
-            "source": source_record(source) if source is not None else None,
-        },
-        "plan": [c.to_json() for c in cells],
-        "seeds": {c.id: c.seed for c in cells},
-        "servers": {b.name: _server_launch(experiment, b) for b in experiment.backends
-                    if any(c.backend == b.name for c in cells)},
-        "ray_nodes": nodes,
-        "gpus_by_node": node_gpu_inventories(),
-        "time_base": "driver perf_counter_ns; actor clocks anchored NTP-style (see cells' actors)",
-    }
-
-
-def _port_placeholder(argv: tuple[str, ...]) -> list[str]:
-    """The port is picked free on the node at start: show it as a placeholder until then."""
-    return ["<port>" if i and argv[i - 1] == "--port" and a == "0" else a for i, a in enumerate(argv)]
-
-
-def _server_launch(experiment: Experiment, backend: Backend) -> dict[str, Any]:
-    """How a server is started, before it is: the command with placeholders for what its node decides."""
-    hw = experiment.hardware.get(backend.name)
-    record: dict[str, Any] = {"kind": backend.kind.value, "hardware": dataclasses.asdict(hw) if hw else None,
-                              "started": False, "version": None}
-    if isinstance(backend, ExternalBackend):
-        record["url"] = redact_text(backend.url)
-        return record
-    spec = backend.launch_spec(model=experiment.model, host="<node-ip>", port=0, python="python3")
-    record.update(
-        argv=redact_argv(_port_placeholder(spec.argv)),
-        env=redact_env(spec.env),
-        container=backend.container.image if backend.container is not None else None,
-        ray_resources=backend.actor_options(),
-    )
-    return record

@@ -9,7 +9,7 @@ import pytest
 
 from raybench.errors import BackendError
 from raybench.loadgen.client import ClientConfig
-from raybench.runner import warm_up
+from raybench.warmup import warm_up
 from raybench.workloads import RandomWorkload
 
 

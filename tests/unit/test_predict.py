@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from raybench.backends import seed
 from raybench.cli import main
 from raybench.errors import ConfigError
-from raybench.experiment import Experiment, Hardware, Mode, Offline, Online, load_experiment
+from raybench.experiment import Experiment, Hardware, Mode, Online, load_experiment
 from raybench.plan import resolve
 from raybench.predict import engine_name, launch_features, predict_run
 from raybench.report.sources import load_run_dir
