@@ -100,12 +100,15 @@ def test_sigterm_is_handled_like_ctrl_c(signum, code, name):
         os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler raises before this returns
 
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    # a shell starts background jobs with SIGINT ignored: Python's own handler, as in a terminal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = CliRunner().invoke(main, ["_signal_for_test"])
     finally:
         main.commands.pop("_signal_for_test")
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     assert result.exit_code == code
     assert result.output == ("interrupted: completed cells are kept in the run directory; "
                              f"run again with --resume for the rest ({name})\n")
