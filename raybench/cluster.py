@@ -13,6 +13,7 @@ import os
 import sys
 
 from raybench.errors import RunError
+from raybench.priority import RAY_WORKER_NICENESS_ENV
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 NAMESPACE = "raybench"
@@ -33,6 +34,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     address = cluster_address(address)
     if address is None:
         os.environ[LOOPBACK_ENV] = "0"
+        # Ray's workers default to niceness 15; a load generator there waits behind any busy process
+        os.environ.setdefault(RAY_WORKER_NICENESS_ENV, "0")
         constants = sys.modules.get("ray._private.ray_constants")
         if constants is not None:
             # Ray was imported before this call (in a test or a notebook): the import-time

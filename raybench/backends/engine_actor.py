@@ -28,6 +28,7 @@ import ray
 from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.engine_process import engine_python, run_engine_script
 from raybench.errors import BackendError
+from raybench.priority import run_at_normal_priority
 from raybench.store.schema import RequestStatus, requests_from_columns
 from raybench.workloads.base import RequestSpec
 
@@ -158,6 +159,9 @@ GENERATORS: dict[BackendKind, Callable[..., Generated]] = {
 
 class _EngineActor:
     """Builds the engine and runs the batch; returns an EngineResult or the error's message."""
+
+    def __init__(self) -> None:
+        run_at_normal_priority()  # the engine's own threads inherit it
 
     def generate(self, backend: ProcessBackend, model: str, prompts: list[list[int]], max_tokens: list[int]) -> EngineResult | str:
         node = ray.util.get_node_ip_address()

@@ -33,6 +33,8 @@ from raybench.backends.base import BackendKind, ProcessBackend
 from raybench.backends.process import ServerProcess, free_port, log_tail
 from raybench.backends.watchdog import release_watchdog, start_watchdog
 from raybench.errors import BackendError
+from raybench.priority import current as current_niceness
+from raybench.priority import run_at_normal_priority
 
 LOG_CHUNK_BYTES = 4 * 2**20
 _PUMP_INTERVAL_S = 1.0
@@ -56,6 +58,7 @@ class ServerInfo:
     visible_devices: dict[str, str]  # CUDA_/HIP_VISIBLE_DEVICES as the server inherits them
     argv: tuple[str, ...]
     container: str | None = None
+    niceness: int = 0  # the server's CPU niceness (it inherits the actor's; Ray's workers start at 15)
 
 
 class ServerHost:
@@ -91,9 +94,13 @@ class ServerHost:
             log_path=self.log_path, env=spec.env, env_remove=remove, ready_timeout_s=b.ready_timeout_s,
             stop_grace_s=b.stop_grace_s,
         )
+        niceness = current_niceness()
         with self.log_path.open("a") as log:
             log.write(f"raybench: starting {b.kind.value} on node {self.node_ip} (GPUs {','.join(self.gpu_ids) or 'none'}):"
                       f" {' '.join(spec.argv)}\n")
+            if niceness > 0:
+                log.write(f"raybench: the server runs at niceness {niceness} (Ray's worker default, which this actor "
+                          "could not lower): start the node with RAY_worker_niceness=0\n")
         with self._lock:
             if self._stopped:
                 raise BackendError(f"{b.name} was stopped before it started")
@@ -114,7 +121,7 @@ class ServerHost:
         return ServerInfo(
             name=b.name, kind=b.kind.value, url=process.base_url, model=process.model, node_id=self.node_id,
             node_ip=self.node_ip, pid=pid, gpu_ids=self.gpu_ids, visible_devices=visible, argv=tuple(spec.argv),
-            container=spec.container_name,
+            container=spec.container_name, niceness=niceness,
         )
 
     def _ray_only_env(self, env: dict[str, str] | Any) -> tuple[str, ...]:
@@ -172,6 +179,7 @@ class _ServerActor:
     """The Ray face of ServerHost. Threaded: read_log and stop answer while start waits."""
 
     def __init__(self, backend: ProcessBackend, model: str, log_label: str) -> None:
+        run_at_normal_priority()  # the server inherits the actor's niceness
         context = ray.get_runtime_context()
         gpu_ids = tuple(context.get_accelerator_ids().get("GPU", ()))
         self.host = ServerHost(backend, model=model, node_id=context.get_node_id(),

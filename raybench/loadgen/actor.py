@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import ray
 
 from raybench.loadgen.worker import LoadGenWorker, PollResult, ShardTask
+from raybench.priority import run_at_normal_priority
 from raybench.telemetry import catalog
 from raybench.telemetry.client_metrics import ClientMetrics
 from raybench.telemetry.ray_sink import RayMetricsSink
@@ -27,6 +28,7 @@ _GIL_SWITCH_INTERVAL_S = 0.0005
 class _LoadGenActor(LoadGenWorker):
     def __init__(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
+        run_at_normal_priority()
         super().__init__(name=name, node=ray.get_runtime_context().get_node_id())
         sink = RayMetricsSink(catalog.CLIENT_METRIC_NAMES)
         self._metrics = ClientMetrics(sink, {**(labels or {}), "actor": name})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import gc
+import os
 import resource
 import time
 import types
@@ -85,6 +86,7 @@ class SelfCheck:
     gc_max_pause_ms: float = 0.0
     rss_start_mb: float | None = None  # the process's resident set before the bodies were built
     rss_peak_mb: float = 0.0  # the process's peak resident set (its streams' memory included)
+    niceness: int = 0  # the process's CPU niceness: above 0, any busy neighbour delays the loop
 
     @property
     def cpu_share(self) -> float:
@@ -472,6 +474,7 @@ class LoadGenerator:
             gc_max_pause_ms=self._gc_max_pause_ns / 1e6,
             rss_start_mb=self._rss_start_mb,
             rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+            niceness=os.getpriority(os.PRIO_PROCESS, 0),
         )
 
 

@@ -19,6 +19,7 @@ import polars as pl
 
 from raybench.analysis.cell import InFlight
 from raybench.analysis.metrics import CellTables, itl_lists, request_metrics
+from raybench.priority import niceness_hint
 from raybench.store.outcome import outcome_of
 
 PANEL_WIDTH, PANEL_HEIGHT = 330, 150
@@ -70,7 +71,8 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
         share = max((a.get("cpu_share") or 0 for a in summary.get("actors") or []), default=0)
         flags.append(Flag(level=FlagLevel.WARNING, text=(
             f"host contended (event-loop lag up to {lag:.0f} ms while the client used {share:.0%} of a core): "
-            "another process took the client's CPUs; client-side latencies may include that wait")))
+            "another process took the client's CPUs; client-side latencies may include that wait"
+            + "".join(f"; {h}" for h in {niceness_hint(a.get("niceness")) for a in summary.get("actors") or []} if h))))
     if summary.get("retried"):
         flags.append(Flag(level=FlagLevel.WARNING, text=(
             f"{summary['retried']} request(s) sent twice: the server closed their connection before answering "

@@ -27,6 +27,7 @@ from raybench.backends.server_actor import ServerHandle
 from raybench.errors import BackendError
 from raybench.experiment import Experiment, Hardware, Online
 from raybench.plan import check_hardware
+from raybench.priority import RAY_WORKER_NICENESS_ENV
 from raybench.runner import Runner, RunOptions
 from raybench.store.rundir import RunDir
 from raybench.workloads import RandomWorkload
@@ -42,6 +43,7 @@ _SERVER_WORDS = ("fake_servers", "raybench sim", "raybench.backends.watchdog", "
 @pytest.fixture(scope="module")
 def nodes():
     rb_cluster.disconnect()  # one Ray connection per process: this module brings its own cluster
+    os.environ.pop(RAY_WORKER_NICENESS_ENV, None)  # workers at Ray's default niceness, as on a cluster started by hand
     cluster = Cluster(initialize_head=True,
                       # Ray itself adds accelerator_type:H200 on a node with H200s; "H200" is a custom resource
                       head_node_args={"num_cpus": 2, "num_gpus": 8,
@@ -122,6 +124,11 @@ def test_cell_runs_with_the_server_on_the_gpu_node_and_load_on_the_client_node(n
     # one server for both cells, its prefix cache reset after each cell's warm-up (VLLM_SERVER_DEV_MODE=1)
     assert log.count("FAKE vllm pid=") == 1
     assert log.count("FAKE cache reset via /reset_prefix_cache") == 2
+    # this cluster's workers start at Ray's niceness 15: the actors lower it, so neither the server
+    # nor the load generators wait behind the node's other processes
+    if os.geteuid() == 0:
+        assert record["niceness"] == 0 and "runs at niceness" not in log
+        assert {a["niceness"] for s in summaries for a in s["actors"]} == {0}
 
 
 def test_a_server_that_takes_20_s_to_start_is_waited_for(nodes, fake_env, tmp_path):

@@ -90,6 +90,8 @@ def test_online_offline_and_resume(ray_local, tmp_path):
     for s in summaries:
         d = rd.cell_dir(s["cell_id"])
         assert (d / "requests.parquet").is_file() and (d / "chunks.parquet").is_file() and (d / "summary.json").is_file()
+    # a local cluster starts its workers at niceness 0, not Ray's 15: the client waits behind no busy process
+    assert {a["niceness"] for s in (summaries[0], summaries[1], burst) for a in s["actors"]} == {0}
     assert pl.read_parquet(rd.summary_parquet).height == 4
     assert rd.server_log("sim").is_file()
 

@@ -60,6 +60,22 @@ def tiny_model(vllm_venv: Path) -> Path:
     return out
 
 
+def server_cores() -> set[int]:
+    """The cores a test's vLLM may use: one, where the machine has more, and the rest for the clients.
+
+    Unpinned, the CPU engine's two busy processes (its scheduler and its worker) take both cores
+    of a two-core machine in bursts of seconds, and any client beside them (vLLM's own, raybench's,
+    or a plain sleeping loop) stalls for that long: each client would then measure the host. On
+    a GPU node the server has its GPUs and the client its own cores; one core each is the same split.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    return set(cores[:1]) if len(cores) >= 2 else set(cores)
+
+
+def _pin_to_server_cores() -> None:
+    os.sched_setaffinity(0, server_cores())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,7 +126,7 @@ def vllm_server(vllm_venv: Path, tiny_model: Path, tmp_path_factory):
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, **VLLM_ENV, RAYBENCH_TEST_MARK=mark))
+                                env=dict(os.environ, **VLLM_ENV, RAYBENCH_TEST_MARK=mark), preexec_fn=_pin_to_server_cores)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log)
