@@ -1,13 +1,15 @@
 """TTFT error of the client at the first burst of a closed-loop cell, against an independent server.
 
 Starts ``tests/fakes/truth_server.py`` (plain asyncio, no raybench code: TTFT 200 ms, ITL 20 ms,
-it stamps each request's first bytes at its socket and its first token's write), runs
+it stamps each request's arrival with the kernel's receive time and its first token's write), runs
 ``--runs`` cells of ``--num-prompts`` requests at ``--concurrency`` through raybench's runner
 (warm-up excluded), and prints per run the mean TTFT error (client TTFT - server TTFT) and
-where it comes from: the request's trip (server receipt - client t_sent) and the response's
-(client first-token stamp - server first write), for the first burst (the first C requests,
+where it comes from: the request's trip (kernel receipt at the server - client t_sent) and the
+response's (client first-token stamp - server first write), for the first burst (the first C requests,
 released at once) and for the rest. Trips use the actors' raw clocks (every process of one
 machine reads the same monotonic clock), so anchoring error does not enter them.
+``server_read_wait`` is how long the server's loop left a request unread after the kernel had
+it: the server's own queue, which a server's log that stamps at its loop would not count.
 
     python benchmarks/first_burst_fidelity.py [--runs 5] [--concurrency 128] [--num-prompts 256]
 """
@@ -50,7 +52,7 @@ def burst_errors(requests, truth: list, actors: list[dict], concurrency: int) ->
     """Mean TTFT error and trips (ms), for the first ``concurrency`` requests and the rest."""
     import polars as pl
 
-    server = pl.DataFrame(truth, schema=["key", "t_receipt_ns", "t_write_ns"], orient="row")
+    server = pl.DataFrame(truth, schema=["key", "t_receipt_ns", "t_write_ns", "t_loop_read_ns"], orient="row")
     offsets = pl.DataFrame({"actor": [a["name"] for a in actors], "offset": [a["clock_offset_ns"] for a in actors]})
     rows = (
         requests.filter(pl.col("status") == "ok")
@@ -62,6 +64,7 @@ def burst_errors(requests, truth: list, actors: list[dict], concurrency: int) ->
             err=((pl.col("t_first_ns") - pl.col("t_sent_ns")) - (pl.col("t_write_ns") - pl.col("t_receipt_ns"))) / 1e6,
             req_trip=(pl.col("t_receipt_ns") - pl.col("raw_sent")) / 1e6,
             resp_trip=(pl.col("raw_first") - pl.col("t_write_ns")) / 1e6,
+            server_read_wait=(pl.col("t_loop_read_ns") - pl.col("t_receipt_ns")) / 1e6,
             burst=pl.col("request_id") < concurrency,
         )
     )
@@ -70,6 +73,7 @@ def burst_errors(requests, truth: list, actors: list[dict], concurrency: int) ->
         out[f"{name}_err_ms"] = part["err"].mean()
         out[f"{name}_req_trip_ms"] = part["req_trip"].mean()
         out[f"{name}_resp_trip_ms"] = part["resp_trip"].mean()
+        out[f"{name}_server_read_wait_ms"] = part["server_read_wait"].mean()
         out[f"{name}_send_spread_ms"] = (part["raw_sent"].max() - part["raw_sent"].min()) / 1e6
     return out
 
