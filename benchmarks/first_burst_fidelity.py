@@ -68,7 +68,9 @@ def burst_errors(requests, truth: list, actors: list[dict], concurrency: int) ->
             burst=pl.col("request_id") < concurrency,
         )
     )
-    out = {"matched": rows.height, "ttft_err_mean_ms": rows["err"].mean(), "ttft_err_max_ms": rows["err"].max()}
+    out = {"matched": rows.height, "ttft_err_mean_ms": rows["err"].mean(), "ttft_err_max_ms": rows["err"].max(),
+           # the same error against a server log stamped when its loop read the request (as servers' logs are)
+           "ttft_err_vs_loop_read_mean_ms": (rows["err"] + rows["server_read_wait"]).mean()}
     for name, part in (("burst", rows.filter(pl.col("burst"))), ("rest", rows.filter(~pl.col("burst")))):
         out[f"{name}_err_ms"] = part["err"].mean()
         out[f"{name}_req_trip_ms"] = part["req_trip"].mean()
