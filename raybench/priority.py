@@ -21,17 +21,36 @@ RAY_WORKER_NICENESS_ENV = "RAY_worker_niceness"
 
 
 def current() -> int:
+    """The niceness of the calling thread (on Linux each thread has its own)."""
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def run_at_normal_priority() -> int:
-    """Lower this process's niceness to 0 where allowed; the niceness it runs at afterwards."""
-    if current() > NORMAL:
+    """Lower the niceness of every thread of this process to 0 where allowed; the highest left.
+
+    Every thread, not only the caller: Ray's own threads (those that answer the driver's calls)
+    started at 15 too, and one of them descheduled while it holds the GIL stalls the others.
+    Threads started later inherit the niceness of the thread that starts them.
+    """
+    left = []
+    for tid in _threads():
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, NORMAL)
-        except OSError:  # EPERM/EACCES: not root and no CAP_SYS_NICE
-            pass
-    return current()
+            if os.getpriority(os.PRIO_PROCESS, tid) > NORMAL:
+                os.setpriority(os.PRIO_PROCESS, tid, NORMAL)
+            left.append(os.getpriority(os.PRIO_PROCESS, tid))
+        except OSError:  # EPERM/EACCES without root or CAP_SYS_NICE; ESRCH for a thread that just ended
+            try:
+                left.append(os.getpriority(os.PRIO_PROCESS, tid))
+            except OSError:
+                pass
+    return max(left, default=current())
+
+
+def _threads() -> list[int]:
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:  # no procfs: the calling thread only
+        return [0]
 
 
 def niceness_hint(niceness: int | None) -> str:

@@ -9,20 +9,30 @@ import pytest
 from raybench.priority import niceness_hint
 
 _PROBE = """
-import os, sys
+import os, sys, threading
 from raybench.priority import run_at_normal_priority
 os.nice(15)  # as Ray's raylet starts a worker
+# a thread started before the call, as Ray's own threads are: it must be lowered too
+tid, go = [], threading.Event()
+worker = threading.Thread(target=lambda: (tid.append(threading.get_native_id()), go.wait()))
+worker.start()
+while not tid:
+    pass
 if len(sys.argv) > 1:
     os.setuid(int(sys.argv[1]))
-print(os.getpriority(os.PRIO_PROCESS, 0), run_at_normal_priority())
+before = os.getpriority(os.PRIO_PROCESS, 0)
+after = run_at_normal_priority()
+print(before, after, os.getpriority(os.PRIO_PROCESS, tid[0]))
+go.set()
 """
 
 
 def _probe(uid: int | None = None) -> tuple[int, int]:
     argv = [sys.executable, "-c", _PROBE] + ([] if uid is None else [str(uid)])
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
-    before, after = out.stdout.split()
-    return int(before), int(after)
+    before, after, other_thread = map(int, out.stdout.split())
+    assert other_thread == after  # every thread of the process, not only the caller
+    return before, after
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="lowering niceness needs root")
