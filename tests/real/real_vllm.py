@@ -72,8 +72,11 @@ def server_cores() -> set[int]:
     return set(cores[:1]) if len(cores) >= 2 else set(cores)
 
 
-def _pin_to_server_cores() -> None:
-    os.sched_setaffinity(0, server_cores())
+def _affinity(pid: int) -> set[int]:
+    try:
+        return os.sched_getaffinity(pid)
+    except ProcessLookupError:  # ended since it was found
+        return set()
 
 
 def free_port() -> int:
@@ -126,10 +129,15 @@ def vllm_server(vllm_venv: Path, tiny_model: Path, tmp_path_factory):
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, **VLLM_ENV, RAYBENCH_TEST_MARK=mark), preexec_fn=_pin_to_server_cores)
+                                env=dict(os.environ, **VLLM_ENV, RAYBENCH_TEST_MARK=mark))
+    # at once, while it imports (seconds before its engine processes and threads start, which inherit
+    # it); not a preexec_fn, which may deadlock in a process with threads (Ray's, from other modules)
+    os.sched_setaffinity(proc.pid, server_cores())
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log)
+        unpinned = [pid for pid in marked_pids(mark) if not _affinity(pid) <= server_cores()]
+        assert not unpinned, f"vLLM processes {unpinned} escaped the server's cores {server_cores()}"
         print(f"vllm serve ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
         yield url
     finally:
