@@ -266,12 +266,14 @@ class EngineCore:
             self._insert_segments(req)
             if req.prefilled == req.prefill_target:
                 emissions.append(self._produce(req, min(k, req.target_tokens - req.generated)))
+        longest = max((r.prompt_tokens + r.generated for r, _ in decode), default=0)
         for req, n in decode:
             kv_read += req.prompt_tokens + req.generated
             num_tokens += n
             self._grow(req, n)
             emissions.append(self._produce(req, n))
-        feats = self.cost.step_features(num_tokens, len(prefill) + len(decode), prefill_pairs, kv_read)
+        eager = not prefill and self.features.eager_decode_steps(longest, 1, 1) > 0
+        feats = self.cost.step_features(num_tokens, len(prefill) + len(decode), prefill_pairs, kv_read, eager)
         return StepResult(duration_s=self.cost.cost_s(feats),
                           prefill_chunks=tuple((r.req_id, c) for r, c in prefill),
                           decode_req_ids=tuple(r.req_id for r, _ in decode), num_tokens=num_tokens,
@@ -331,16 +333,13 @@ class EngineCore:
         req.private_kv = 0
         req.charge = charge
         self._kv_used += charge
-        self._pin_hits(req, hit)
+        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
+        req.segs_cached = len(req.pinned)
         self._admitted += 1
         req.order = self._admitted
         self._remaining_out += req.target_tokens - req.generated
         self._running[req.req_id] = req
         return True
-
-    def _pin_hits(self, req: _Request, hit: int) -> None:
-        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
-        req.segs_cached = len(req.pinned)
 
     def _insert_segments(self, req: _Request) -> None:
         """Segments the prefill has now passed move from the request's KV into the cache."""
@@ -412,14 +411,14 @@ class EngineCore:
         steps = min(steps, self._kv_steps(reqs, k, steps))
         if steps < 1:
             return None
-        n = len(reqs)
-        context0 = sum(r.prompt_tokens + r.generated for r in reqs)
+        n, context0 = len(reqs), sum(r.prompt_tokens + r.generated for r in reqs)
+        longest = max(r.prompt_tokens + r.generated for r in reqs)
         if math.isfinite(max_duration_s):
             import numpy as np
 
-            times = np.cumsum(self.cost.decode_step_times_s(n, k, context0, steps))
+            times = np.cumsum(self.cost.decode_step_times_s(n, k, context0, steps, longest))
             steps = min(steps, int(np.searchsorted(times, max_duration_s, side="left")) + 1)
-        feats = self.cost.decode_span_features(n, k, context0, steps)
+        feats = self.cost.decode_span_features(n, k, context0, steps, longest)
         for req in reqs:
             req.generated += steps * k
             self._grow(req, steps * k)

@@ -26,7 +26,7 @@ def test_the_shipped_profiles_are_calibrate_on_the_seed_output_800_rows(publishe
     for fit in fits:
         have = shipped[fit.profile.key]
         for name in ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor",
-                     "reserve_gib"):
+                     "eager_factor", "reserve_gib"):
             assert getattr(fit.profile, name) == pytest.approx(getattr(have, name), rel=1e-4, abs=1e-6), name
 
 
