@@ -126,6 +126,25 @@ def test_a_reference_file_without_usable_rows_is_a_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_predict_filter_selecting_no_cell_is_a_one_line_error_and_writes_nothing(tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
+                                       "concurrency=999", "--out", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "no cell matches" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_reference_without_usable_rows_is_a_one_line_error_and_writes_nothing(tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("mode,hardware,backend,output_len,total_throughput_tok_s,input_len\n"
+                   "online,H200,vllm,800,,3200\n")
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
+                                       "backend=vllm-mi300x,concurrency=4", "--reference", str(csv),
+                                       "--out", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "no usable rows" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
 def test_unknown_profiles_file_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, [
         "predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--profiles", str(tmp_path / "none.json"),
