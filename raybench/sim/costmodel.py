@@ -80,6 +80,7 @@ class ModelProfile:
     kv_bytes_per_token: int  # all layers, one copy
     kv_heads: int  # KV is split over at most this many TP ranks (1 = replicated, as MLA)
     attention_bytes: float  # attention weights of all layers (replicated on every rank under DP attention)
+    attention_params: float  # their parameters: DP attention runs them per rank on that rank's tokens
     hidden_size: int
     num_layers: int
     prefill_attn_flops_per_pair: float  # all layers, per (query token, context token)
@@ -120,6 +121,7 @@ def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         kv_bytes_per_token=(kv_lora + qk_rope) * 2 * layers,  # 70,272 B: the BF16 latent
         kv_heads=1,
         attention_bytes=attn * layers,
+        attention_params=attn * layers,
         hidden_size=hidden,
         num_layers=layers,
         prefill_attn_flops_per_pair=2 * heads * (qk_nope + qk_rope + v_head) * layers,
@@ -152,6 +154,7 @@ def _llama_dense(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         kv_bytes_per_token=2 * kv_heads * head_dim * 2 * layers,  # 131,072 B
         kv_heads=kv_heads,
         attention_bytes=2 * (2 * hidden * hidden + 2 * hidden * kv_heads * head_dim) * layers,
+        attention_params=(2 * hidden * hidden + 2 * hidden * kv_heads * head_dim) * layers,
         hidden_size=hidden,
         num_layers=layers,
         prefill_attn_flops_per_pair=pair,
@@ -235,16 +238,19 @@ class CostModel:
         return self.model.kernels_per_step * (self.gpu.eager_launch_s - self.gpu.graph_launch_s)
 
     def step_features(self, num_tokens: int, num_seqs: int, prefill_pairs: float, kv_tokens_read: float,
-                      eager: bool = False) -> tuple[float, ...]:
+                      eager: bool = False, attn_tokens: float | None = None) -> tuple[float, ...]:
         """One step's feature vector (FEATURES); its cost is the dot product with the coefficients.
 
         ``eager``: a decode step that runs without its CUDA graph (a prefill step's launches hide
-        under its long kernels, so it pays nothing extra)."""
+        under its long kernels, so it pays nothing extra). ``attn_tokens``: the tokens the
+        attention projections cost as (DP attention: dp_attention x the busiest rank's); the
+        prompt pairs and KV tokens are given the same way."""
         m, g, n = self.model, self.gpu, self.num_gpus
         moe_s = m.moe_layers * self.touched_experts(num_tokens) * m.expert_bytes / n / g.bandwidth_bytes_per_s
         peak = g.fp8_flops_per_s if m.weight_dtype == "fp8" else g.bf16_flops_per_s
-        compute_s = (2.0 * m.active_params * num_tokens / peak
-                     + m.prefill_attn_flops_per_pair * prefill_pairs / g.bf16_flops_per_s) / n
+        attn = num_tokens if attn_tokens is None else attn_tokens
+        gemm_flops = 2.0 * ((m.active_params - m.attention_params) * num_tokens + m.attention_params * attn)
+        compute_s = (gemm_flops / peak + m.prefill_attn_flops_per_pair * prefill_pairs / g.bf16_flops_per_s) / n
         kv_s = kv_tokens_read * self.kv_bytes_per_token_per_rank / g.bandwidth_bytes_per_s
         eager_s = self.eager_step_s if eager else 0.0
         return (1.0, float(num_seqs), moe_s, compute_s, kv_s, eager_s, self._physical_s(num_tokens))
@@ -266,28 +272,42 @@ class CostModel:
     def step_time_s(self, num_tokens: int, num_seqs: int, prefill_pairs: float, kv_tokens_read: float) -> float:
         return self.cost_s(self.step_features(num_tokens, num_seqs, prefill_pairs, kv_tokens_read))
 
-    def decode_span_features(self, num_seqs: int, k: int, context0: float, steps: int,
-                             max_context0: int = 0) -> tuple[float, ...]:
+    def decode_span_features(self, num_seqs: int, k: int, context0: float, steps: int, max_context0: int = 0,
+                             ranks: tuple[tuple[int, int], ...] | None = None) -> tuple[float, ...]:
         """Summed features of ``steps`` pure-decode steps; the context grows by num_seqs x k per step
-        and the longest sequence's (``max_context0`` at the first step) by k."""
-        one = self.step_features(num_seqs * k, num_seqs, 0.0, 0.0)
-        kv_tokens = steps * context0 + num_seqs * k * steps * (steps - 1) / 2.0
+        and the longest sequence's (``max_context0`` at the first step) by k. ``ranks``: under DP
+        attention, (requests, context) of every rank at the first step."""
+        one = self._decode_step(num_seqs, k, ranks)
+        kv_tokens = float(self._span_kv_tokens(num_seqs, k, context0, steps, ranks).sum())
         kv_s = kv_tokens * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
         eager_s = self.features.eager_decode_steps(max_context0, k, steps) * self.eager_step_s
         return (float(steps), float(steps * num_seqs), steps * one[2], steps * one[3], kv_s, eager_s, steps * one[6])
 
-    def decode_step_times_s(self, num_seqs: int, k: int, context0: float, steps: int, max_context0: int = 0):
+    def decode_step_times_s(self, num_seqs: int, k: int, context0: float, steps: int, max_context0: int = 0,
+                            ranks: tuple[tuple[int, int], ...] | None = None):
         """Each step's seconds over a pure-decode span (a numpy array), for the real-time fast path."""
-        import numpy as np
-
-        one = self.step_features(num_seqs * k, num_seqs, 0.0, 0.0)
+        one = self._decode_step(num_seqs, k, ranks)
         c = self.coefficients
         base = c[0] + c[1] * num_seqs + c[2] * one[2] + c[3] * one[3] + c[6] * one[6]
-        context = context0 + np.arange(steps, dtype=np.float64) * (num_seqs * k)
+        context = self._span_kv_tokens(num_seqs, k, context0, steps, ranks)
         times = base + c[4] * context * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
         graphed = steps - self.features.eager_decode_steps(max_context0, k, steps)
         times[graphed:] += c[5] * self.eager_step_s
         return times
+
+    def _decode_step(self, num_seqs: int, k: int, ranks) -> tuple[float, ...]:
+        attn = None if not ranks else len(ranks) * max(r for r, _ in ranks) * k
+        return self.step_features(num_seqs * k, num_seqs, 0.0, 0.0, attn_tokens=attn)
+
+    @staticmethod
+    def _span_kv_tokens(num_seqs: int, k: int, context0: float, steps: int, ranks):
+        """KV tokens each step of a decode span reads, as step_features takes them."""
+        import numpy as np
+
+        s = np.arange(steps, dtype=np.float64)
+        if not ranks:
+            return context0 + s * (num_seqs * k)
+        return len(ranks) * np.max([c + r * k * s for r, c in ranks], axis=0)
 
 
 def kv_capacity_tokens(model: ModelProfile, gpu: GpuProfile, num_gpus: int, features: EngineFeatures,
