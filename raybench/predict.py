@@ -33,7 +33,7 @@ from raybench.sim.config import SimConfigError
 from raybench.sim.engine import KvCapacityError
 from raybench.sim.features import EngineFeatures, Policy, PrefixCache, defaults
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
-from raybench.sim.virtual import RequestSpec, Trace, simulate
+from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate
 from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
@@ -142,12 +142,8 @@ def requests_for(cell: Cell) -> list[RequestSpec]:
     """The cell's requests as the engine core sees them (a shared prefix is one cacheable segment)."""
     n = cell.num_prompts or cell.batch_size or 1
     if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
-        rest = cell.input_len - cell.prefix_len
-        order = np.random.default_rng([cell.seed, 0]).permutation(n)  # groups interleave, as the workload sends them
-        return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len,
-                            segments=((("prefix", int(order[i]) // cell.prompts_per_group), cell.prefix_len),
-                                      (("question", i), rest)))
-                for i in range(n)]
+        return shared_prefix_requests(n, cell.input_len, cell.prefix_len, cell.output_len, cell.prompts_per_group,
+                                      cell.seed)
     return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
 
 
