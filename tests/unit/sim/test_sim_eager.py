@@ -88,3 +88,17 @@ def test_h200_vllm_c128_output_6400_is_predicted_within_40_percent():
                 "e2e": obs.e2e_ms}
     errors = row_errors(obs.key, obs.label, measured, predicted).errors_pct
     assert max(abs(e) for e in errors.values()) < 40.0, errors
+
+
+def test_a_profiles_file_written_before_eager_factor_loads_with_the_physical_value(tmp_path):
+    import json
+
+    from raybench.sim.profiles import dump_profiles
+
+    path = tmp_path / "old.json"
+    dump_profiles([load_profiles()["vllm/H200"]], path)
+    data = json.loads(path.read_text())
+    del data["profiles"][0]["eager_factor"]
+    path.write_text(json.dumps(data))
+    (old,) = load_profiles(path).values()
+    assert old.eager_factor == 1.0 and old.coefficients[5] == 1.0
