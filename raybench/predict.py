@@ -94,7 +94,9 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
                     prefill_tokens_per_step=budget, max_model_len=max_len,
                     prefix_cache=PrefixCache.BLOCK_HASH if get("enable_prefix_caching") else PrefixCache.NONE,
                     max_running=get("max_num_seqs") or f.max_running,
-                    memory_fraction=get("gpu_memory_utilization") or f.memory_fraction)
+                    memory_fraction=get("gpu_memory_utilization") or f.memory_fraction,
+                    cuda_graphs=not (get("enforce_eager") or "--enforce-eager" in flags),
+                    graph_max_context=_int(flags.get("--max-seq-len-to-capture")) or f.graph_max_context)
     elif engine == "trtllm":
         f = f.with_(max_running=get("max_batch_size") or f.max_running,
                     prefill_tokens_per_step=get("max_num_tokens") or f.prefill_tokens_per_step,
