@@ -8,7 +8,7 @@ simulator's calibration (``raybench.sim.calibrate``) fits each engine x GPU pair
 selected rows only.
 
 A shared-prefix row that does not say how many groups it had is taken as the seed's: groups of
-num_prompts / 10 prompts.
+num_prompts / 10 prompts, sent in a shuffled order (``virtual.shared_prefix_requests``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from raybench.sim import costmodel
 from raybench.sim.calibrate import METRICS, Observation, PairFit, fit_pair
 from raybench.sim.features import EngineFeatures, defaults
 from raybench.sim.profiles import EngineProfile, uncalibrated
-from raybench.sim.virtual import RequestSpec
+from raybench.sim.virtual import RequestSpec, shared_prefix_requests
 
 FILTER_KEYS = ("backend", "hardware", "mode", "concurrency", "batch_size", "input_len", "output_len", "prefix_len")
 _KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "trt-llm": BackendKind.TRTLLM,
@@ -139,11 +139,8 @@ def row_label(row: Mapping[str, Any]) -> str:
 def row_requests(row: Mapping[str, Any]) -> tuple[RequestSpec, ...]:
     n = int(row.get("num_prompts") or row.get("batch_size") or row.get("completed") or 1)
     inp, out, prefix = int(row["input_len"]), int(row["output_len"]), int(row.get("prefix_len") or 0)
-    if prefix:
-        per_group = max(1, n // 10)
-        return tuple(RequestSpec(prompt_tokens=inp, output_tokens=out,
-                                 segments=((("prefix", i // per_group), prefix), (("question", i), inp - prefix)))
-                     for i in range(n))
+    if prefix:  # sent shuffled, as the seed's client (SGLang's generated-shared-prefix) sent them
+        return tuple(shared_prefix_requests(n, inp, prefix, out, max(1, n // 10)))
     return (RequestSpec(prompt_tokens=inp, output_tokens=out),) * n
 
 

@@ -33,7 +33,7 @@ from raybench.sim.config import SimConfigError
 from raybench.sim.engine import KvCapacityError
 from raybench.sim.features import EngineFeatures, Policy, PrefixCache, defaults
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
-from raybench.sim.virtual import RequestSpec, Trace, simulate
+from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate
 from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
@@ -94,7 +94,9 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
                     prefill_tokens_per_step=budget, max_model_len=max_len,
                     prefix_cache=PrefixCache.BLOCK_HASH if get("enable_prefix_caching") else PrefixCache.NONE,
                     max_running=get("max_num_seqs") or f.max_running,
-                    memory_fraction=get("gpu_memory_utilization") or f.memory_fraction)
+                    memory_fraction=get("gpu_memory_utilization") or f.memory_fraction,
+                    cuda_graphs=not (get("enforce_eager") or "--enforce-eager" in flags),
+                    graph_max_context=_int(flags.get("--max-seq-len-to-capture")) or f.graph_max_context)
     elif engine == "trtllm":
         f = f.with_(max_running=get("max_batch_size") or f.max_running,
                     prefill_tokens_per_step=get("max_num_tokens") or f.prefill_tokens_per_step,
@@ -142,12 +144,8 @@ def requests_for(cell: Cell) -> list[RequestSpec]:
     """The cell's requests as the engine core sees them (a shared prefix is one cacheable segment)."""
     n = cell.num_prompts or cell.batch_size or 1
     if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
-        rest = cell.input_len - cell.prefix_len
-        order = np.random.default_rng([cell.seed, 0]).permutation(n)  # groups interleave, as the workload sends them
-        return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len,
-                            segments=((("prefix", int(order[i]) // cell.prompts_per_group), cell.prefix_len),
-                                      (("question", i), rest)))
-                for i in range(n)]
+        return shared_prefix_requests(n, cell.input_len, cell.prefix_len, cell.output_len, cell.prompts_per_group,
+                                      cell.seed)
     return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
 
 

@@ -104,4 +104,7 @@ def feature_flags(features: EngineFeatures | None) -> list[str]:
             "--preemption", f.preemption.value, "--memory-fraction", str(f.memory_fraction)]
     if f.max_model_len is not None:
         argv += ["--max-model-len", str(f.max_model_len)]
+    argv.append("--cuda-graphs" if f.cuda_graphs else "--no-cuda-graphs")
+    if f.graph_max_context is not None:
+        argv += ["--graph-max-context", str(f.graph_max_context)]
     return argv

@@ -9,7 +9,7 @@ what was measured (total throughput; mean TTFT, TPOT and E2E where the row has t
    not depend on the step costs, and each measured quantity is a linear function of the
    coefficients: duration = the summed features of all steps, mean TTFT = the mean over
    requests of the features summed between send and first token, and so on.
-2. The five coefficients are fitted in log space (relative errors; throughput through the
+2. The six coefficients are fitted in log space (relative errors; throughput through the
    duration it implies) by iteratively reweighted, non-negative least squares with Huber
    weights (a row off by more than HUBER_LOG counts linearly, not quadratically) and a weak
    pull towards physically plausible values (PRIOR) that keeps directions the rows cannot
@@ -38,7 +38,8 @@ METRICS = ("throughput", "ttft", "tpot", "e2e")
 RESERVE_GRID_GIB = tuple(float(r) for r in range(48, -1, -4))
 #: where the fit is pulled weakly when the rows cannot tell two coefficients apart
 PRIOR = {"fixed_step_ms": 25.0, "per_seq_ms": 0.01, "moe_read_factor": 8.0, "compute_factor": 20.0,
-         "kv_read_factor": 5.0}
+         "kv_read_factor": 5.0, "eager_factor": 1.0}
+FITTED = len(PRIOR)
 PRIOR_WEIGHT = 0.2  # per coefficient, against a weight of 1 per measured metric
 HUBER_LOG = 0.15  # log-error beyond which a residual counts linearly
 ITERATIONS = 25
@@ -150,7 +151,7 @@ def _measured(obs: Observation) -> dict[str, float]:
 
 def _design(observations, vectors):
     """Rows (a, b, target): predicted = a . theta + b, in units of the prior."""
-    prior = np.array([PRIOR[n] for n in NUMBERS[:5]]) * np.array([1e-3, 1e-3, 1, 1, 1])
+    prior = np.array([PRIOR[n] for n in NUMBERS[:FITTED]]) * np.array([1e-3, 1e-3, 1, 1, 1, 1])
     a_rows, b_rows, targets = [], [], []
     for obs, vec in zip(observations, vectors):
         tokens = float(vec["tokens"][0])
@@ -158,8 +159,8 @@ def _design(observations, vectors):
         for metric, value in measured.items():
             v = vec["duration"] if metric == "throughput" else vec[metric]
             target = tokens / value if metric == "throughput" else value
-            a_rows.append(v[:5] * prior)
-            b_rows.append(v[5] + v[6])  # the physical part (coefficient 1) and idle seconds
+            a_rows.append(v[:FITTED] * prior)
+            b_rows.append(v[FITTED] + v[FITTED + 1])  # the physical part (coefficient 1) and idle seconds
             targets.append(target)
     return np.array(a_rows), np.array(b_rows), np.array(targets), prior
 
@@ -197,8 +198,8 @@ def _nnls_ridge(a: np.ndarray, y: np.ndarray, ridge: float, start: np.ndarray) -
 def _profile(obs: Observation, coefficients: np.ndarray, reserve: float, fitted_on: str) -> EngineProfile:
     c = [float(x) for x in coefficients]
     return EngineProfile(engine=obs.engine, gpu=obs.gpu, fixed_step_ms=c[0] * 1e3, per_seq_ms=c[1] * 1e3,
-                         moe_read_factor=c[2], compute_factor=c[3], kv_read_factor=c[4], reserve_gib=reserve,
-                         fitted_on=fitted_on)
+                         moe_read_factor=c[2], compute_factor=c[3], kv_read_factor=c[4], eager_factor=c[5],
+                         reserve_gib=reserve, fitted_on=fitted_on)
 
 
-assert len(FEATURES) == 6 and NUMBERS[:5] == tuple(PRIOR)  # the order the design matrix relies on
+assert len(FEATURES) == FITTED + 1 and NUMBERS[:FITTED] == tuple(PRIOR)  # the order the design matrix relies on

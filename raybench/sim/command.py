@@ -52,7 +52,8 @@ class FaultParam(click.ParamType):
 
 _FEATURE_OPTIONS = {"policy": "policy", "chunked_prefill": "chunked_prefill", "dp_attention": "dp_attention",
                     "prefix_cache": "prefix_cache", "preemption": "preemption", "memory_fraction": "memory_fraction",
-                    "max_model_len": "max_model_len"}
+                    "max_model_len": "max_model_len", "cuda_graphs": "cuda_graphs",
+                    "graph_max_context": "graph_max_context"}
 
 
 def _features(options: dict):
@@ -98,6 +99,11 @@ def _features(options: dict):
 @click.option("--memory-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="GPU memory the engine takes [default: engine's].")
 @click.option("--max-model-len", type=click.IntRange(min=1), default=None, help="Longest prompt + output.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="Decode steps replay CUDA graphs (off: vLLM --enforce-eager) [default: engine's].")
+@click.option("--graph-max-context", type=click.IntRange(min=1), default=None,
+              help="A decode step with a longer sequence runs eagerly (vLLM --max-seq-len-to-capture) "
+                   "[default: engine's].")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Cap on running requests [default: backend profile].")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,

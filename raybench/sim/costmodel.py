@@ -11,6 +11,9 @@ computed from the model's shapes and the GPU's nominal figures, each with its ow
            + compute_factor * compute_s      GEMM FLOPs (2 x active params x T, FP8 peak)
                                              + prompt attention FLOPs (BF16 peak)
            + kv_read_factor * kv_s           the KV latent read by attention, at nominal bandwidth
+           + eager_factor * eager_s          a decode step that cannot replay its CUDA graph (vLLM:
+                                             a sequence past max_seq_len_to_capture) launches every
+                                             kernel eagerly: kernels x (eager - graph launch cost)
            + physical_s                      not fitted: dense weights at the measured 2.3 TB/s of
                                              a TP-8 dense shard, plus tensor-parallel all-reduces
 
@@ -56,6 +59,8 @@ class GpuProfile:
     link_bytes_per_s: float  # one direction of the GPU-to-GPU fabric (NVLink, xGMI)
     dense_read_bytes_per_s: float  # what a TP-8 dense GEMM shard reads at decode sizes (measured on H200)
     allreduce_latency_s: float = 15e-6  # one small all-reduce over 8 GPUs
+    eager_launch_s: float = 8.1e-6  # one kernel launched from eager PyTorch (measured on H200)
+    graph_launch_s: float = 1.09e-6  # one kernel replayed inside a CUDA graph (measured on H200)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,11 +80,13 @@ class ModelProfile:
     kv_bytes_per_token: int  # all layers, one copy
     kv_heads: int  # KV is split over at most this many TP ranks (1 = replicated, as MLA)
     attention_bytes: float  # attention weights of all layers (replicated on every rank under DP attention)
+    attention_params: float  # their parameters: DP attention runs them per rank on that rank's tokens
     hidden_size: int
     num_layers: int
     prefill_attn_flops_per_pair: float  # all layers, per (query token, context token)
     decode_attn_flops_per_pair: float
     max_model_len: int
+    kernels_per_step: int  # GPU kernels one decode forward launches (norms, GEMMs + quant, attention, MoE, comm)
 
 
 def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
@@ -114,11 +121,16 @@ def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         kv_bytes_per_token=(kv_lora + qk_rope) * 2 * layers,  # 70,272 B: the BF16 latent
         kv_heads=1,
         attention_bytes=attn * layers,
+        attention_params=attn * layers,
         hidden_size=hidden,
         num_layers=layers,
         prefill_attn_flops_per_pair=2 * heads * (qk_nope + qk_rope + v_head) * layers,
         decode_attn_flops_per_pair=2 * heads * (kv_lora + qk_rope + kv_lora) * layers,  # absorbed
         max_model_len=163840,
+        # per layer ~45: 2 norms, 5 FP8 projections of MLA with their activation quant (10), rope,
+        # absorbed-MLA bmms, cache write, attention + metadata, 2 all-reduces, router + grouped
+        # top-k (~8 small ops), MoE align, fused MoE (quant, 2 GEMMs, activation, sum), shared expert
+        kernels_per_step=45 * layers,
     )
 
 
@@ -142,11 +154,13 @@ def _llama_dense(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         kv_bytes_per_token=2 * kv_heads * head_dim * 2 * layers,  # 131,072 B
         kv_heads=kv_heads,
         attention_bytes=2 * (2 * hidden * hidden + 2 * hidden * kv_heads * head_dim) * layers,
+        attention_params=(2 * hidden * hidden + 2 * hidden * kv_heads * head_dim) * layers,
         hidden_size=hidden,
         num_layers=layers,
         prefill_attn_flops_per_pair=pair,
         decode_attn_flops_per_pair=pair,
         max_model_len=131072,
+        kernels_per_step=15 * layers,  # norms, 4 projections, rope, attention, cache write, 3 MLP, adds
     )
 
 
@@ -183,7 +197,7 @@ def find_model(name: str) -> ModelProfile | None:
 
 
 #: the step feature vector, in the order of EngineProfile.coefficients
-FEATURES = ("steps", "sequences", "moe_s", "compute_s", "kv_s", "physical_s")
+FEATURES = ("steps", "sequences", "moe_s", "compute_s", "kv_s", "eager_s", "physical_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,16 +232,28 @@ class CostModel:
         m = self.model
         return m.num_experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** num_tokens)
 
+    @property
+    def eager_step_s(self) -> float:
+        """What launching a decode step's kernels eagerly adds to replaying its CUDA graph."""
+        return self.model.kernels_per_step * (self.gpu.eager_launch_s - self.gpu.graph_launch_s)
+
     def step_features(self, num_tokens: int, num_seqs: int, prefill_pairs: float, kv_tokens_read: float,
-                      ) -> tuple[float, ...]:
-        """One step's feature vector (FEATURES); its cost is the dot product with the coefficients."""
+                      eager: bool = False, attn_tokens: float | None = None) -> tuple[float, ...]:
+        """One step's feature vector (FEATURES); its cost is the dot product with the coefficients.
+
+        ``eager``: a decode step that runs without its CUDA graph (a prefill step's launches hide
+        under its long kernels, so it pays nothing extra). ``attn_tokens``: the tokens the
+        attention projections cost as (DP attention: dp_attention x the busiest rank's); the
+        prompt pairs and KV tokens are given the same way."""
         m, g, n = self.model, self.gpu, self.num_gpus
         moe_s = m.moe_layers * self.touched_experts(num_tokens) * m.expert_bytes / n / g.bandwidth_bytes_per_s
         peak = g.fp8_flops_per_s if m.weight_dtype == "fp8" else g.bf16_flops_per_s
-        compute_s = (2.0 * m.active_params * num_tokens / peak
-                     + m.prefill_attn_flops_per_pair * prefill_pairs / g.bf16_flops_per_s) / n
+        attn = num_tokens if attn_tokens is None else attn_tokens
+        gemm_flops = 2.0 * ((m.active_params - m.attention_params) * num_tokens + m.attention_params * attn)
+        compute_s = (gemm_flops / peak + m.prefill_attn_flops_per_pair * prefill_pairs / g.bf16_flops_per_s) / n
         kv_s = kv_tokens_read * self.kv_bytes_per_token_per_rank / g.bandwidth_bytes_per_s
-        return (1.0, float(num_seqs), moe_s, compute_s, kv_s, self._physical_s(num_tokens))
+        eager_s = self.eager_step_s if eager else 0.0
+        return (1.0, float(num_seqs), moe_s, compute_s, kv_s, eager_s, self._physical_s(num_tokens))
 
     def _physical_s(self, num_tokens: float) -> float:
         m, g, n = self.model, self.gpu, self.num_gpus
@@ -246,22 +272,42 @@ class CostModel:
     def step_time_s(self, num_tokens: int, num_seqs: int, prefill_pairs: float, kv_tokens_read: float) -> float:
         return self.cost_s(self.step_features(num_tokens, num_seqs, prefill_pairs, kv_tokens_read))
 
-    def decode_span_features(self, num_seqs: int, k: int, context0: float, steps: int) -> tuple[float, ...]:
-        """Summed features of ``steps`` pure-decode steps; the context grows by num_seqs x k per step."""
-        one = self.step_features(num_seqs * k, num_seqs, 0.0, 0.0)
-        kv_tokens = steps * context0 + num_seqs * k * steps * (steps - 1) / 2.0
+    def decode_span_features(self, num_seqs: int, k: int, context0: float, steps: int, max_context0: int = 0,
+                             ranks: tuple[tuple[int, int], ...] | None = None) -> tuple[float, ...]:
+        """Summed features of ``steps`` pure-decode steps; the context grows by num_seqs x k per step
+        and the longest sequence's (``max_context0`` at the first step) by k. ``ranks``: under DP
+        attention, (requests, context) of every rank at the first step."""
+        one = self._decode_step(num_seqs, k, ranks)
+        kv_tokens = float(self._span_kv_tokens(num_seqs, k, context0, steps, ranks).sum())
         kv_s = kv_tokens * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
-        return (float(steps), float(steps * num_seqs), steps * one[2], steps * one[3], kv_s, steps * one[5])
+        eager_s = self.features.eager_decode_steps(max_context0, k, steps) * self.eager_step_s
+        return (float(steps), float(steps * num_seqs), steps * one[2], steps * one[3], kv_s, eager_s, steps * one[6])
 
-    def decode_step_times_s(self, num_seqs: int, k: int, context0: float, steps: int):
+    def decode_step_times_s(self, num_seqs: int, k: int, context0: float, steps: int, max_context0: int = 0,
+                            ranks: tuple[tuple[int, int], ...] | None = None):
         """Each step's seconds over a pure-decode span (a numpy array), for the real-time fast path."""
+        one = self._decode_step(num_seqs, k, ranks)
+        c = self.coefficients
+        base = c[0] + c[1] * num_seqs + c[2] * one[2] + c[3] * one[3] + c[6] * one[6]
+        context = self._span_kv_tokens(num_seqs, k, context0, steps, ranks)
+        times = base + c[4] * context * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
+        graphed = steps - self.features.eager_decode_steps(max_context0, k, steps)
+        times[graphed:] += c[5] * self.eager_step_s
+        return times
+
+    def _decode_step(self, num_seqs: int, k: int, ranks) -> tuple[float, ...]:
+        attn = None if not ranks else len(ranks) * max(r for r, _ in ranks) * k
+        return self.step_features(num_seqs * k, num_seqs, 0.0, 0.0, attn_tokens=attn)
+
+    @staticmethod
+    def _span_kv_tokens(num_seqs: int, k: int, context0: float, steps: int, ranks):
+        """KV tokens each step of a decode span reads, as step_features takes them."""
         import numpy as np
 
-        one = self.step_features(num_seqs * k, num_seqs, 0.0, 0.0)
-        c = self.coefficients
-        base = c[0] + c[1] * num_seqs + c[2] * one[2] + c[3] * one[3] + c[5] * one[5]
-        context = context0 + np.arange(steps, dtype=np.float64) * (num_seqs * k)
-        return base + c[4] * context * self.kv_bytes_per_token_per_rank / self.gpu.bandwidth_bytes_per_s
+        s = np.arange(steps, dtype=np.float64)
+        if not ranks:
+            return context0 + s * (num_seqs * k)
+        return len(ranks) * np.max([c + r * k * s for r, c in ranks], axis=0)
 
 
 def kv_capacity_tokens(model: ModelProfile, gpu: GpuProfile, num_gpus: int, features: EngineFeatures,

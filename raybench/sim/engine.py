@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from raybench.sim.costmodel import CostModel
+from raybench.sim.fastforward import Emission, FastForward
 from raybench.sim.features import Policy, Preemption
 from raybench.sim.prefixcache import PrefixStore
 
@@ -56,16 +56,6 @@ class _Request:
     segs_cached: int = 0  # leading segments now in the cache (hit or inserted)
 
 
-class Emission(NamedTuple):
-    """Tokens one request got from one step (a NamedTuple: one per request per step, cheap to build)."""
-
-    req_id: int
-    new_tokens: int
-    total_tokens: int
-    finished: bool
-    cached_tokens: int = 0  # prompt tokens the prefix cache served (on its first emission and after)
-
-
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """One engine iteration: what ran, what it cost, what came out."""
@@ -79,15 +69,6 @@ class StepResult:
     preempted: tuple[int, ...] = ()
 
 
-class Span(NamedTuple):
-    """A run of pure-decode steps taken at once."""
-
-    duration_s: float
-    steps: int
-    emissions: tuple[Emission, ...]
-    features: tuple[float, ...]
-
-
 class KvCapacityError(ValueError):
     """A request whose prompt + max_tokens can never fit the KV capacity."""
 
@@ -96,7 +77,7 @@ class KvCapacityError(ValueError):
 RETRACT_STEPS = 20
 
 
-class EngineCore:
+class EngineCore(FastForward):
     """Continuous-batching scheduler over a CostModel; see the module docstring for the policy."""
 
     def __init__(self, cost: CostModel, tokens_per_chunk: int = 1) -> None:
@@ -251,27 +232,32 @@ class EngineCore:
         return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
 
     def _apply(self, prefill, decode, preempted) -> StepResult:
-        k = self.tokens_per_chunk
-        prefill_pairs = 0.0
-        kv_read = 0
-        num_tokens = 0
+        """Run one step. Under DP attention every rank runs the attention of its own requests
+        (projections, prompt attention, KV read) at once, so the step pays the busiest rank's
+        share dp_attention times over; the MoE and dense layers see every rank's tokens."""
+        k, dp = self.tokens_per_chunk, self.features.dp_attention
+        tokens, pairs, kv_read = [0] * dp, [0.0] * dp, [0] * dp
         emissions: list[Emission] = []
         for req, chunk in prefill:
             context = req.prefilled
-            prefill_pairs += chunk * (context + (chunk + 1) / 2)  # causal: each query sees its past
-            kv_read += context + chunk
-            num_tokens += chunk
+            pairs[req.rank] += chunk * (context + (chunk + 1) / 2)  # causal: each query sees its past
+            kv_read[req.rank] += context + chunk
+            tokens[req.rank] += chunk
             req.prefilled += chunk
             self._grow(req, chunk)
             self._insert_segments(req)
             if req.prefilled == req.prefill_target:
                 emissions.append(self._produce(req, min(k, req.target_tokens - req.generated)))
+        longest = max((r.prompt_tokens + r.generated for r, _ in decode), default=0)
         for req, n in decode:
-            kv_read += req.prompt_tokens + req.generated
-            num_tokens += n
+            kv_read[req.rank] += req.prompt_tokens + req.generated
+            tokens[req.rank] += n
             self._grow(req, n)
             emissions.append(self._produce(req, n))
-        feats = self.cost.step_features(num_tokens, len(prefill) + len(decode), prefill_pairs, kv_read)
+        eager = not prefill and self.features.eager_decode_steps(longest, 1, 1) > 0
+        num_tokens = sum(tokens)
+        feats = self.cost.step_features(num_tokens, len(prefill) + len(decode), dp * max(pairs), dp * max(kv_read),
+                                        eager, attn_tokens=dp * max(tokens))
         return StepResult(duration_s=self.cost.cost_s(feats),
                           prefill_chunks=tuple((r.req_id, c) for r, c in prefill),
                           decode_req_ids=tuple(r.req_id for r, _ in decode), num_tokens=num_tokens,
@@ -331,16 +317,13 @@ class EngineCore:
         req.private_kv = 0
         req.charge = charge
         self._kv_used += charge
-        self._pin_hits(req, hit)
+        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
+        req.segs_cached = len(req.pinned)
         self._admitted += 1
         req.order = self._admitted
         self._remaining_out += req.target_tokens - req.generated
         self._running[req.req_id] = req
         return True
-
-    def _pin_hits(self, req: _Request, hit: int) -> None:
-        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
-        req.segs_cached = len(req.pinned)
 
     def _insert_segments(self, req: _Request) -> None:
         """Segments the prefill has now passed move from the request's KV into the cache."""
@@ -390,69 +373,3 @@ class EngineCore:
         req.prefill_target = req.prompt_tokens + req.generated
         req.prefilled = 0
         self._waiting.appendleft(req)
-
-    # -- virtual-time fast path ----------------------------------------------------------------
-    def fast_forward_decode(self, max_duration_s: float = math.inf) -> Span | None:
-        """Take every step of a pure-decode span at once (virtual-time engines, calibration).
-
-        Applies when every running request is decoding and no waiting request can be admitted
-        (none waits, or max_running or the KV blocks the head; decoding only fills the KV, so
-        that stays true): the next S steps then have the same batch and a context growing by k
-        per request per step. S stops before the first request could finish and before the KV
-        runs out. ``max_duration_s`` ends the span after the first step that ends at or past it
-        (an arrival then joins at that step boundary). None when it does not apply.
-        """
-        if not self._running or (self._waiting and self._head_admissible()):
-            return None
-        reqs = list(self._running.values())
-        if any(r.prefilled < r.prefill_target for r in reqs):
-            return None
-        k = self.tokens_per_chunk
-        steps = min((r.target_tokens - r.generated) // k for r in reqs) - 1
-        steps = min(steps, self._kv_steps(reqs, k, steps))
-        if steps < 1:
-            return None
-        n = len(reqs)
-        context0 = sum(r.prompt_tokens + r.generated for r in reqs)
-        if math.isfinite(max_duration_s):
-            import numpy as np
-
-            times = np.cumsum(self.cost.decode_step_times_s(n, k, context0, steps))
-            steps = min(steps, int(np.searchsorted(times, max_duration_s, side="left")) + 1)
-        feats = self.cost.decode_span_features(n, k, context0, steps)
-        for req in reqs:
-            req.generated += steps * k
-            self._grow(req, steps * k)
-        self._remaining_out -= steps * k * len(reqs)
-        emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
-        return Span(self.cost.cost_s(feats), steps, emissions, feats)
-
-    def _kv_steps(self, reqs: list[_Request], k: int, upper: int) -> int:
-        """Most steps (<= upper) every request can grow by k per step without running out of KV."""
-        import numpy as np
-
-        free = self.cost.kv_capacity_tokens - self._kv_used
-        bt = self.features.block_tokens
-        slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
-
-        def growth(steps: int) -> int:  # whole blocks beyond what each request holds
-            return int((np.maximum(-((slack - steps * k) // bt), 0) * bt).sum())
-
-        if upper <= 0 or growth(upper) <= free:
-            return upper
-        self.kv_limited = True
-        lo, hi = 0, upper
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if growth(mid) <= free:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-    def _head_admissible(self) -> bool:
-        if len(self._running) >= self.features.max_running:
-            return False
-        head = self._waiting[0]
-        _, need = self._admission(head, self._lookup(head))
-        return need <= self.cost.kv_capacity_tokens - self._kv_used + self._cache.evictable()

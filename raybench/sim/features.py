@@ -11,7 +11,9 @@ attention; radix cache on; prefill batches run before decode; retract on KV exha
 new-token ratio that reserves part of max_new_tokens at admission decays from 0.7 to 0.1);
 vLLM 0.7 V0 scheduler (prefills first and whole, within max_num_batched_tokens =
 max_model_len when chunked prefill is off; with chunked prefill decodes first, then chunks within
-the budget; block-hash prefix cache of 16-token blocks; preemption by recompute, newest first);
+the budget; block-hash prefix cache of 16-token blocks; preemption by recompute, newest first;
+CUDA graphs for decode-only steps whose longest sequence is within max_seq_len_to_capture, 8192:
+longer ones run eagerly);
 TensorRT-LLM (inflight batching mixes context and generation requests in one step within
 max_num_tokens; GUARANTEED_NO_EVICT reserves prompt + max_tokens at admission).
 """
@@ -45,6 +47,9 @@ class PrefixCache(str, enum.Enum):
     RADIX = "radix"  # SGLang: any matching prefix, token granular
 
 
+#: vLLM's max_seq_len_to_capture default: decode steps with a longer sequence fall back to eager mode
+VLLM_GRAPH_MAX_CONTEXT = 8192
+
 ENGINES = ("vllm", "sglang", "trtllm", "trtllm-engine", "generic")
 
 
@@ -63,6 +68,8 @@ class EngineFeatures:
     admission_output_reserve: float = 0.0  # fraction of max_tokens reserved at admission (1.0: no evict)
     memory_fraction: float = 0.9  # of each GPU's memory the engine takes for weights, KV and reserve
     max_model_len: int | None = None  # longest prompt + output a request may have
+    cuda_graphs: bool = False  # pure-decode steps replay captured CUDA graphs (vLLM, SGLang)
+    graph_max_context: int | None = None  # a decode step whose longest context exceeds this runs eagerly
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", _enum(Policy, self.policy, "policy"))
@@ -76,8 +83,20 @@ class EngineFeatures:
             raise SimConfigError("admission_output_reserve", self.admission_output_reserve, "a fraction in 0..1")
         if not 0.0 < self.memory_fraction <= 1.0:
             raise SimConfigError("memory_fraction", self.memory_fraction, "a fraction in (0, 1]")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise SimConfigError("max_model_len", self.max_model_len, "None or an integer >= 1")
+        for name in ("max_model_len", "graph_max_context"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise SimConfigError(name, value, "None or an integer >= 1")
+        if not isinstance(self.cuda_graphs, bool):
+            raise SimConfigError("cuda_graphs", self.cuda_graphs, "true or false")
+
+    def eager_decode_steps(self, max_context0: int, k: int, steps: int) -> int:
+        """How many of ``steps`` pure-decode steps run without CUDA graphs; the longest context
+        is ``max_context0`` at the first and grows by k per step."""
+        if not self.cuda_graphs or self.graph_max_context is None:
+            return 0
+        graphed = max(0, (self.graph_max_context - max_context0) // k + 1)
+        return max(0, steps - graphed)
 
     def with_(self, **changes: object) -> EngineFeatures:
         return replace(self, **changes)
@@ -98,13 +117,13 @@ def defaults(engine: str) -> EngineFeatures:
         return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=163840, chunked_prefill=False,
                               max_running=256, prefix_cache=PrefixCache.NONE, block_tokens=16,
                               preemption=Preemption.RECOMPUTE, admission_output_reserve=0.0,
-                              memory_fraction=0.9)
+                              memory_fraction=0.9, cuda_graphs=True, graph_max_context=VLLM_GRAPH_MAX_CONTEXT)
     if engine == "sglang":
         # new_token_ratio decays 0.7 -> 0.1 within a few hundred steps: 0.1 is where it sits
         return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=8192, chunked_prefill=True,
                               max_running=1024, prefix_cache=PrefixCache.RADIX, block_tokens=1,
                               preemption=Preemption.RETRACT, admission_output_reserve=0.1,
-                              memory_fraction=0.88)
+                              memory_fraction=0.88, cuda_graphs=True)
     if engine == "trtllm":
         # PyTorch flow, chunked context off: a context request joins a step whole
         return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=False,

@@ -30,12 +30,16 @@ FIELD_MEANINGS = MappingProxyType({
     "compute_factor": "1 / the fraction of dense FP8 (GEMMs) and BF16 (prompt attention) peak reached",
     "kv_read_factor": "1 / the fraction of HBM bandwidth decode attention reaches reading the KV latent "
                       "(FlashMLA-like kernels reach 75-85 % on H200, so ~1.2-1.4)",
+    "eager_factor": "multiplies what a decode step that cannot replay its CUDA graph pays extra: its kernels "
+                    "x (8.1 - 1.1) us, the eager vs graph launch cost on H200; stays 1 unless the fitted rows "
+                    "have such steps (vLLM: a sequence past max_seq_len_to_capture, 8192)",
     "reserve_gib": "GiB per GPU the engine keeps outside the KV pool: activations, CUDA graphs, NCCL "
                    "buffers, allocator slack; sets the KV capacity with the memory fraction",
     "fitted_on": "which reference rows the numbers were fitted on",
 })
 
-NUMBERS = ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor", "reserve_gib")
+NUMBERS = ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor", "eager_factor",
+           "reserve_gib")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +54,7 @@ class EngineProfile:
     compute_factor: float
     kv_read_factor: float
     reserve_gib: float
+    eager_factor: float = 1.0  # profiles written before it existed load with the physical value
     fitted_on: str = ""
 
     def __post_init__(self) -> None:
@@ -69,7 +74,7 @@ class EngineProfile:
     def coefficients(self) -> tuple[float, ...]:
         """Factors of the step feature vector (costmodel.FEATURES), in seconds per unit."""
         return (self.fixed_step_ms / 1e3, self.per_seq_ms / 1e3, self.moe_read_factor, self.compute_factor,
-                self.kv_read_factor, 1.0)
+                self.kv_read_factor, self.eager_factor, 1.0)
 
 
 def pair_key(engine: str, gpu: str) -> str:
@@ -79,7 +84,7 @@ def pair_key(engine: str, gpu: str) -> str:
 #: what a pair without a fitted profile runs with in the simulator server (never in predict):
 #: mid-range values of the fitted profiles, so an H100 or a generic engine still behaves plausibly
 UNCALIBRATED = dict(fixed_step_ms=25.0, per_seq_ms=0.05, moe_read_factor=8.0, compute_factor=20.0,
-                    kv_read_factor=1.5, reserve_gib=12.0, fitted_on="uncalibrated defaults")
+                    kv_read_factor=1.5, eager_factor=1.0, reserve_gib=12.0, fitted_on="uncalibrated defaults")
 
 
 def uncalibrated(engine: str, gpu: str) -> EngineProfile:

@@ -38,6 +38,21 @@ class RequestSpec:
     segments: tuple = ()
 
 
+def shared_prefix_requests(num_requests: int, input_len: int, prefix_len: int, output_len: int,
+                           prompts_per_group: int, seed: int = 0) -> list[RequestSpec]:
+    """A shared-prefix workload as it is sent: groups of ``prompts_per_group`` prompts share their
+    first ``prefix_len`` tokens, and the requests go out in a seeded shuffled order (raybench's
+    prefix workload, SGLang's generated-shared-prefix), so a prefix cache sees the groups
+    interleaved. A prompt is two cacheable segments: the group's prefix and its own question."""
+    import numpy as np
+
+    order = np.random.default_rng([seed, 0]).permutation(num_requests)
+    rest = input_len - prefix_len
+    return [RequestSpec(prompt_tokens=input_len, output_tokens=output_len,
+                        segments=((("prefix", int(order[i]) // prompts_per_group), prefix_len), (("question", i), rest)))
+            for i in range(num_requests)]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Trace:
     """Per request (rows in send order): cumulative features and idle seconds at three moments."""

@@ -44,6 +44,12 @@ def test_extra_args_reach_the_features():
 
     sg = replace(seed.SEED_SGLANG_MI300X, extra_args=("--chunked-prefill-size", "4096"))
     assert launch_features(sg, "sglang", 8).prefill_tokens_per_step == 4096
+    v = launch_features(seed.SEED_VLLM_H200, "vllm", 8)
+    assert v.cuda_graphs and v.graph_max_context == 8192  # vLLM's max_seq_len_to_capture default
+    longer = replace(seed.SEED_VLLM_H200, extra_args=("--max-seq-len-to-capture", "16384"))
+    assert launch_features(longer, "vllm", 8).graph_max_context == 16384
+    eager = replace(seed.SEED_VLLM_H200, extra_args=("--enforce-eager",))
+    assert not launch_features(eager, "vllm", 8).cuda_graphs
 
 
 def test_predict_writes_a_run_directory_the_report_reads_as_a_prediction(tmp_path):
@@ -126,6 +132,25 @@ def test_a_reference_file_without_usable_rows_is_a_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_predict_filter_selecting_no_cell_is_a_one_line_error_and_writes_nothing(tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
+                                       "concurrency=999", "--out", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "no cell matches" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_reference_without_usable_rows_is_a_one_line_error_and_writes_nothing(tmp_path):
+    csv = tmp_path / "empty.csv"
+    csv.write_text("mode,hardware,backend,output_len,total_throughput_tok_s,input_len\n"
+                   "online,H200,vllm,800,,3200\n")
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
+                                       "backend=vllm-mi300x,concurrency=4", "--reference", str(csv),
+                                       "--out", str(tmp_path / "runs")])
+    assert result.exit_code != 0 and "no usable rows" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
 def test_unknown_profiles_file_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, [
         "predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--profiles", str(tmp_path / "none.json"),
@@ -144,3 +169,10 @@ def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server
     options = dict(ctx.params)
     assert _features(options) == features
     assert options["max_num_batched_tokens"] == 8192 and options["max_num_seqs"] == features.max_running
+    from dataclasses import replace
+
+    for args in (("--enforce-eager",), ("--max-seq-len-to-capture", "16384")):
+        features = launch_features(replace(seed.SEED_VLLM_H200, extra_args=args), "vllm", 8)
+        ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "vllm",
+                                               *feature_flags(features)])
+        assert _features(dict(ctx.params)) == features

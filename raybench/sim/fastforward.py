@@ -1,0 +1,111 @@
+"""The engine core's virtual-time fast path: a run of pure-decode steps taken at once.
+
+Between admissions, preemptions and finishes a continuous-batching engine repeats the same
+decode step with a context growing by k tokens per request: ``FastForward`` (a part of
+``engine.EngineCore``) takes such a span in one go, with exactly the features stepping would
+sum, which is what makes a whole benchmark matrix simulate in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+
+class Emission(NamedTuple):
+    """Tokens one request got from one step (a NamedTuple: one per request per step, cheap to build)."""
+
+    req_id: int
+    new_tokens: int
+    total_tokens: int
+    finished: bool
+    cached_tokens: int = 0  # prompt tokens the prefix cache served (on its first emission and after)
+
+
+class Span(NamedTuple):
+    """A run of pure-decode steps taken at once."""
+
+    duration_s: float
+    steps: int
+    emissions: tuple[Emission, ...]
+    features: tuple[float, ...]
+
+
+class FastForward:
+    """Pure-decode spans of an EngineCore (it provides the queues, the KV and the cost model)."""
+
+    def fast_forward_decode(self, max_duration_s: float = math.inf) -> Span | None:
+        """Take every step of a pure-decode span at once (virtual-time engines, calibration).
+
+        Applies when every running request is decoding and no waiting request can be admitted
+        (none waits, or max_running or the KV blocks the head; decoding only fills the KV, so
+        that stays true): the next S steps then have the same batch and a context growing by k
+        per request per step. S stops before the first request could finish and before the KV
+        runs out. ``max_duration_s`` ends the span after the first step that ends at or past it
+        (an arrival then joins at that step boundary). None when it does not apply.
+        """
+        if not self._running or (self._waiting and self._head_admissible()):
+            return None
+        reqs = list(self._running.values())
+        if any(r.prefilled < r.prefill_target for r in reqs):
+            return None
+        k = self.tokens_per_chunk
+        steps = min((r.target_tokens - r.generated) // k for r in reqs) - 1
+        steps = min(steps, self._kv_steps(reqs, k, steps))
+        if steps < 1:
+            return None
+        n, context0, longest, ranks = self._decode_batch(reqs)
+        if math.isfinite(max_duration_s):
+            import numpy as np
+
+            times = np.cumsum(self.cost.decode_step_times_s(n, k, context0, steps, longest, ranks))
+            steps = min(steps, int(np.searchsorted(times, max_duration_s, side="left")) + 1)
+        feats = self.cost.decode_span_features(n, k, context0, steps, longest, ranks)
+        for req in reqs:
+            req.generated += steps * k
+            self._grow(req, steps * k)
+        self._remaining_out -= steps * k * len(reqs)
+        emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
+        return Span(self.cost.cost_s(feats), steps, emissions, feats)
+
+    def _decode_batch(self, reqs: list) -> tuple:
+        """(num_seqs, total context, longest context, per DP rank (requests, context) or None)."""
+        contexts = [r.prompt_tokens + r.generated for r in reqs]
+        ranks = None
+        if self.features.dp_attention > 1:
+            counts, sums = [0] * self.features.dp_attention, [0] * self.features.dp_attention
+            for r, c in zip(reqs, contexts):
+                counts[r.rank] += 1
+                sums[r.rank] += c
+            ranks = tuple(zip(counts, sums))
+        return len(reqs), sum(contexts), max(contexts), ranks
+
+    def _kv_steps(self, reqs: list, k: int, upper: int) -> int:
+        """Most steps (<= upper) every request can grow by k per step without running out of KV."""
+        import numpy as np
+
+        free = self.cost.kv_capacity_tokens - self._kv_used
+        bt = self.features.block_tokens
+        slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
+
+        def growth(steps: int) -> int:  # whole blocks beyond what each request holds
+            return int((np.maximum(-((slack - steps * k) // bt), 0) * bt).sum())
+
+        if upper <= 0 or growth(upper) <= free:
+            return upper
+        self.kv_limited = True
+        lo, hi = 0, upper
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if growth(mid) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _head_admissible(self) -> bool:
+        if len(self._running) >= self.features.max_running:
+            return False
+        head = self._waiting[0]
+        _, need = self._admission(head, self._lookup(head))
+        return need <= self.cost.kv_capacity_tokens - self._kv_used + self._cache.evictable()
