@@ -95,18 +95,28 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
         for tool in order:
             if tool == "raybench":
                 # vLLM's client forces lengths with ignore_eos alone; min_tokens adds a logits
-                # processor to every decode step, which costs a CPU engine visibly: send the same
-                # a run whose loop another process stalled (raybench flags it host_contended) has
+                # processor to every decode step, which costs a CPU engine visibly: send the same.
+                # A run whose loop another process stalled (raybench flags it host_contended) has
                 # every event after the stall stamped late: it measured the host, so run it again
+                lags = []
                 for attempt in range(3):
                     cell = only_cell(bench(vllm_server, tiny_model, tmp_path / f"rb{i}-{attempt}",
                                            num_prompts=num_prompts, concurrency=concurrency,
                                            extra=("--seed", str(i), "--no-min-tokens")))
                     summary = read_json(cell / "summary.json")
+                    assert summary["outcome"] == "complete"  # contended or not, every request has its row
                     if summary["client_check"] == "ok":
                         break
-                    print(f"raybench run {i}: {summary['client_check']}, "
-                          f"max loop lag {max(a['max_loop_lag_ms'] for a in summary['actors']):.0f} ms", file=sys.stderr)
+                    lags.append(max(a.get("max_loop_lag_ms") or 0 for a in summary["actors"]))
+                    print(f"raybench run {i}: {summary['client_check']}, max loop lag {lags[-1]:.0f} ms", file=sys.stderr)
+                else:
+                    # Three runs in a row measured the host, and said so (a two-core machine with one
+                    # core taken by another process and one by the CPU engine leaves Ray's threads and
+                    # the client a fraction of a core). A flagged number is not a measured one: there
+                    # is nothing to compare, and the flag itself was what could be checked.
+                    assert summary["client_check"] == "host_contended"
+                    pytest.xfail(f"host contended in 3 raybench runs in a row (max loop lag "
+                                 f"{', '.join(f'{lag:.0f}' for lag in lags)} ms): agreement not measurable here")
                 ours.append(summary)
                 requests, chunks = read_cell(cell)
                 ours_vllm.append(summarize_cell(requests, chunks, compat="vllm", target_concurrency=concurrency))
