@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from raybench.calibration import (calibrate, error_table, load_reference, observations, row_errors, row_label,
+from raybench.calibration import (calibrate, error_table, load_reference, observations, predicted_row_error, row_label,
                                   seed_launches, select_rows)
-from raybench.sim import costmodel
-from raybench.sim.calibrate import metric_vectors, predict_metrics
-from raybench.sim.virtual import simulate
 
 
 def main(only: str) -> None:
@@ -25,14 +22,7 @@ def main(only: str) -> None:
     trained = {row_label(r) for r in train.iter_rows(named=True)}
     groups: dict[str, list] = {}
     for obs in observations(published, seed_launches()):
-        p = profiles[obs.key]
-        cost = obs.build(p.reserve_gib)
-        cost = costmodel.build(cost.model, cost.gpu, 8, p, cost.features)
-        pred = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=obs.concurrency)),
-                               p.coefficients)
-        measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
-                    "e2e": obs.e2e_ms}
-        error = row_errors(obs.key, obs.label, measured, pred)
+        error = predicted_row_error(obs, profiles[obs.key])
         kind = "in-sample" if obs.label in trained else "held-out"
         groups.setdefault(f"{obs.key} {kind}", []).append(error)
         groups.setdefault(f"ALL {kind}", []).append(error)

@@ -27,10 +27,10 @@ from raybench.errors import ConfigError
 from raybench.experiment import Backend, Experiment
 from raybench.predict import engine_name, launch_features
 from raybench.sim import costmodel
-from raybench.sim.calibrate import METRICS, Observation, PairFit, fit_pair
+from raybench.sim.calibrate import METRICS, Observation, PairFit, fit_pair, metric_vectors, predict_metrics
 from raybench.sim.features import EngineFeatures, defaults
 from raybench.sim.profiles import EngineProfile, uncalibrated
-from raybench.sim.virtual import RequestSpec, shared_prefix_requests
+from raybench.sim.virtual import RequestSpec, shared_prefix_requests, simulate
 
 FILTER_KEYS = ("backend", "hardware", "mode", "concurrency", "batch_size", "input_len", "output_len", "prefix_len")
 _KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "trt-llm": BackendKind.TRTLLM,
@@ -199,6 +199,17 @@ def row_errors(pair: str, label: str, measured: Mapping[str, float | None],
     errors = {m: 100.0 * (predicted[m] - v) / v for m, v in measured.items()
               if v is not None and v > 0 and m in predicted and math.isfinite(predicted[m])}
     return RowError(pair=pair, label=label, errors_pct=errors)
+
+
+def predicted_row_error(obs: Observation, profile: EngineProfile) -> RowError:
+    """One measured row predicted with ``profile`` (its KV reserve and coefficients), against the measurement."""
+    cost = obs.build(profile.reserve_gib)
+    cost = costmodel.build(cost.model, cost.gpu, cost.num_gpus, profile, cost.features)
+    predicted = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=obs.concurrency)),
+                                profile.coefficients)
+    measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
+                "e2e": obs.e2e_ms}
+    return row_errors(obs.key, obs.label, measured, predicted)
 
 
 def error_table(groups: Mapping[str, Sequence[RowError]], worst: int = 8) -> str:

@@ -2,13 +2,11 @@
 
 import pytest
 
-from raybench.calibration import load_reference, observations, row_errors, seed_launches, select_rows
+from raybench.calibration import load_reference, observations, predicted_row_error, seed_launches, select_rows
 from raybench.sim import costmodel
-from raybench.sim.calibrate import metric_vectors, predict_metrics
 from raybench.sim.engine import EngineCore
 from raybench.sim.features import defaults
 from raybench.sim.profiles import load_profiles
-from raybench.sim.virtual import simulate
 
 
 def _sglang_h200() -> costmodel.CostModel:
@@ -62,11 +60,5 @@ def test_h200_sglang_c4_ttft_is_predicted_within_40_percent():
     # c8, so TTFT barely falls from c8 (3.7 s) to c4 (3.9 s); spreading the work over 8 ranks said 2.2 s
     published = load_reference(["published"])
     (obs,) = observations(select_rows(published, "hardware=H200,backend=sglang,concurrency=4"), seed_launches())
-    profile = load_profiles()[obs.key]
-    cost = obs.build(profile.reserve_gib)
-    cost = costmodel.build(cost.model, cost.gpu, 8, profile, cost.features)
-    predicted = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=4)), profile.coefficients)
-    measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
-                "e2e": obs.e2e_ms}
-    errors = row_errors(obs.key, obs.label, measured, predicted).errors_pct
+    errors = predicted_row_error(obs, load_profiles()[obs.key]).errors_pct
     assert max(abs(e) for e in errors.values()) < 40.0, errors

@@ -2,13 +2,11 @@
 
 import pytest
 
-from raybench.calibration import load_reference, observations, row_errors, seed_launches, select_rows
+from raybench.calibration import load_reference, observations, predicted_row_error, seed_launches, select_rows
 from raybench.sim import costmodel
-from raybench.sim.calibrate import metric_vectors, predict_metrics
 from raybench.sim.engine import EngineCore
 from raybench.sim.features import VLLM_GRAPH_MAX_CONTEXT, defaults
 from raybench.sim.profiles import load_profiles
-from raybench.sim.virtual import simulate
 
 
 def _cost(engine: str = "vllm", **changes) -> costmodel.CostModel:
@@ -80,13 +78,7 @@ def test_h200_vllm_c128_output_6400_is_predicted_within_40_percent():
     published = load_reference(["published"])
     row = select_rows(published, "hardware=H200,backend=vllm,concurrency=128,output_len=6400")
     (obs,) = observations(row, seed_launches())
-    profile = load_profiles()[obs.key]
-    cost = obs.build(profile.reserve_gib)
-    cost = costmodel.build(cost.model, cost.gpu, 8, profile, cost.features)
-    predicted = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=128)), profile.coefficients)
-    measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
-                "e2e": obs.e2e_ms}
-    errors = row_errors(obs.key, obs.label, measured, predicted).errors_pct
+    errors = predicted_row_error(obs, load_profiles()[obs.key]).errors_pct
     assert max(abs(e) for e in errors.values()) < 40.0, errors
 
 
