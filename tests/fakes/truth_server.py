@@ -112,14 +112,13 @@ class Connection:
             self.sock.close()
 
     def process(self) -> None:
-        self.scheduled = False
         while (head_end := self.buf.find(b"\r\n\r\n")) >= 0:
             lines = self.buf[:head_end].decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
             end = head_end + 4 + int(headers.get("content-length", "0"))
             if len(self.buf) < end:
-                return  # the rest comes with a later read, which schedules process() again
+                return  # the rest comes with a later read, which calls process() again
             body, self.buf = self.buf[head_end + 4:end], self.buf[end:]
             t_receipt, t_loop_read = self.t_receipt_ns, self.t_loop_read_ns
             # a pipelined request's bytes came with this one's
