@@ -40,17 +40,12 @@ def test_balanced_ranks_cost_what_the_totals_do():
     assert step.features == pytest.approx(cost.step_features(8000, 8, pairs, 8000))
 
 
-def test_fast_forward_matches_stepping_with_uneven_ranks():
+def test_fast_forward_matches_stepping_with_uneven_ranks(summed_features):
     def run(fast: bool) -> tuple[float, ...]:
         core = EngineCore(_sglang_h200())
         for i in range(13):  # ranks 0-4 get two requests, 5-7 one
             core.add_request(i, 500 + 100 * i, 60 + 7 * i)
-        total = [0.0] * len(costmodel.FEATURES)
-        while core.has_work():
-            span = core.fast_forward_decode() if fast else None
-            feats = span.features if span is not None else core.step().features
-            total = [a + b for a, b in zip(total, feats)]
-        return tuple(total)
+        return summed_features(core, fast=fast)
 
     assert run(True) == pytest.approx(run(False), rel=1e-9)
 

@@ -55,17 +55,12 @@ def test_only_decode_steps_past_the_limit_pay_the_eager_cost():
     assert all(s.features[5] == 0.0 for s in _steps(graphed))
 
 
-def test_fast_forward_counts_the_eager_steps_as_stepping_does():
+def test_fast_forward_counts_the_eager_steps_as_stepping_does(summed_features):
     def run(fast: bool) -> tuple[float, ...]:
         core = EngineCore(_cost())
         for i in range(4):
             core.add_request(i, 8000 + 50 * i, 400)
-        total = [0.0] * len(costmodel.FEATURES)
-        while core.has_work():
-            span = core.fast_forward_decode() if fast else None
-            feats = span.features if span is not None else core.step().features
-            total = [a + b for a, b in zip(total, feats)]
-        return tuple(total)
+        return summed_features(core, fast=fast)
 
     slow, fast = run(False), run(True)
     assert fast == pytest.approx(slow, rel=1e-9)
