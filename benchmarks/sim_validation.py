@@ -4,7 +4,8 @@
     python benchmarks/sim_validation.py "output_len=800,prefix_len=0,concurrency=4|16|64|none,batch_size=32|128|512|none"
 
 Prints the absolute % error (median / max) per engine x GPU and metric, in-sample and held-out
-(longer outputs and the prefix rows apart), then the worst held-out rows. About 15 CPU-seconds.
+(longer outputs and the prefix rows apart), then the worst held-out rows, each marked with the
+regimes of the model it needed that the fit never saw. About 15 CPU-seconds.
 """
 
 from __future__ import annotations

@@ -192,24 +192,25 @@ class RowError:
     pair: str
     label: str
     errors_pct: Mapping[str, float]  # signed (predicted - measured) / measured x 100
+    extrapolated: tuple[str, ...] = ()  # regimes the prediction needed that its profile's fit never saw
 
 
 def row_errors(pair: str, label: str, measured: Mapping[str, float | None],
-               predicted: Mapping[str, float]) -> RowError:
+               predicted: Mapping[str, float], extrapolated: Iterable[str] = ()) -> RowError:
     errors = {m: 100.0 * (predicted[m] - v) / v for m, v in measured.items()
               if v is not None and v > 0 and m in predicted and math.isfinite(predicted[m])}
-    return RowError(pair=pair, label=label, errors_pct=errors)
+    return RowError(pair=pair, label=label, errors_pct=errors, extrapolated=tuple(extrapolated))
 
 
 def predicted_row_error(obs: Observation, profile: EngineProfile) -> RowError:
     """One measured row predicted with ``profile`` (its KV reserve and coefficients), against the measurement."""
     cost = obs.build(profile.reserve_gib)
     cost = costmodel.build(cost.model, cost.gpu, cost.num_gpus, profile, cost.features)
-    predicted = predict_metrics(metric_vectors(simulate(cost, obs.requests, concurrency=obs.concurrency)),
-                                profile.coefficients)
+    trace = simulate(cost, obs.requests, concurrency=obs.concurrency)
+    predicted = predict_metrics(metric_vectors(trace), profile.coefficients)
     measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
                 "e2e": obs.e2e_ms}
-    return row_errors(obs.key, obs.label, measured, predicted)
+    return row_errors(obs.key, obs.label, measured, predicted, profile.extrapolated(trace.regimes) or ())
 
 
 def error_table(groups: Mapping[str, Sequence[RowError]], worst: int = 8) -> str:
@@ -224,7 +225,9 @@ def error_table(groups: Mapping[str, Sequence[RowError]], worst: int = 8) -> str
     ranked = sorted(((abs(e), m, r) for r in everything for m, e in r.errors_pct.items()), key=lambda t: -t[0])
     if ranked:
         lines.append("worst rows:")
-        lines += [f"  {r.errors_pct[m]:+7.1f} % {m:10s} {r.label}" for _, m, r in ranked[:worst]]
+        lines += [f"  {r.errors_pct[m]:+7.1f} % {m:10s} {r.label}"
+                  + (f"  [extrapolated: {', '.join(r.extrapolated)}]" if r.extrapolated else "")
+                  for _, m, r in ranked[:worst]]
     return "\n".join(lines)
 
 
@@ -276,7 +279,8 @@ def compare_to_reference(summaries: Sequence[Mapping[str, Any]], reference: pl.D
         pair = summary.get("predicted_with", {}).get("profile", "?")
         measured = {m: ref.get(col) for m, col in _MEASURED.items()}
         predicted = {m: row.get(col) for m, col in _MEASURED.items() if row.get(col) is not None}
-        groups.setdefault(pair, []).append(row_errors(pair, row_label(ref), measured, predicted))
+        groups.setdefault(pair, []).append(row_errors(pair, row_label(ref), measured, predicted,
+                                                      summary.get("extrapolated") or ()))
     if not groups:
         raise ConfigError("--reference: no predicted cell matches a reference row (same engine, GPU, mode, "
                           "concurrency or batch, input, output and prefix length)")

@@ -606,7 +606,7 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
 
     from raybench.experiment import load_experiment
     from raybench.plan import resolve
-    from raybench.predict import predict_run
+    from raybench.predict import extrapolation_lines, predict_run
 
     t0 = time.perf_counter()
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts)
@@ -618,6 +618,8 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
     run_dir, summaries = predict_run(experiment, cells, out, profiles_path=profiles, report=write_report)
     click.echo(f"predicted {len(cells)} cells in {time.perf_counter() - t0:.1f} s (virtual time; every number "
                "is a prediction)", err=True)
+    for line in extrapolation_lines(summaries):
+        click.echo(line, err=True)
     if reference_frame is not None:
         from raybench.calibration import compare_to_reference, error_table
 
@@ -661,6 +663,9 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     fits = calibrate(frame, launches, fitted_on=fitted_on)
     write_profiles(fits, out)
     click.echo(error_table(fit_groups(fits)))
+    click.echo("regimes the fitted rows went through (a prediction needing another one is marked extrapolated):")
+    for fit in fits:
+        click.echo(f"  {fit.profile.key:20s} {', '.join(fit.profile.fitted_regimes or ()) or 'plain prefill and decode only'}")
     click.echo(f"{len(fits)} profiles written to {out}")
 
 

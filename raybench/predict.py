@@ -7,7 +7,10 @@ virtual time (``raybench.sim.virtual``). The run directory has the layout of ``r
 per cell a requests table (one row per request, times in virtual nanoseconds), an empty chunks
 table (a prediction has no per-chunk stream), summary.json with the same fields plus
 ``"prediction": true``, then summary.parquet and report.html, so analysis, compare and report
-read it unchanged; the report labels every predicted series "(predicted)".
+read it unchanged; the report labels every predicted series "(predicted)". A cell whose run
+went through regimes of the engine model (``features.REGIMES``: mixed steps, prefix hits,
+preemption, ...) that its profile's fit never saw lists them in ``"extrapolated"``: no measured
+row constrained what those steps cost.
 
 No Ray here.
 """
@@ -31,7 +34,7 @@ from raybench.experiment import Backend, Cell, Experiment, Mode
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfigError
 from raybench.sim.engine import KvCapacityError
-from raybench.sim.features import EngineFeatures, Policy, PrefixCache, defaults
+from raybench.sim.features import REGIMES, EngineFeatures, Policy, PrefixCache, defaults
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
 from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate
 from raybench.store.outcome import judge
@@ -225,11 +228,35 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
     # every planned request is a row of the prediction: judged like a measured cell, so resume,
     # plan --run-dir, compare and the report treat both alike
     summary.update(judge(range(len(trace.prompt_tokens)), table.column("request_id").to_pylist()).fields())
+    extrapolated = profile.extrapolated(trace.regimes)
     summary.update(cell=cell.to_json(), raybench_version=raybench.__version__, prediction=True,
+                   extrapolated=None if extrapolated is None else list(extrapolated),
                    predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on, "source": source,
-                                   "features": _features_json(plan.features), "steps": trace.num_steps})
+                                   "features": _features_json(plan.features), "steps": trace.num_steps,
+                                   "regimes": sorted(trace.regimes),
+                                   "fitted_regimes": None if profile.fitted_regimes is None
+                                   else list(profile.fitted_regimes)})
     write_json_atomic(cell_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def extrapolation_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per regime the fits never saw, the cells whose prediction relies on it (empty: none does)."""
+    cells: dict[str, list[str]] = {}
+    for s in summaries:
+        for regime in s.get("extrapolated") or ():
+            cells.setdefault(regime, []).append(str(s.get("cell_id")))
+    if not cells:
+        return []
+    total = sum(1 for s in summaries if s.get("extrapolated"))
+    lines = [(f"{total} of {len(summaries)} cells extrapolate: their runs need steps that no row their profile "
+              "was fitted on had, so nothing measured constrains what those steps cost")]
+    for regime in sorted(cells):
+        names = cells[regime]
+        shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+        count = f"{len(names)} cell" + ("s" if len(names) != 1 else "")
+        lines.append(f"  {regime}, {count} ({shown}): {REGIMES[regime]}")
+    return lines
 
 
 def _features_json(f: EngineFeatures) -> dict[str, Any]:

@@ -14,7 +14,9 @@ what was measured (total throughput; mean TTFT, TPOT and E2E where the row has t
    weights (a row off by more than HUBER_LOG counts linearly, not quadratically) and a weak
    pull towards physically plausible values (PRIOR) that keeps directions the rows cannot
    tell apart (fixed cost vs. a small per-sequence cost) from wandering.
-3. The reserve whose fit has the least robust loss wins.
+3. The reserve whose fit has the least robust loss wins. The profile records the regimes of
+   the model (``features.REGIMES``: mixed steps, prefix hits, preemption, ...) its rows went
+   through at that reserve, so a prediction that needs another one can say it extrapolates.
 
 A row that the KV capacity never limited gives the same trace at every larger capacity, so it
 is simulated once, not once per grid point.
@@ -104,23 +106,27 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
     """The profile that fits these rows (all of one pair) best; see the module docstring."""
     first = observations[0]
     traces: dict[int, dict[str, np.ndarray]] = {}  # rows the KV never limited: one trace for all
+    regimes: dict[int, frozenset[str]] = {}
     best: PairFit | None = None
     for reserve in RESERVE_GRID_GIB:
-        vectors = []
+        vectors, seen = [], set()
         for i, obs in enumerate(observations):
             if i in traces:
                 vectors.append(traces[i])
+                seen |= regimes[i]
                 continue
             vec = _vectors(obs, reserve)
             if vec is None:
                 break
-            if not vec.pop("kv_limited"):
-                traces[i] = vec
+            ran = vec.pop("regimes")
+            seen |= ran
+            if "kv_limited" not in ran:
+                traces[i], regimes[i] = vec, ran
             vectors.append(vec)
         else:
             coefficients, loss = _fit(observations, vectors)
             if best is None or loss < best.loss - 1e-12:
-                profile = _profile(first, coefficients, reserve, fitted_on)
+                profile = _profile(first, coefficients, reserve, fitted_on, seen)
                 rows = tuple(RowPrediction(label=o.label, measured=_measured(o),
                                            predicted=predict_metrics(v, profile.coefficients))
                              for o, v in zip(observations, vectors))
@@ -137,7 +143,7 @@ def _vectors(obs: Observation, reserve: float) -> dict[str, np.ndarray] | None:
     except (KvCapacityError, ValueError):
         return None
     vec: dict = metric_vectors(trace)
-    vec["kv_limited"] = trace.kv_limited
+    vec["regimes"] = trace.regimes
     return vec
 
 
@@ -195,11 +201,12 @@ def _nnls_ridge(a: np.ndarray, y: np.ndarray, ridge: float, start: np.ndarray) -
     return u
 
 
-def _profile(obs: Observation, coefficients: np.ndarray, reserve: float, fitted_on: str) -> EngineProfile:
+def _profile(obs: Observation, coefficients: np.ndarray, reserve: float, fitted_on: str,
+             regimes: set[str]) -> EngineProfile:
     c = [float(x) for x in coefficients]
     return EngineProfile(engine=obs.engine, gpu=obs.gpu, fixed_step_ms=c[0] * 1e3, per_seq_ms=c[1] * 1e3,
                          moe_read_factor=c[2], compute_factor=c[3], kv_read_factor=c[4], eager_factor=c[5],
-                         reserve_gib=reserve, fitted_on=fitted_on)
+                         reserve_gib=reserve, fitted_on=fitted_on, fitted_regimes=tuple(sorted(regimes)))
 
 
 assert len(FEATURES) == FITTED + 1 and NUMBERS[:FITTED] == tuple(PRIOR)  # the order the design matrix relies on

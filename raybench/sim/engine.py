@@ -23,6 +23,9 @@ prompt + output so far again. The prefix cache holds prompt segments per DP rank
 hits any matching prefix, a block-hash cache whole blocks only); a cached segment lives in the
 KV pool once, pinned while a running request uses it, evicted least recently used when the pool
 needs room.
+
+``regimes()`` says which parts of the model a run exercised (features.REGIMES): a profile records
+the ones its fit saw, and a prediction that needs another is marked as extrapolated.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ class EngineCore(FastForward):
         self.prefix_query_tokens = 0  # prompt tokens looked up in the prefix cache
         self.prefix_hit_tokens = 0  # ... and found there
         self.num_preemptions = 0
+        self.mixed_steps = 0  # steps with prompt chunks and decodes together
+        self.eager_steps = 0  # decode steps that ran without their CUDA graph
         self.kv_limited = False  # the KV capacity ever held something back (a larger one would differ)
         watermark = 0.01 if self.features.preemption is Preemption.RECOMPUTE else 0.0
         self._watermark = int(watermark * cost.kv_capacity_tokens)
@@ -146,6 +151,12 @@ class EngineCore(FastForward):
 
     def has_work(self) -> bool:
         return bool(self._running or self._waiting)
+
+    def regimes(self) -> frozenset[str]:
+        """The features.REGIMES this core's steps so far went through."""
+        seen = {"mixed_steps": self.mixed_steps, "prefix_hits": self.prefix_hit_tokens,
+                "preemption": self.num_preemptions, "eager_decode": self.eager_steps, "kv_limited": self.kv_limited}
+        return frozenset(name for name, count in seen.items() if count)
 
     # -- one step ------------------------------------------------------------------------------
     def step(self) -> StepResult | None:
@@ -255,6 +266,8 @@ class EngineCore(FastForward):
             self._grow(req, n)
             emissions.append(self._produce(req, n))
         eager = not prefill and self.features.eager_decode_steps(longest, 1, 1) > 0
+        self.eager_steps += eager
+        self.mixed_steps += bool(prefill and decode)
         num_tokens = sum(tokens)
         feats = self.cost.step_features(num_tokens, len(prefill) + len(decode), dp * max(pairs), dp * max(kv_read),
                                         eager, attn_tokens=dp * max(tokens))

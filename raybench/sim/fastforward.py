@@ -61,6 +61,7 @@ class FastForward:
             times = np.cumsum(self.cost.decode_step_times_s(n, k, context0, steps, longest, ranks))
             steps = min(steps, int(np.searchsorted(times, max_duration_s, side="left")) + 1)
         feats = self.cost.decode_span_features(n, k, context0, steps, longest, ranks)
+        self.eager_steps += self.features.eager_decode_steps(longest, k, steps)
         for req in reqs:
             req.generated += steps * k
             self._grow(req, steps * k)

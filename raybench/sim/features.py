@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from raybench.sim.config import SimConfigError
 
@@ -45,6 +46,17 @@ class PrefixCache(str, enum.Enum):
     NONE = "none"
     BLOCK_HASH = "block_hash"  # vLLM: full blocks of block_tokens hit, chained hashes
     RADIX = "radix"  # SGLang: any matching prefix, token granular
+
+
+#: what a run may need of the model beyond plain prefill and decode steps; a fit that saw none of
+#: a regime's steps has not constrained what they cost, so a prediction relying on them extrapolates
+REGIMES = MappingProxyType({
+    "mixed_steps": "steps that ran prompt chunks and decodes together: chunked prefill, inflight batching",
+    "prefix_hits": "prompts served in part from the prefix cache",
+    "preemption": "requests preempted or retracted because the KV pool ran out",
+    "eager_decode": "decode steps without their CUDA graph, a sequence being past the graphs' context limit",
+    "kv_limited": "the KV pool held requests back, so its fitted size, reserve_gib, shaped the schedule",
+})
 
 
 #: vLLM's max_seq_len_to_capture default: decode steps with a longer sequence fall back to eager mode

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from raybench.sim.config import SimConfigError
+from raybench.sim.features import REGIMES
 
 FIELD_MEANINGS = MappingProxyType({
     "engine": "the serving engine: vllm, sglang, trtllm (PyTorch flow), trtllm-engine (a prebuilt TensorRT engine)",
@@ -36,6 +37,8 @@ FIELD_MEANINGS = MappingProxyType({
     "reserve_gib": "GiB per GPU the engine keeps outside the KV pool: activations, CUDA graphs, NCCL "
                    "buffers, allocator slack; sets the KV capacity with the memory fraction",
     "fitted_on": "which reference rows the numbers were fitted on",
+    "fitted_regimes": "the parts of the engine model those rows exercised (raybench.sim.features.REGIMES); a "
+                      "prediction that needs another one is marked extrapolated; null: not recorded",
 })
 
 NUMBERS = ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor", "eager_factor",
@@ -56,11 +59,17 @@ class EngineProfile:
     reserve_gib: float
     eager_factor: float = 1.0  # profiles written before it existed load with the physical value
     fitted_on: str = ""
+    fitted_regimes: tuple[str, ...] | None = None  # None: the fit's regimes are unknown (written by hand, or older)
 
     def __post_init__(self) -> None:
         for name in ("engine", "gpu"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise SimConfigError(f"profile.{name}", getattr(self, name), "a non-empty name")
+        if self.fitted_regimes is not None:
+            regimes = self.fitted_regimes
+            if isinstance(regimes, str) or not all(r in REGIMES for r in regimes):
+                raise SimConfigError("profile.fitted_regimes", regimes, f"null or a list of {', '.join(REGIMES)}")
+            object.__setattr__(self, "fitted_regimes", tuple(sorted(set(regimes))))
         for name in NUMBERS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -69,6 +78,12 @@ class EngineProfile:
     @property
     def key(self) -> str:
         return pair_key(self.engine, self.gpu)
+
+    def extrapolated(self, regimes: Iterable[str]) -> tuple[str, ...] | None:
+        """The regimes a run went through that this profile's fit never saw (None: unknown)."""
+        if self.fitted_regimes is None:
+            return None
+        return tuple(sorted(set(regimes) - set(self.fitted_regimes)))
 
     @property
     def coefficients(self) -> tuple[float, ...]:

@@ -65,6 +65,7 @@ class Trace:
     output_tokens: np.ndarray
     num_steps: int
     kv_limited: bool = False  # the KV capacity held something back (a larger one would change the schedule)
+    regimes: frozenset[str] = frozenset()  # features.REGIMES the run went through
 
     def times_s(self, coefficients: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sent, first token, done) seconds of every request under these coefficients."""
@@ -159,7 +160,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),
                  output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
-                 kv_limited=core.kv_limited)
+                 kv_limited=core.kv_limited, regimes=core.regimes())
 
 
 def closed_loop(cost: CostModel, *, num_requests: int, prompt_tokens: int, output_tokens: int, concurrency: int,

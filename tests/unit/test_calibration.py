@@ -28,6 +28,9 @@ def test_the_shipped_profiles_are_calibrate_on_the_seed_output_800_rows(publishe
         for name in ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor",
                      "eager_factor", "reserve_gib"):
             assert getattr(fit.profile, name) == pytest.approx(getattr(have, name), rel=1e-4, abs=1e-6), name
+        assert fit.profile.fitted_regimes == have.fitted_regimes
+    # what the output-800 rows of vLLM on H200 exercise: the prefix and chunked launch's steps are not among them
+    assert load_profiles()["vllm/H200"].fitted_regimes == ("kv_limited", "preemption")
 
 
 def test_a_fit_recovers_the_profile_that_made_the_rows(published):
@@ -87,3 +90,29 @@ def test_prefix_rows_send_their_groups_interleaved_as_the_seed_client_did(publis
     first_wave = {r.segments[0][0] for r in requests[:32]}
     assert len(first_wave) == 10  # every group's prefix is in the first 32 requests
     assert all(sum(t for _, t in r.segments) == 3200 for r in requests)
+
+
+def test_profiles_record_the_regimes_their_fit_saw_and_predictions_beyond_them_say_so(published, tmp_path):
+    from raybench.calibration import error_table, predicted_row_error
+    from raybench.sim.config import SimConfigError
+    from raybench.sim.profiles import dump_profiles
+
+    unchunked = select_rows(published, "hardware=H200,backend=vllm,prefix_len=0,output_len=800,mode=online")
+    (fit,) = calibrate(unchunked, seed_launches(), fitted_on="online")
+    assert "mixed_steps" not in fit.profile.fitted_regimes and "prefix_hits" not in fit.profile.fitted_regimes
+    prefix = select_rows(published, "hardware=H200,backend=vllm,prefix_len=2000,concurrency=32")
+    (obs,) = observations(prefix, seed_launches())
+    error = predicted_row_error(obs, fit.profile)
+    assert {"mixed_steps", "prefix_hits"} <= set(error.extrapolated)
+    assert "[extrapolated: " in error_table({"x": [error]}, worst=1)
+    (in_sample,) = observations(select_rows(unchunked, "concurrency=4"), seed_launches())
+    assert predicted_row_error(in_sample, fit.profile).extrapolated == ()
+
+    path = tmp_path / "p.json"  # written and read back; a profile without the record extrapolates nothing known
+    dump_profiles([fit.profile], path)
+    (back,) = load_profiles(path).values()
+    assert back.fitted_regimes == fit.profile.fitted_regimes
+    unknown = EngineProfile(**{**back.__dict__, "fitted_regimes": None})
+    assert unknown.extrapolated({"prefix_hits"}) is None
+    with pytest.raises(SimConfigError, match="fitted_regimes"):
+        EngineProfile(**{**back.__dict__, "fitted_regimes": ["warp_drive"]})

@@ -12,7 +12,7 @@ from raybench.cli import main
 from raybench.errors import ConfigError
 from raybench.experiment import Experiment, Hardware, Mode, Online, load_experiment
 from raybench.plan import resolve
-from raybench.predict import engine_name, launch_features, predict_run
+from raybench.predict import engine_name, extrapolation_lines, launch_features, predict_run
 from raybench.report.sources import load_run_dir
 from raybench.sim.features import Policy, Preemption, PrefixCache
 
@@ -78,6 +78,25 @@ def test_prefix_cells_report_cached_tokens(tmp_path):
     assert cached.max() == 2000 and (cached == 0).sum() >= 10  # 125 whole 16-token blocks; a miss per group
 
 
+def test_a_prediction_beyond_what_its_profile_was_fitted_on_is_marked_extrapolated(tmp_path):
+    # the shipped vLLM/H200 profile saw the unchunked launch only: chunked steps and prefix hits are new
+    experiment, cells = resolve(load_experiment(ROOT / "experiments" / "deepseek_r1.py"),
+                                only="hardware=H200,mode=online,output_len=800,concurrency=32")
+    run_dir, summaries = predict_run(experiment, cells, tmp_path, report=True)
+    marks = {s["cell"]["backend"]: s["extrapolated"] for s in summaries}
+    assert marks["vllm-h200-prefix"] == ["mixed_steps", "prefix_hits"]
+    assert marks["vllm-h200"] == [] and marks["trtllm-h200"] == []
+    prefix = next(s for s in summaries if s["cell"]["backend"] == "vllm-h200-prefix")
+    assert prefix["predicted_with"]["fitted_regimes"] == ["kv_limited", "preemption"]
+    assert {"mixed_steps", "prefix_hits"} <= set(prefix["predicted_with"]["regimes"])
+    report = (run_dir.path / "report.html").read_text()
+    assert "extrapolate" in report and f"{prefix['cell_id']}: mixed_steps, prefix_hits" in report
+    lines = extrapolation_lines(summaries)
+    assert lines[0].startswith(f"2 of {len(summaries)} cells extrapolate")  # SGLang's prefix cell: its hits
+    assert any(line.startswith("  mixed_steps, 1 cell (") for line in lines)
+    assert extrapolation_lines([s for s in summaries if not s["extrapolated"]]) == []
+
+
 def test_a_pair_without_a_profile_is_a_one_line_error_naming_the_pairs_and_the_fix(tmp_path):
     experiment = Experiment(name="h100", model="deepseek-ai/DeepSeek-R1", backends=(seed.SEED_VLLM_H200,),
                             hardware={"vllm-h200": Hardware(name="H100", count=8)},
@@ -96,6 +115,7 @@ def test_predict_and_its_reference_table_on_the_command_line(tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     assert "vllm/MI300X" in result.stdout and "throughput med/max %" in result.stdout
     assert "prediction" in result.stderr
+    assert "c128-i3200-o6400" in result.stderr and "eager_decode" in result.stderr  # past the graphs' limit
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     overlay = (run_dir / "comparison" / "report.html").read_text()  # predicted and published points together
     assert "deepseek_r1-prediction" in overlay and "dstack (published)" in overlay
@@ -120,6 +140,16 @@ def test_calibrate_bad_filters_are_one_line_errors(tmp_path, args, expected):
                                                        "--out", str(tmp_path / "p.json")])
     assert result.exit_code != 0 and expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_calibrate_writes_profiles_and_says_what_regimes_its_rows_went_through(tmp_path):
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["calibrate", "--reference", "published", "--only",
+                                       "hardware=MI300X,backend=vllm,output_len=800,prefix_len=0", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    (profile,) = json.loads(out.read_text())["profiles"]
+    assert profile["fitted_regimes"] == ["kv_limited", "preemption"]
+    assert "vllm/MI300X" in result.stdout and "kv_limited, preemption" in result.stdout
 
 
 def test_a_reference_file_without_usable_rows_is_a_one_line_error(tmp_path):

@@ -89,3 +89,22 @@ def test_a_profiles_file_written_before_eager_factor_loads_with_the_physical_val
     path.write_text(json.dumps(data))
     (old,) = load_profiles(path).values()
     assert old.eager_factor == 1.0 and old.coefficients[5] == 1.0
+
+
+def test_a_run_with_eager_decode_steps_says_so_stepping_or_fast_forwarding():
+    counted = {}
+    for fast in (False, True):
+        core = EngineCore(_cost())
+        core.add_request(0, 8190, 40)
+        while core.has_work():
+            span = core.fast_forward_decode() if fast else None
+            if span is None:
+                core.step()
+        assert core.regimes() == {"eager_decode"}, fast
+        counted[fast] = core.eager_steps
+    assert counted[True] == counted[False] > 30  # the span counts its eager steps as stepping does
+    short = EngineCore(_cost())
+    short.add_request(0, 100, 40)
+    while short.has_work():
+        short.step()
+    assert "eager_decode" not in short.regimes()

@@ -104,3 +104,30 @@ def test_dp_attention_ranks_have_their_own_prompt_budget_and_prefix_cache():
     core.add_request(2, 3200, 2, segments=seg)  # rank 2: its own, empty radix cache
     _drain(core)
     assert core.prefix_hit_tokens == 0
+
+
+def test_a_run_reports_the_regimes_of_the_model_it_went_through():
+    plain = _core(policy=Policy.PREFILL_FIRST, chunked_prefill=False, prefill_tokens_per_step=8192)
+    for i in range(2):
+        plain.add_request(i, 1000, 20)
+    _drain(plain)
+    assert plain.regimes() == frozenset()  # prefill waves and decodes only
+
+    mixed = _core(policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=2048)
+    mixed.add_request(0, 100, 50)
+    mixed.step()
+    mixed.add_request(1, 4000, 10)
+    _drain(mixed)
+    assert mixed.regimes() == {"mixed_steps"}
+
+    cached = _core("sglang", prefix_cache=PrefixCache.RADIX, block_tokens=1)
+    for i in range(2):
+        cached.add_request(i, 3200, 4, segments=((("prefix", 0), 2000), (("question", i), 1200)))
+        _drain(cached)
+    assert cached.regimes() == {"prefix_hits"}
+
+    tight = _core(kv=2 * 1024 + 400, preemption=Preemption.RECOMPUTE)
+    for i in range(2):
+        tight.add_request(i, 1000, 400)
+    _drain(tight)
+    assert tight.regimes() == {"preemption", "kv_limited"}
