@@ -67,7 +67,7 @@ class EngineProfile:
                 raise SimConfigError(f"profile.{name}", getattr(self, name), "a non-empty name")
         if self.fitted_regimes is not None:
             regimes = self.fitted_regimes
-            if isinstance(regimes, str) or not all(r in REGIMES for r in regimes):
+            if not isinstance(regimes, (list, tuple)) or not all(isinstance(r, str) and r in REGIMES for r in regimes):
                 raise SimConfigError("profile.fitted_regimes", regimes, f"null or a list of {', '.join(REGIMES)}")
             object.__setattr__(self, "fitted_regimes", tuple(sorted(set(regimes))))
         for name in NUMBERS:

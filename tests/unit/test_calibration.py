@@ -114,5 +114,6 @@ def test_profiles_record_the_regimes_their_fit_saw_and_predictions_beyond_them_s
     assert back.fitted_regimes == fit.profile.fitted_regimes
     unknown = EngineProfile(**{**back.__dict__, "fitted_regimes": None})
     assert unknown.extrapolated({"prefix_hits"}) is None
-    with pytest.raises(SimConfigError, match="fitted_regimes"):
-        EngineProfile(**{**back.__dict__, "fitted_regimes": ["warp_drive"]})
+    for bad in (["warp_drive"], "prefix_hits", 3):
+        with pytest.raises(SimConfigError, match="fitted_regimes"):
+            EngineProfile(**{**back.__dict__, "fitted_regimes": bad})
