@@ -665,7 +665,8 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     click.echo(error_table(fit_groups(fits)))
     click.echo("regimes the fitted rows went through (a prediction needing another one is marked extrapolated):")
     for fit in fits:
-        click.echo(f"  {fit.profile.key:20s} {', '.join(fit.profile.fitted_regimes or ()) or 'plain prefill and decode only'}")
+        regimes = ", ".join(fit.profile.fitted_regimes or ()) or "plain prefill and decode only"
+        click.echo(f"  {fit.profile.key:20s} {regimes}")
     click.echo(f"{len(fits)} profiles written to {out}")
 
 
