@@ -54,6 +54,13 @@ def _points(data: pl.DataFrame, needed: Sequence[str], what: str) -> pl.DataFram
     return data
 
 
+def _tooltip(data: pl.DataFrame, fields: list) -> list:
+    """``fields``, and the regimes a predicted point extrapolates when any point of the chart does."""
+    if "extrapolated" in data.columns and data["extrapolated"].drop_nulls().len():
+        return [*fields, alt.Tooltip("extrapolated:N", title="extrapolated")]
+    return fields
+
+
 def _labelled_lines(
     data: pl.DataFrame, *, x: str, x_title: str, y: str, y_title: str, label: str,
     title: alt.Title, style: SeriesStyle,
@@ -65,7 +72,8 @@ def _labelled_lines(
         y=alt.Y(f"{y}:Q", title=y_title),
         color=style.color(),
     )
-    tooltip = ["series:N", f"{label}:Q", alt.Tooltip(f"{x}:Q", format=",.2f"), alt.Tooltip(f"{y}:Q", format=",.1f")]
+    tooltip = _tooltip(data, ["series:N", f"{label}:Q", alt.Tooltip(f"{x}:Q", format=",.2f"),
+                              alt.Tooltip(f"{y}:Q", format=",.1f")])
     line = base.mark_line(strokeWidth=2).encode(order=alt.Order(f"{label}:Q"), detail="series:N")
     points = base.mark_point(filled=True, size=70, opacity=1).encode(shape=style.shape(), tooltip=tooltip)
     text = base.mark_text(align="left", dx=7, dy=-8, fontSize=11, fontWeight="bold").encode(
@@ -88,7 +96,7 @@ def _grouped_bars(
             xOffset=alt.XOffset("series:N", scale=alt.Scale(domain=order)),
             y=alt.Y(f"{y}:Q", title=y_title),
             color=style.color(),
-            tooltip=["series:N", f"{x}:O", alt.Tooltip(f"{y}:Q", format=",.2f")],
+            tooltip=_tooltip(data, ["series:N", f"{x}:O", alt.Tooltip(f"{y}:Q", format=",.2f")]),
         )
         .properties(width=WIDTH, height=HEIGHT, title=title)
     )
@@ -241,6 +249,7 @@ def _prefix_chart(
             (pl.col(column) * scale).alias(y),
             "prefix_len",
             "cell_id",
+            "extrapolated",
         ),
         [y], heading,
     ).sort("series", "cache")
@@ -262,7 +271,7 @@ def _prefix_chart(
             color=style.color(),
             stroke=alt.Stroke("series:N", legend=None, scale=alt.Scale(domain=list(style.domain), range=list(style.colors))),
             opacity=alt.Opacity("cache:N", title="Prefix cache", scale=cache_scale),
-            tooltip=["series:N", "cache:N", alt.Tooltip(f"{y}:Q", format=",.2f")],
+            tooltip=_tooltip(data, ["series:N", "cache:N", alt.Tooltip(f"{y}:Q", format=",.2f")]),
         )
         .properties(width=WIDTH, height=HEIGHT, title=title)
     )

@@ -64,6 +64,7 @@ COLUMNS: dict[str, pl.DataType] = {
     **{f"{stat}_{metric}_ms": pl.Float64() for metric in LATENCY_METRICS for stat in LATENCY_STATS},
     "client_saturated": pl.Boolean(),
     "host_contended": pl.Boolean(),
+    "extrapolated": pl.Utf8(),  # a prediction's regimes its profile's fit never saw ("a, b"); null: none, or measured
     "repeat": pl.Int64(),  # 1, 2, ... when an experiment repeats its cells; null: not repeated
 }
 
@@ -152,7 +153,8 @@ def combine_repeats(frame: pl.DataFrame) -> pl.DataFrame:
     frame = as_report_frame(frame)
     if frame.is_empty() or (frame["repeat"].fill_null(1) <= 1).all():
         return frame
-    measured = [c for c in COLUMNS if c not in (*_REPEAT_KEYS, "cell_id", "repeat", "client_saturated", "host_contended")]
+    flags = ("client_saturated", "host_contended", "extrapolated")
+    measured = [c for c in COLUMNS if c not in (*_REPEAT_KEYS, "cell_id", "repeat", *flags)]
     combined = (
         frame.sort(pl.col("repeat").fill_null(1), maintain_order=True)
         .group_by(list(_REPEAT_KEYS), maintain_order=True)
@@ -161,6 +163,7 @@ def combine_repeats(frame: pl.DataFrame) -> pl.DataFrame:
             *(pl.col(c).mean() for c in measured),
             pl.col("client_saturated").any(),
             pl.col("host_contended").any(),
+            pl.col("extrapolated").first(),
             pl.len().cast(pl.Int64).alias("repeat"),
         )
     )

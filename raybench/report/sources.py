@@ -140,6 +140,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
     }
     if summary.get("prediction"):  # raybench predict: never shown as a measurement
         row["label"] = series_label(row["backend"], hardware) + " (predicted)"
+        row["extrapolated"] = ", ".join(summary.get("extrapolated") or ()) or None
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
             completed=summary.get("num_requests"),

@@ -64,6 +64,7 @@ def test_report_of_a_run_dir_has_table_metadata_drilldowns_and_notes(tmp_path):
     assert "offline engine mode" in html  # the engine cell has no chunks to draw
     assert "1 of 32 requests failed" in html and 'class="badge error"' in html
     assert "raybench run fixture.py" in html and "plan.json" in html  # metadata
+    assert '"field":"extrapolated"' not in html and "extrapolate" not in html  # measured: no prediction marks
     assert sum(1 for p in (run / "charts").glob("*.png")) == 4
     assert sorted(p.name for p in (run / "charts" / "cells").iterdir()) == sorted(
         f"sim-h200-online-c{c}-i512-o64.{ext}" for c in (4, 16) for ext in ("png", "svg"))
