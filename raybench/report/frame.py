@@ -43,6 +43,7 @@ COLUMNS: dict[str, pl.DataType] = {
     "source": pl.String(),
     "cell_id": pl.String(),
     "backend": pl.String(),
+    "engine": pl.String(),  # the serving engine a raybench cell's backend runs (vllm, sglang, ...); null elsewhere
     "hardware": pl.String(),
     "label": pl.String(),  # backend × hardware, e.g. "H200-vLLM" (or the backend alone)
     "series": pl.String(),  # what a chart's line stands for (label, or run + label in a comparison)
@@ -64,13 +65,13 @@ COLUMNS: dict[str, pl.DataType] = {
     **{f"{stat}_{metric}_ms": pl.Float64() for metric in LATENCY_METRICS for stat in LATENCY_STATS},
     "client_saturated": pl.Boolean(),
     "host_contended": pl.Boolean(),
-    "extrapolated": pl.Utf8(),  # a prediction's regimes its profile's fit never saw ("a, b"); null: none, or measured
+    "extrapolated": pl.String(),  # a prediction's regimes its profile's fit never saw ("a, b"); null: none, or measured
     "repeat": pl.Int64(),  # 1, 2, ... when an experiment repeats its cells; null: not repeated
 }
 
 # what a cell's repeats share; every other column is a measurement, averaged over the repeats
-_REPEAT_KEYS = ("run", "source", "backend", "hardware", "label", "series", "mode", "concurrency", "batch_size",
-                "num_prompts", "input_len", "output_len", "prefix_len", "prefix_cached")
+_REPEAT_KEYS = ("run", "source", "backend", "engine", "hardware", "label", "series", "mode", "concurrency",
+                "batch_size", "num_prompts", "input_len", "output_len", "prefix_len", "prefix_cached")
 
 # How backends are written in labels, as the seed's legends write them.
 _BACKEND_DISPLAY = {

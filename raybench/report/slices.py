@@ -111,7 +111,8 @@ def prefix_pairs(frame: pl.DataFrame, concurrency: int | None = None) -> tuple[p
     tie (seed: 128, 3200 / 800).
     Returns both halves of every pair (``prefix_cached`` tells them apart).
     """
-    online = frame.filter((pl.col("mode") == CellMode.ONLINE.value) & pl.col("concurrency").is_not_null())
+    online = _adopt_cached_launches(
+        frame.filter((pl.col("mode") == CellMode.ONLINE.value) & pl.col("concurrency").is_not_null()))
     cached = online.filter(pl.col("prefix_cached").fill_null(False))
     plain = online.filter(~pl.col("prefix_cached").fill_null(False))
     pairs = cached.select(PREFIX_KEYS).join(plain.select(PREFIX_KEYS), on=PREFIX_KEYS, how="semi", nulls_equal=True)
@@ -126,3 +127,26 @@ def prefix_pairs(frame: pl.DataFrame, concurrency: int | None = None) -> tuple[p
     chosen = _where(pairs, pick).unique(maintain_order=True)
     cells = online.join(chosen, on=PREFIX_KEYS, how="semi", nulls_equal=True)
     return cells, pick
+
+
+_TWIN_KEYS = ["run", "engine", "hardware", "concurrency", "input_len", "output_len"]
+
+
+def _adopt_cached_launches(online: pl.DataFrame) -> pl.DataFrame:
+    """A prefix-cached cell whose series has no uncached twin joins the one series of its run, engine
+    and hardware that has one: a server launched with prefix caching as a backend of its own (the
+    seed's vLLM) is that engine with the cache on. Two or more candidate series: left as it is."""
+    if online.is_empty() or "engine" not in online.columns or online["engine"].drop_nulls().is_empty():
+        return online
+    cached = pl.col("prefix_cached").fill_null(False)
+    plain = online.filter(~cached)
+    orphans = online.filter(cached).join(plain.select(PREFIX_KEYS).unique(), on=PREFIX_KEYS, how="anti",
+                                          nulls_equal=True)
+    twins = (orphans.select("cell_id", *_TWIN_KEYS)
+             .join(plain.select(*_TWIN_KEYS, pl.col("series").alias("twin")).unique(), on=_TWIN_KEYS)
+             .group_by("cell_id").agg(pl.col("twin").unique()))
+    single = twins.filter(pl.col("twin").list.len() == 1)
+    adopted = dict(single.select("cell_id", pl.col("twin").list.first()).iter_rows())
+    if not adopted:
+        return online
+    return online.with_columns(pl.col("cell_id").replace_strict(adopted, default=pl.col("series")).alias("series"))

@@ -125,6 +125,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         "source": SourceKind.RAYBENCH.value,
         "cell_id": summary.get("cell_id") or cell.get("id"),
         "backend": cell.get("backend") or summary.get("backend") or "unknown",
+        "engine": cell.get("engine"),
         "hardware": hardware,
         "mode": mode,
         "concurrency": cell.get("concurrency"),

@@ -95,6 +95,7 @@ def test_a_prediction_beyond_what_its_profile_was_fitted_on_is_marked_extrapolat
     marked = dict(zip(frame["cell_id"].to_list(), frame["extrapolated"].to_list()))
     assert marked[prefix["cell_id"]] == "mixed_steps, prefix_hits" and marked[cells[0].id] in (None, "prefix_hits")
     assert '{"field":"extrapolated"' in report and '"extrapolated":"prefix_hits"' in report  # SGLang's cached point
+    assert '"extrapolated":"mixed_steps, prefix_hits"' in report  # vLLM's, paired with its uncached launch
     lines = extrapolation_lines(summaries)
     assert lines[0].startswith(f"2 of {len(summaries)} cells extrapolate")  # SGLang's prefix cell: its hits
     assert any(line.startswith("  mixed_steps, 1 cell (") for line in lines)

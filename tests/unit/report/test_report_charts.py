@@ -192,3 +192,28 @@ def test_series_without_hardware_are_named_by_backend_and_get_distinct_colours()
     assert {(p["series"], p["concurrency"], p["mean_e2e_latency_s"]) for p in points} == {
         ("sim-a", 1, 1.0), ("sim-a", 2, 2.0), ("sim-b", 1, 1.0), ("sim-b", 2, 2.0)}
     assert not any(math.isnan(p["total_throughput_tokens_per_s"]) for p in points)
+
+
+def test_a_prefix_caching_launch_of_its_own_is_drawn_as_its_engine_with_the_cache_on():
+    # the seed runs vLLM's prefix-caching server as a backend of its own: its cached cells pair with
+    # the uncached cells of the same run, engine and hardware, not with nothing
+    base = {"run": "r", "mode": "online", "hardware": "H200", "concurrency": 32, "input_len": 3200, "output_len": 800,
+            "total_throughput_tokens_per_s": 100.0}
+    cells = [
+        {**base, "cell_id": "a", "backend": "vllm-h200", "engine": "vllm", "prefix_cached": False},
+        {**base, "cell_id": "b", "backend": "vllm-h200-prefix", "engine": "vllm", "prefix_cached": True,
+         "total_throughput_tokens_per_s": 150.0},
+        {**base, "cell_id": "c", "backend": "sglang-h200", "engine": "sglang", "prefix_cached": False},
+        {**base, "cell_id": "d", "backend": "sglang-h200", "engine": "sglang", "prefix_cached": True},
+    ]
+    points = {(p["series"], p["cache"]): p["total_throughput_tokens_per_s"]
+              for p in chart_data(C.prefix_cache_throughput(report_frame(cells)))}
+    assert points == {("H200-vllm-h200", "No cache"): 100.0, ("H200-vllm-h200", "Prefix cached"): 150.0,
+                      ("H200-sglang-h200", "No cache"): 100.0, ("H200-sglang-h200", "Prefix cached"): 100.0}
+    # two uncached launches of the engine: which one the cache belongs to is not known, so no pair
+    other = {**cells[0], "cell_id": "e", "backend": "vllm-h200-b"}
+    series = {p["series"] for p in chart_data(C.prefix_cache_throughput(report_frame([*cells, other])))}
+    assert series == {"H200-sglang-h200"}
+    # without an engine (other tools' results) series pair only with themselves
+    anonymous = [{k: v for k, v in c.items() if k != "engine"} for c in cells]
+    assert {p["series"] for p in chart_data(C.prefix_cache_throughput(report_frame(anonymous)))} == {"H200-sglang-h200"}
