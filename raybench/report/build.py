@@ -25,7 +25,7 @@ from raybench.report.charts import CHARTS, ChartDef
 from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
 from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
-from raybench.report.sources import extrapolated_cells, load_source, unfinished_cells
+from raybench.report.sources import load_source, unfinished_cells
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.rundir import safe_name, tmp_path
 
@@ -259,7 +259,7 @@ def build_report(
         cells, badges, cell_specs = _drilldowns(path, frame, style)
     sections = [
         h.Section(id="summary", title="Summary", body=summary_table(frame, badges) + _unfinished_note(unfinished)
-                  + _extrapolated_note(extrapolated_cells(source) if path.is_dir() else {})),
+                  + _extrapolated_note(frame)),
         chart_section(charts, skipped, images=images),
         _metadata_section(path, frame),
         *([cells] if cells is not None else []),
@@ -288,11 +288,12 @@ def _unfinished_note(unfinished: Mapping[str, str]) -> str:
             f"(run them again with raybench run --resume):</p><ul>{items}</ul>")
 
 
-def _extrapolated_note(extrapolated: Mapping[str, Sequence[str]]) -> str:
-    if not extrapolated:
+def _extrapolated_note(frame: pl.DataFrame) -> str:
+    marked = frame.filter(pl.col("extrapolated").is_not_null()).select("cell_id", "extrapolated").rows()
+    if not marked:
         return ""
-    items = "".join(f"<li>{h.esc(cell)}: {h.esc(', '.join(regimes))}</li>" for cell, regimes in extrapolated.items())
-    return (f'<p class="flag warning">{len(extrapolated)} predicted cell(s) extrapolate: their runs need steps that '
+    items = "".join(f"<li>{h.esc(cell)}: {h.esc(regimes)}</li>" for cell, regimes in marked)
+    return (f'<p class="flag warning">{len(marked)} predicted cell(s) extrapolate: their runs need steps that '
             "no row their profile was fitted on had, so nothing measured constrains what those steps cost "
             f"(see docs/simulator.md, regimes):</p><ul>{items}</ul>")
 

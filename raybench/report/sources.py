@@ -88,18 +88,6 @@ def unfinished_cells(source: str | Path) -> dict[str, str]:
     return out
 
 
-def extrapolated_cells(source: str | Path) -> dict[str, list[str]]:
-    """The predicted cells of a run dir whose prediction extrapolates (cell id -> the regimes of the
-    engine model its profile's fit never saw; ``raybench predict``). Other sources: empty."""
-    cells = Path(source) / "cells"
-    out: dict[str, list[str]] = {}
-    for f in sorted(cells.glob("*/summary.json")) if cells.is_dir() else ():
-        summary = json.loads(f.read_text())
-        if summary.get("prediction") and summary.get("extrapolated"):
-            out[str(summary.get("cell_id") or f.parent.name)] = list(summary["extrapolated"])
-    return out
-
-
 def run_name(path: Path) -> str:
     """``<experiment>/<stamp>`` for ``runs/<experiment>/<stamp>``: short, and tells runs apart."""
     path = path.resolve()
