@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ class RowSetting:
 
 def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]]) -> RowSetting:
     """The engine, GPU and launch features a reference row ran with."""
+    from raybench.backends import seed
     from raybench.experiment import Mode
 
     kind = _KINDS.get(str(row["backend"]).lower())
@@ -122,6 +123,8 @@ def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]])
         # the launch with prefix caching on for prefix rows (the seed ran a second vLLM command)
         matches.sort(key=lambda b: bool(getattr(b, "enable_prefix_caching", False)) != prefix)
         backend = matches[0]
+        if mode is Mode.OFFLINE and backend in seed.SEED_BACKENDS and backend.kind is BackendKind.VLLM:
+            backend = replace(backend, max_model_len=backend.max_model_len or seed.SEED_OFFLINE_MAX_MODEL_LEN)
         engine = engine_name(backend, mode)
         return RowSetting(engine=engine, gpu=gpu, features=launch_features(backend, engine, 8))
     engine = kind.value if kind is not None else "generic"

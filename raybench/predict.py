@@ -99,7 +99,12 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
                     max_running=get("max_num_seqs") or f.max_running,
                     memory_fraction=get("gpu_memory_utilization") or f.memory_fraction,
                     cuda_graphs=not (get("enforce_eager") or "--enforce-eager" in flags),
-                    graph_max_context=_int(flags.get("--max-seq-len-to-capture")) or f.graph_max_context)
+                    graph_max_context=_int(flags.get("--max-seq-len-to-capture")) or f.graph_max_context,
+                    # V0 turns it off for eager mode and pipeline parallelism; the V1 engine core
+                    # hands each step's tokens out at once
+                    async_output=not (get("enforce_eager") or "--enforce-eager" in flags or (get("pp") or 1) > 1
+                                      or "--disable-async-output-proc" in flags
+                                      or dict(getattr(backend, "env", {})).get("VLLM_USE_V1") == "1"))
     elif engine == "trtllm":
         f = f.with_(max_running=get("max_batch_size") or f.max_running,
                     prefill_tokens_per_step=get("max_num_tokens") or f.prefill_tokens_per_step,

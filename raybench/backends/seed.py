@@ -71,5 +71,10 @@ SEED_TRTLLM_H200 = TRTLLMBackend(
     max_batch_size=512, max_num_tokens=16384, max_seq_len=16384,
 )
 
+# the seed's offline rows ran vLLM's benchmarks/benchmark_throughput.py (SGLang's through the same
+#   script) with --tensor-parallel-size=8 --max-model-len=32768 (README "Offline Benchmarking
+#   Commands"): an engine of its own, whose step budget without chunked prefill is that length
+SEED_OFFLINE_MAX_MODEL_LEN = 32768
+
 SEED_BACKENDS = (SEED_SGLANG_H200, SEED_SGLANG_MI300X, SEED_VLLM_H200, SEED_VLLM_H200_PREFIX, SEED_VLLM_MI300X,
                  SEED_TRTLLM_H200)

@@ -107,4 +107,6 @@ def feature_flags(features: EngineFeatures | None) -> list[str]:
     argv.append("--cuda-graphs" if f.cuda_graphs else "--no-cuda-graphs")
     if f.graph_max_context is not None:
         argv += ["--graph-max-context", str(f.graph_max_context)]
+    argv.append("--async-output" if f.async_output else "--no-async-output")
+    argv.append("--profiled-kv-pool" if f.profiled_kv_pool else "--no-profiled-kv-pool")
     return argv

@@ -53,7 +53,8 @@ class FaultParam(click.ParamType):
 _FEATURE_OPTIONS = {"policy": "policy", "chunked_prefill": "chunked_prefill", "dp_attention": "dp_attention",
                     "prefix_cache": "prefix_cache", "preemption": "preemption", "memory_fraction": "memory_fraction",
                     "max_model_len": "max_model_len", "cuda_graphs": "cuda_graphs",
-                    "graph_max_context": "graph_max_context"}
+                    "graph_max_context": "graph_max_context", "async_output": "async_output",
+                    "profiled_kv_pool": "profiled_kv_pool"}
 
 
 def _features(options: dict):
@@ -104,6 +105,13 @@ def _features(options: dict):
 @click.option("--graph-max-context", type=click.IntRange(min=1), default=None,
               help="A decode step with a longer sequence runs eagerly (vLLM --max-seq-len-to-capture) "
                    "[default: engine's].")
+@click.option("--async-output/--no-async-output", default=None,
+              help="A step's tokens go out with the next step's, as vLLM V0's async output processing "
+                   "hands them out (off: --disable-async-output-proc, --enforce-eager, the V1 engine) "
+                   "[default: engine's].")
+@click.option("--profiled-kv-pool/--no-profiled-kv-pool", default=None,
+              help="The KV pool is what a forward pass over a full step's prompt tokens leaves free, as "
+                   "vLLM profiles it: a smaller --max-num-batched-tokens leaves more [default: engine's].")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Cap on running requests [default: backend profile].")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,

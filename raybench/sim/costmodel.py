@@ -87,6 +87,7 @@ class ModelProfile:
     decode_attn_flops_per_pair: float
     max_model_len: int
     kernels_per_step: int  # GPU kernels one decode forward launches (norms, GEMMs + quant, attention, MoE, comm)
+    mlp_intermediate: int  # intermediate size of one expert (MoE) or of the MLP (dense)
 
 
 def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
@@ -131,6 +132,7 @@ def _deepseek_v3(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         # absorbed-MLA bmms, cache write, attention + metadata, 2 all-reduces, router + grouped
         # top-k (~8 small ops), MoE align, fused MoE (quant, 2 GEMMs, activation, sum), shared expert
         kernels_per_step=45 * layers,
+        mlp_intermediate=2048,
     )
 
 
@@ -161,6 +163,7 @@ def _llama_dense(name: str, aliases: tuple[str, ...]) -> ModelProfile:
         decode_attn_flops_per_pair=pair,
         max_model_len=131072,
         kernels_per_step=15 * layers,  # norms, 4 projections, rope, attention, cache write, 3 MLP, adds
+        mlp_intermediate=inter,
     )
 
 
@@ -310,17 +313,47 @@ class CostModel:
         return len(ranks) * np.max([c + r * k * s for r, c in ranks], axis=0)
 
 
+#: tokens vLLM's fused MoE kernel takes at a time, so its intermediate buffers are this big at most
+#: (VLLM_FUSED_MOE_CHUNK_SIZE, 32768 in the early-2025 releases)
+FUSED_MOE_CHUNK_TOKENS = 32768
+
+
+def profile_peak_bytes(model: ModelProfile, num_gpus: int, tokens: int) -> float:
+    """Activation bytes per GPU at the peak of a forward pass over ``tokens`` prompt tokens.
+
+    vLLM sizes its KV pool after such a pass over max_num_batched_tokens tokens: what the pass
+    needed at its peak stays out of the pool. The peak is in a MoE layer: the residual stream
+    (residual, layer input, expert output and one more copy, BF16), and the fused MoE kernel's
+    buffers for up to FUSED_MOE_CHUNK_TOKENS tokens x top-k (gate and up, the activation, and
+    every expert's output before the weighted sum); a dense model holds its MLP's gate, up and
+    activation for every token. DeepSeek-R1 on 8 GPUs: 12.6 GiB at 163,840 tokens (vLLM's
+    budget without chunked prefill: max_model_len), 5.6 GiB at 32,768, 0.35 GiB at 2,048.
+    """
+    h, shard = model.hidden_size, model.mlp_intermediate / num_gpus
+    stream = 4 * tokens * h * 2
+    if model.moe_layers:
+        mlp = min(tokens, FUSED_MOE_CHUNK_TOKENS) * model.experts_per_token * (3 * shard + h) * 2
+    else:
+        mlp = tokens * 3 * shard * 2
+    return float(stream + mlp)
+
+
 def kv_capacity_tokens(model: ModelProfile, gpu: GpuProfile, num_gpus: int, features: EngineFeatures,
                        reserve_gib: float) -> int:
     """KV tokens that fit in (memory x fraction - weights per rank - reserve) on every rank.
 
-    Under DP attention each rank holds its own requests, so the node holds dp_attention times as
-    many tokens. Returns 0 or less when the weights alone do not fit.
+    An engine that sizes its pool after a profiling pass (vLLM) also keeps that pass's peak
+    activations out (``profile_peak_bytes`` at its step budget), so the same reserve leaves a
+    chunked-prefill launch (2,048 tokens a step) a larger pool than one that prefills whole
+    prompts. Under DP attention each rank holds its own requests, so the node holds
+    dp_attention times as many tokens. Returns 0 or less when the weights alone do not fit.
     """
     weights = model.weight_bytes / num_gpus
     if features.dp_attention > 1:
         weights += model.attention_bytes * (1.0 - 1.0 / num_gpus)
     free = gpu.memory_gib * GIB * features.memory_fraction - weights - reserve_gib * GIB
+    if features.profiled_kv_pool:
+        free -= profile_peak_bytes(model, num_gpus, features.prefill_tokens_per_step)
     per_rank = model.kv_bytes_per_token / min(num_gpus, model.kv_heads)
     return math.floor(free / per_rank) * features.dp_attention
 

@@ -24,6 +24,11 @@ hits any matching prefix, a block-hash cache whole blocks only); a cached segmen
 KV pool once, pinned while a running request uses it, evicted least recently used when the pool
 needs room.
 
+With ``async_output`` (vLLM V0) a step's tokens leave with the NEXT step's result: the engine
+processes one step's outputs while the next one runs, so every token, the first and the last
+included, reaches the client a step late, and a request that has produced its last token takes
+part in one more decode step (its token dropped) before its KV is freed.
+
 ``regimes()`` says which parts of the model a run exercised (features.REGIMES): a profile records
 the ones its fit saw, and a prediction that needs another is marked as extrapolated.
 """
@@ -57,6 +62,7 @@ class _Request:
     charge: int = 0  # KV tokens counted against the pool for it (>= private_kv)
     pinned: list = field(default_factory=list)  # cache keys it pins
     segs_cached: int = 0  # leading segments now in the cache (hit or inserted)
+    lingering: bool = False  # finished, in its one extra decode step before its KV is freed (async_output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,8 @@ class EngineCore(FastForward):
         self.kv_limited = False  # the KV capacity ever held something back (a larger one would differ)
         watermark = 0.01 if self.features.preemption is Preemption.RECOMPUTE else 0.0
         self._watermark = int(watermark * cost.kv_capacity_tokens)
+        self._held: tuple[Emission, ...] | None = () if self.features.async_output else None  # last step's tokens
+        self._lingering: list[_Request] = []  # finished at the last step, in their extra step now
 
     # -- queue ---------------------------------------------------------------------------------
     def add_request(self, req_id: int, prompt_tokens: int, max_tokens: int, target_tokens: int | None = None,
@@ -128,8 +136,12 @@ class EngineCore(FastForward):
 
     def abort(self, req_id: int) -> None:
         """Forget a request (client went away); frees its KV. Unknown ids are ignored."""
+        if self._held:
+            self._held = tuple(e for e in self._held if e.req_id != req_id)
         req = self._running.pop(req_id, None)
         if req is not None:
+            if req.lingering:
+                self._lingering.remove(req)
             self._release(req)
             return
         for queued in self._waiting:
@@ -164,6 +176,8 @@ class EngineCore(FastForward):
         budget = self.features.prefill_tokens_per_step
         preempted: list[int] = []
         decode: list[tuple[_Request, int]] = []
+        # finished last step: this step runs them once more if it decodes, and frees their KV after it
+        finishing, self._lingering = self._lingering, []
         if self.features.policy is Policy.MIXED:
             decode = self._decodes(preempted)
             budget -= sum(n for _, n in decode)
@@ -172,7 +186,7 @@ class EngineCore(FastForward):
             decode = self._decodes(preempted)
         if not prefill and not decode:
             return None
-        return self._apply(prefill, decode, preempted)
+        return self._apply(prefill, decode, preempted, finishing)
 
     def _prefills(self, budget: int) -> list[tuple[_Request, int]]:
         """Prompt work of one step. Under DP attention every rank has budget / dp of its own
@@ -221,9 +235,10 @@ class EngineCore(FastForward):
 
     def _decodes(self, preempted: list[int]) -> list[tuple[_Request, int]]:
         k = self.tokens_per_chunk
-        decode = [(r, min(k, r.target_tokens - r.generated)) for r in self._running.values()
+        decode = [(r, k if r.lingering else min(k, r.target_tokens - r.generated)) for r in self._running.values()
                   if r.prefilled >= r.prefill_target]
-        growth = sum(max(0, self._blocks(r.private_kv + n) - r.charge) for r, n in decode)
+        # a lingering request's extra token is dropped with its KV a step later: it needs no new block
+        growth = sum(max(0, self._blocks(r.private_kv + n) - r.charge) for r, n in decode if not r.lingering)
         dropped: set[int] = set()
         if growth <= self._free(growth):
             return decode
@@ -234,6 +249,8 @@ class EngineCore(FastForward):
             if need <= self._free(need):
                 break
             victim = self._victim()
+            if victim is None:  # only finished requests left, and they free their KV after this step
+                break
             preempted.append(victim.req_id)
             dropped.add(victim.req_id)
             if victim.prefilled >= victim.prefill_target:
@@ -242,7 +259,7 @@ class EngineCore(FastForward):
             self._preempt(victim)
         return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
 
-    def _apply(self, prefill, decode, preempted) -> StepResult:
+    def _apply(self, prefill, decode, preempted, finishing=()) -> StepResult:
         """Run one step. Under DP attention every rank runs the attention of its own requests
         (projections, prompt attention, KV read) at once, so the step pays the busiest rank's
         share dp_attention times over; the MoE and dense layers see every rank's tokens."""
@@ -263,8 +280,12 @@ class EngineCore(FastForward):
         for req, n in decode:
             kv_read[req.rank] += req.prompt_tokens + req.generated
             tokens[req.rank] += n
-            self._grow(req, n)
-            emissions.append(self._produce(req, n))
+            if not req.lingering:
+                self._grow(req, n)
+                emissions.append(self._produce(req, n))
+        for req in finishing:
+            del self._running[req.req_id]
+            self._release(req)
         eager = not prefill and self.features.eager_decode_steps(longest, 1, 1) > 0
         self.eager_steps += eager
         self.mixed_steps += bool(prefill and decode)
@@ -274,13 +295,23 @@ class EngineCore(FastForward):
         return StepResult(duration_s=self.cost.cost_s(feats),
                           prefill_chunks=tuple((r.req_id, c) for r, c in prefill),
                           decode_req_ids=tuple(r.req_id for r, _ in decode), num_tokens=num_tokens,
-                          emissions=tuple(emissions), features=feats, preempted=tuple(preempted))
+                          emissions=self._hand_out(tuple(emissions)), features=feats, preempted=tuple(preempted))
+
+    def _hand_out(self, emissions: tuple[Emission, ...]) -> tuple[Emission, ...]:
+        """What a step hands to the server: its own tokens, or under async_output the last step's."""
+        if self._held is None:
+            return emissions
+        out, self._held = self._held, emissions
+        return out
 
     def _produce(self, req: _Request, n: int) -> Emission:
         req.generated += n
         self._remaining_out -= n
         finished = req.generated >= req.target_tokens
-        if finished:
+        if finished and self._held is not None:
+            req.lingering = True  # the engine learns it is done while the next step runs
+            self._lingering.append(req)
+        elif finished:
             del self._running[req.req_id]
             self._release(req)
         return Emission(req.req_id, n, req.generated, finished, max(req.cached_tokens, 0))
@@ -372,8 +403,10 @@ class EngineCore(FastForward):
         self._cache.unpin(req.rank, req.pinned)
         req.pinned = []
 
-    def _victim(self) -> _Request:
-        running = self._running.values()
+    def _victim(self) -> _Request | None:
+        running = [r for r in self._running.values() if not r.lingering]
+        if not running:
+            return None
         if self.features.preemption is Preemption.RETRACT:
             return min(running, key=lambda r: (r.generated, -r.order))
         return max(running, key=lambda r: r.order)

@@ -43,11 +43,20 @@ class FastForward:
         per request per step. S stops before the first request could finish and before the KV
         runs out. ``max_duration_s`` ends the span after the first step that ends at or past it
         (an arrival then joins at that step boundary). None when it does not apply.
+
+        Under async_output a first or last token the last step holds back, or a finished request's
+        extra step, must end a step of its own (when it reaches the client is a step's end): then
+        None too. The tokens held back from the last step leave with the span's, and the span's
+        last step's wait for the next step.
         """
         if not self._running or (self._waiting and self._head_admissible()):
             return None
         reqs = list(self._running.values())
         if any(r.prefilled < r.prefill_target for r in reqs):
+            return None
+        held = self._held
+        if held is not None and (self._lingering
+                                 or any(e.finished or e.total_tokens == e.new_tokens for e in held)):
             return None
         k = self.tokens_per_chunk
         steps = min((r.target_tokens - r.generated) // k for r in reqs) - 1
@@ -66,7 +75,13 @@ class FastForward:
             req.generated += steps * k
             self._grow(req, steps * k)
         self._remaining_out -= steps * k * len(reqs)
-        emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
+        if held is None:
+            emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
+        else:
+            before = {e.req_id: e.new_tokens for e in held}
+            self._held = tuple(Emission(r.req_id, k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
+            emissions = tuple(Emission(r.req_id, n, r.generated - k, False, max(r.cached_tokens, 0)) for r in reqs
+                              if (n := before.get(r.req_id, 0) + (steps - 1) * k) > 0)
         return Span(self.cost.cost_s(feats), steps, emissions, feats)
 
     def _decode_batch(self, reqs: list) -> tuple:

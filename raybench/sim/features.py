@@ -13,7 +13,11 @@ vLLM 0.7 V0 scheduler (prefills first and whole, within max_num_batched_tokens =
 max_model_len when chunked prefill is off; with chunked prefill decodes first, then chunks within
 the budget; block-hash prefix cache of 16-token blocks; preemption by recompute, newest first;
 CUDA graphs for decode-only steps whose longest sequence is within max_seq_len_to_capture, 8192:
-longer ones run eagerly);
+longer ones run eagerly; async output processing, on unless --disable-async-output-proc: the
+engine processes a step's outputs while the next step runs and returns them at its end, and a
+request that has produced its last token runs in that step once more (``LLMEngine.step``, and
+the scheduler's note on that "extra decode run"); the KV pool is the memory a profiling forward
+pass over max_num_batched_tokens tokens leaves, ``Worker.determine_num_available_blocks``);
 TensorRT-LLM (inflight batching mixes context and generation requests in one step within
 max_num_tokens; GUARANTEED_NO_EVICT reserves prompt + max_tokens at admission).
 """
@@ -82,6 +86,8 @@ class EngineFeatures:
     max_model_len: int | None = None  # longest prompt + output a request may have
     cuda_graphs: bool = False  # pure-decode steps replay captured CUDA graphs (vLLM, SGLang)
     graph_max_context: int | None = None  # a decode step whose longest context exceeds this runs eagerly
+    async_output: bool = False  # a step's tokens reach the client with the next step's (vLLM V0)
+    profiled_kv_pool: bool = False  # the KV pool is what a pass over a full step's prompt tokens leaves (vLLM)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", _enum(Policy, self.policy, "policy"))
@@ -99,8 +105,9 @@ class EngineFeatures:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SimConfigError(name, value, "None or an integer >= 1")
-        if not isinstance(self.cuda_graphs, bool):
-            raise SimConfigError("cuda_graphs", self.cuda_graphs, "true or false")
+        for name in ("cuda_graphs", "async_output", "profiled_kv_pool"):
+            if not isinstance(getattr(self, name), bool):
+                raise SimConfigError(name, getattr(self, name), "true or false")
 
     def eager_decode_steps(self, max_context0: int, k: int, steps: int) -> int:
         """How many of ``steps`` pure-decode steps run without CUDA graphs; the longest context
@@ -129,7 +136,8 @@ def defaults(engine: str) -> EngineFeatures:
         return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=163840, chunked_prefill=False,
                               max_running=256, prefix_cache=PrefixCache.NONE, block_tokens=16,
                               preemption=Preemption.RECOMPUTE, admission_output_reserve=0.0,
-                              memory_fraction=0.9, cuda_graphs=True, graph_max_context=VLLM_GRAPH_MAX_CONTEXT)
+                              memory_fraction=0.9, cuda_graphs=True, graph_max_context=VLLM_GRAPH_MAX_CONTEXT,
+                              async_output=True, profiled_kv_pool=True)
     if engine == "sglang":
         # new_token_ratio decays 0.7 -> 0.1 within a few hundred steps: 0.1 is where it sits
         return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=8192, chunked_prefill=True,

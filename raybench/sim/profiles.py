@@ -35,7 +35,9 @@ FIELD_MEANINGS = MappingProxyType({
                     "x (8.1 - 1.1) us, the eager vs graph launch cost on H200; stays 1 unless the fitted rows "
                     "have such steps (vLLM: a sequence past max_seq_len_to_capture, 8192)",
     "reserve_gib": "GiB per GPU the engine keeps outside the KV pool: activations, CUDA graphs, NCCL "
-                   "buffers, allocator slack; sets the KV capacity with the memory fraction",
+                   "buffers, allocator slack; sets the KV capacity with the memory fraction. Where the pool "
+                   "follows a profiling pass (vLLM), that pass's peak activations come on top, computed from "
+                   "the launch's step budget (raybench.sim.costmodel.profile_peak_bytes)",
     "fitted_on": "which reference rows the numbers were fitted on",
     "fitted_regimes": "the parts of the engine model those rows exercised (raybench.sim.features.REGIMES); a "
                       "prediction that needs another one is marked extrapolated; null: not recorded",

@@ -92,6 +92,23 @@ def test_prefix_rows_send_their_groups_interleaved_as_the_seed_client_did(publis
     assert all(sum(t for _, t in r.segments) == 3200 for r in requests)
 
 
+def test_the_seed_s_offline_vllm_rows_ran_their_own_engine_with_max_model_len_32768(published):
+    # benchmark_throughput.py --max-model-len=32768: without chunked prefill that is the step
+    # budget, and so the size of the profiling pass that sets the KV pool
+    from raybench.calibration import row_setting
+
+    offline = row_setting(select_rows(published, "hardware=H200,backend=vllm,mode=offline").row(0, named=True),
+                          seed_launches()).features
+    online = row_setting(select_rows(published, "hardware=H200,backend=vllm,mode=online,prefix_len=0").row(0, named=True),
+                         seed_launches()).features
+    assert (offline.max_model_len, offline.prefill_tokens_per_step) == (32768, 32768)
+    assert (online.max_model_len, online.prefill_tokens_per_step) == (None, 163840)
+    # SGLang's pool does not depend on its context length: its offline rows keep the server's features
+    sglang = [row_setting(select_rows(published, f"hardware=H200,backend=sglang,mode={mode},prefix_len=0").row(0, named=True),
+                          seed_launches()).features for mode in ("offline", "online")]
+    assert sglang[0] == sglang[1]
+
+
 def test_profiles_record_the_regimes_their_fit_saw_and_predictions_beyond_them_say_so(published, tmp_path):
     from raybench.calibration import error_table, predicted_row_error
     from raybench.sim.config import SimConfigError

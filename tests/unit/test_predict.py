@@ -52,6 +52,20 @@ def test_extra_args_reach_the_features():
     assert not launch_features(eager, "vllm", 8).cuda_graphs
 
 
+def test_vllm_v0_hands_out_tokens_a_step_late_unless_its_launch_turns_that_off():
+    from dataclasses import replace
+
+    v = launch_features(seed.SEED_VLLM_H200, "vllm", 8)
+    assert v.async_output and v.profiled_kv_pool
+    for changes in ({"extra_args": ("--disable-async-output-proc",)}, {"extra_args": ("--enforce-eager",)},
+                    {"env": {"VLLM_USE_V1": "1"}}, {"pp": 2}):
+        off = launch_features(replace(seed.SEED_VLLM_H200, **changes), "vllm", 8)
+        assert not off.async_output and off.profiled_kv_pool, changes
+    for backend, engine in ((seed.SEED_SGLANG_H200, "sglang"), (seed.SEED_TRTLLM_H200, "trtllm")):
+        f = launch_features(backend, engine, 8)
+        assert not f.async_output and not f.profiled_kv_pool
+
+
 def test_predict_writes_a_run_directory_the_report_reads_as_a_prediction(tmp_path):
     experiment, cells = resolve(load_experiment(ROOT / "experiments" / "deepseek_r1.py"),
                                 only="backend=sglang-mi300x,output_len=800")
@@ -206,7 +220,7 @@ def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server
     assert options["max_num_batched_tokens"] == 8192 and options["max_num_seqs"] == features.max_running
     from dataclasses import replace
 
-    for args in (("--enforce-eager",), ("--max-seq-len-to-capture", "16384")):
+    for args in (("--enforce-eager",), ("--max-seq-len-to-capture", "16384"), ("--disable-async-output-proc",), ()):
         features = launch_features(replace(seed.SEED_VLLM_H200, extra_args=args), "vllm", 8)
         ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "vllm",
                                                *feature_flags(features)])

@@ -72,10 +72,25 @@ def test_mla_kv_is_replicated_under_tensor_parallelism_but_gqa_is_split():
 def test_kv_capacity_from_memory_minus_weights_and_the_fitted_reserve():
     cost = _deepseek(backend_profile="vllm")
     reserve = cost.profile.reserve_gib
-    expected = (140 * 0.9 - cost.model.weight_bytes / 8 / 2**30 - reserve) * 2**30 / 70_272
+    peak = costmodel.profile_peak_bytes(cost.model, 8, 163840) / 2**30  # vLLM's profiling pass
+    expected = (140 * 0.9 - cost.model.weight_bytes / 8 / 2**30 - reserve - peak) * 2**30 / 70_272
     assert cost.kv_capacity_tokens == pytest.approx(expected, rel=0.001)
     assert _deepseek(gpu="MI300X").kv_capacity_tokens > 2 * cost.kv_capacity_tokens
     assert _deepseek(kv_capacity_tokens=1234).kv_capacity_tokens == 1234
+
+
+def test_vllm_keeps_its_profiling_pass_s_peak_activations_out_of_the_kv_pool():
+    model = costmodel.find_model("deepseek-ai/DeepSeek-R1")
+    peak = {t: costmodel.profile_peak_bytes(model, 8, t) / 2**30 for t in (163840, 32768, 2048)}
+    # the residual stream grows with the tokens, the fused MoE buffers stop at 32,768 of them
+    assert peak == pytest.approx({163840: 12.62, 32768: 5.62, 2048: 0.35}, abs=0.01)
+    whole, chunked = (_deepseek(backend_profile="vllm", max_num_batched_tokens=t) for t in (163840, 2048))
+    assert chunked.features.profiled_kv_pool
+    gained = (peak[163840] - peak[2048]) * 2**30 / 70_272
+    assert chunked.kv_capacity_tokens - whole.kv_capacity_tokens == pytest.approx(gained, abs=1)
+    # SGLang sizes its pool by mem_fraction_static alone: the step budget does not move it
+    sg = {t: _deepseek(backend_profile="sglang", max_num_batched_tokens=t).kv_capacity_tokens for t in (16384, 2048)}
+    assert sg[16384] == sg[2048]
 
 
 def test_dp_attention_keeps_each_request_on_one_rank():

@@ -27,7 +27,9 @@ def test_one_slot_runs_the_requests_one_after_another():
     alone_s = closed_loop(cost, num_requests=1, prompt_tokens=500, output_tokens=40, concurrency=1).elapsed_s
     five = closed_loop(cost, num_requests=5, prompt_tokens=500, output_tokens=40, concurrency=1)
     assert five.elapsed_s == pytest.approx(5 * alone_s, rel=1e-9)
-    assert five.num_steps == 5 * 40  # the prefill step also samples the first token
+    # the prefill step also samples the first token; the last one's extra decode run (vLLM V0
+    # learns a request is done while the next step runs) is where its client hears of it
+    assert five.num_steps == 5 * 41
 
 
 def test_a_slow_arrival_rate_leaves_the_engine_idle_between_requests():
@@ -57,7 +59,7 @@ def test_an_arrival_during_decoding_joins_at_the_next_step_boundary():
             added = True
     assert loop.elapsed_s == pytest.approx(now_s, rel=1e-9)
     assert loop.num_steps == steps
-    assert alone_s < loop.elapsed_s < 1 / rate + alone_s + 0.05  # they overlapped, sharing steps
+    assert alone_s < loop.elapsed_s < (1 / rate + alone_s) * 1.01  # they overlapped, sharing steps
 
 
 def test_concurrency_beyond_the_seqs_or_kv_limit_changes_nothing():
