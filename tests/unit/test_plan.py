@@ -25,6 +25,12 @@ def _plan(*args: str) -> list[dict]:
     return json.loads(result.stdout)
 
 
+@pytest.fixture(scope="module")
+def seed_plan() -> list[dict]:
+    """The whole plan once for the module: each one estimates all 117 cells in the simulator."""
+    return _plan()
+
+
 def _matches(row: dict, cell: dict) -> bool:
     common = (cell["engine"] == ENGINE[row["backend"]] and cell["hardware"] == row["hardware"]
               and cell["mode"] == row["mode"] and cell["input_len"] == int(row["input_len"])
@@ -37,8 +43,8 @@ def _matches(row: dict, cell: dict) -> bool:
     return cell["batch_size"] == int(row["batch_size"]) and cell["num_prompts"] == int(row["num_prompts"])
 
 
-def test_every_seed_row_is_one_cell_and_every_cell_a_seed_row():
-    cells = _plan()
+def test_every_seed_row_is_one_cell_and_every_cell_a_seed_row(seed_plan):
+    cells = seed_plan
     rows = list(csv.DictReader(SEED_CSV.open()))
     assert len(rows) == 117
     used: list[str] = []
@@ -54,8 +60,8 @@ def test_every_seed_row_is_one_cell_and_every_cell_a_seed_row():
         assert (c["batch_size"] is None) == (c["mode"] == "online")
 
 
-def test_plan_ids_are_stable():
-    assert [c["id"] for c in _plan()] == [c["id"] for c in _plan()]
+def test_plan_ids_are_stable(seed_plan):
+    assert [c["id"] for c in seed_plan] == [c["id"] for c in _plan()]
 
 
 def test_only_num_prompts_simulate_select_the_vllm_h200_online_800_cells():
@@ -76,8 +82,8 @@ def test_simulate_replaces_every_server_with_its_gpu_and_profile():
     assert len(cells) == 117
 
 
-def test_plan_marks_done_cells(tmp_path):
-    done = _plan()[0]["id"]
+def test_plan_marks_done_cells(tmp_path, seed_plan):
+    done = seed_plan[0]["id"]
     (tmp_path / "cells" / done).mkdir(parents=True)
     (tmp_path / "cells" / done / "summary.json").write_text("{}")
     cells = _plan("--run-dir", str(tmp_path))
@@ -85,10 +91,10 @@ def test_plan_marks_done_cells(tmp_path):
     assert cells[0]["outcome"] == "complete" and cells[1]["outcome"] == "not run"
 
 
-def test_plan_shows_an_incomplete_cell_as_not_done_with_its_reason(tmp_path):
+def test_plan_shows_an_incomplete_cell_as_not_done_with_its_reason(tmp_path, seed_plan):
     from raybench.store.outcome import judge
 
-    first, second = (c["id"] for c in _plan()[:2])
+    first, second = (c["id"] for c in seed_plan[:2])
     for cell, outcome in ((first, judge(range(32), range(12), why_missing="load generators lost and not replaced: a")),
                           (second, judge(range(8), range(8)))):
         (tmp_path / "cells" / cell).mkdir(parents=True)
