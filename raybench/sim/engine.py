@@ -109,6 +109,7 @@ class EngineCore(FastForward):
         watermark = 0.01 if self.features.preemption is Preemption.RECOMPUTE else 0.0
         self._watermark = int(watermark * cost.kv_capacity_tokens)
         self._held: tuple[Emission, ...] | None = () if self.features.async_output else None  # last step's tokens
+        self._held_events = False  # they include a first or a last token
         self._lingering: list[_Request] = []  # finished at the last step, in their extra step now
 
     # -- queue ---------------------------------------------------------------------------------
@@ -276,6 +277,7 @@ class EngineCore(FastForward):
             self._insert_segments(req)
             if req.prefilled == req.prefill_target:
                 emissions.append(self._produce(req, min(k, req.target_tokens - req.generated)))
+        events = bool(emissions)  # so far only prompts that got their first token
         longest = max((r.prompt_tokens + r.generated for r, _ in decode), default=0)
         for req, n in decode:
             kv_read[req.rank] += req.prompt_tokens + req.generated
@@ -283,6 +285,7 @@ class EngineCore(FastForward):
             if not req.lingering:
                 self._grow(req, n)
                 emissions.append(self._produce(req, n))
+                events = events or req.lingering
         for req in finishing:
             del self._running[req.req_id]
             self._release(req)
@@ -295,13 +298,15 @@ class EngineCore(FastForward):
         return StepResult(duration_s=self.cost.cost_s(feats),
                           prefill_chunks=tuple((r.req_id, c) for r, c in prefill),
                           decode_req_ids=tuple(r.req_id for r, _ in decode), num_tokens=num_tokens,
-                          emissions=self._hand_out(tuple(emissions)), features=feats, preempted=tuple(preempted))
+                          emissions=self._hand_out(tuple(emissions), events), features=feats,
+                          preempted=tuple(preempted))
 
-    def _hand_out(self, emissions: tuple[Emission, ...]) -> tuple[Emission, ...]:
-        """What a step hands to the server: its own tokens, or under async_output the last step's."""
+    def _hand_out(self, emissions: tuple[Emission, ...], events: bool) -> tuple[Emission, ...]:
+        """What a step hands to the server: its own tokens, or under async_output the last step's
+        (``events``: these include a first or a last token)."""
         if self._held is None:
             return emissions
-        out, self._held = self._held, emissions
+        out, self._held, self._held_events = self._held, emissions, events
         return out
 
     def _produce(self, req: _Request, n: int) -> Emission:

@@ -55,8 +55,7 @@ class FastForward:
         if any(r.prefilled < r.prefill_target for r in reqs):
             return None
         held = self._held
-        if held is not None and (self._lingering
-                                 or any(e.finished or e.total_tokens == e.new_tokens for e in held)):
+        if held is not None and (self._lingering or self._held_events):
             return None
         k = self.tokens_per_chunk
         steps = min((r.target_tokens - r.generated) // k for r in reqs) - 1

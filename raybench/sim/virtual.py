@@ -106,15 +106,20 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     next_req = 0
     free = min(concurrency, n)
 
-    def send_until(t: float, freed_at: float) -> None:
-        """Send what has arrived by ``t``; a request is sent at its arrival or when a slot freed."""
+    def send_until(t: float, freed_at: float, at_free: Sequence[float]) -> None:
+        """Send what has arrived by ``t``; a request is sent at its arrival or when a slot freed
+        (``freed_at``, when the features summed to ``at_free``)."""
         nonlocal next_req, free
         while free and next_req < n and next_req * interval_s <= t:
             spec = requests[next_req]
             core.add_request(next_req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
-            sent[next_req] = cum
-            # it went out mid-step, at its arrival (the engine sees it at the step's end)
-            sent[next_req, -1] -= t - max(next_req * interval_s, freed_at)
+            arrival = next_req * interval_s
+            if arrival <= freed_at:
+                # as features, not seconds: the trace then holds under any profile's coefficients
+                sent[next_req] = at_free
+            else:  # it went out mid-step, at its arrival (the engine sees it at the step's end)
+                sent[next_req] = cum
+                sent[next_req, -1] -= t - arrival
             next_req += 1
             free -= 1
 
@@ -131,20 +136,20 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
             if arrival > now_s:
                 cum[-1] += arrival - now_s
                 now_s = arrival
-            send_until(now_s, now_s)
+            send_until(now_s, now_s, cum)
             continue
         wait_s = math.inf if not free or next_req == n else max(0.0, next_req * interval_s - now_s)
         span = core.fast_forward_decode(wait_s) if wait_s > 0 else None
         if span is not None:
-            start_s = now_s
+            start_s, start = now_s, list(cum)
             now_s += add(span.features)
             steps += span.steps
-            send_until(now_s, start_s)
+            send_until(now_s, start_s, start)
             continue
         result = core.step()
         if result is None:  # cannot happen: add_request rejected what never fits
             raise RuntimeError("closed loop stalled with work left")
-        start_s = now_s
+        start_s, start = now_s, list(cum)
         now_s += add(result.features)
         steps += 1
         finished = 0
@@ -155,7 +160,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
             if e.finished:
                 done[e.req_id] = cum
                 finished += 1
-        send_until(now_s, start_s)  # sent during this step: they join the next one
+        send_until(now_s, start_s, start)  # sent during this step: they join the next one
         free += finished  # slots freed at this step's end: successors go while the next step runs
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),

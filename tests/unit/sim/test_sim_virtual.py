@@ -81,3 +81,24 @@ def test_impossible_requests_and_arguments_raise():
         closed_loop(cost, num_requests=2, prompt_tokens=10, output_tokens=2, concurrency=0)
     with pytest.raises(ValueError, match="rate_per_s"):
         closed_loop(cost, num_requests=2, prompt_tokens=10, output_tokens=2, concurrency=1, rate_per_s=0.0)
+
+
+def test_a_closed_loop_trace_gives_the_same_times_under_any_profile():
+    # calibration simulates each row once, with placeholder coefficients, and then fits: every
+    # latency of the trace must come out as if it had been simulated with the fitted ones
+    from dataclasses import replace
+
+    from raybench.sim.features import defaults
+    from raybench.sim.profiles import load_profiles, uncalibrated
+    from raybench.sim.virtual import RequestSpec, simulate
+
+    fitted = load_profiles()["vllm/H200"]
+    model = costmodel.find_model("deepseek-ai/DeepSeek-R1")
+    specs = [RequestSpec(prompt_tokens=2000 + 97 * i, output_tokens=30 + 7 * (i % 4)) for i in range(40)]
+    times = []
+    for profile in (uncalibrated("vllm", "H200"), fitted):
+        cost = costmodel.build(model, costmodel.GPUS["H200"], 8, replace(profile, reserve_gib=fitted.reserve_gib),
+                               defaults("vllm"))
+        times.append(simulate(cost, specs, concurrency=8).times_s(fitted.coefficients))
+    for a, b in zip(*times):
+        assert a == pytest.approx(b, rel=1e-9)
