@@ -15,6 +15,7 @@ from raybench.backends.seed import (
     SEED_SGLANG_MI300X,
     SEED_TRTLLM_H200,
     SEED_VLLM_H200,
+    SEED_VLLM_H200_OFFLINE,
     SEED_VLLM_H200_PREFIX,
     SEED_VLLM_MI300X,
 )
@@ -27,6 +28,7 @@ SERVERS = (
     (SEED_SGLANG_H200, H200),
     (SEED_VLLM_H200, H200),
     (SEED_VLLM_H200_PREFIX, H200),  # the same task's prefix-caching command, for the shared-prefix cells
+    (SEED_VLLM_H200_OFFLINE, H200),  # the offline script's engine: --max-model-len 32768
     (SEED_TRTLLM_H200, H200),
     (SEED_SGLANG_MI300X, MI300X),
     (SEED_VLLM_MI300X, MI300X),
@@ -34,6 +36,8 @@ SERVERS = (
 RANDOM = ("sglang-h200", "vllm-h200", "trtllm-h200", "sglang-mi300x", "vllm-mi300x")
 # the seed has no MI300X-vLLM prefix run (unsupported then) and no TensorRT-LLM one
 PREFIX = ("sglang-h200", "vllm-h200-prefix", "sglang-mi300x")
+# the offline rows ran benchmark_throughput.py, whose vLLM engine had --max-model-len 32768
+OFFLINE = ("sglang-h200", "vllm-h200-offline", "trtllm-h200", "sglang-mi300x", "vllm-mi300x")
 
 # seed: --random-range-ratio 1 (SGLang's meaning: exact lengths) is raybench's 0 (vLLM's meaning)
 online = (
@@ -49,9 +53,9 @@ BATCHES = (32, 64, 128, 256, 512, 1024)
 # offline TensorRT-LLM in the seed used a TensorRT engine built from the `deepseek` branch, not the
 # PyTorch flow raybench runs: compare those cells with care
 offline = (
-    Offline(batch_sizes=BATCHES, input_len=3200, output_len=800, only=RANDOM),
+    Offline(batch_sizes=BATCHES, input_len=3200, output_len=800, only=OFFLINE),
     Offline(batch_sizes=(256, 512, 1024), input_len=3200, output_len=1600,
-            only=("sglang-h200", "vllm-h200", "trtllm-h200")),
+            only=("sglang-h200", "vllm-h200-offline", "trtllm-h200")),
     Offline(batch_sizes=BATCHES, input_len=3200, output_len=1600, only=("sglang-mi300x", "vllm-mi300x")),
     # H200-vLLM has no output-3200 rows in the seed
     Offline(batch_sizes=(256, 512, 1024), input_len=3200, output_len=3200,

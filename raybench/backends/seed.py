@@ -1,4 +1,5 @@
-"""The seed benchmark's five servers (DeepSeek-R1, 8 GPUs, TP 8) as raybench backends.
+"""The seed benchmark's five servers (DeepSeek-R1, 8 GPUs, TP 8) as raybench backends, with the
+second commands of vLLM on H200 (prefix caching; the offline script's engine).
 
 Source: dstackai/benchmarks, branch deepseek-r1-benchmark, ``Deepseek-R1/README.md``, section
 "dstack Task" (the seed post links it). Each constant reproduces one task's image, environment,
@@ -76,5 +77,12 @@ SEED_TRTLLM_H200 = TRTLLMBackend(
 #   Commands"): an engine of its own, whose step budget without chunked prefill is that length
 SEED_OFFLINE_MAX_MODEL_LEN = 32768
 
+# that engine on H200, as a server for raybench's offline cells (the MI300X server already has
+#   --max-model-len 32768)
+SEED_VLLM_H200_OFFLINE = VLLMBackend(
+    name="vllm-h200-offline", tp=8, trust_remote_code=True, attention_backend="FLASHMLA",
+    max_model_len=SEED_OFFLINE_MAX_MODEL_LEN, container=Container(image="vllm/vllm-openai:v0.7.3", shm_size="32g"),
+)
+
 SEED_BACKENDS = (SEED_SGLANG_H200, SEED_SGLANG_MI300X, SEED_VLLM_H200, SEED_VLLM_H200_PREFIX, SEED_VLLM_MI300X,
-                 SEED_TRTLLM_H200)
+                 SEED_TRTLLM_H200, SEED_VLLM_H200_OFFLINE)

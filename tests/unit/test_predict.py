@@ -31,6 +31,9 @@ def test_the_seed_servers_launch_settings_become_engine_features():
     assert (vp.policy, vp.prefill_tokens_per_step, vp.prefix_cache) == (Policy.MIXED, 2048, PrefixCache.BLOCK_HASH)
     vm = launch_features(seed.SEED_VLLM_MI300X, "vllm", 8)
     assert (vm.prefill_tokens_per_step, vm.max_model_len) == (32768, 32768)
+    # the offline script's engine: a 32,768-token budget, as the MI300X server has
+    vo = launch_features(seed.SEED_VLLM_H200_OFFLINE, "vllm", 8)
+    assert (vo.policy, vo.prefill_tokens_per_step, vo.max_model_len) == (Policy.PREFILL_FIRST, 32768, 32768)
     t = launch_features(seed.SEED_TRTLLM_H200, "trtllm", 8)
     assert (t.max_running, t.prefill_tokens_per_step, t.max_model_len, t.admission_output_reserve) == (
         512, 16384, 16384, 1.0)
