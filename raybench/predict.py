@@ -89,6 +89,7 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
                     memory_fraction=get("mem_fraction_static") or f.memory_fraction,
                     max_model_len=get("context_length"))
     elif engine == "vllm":
+        eager = get("enforce_eager") or "--enforce-eager" in flags
         max_len = get("max_model_len") or _int(flags.get("--max-model-len"))
         chunked = bool(get("enable_chunked_prefill"))
         budget = get("max_num_batched_tokens") or _int(flags.get("--max-num-batched-tokens"))
@@ -98,12 +99,11 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
                     prefix_cache=PrefixCache.BLOCK_HASH if get("enable_prefix_caching") else PrefixCache.NONE,
                     max_running=get("max_num_seqs") or f.max_running,
                     memory_fraction=get("gpu_memory_utilization") or f.memory_fraction,
-                    cuda_graphs=not (get("enforce_eager") or "--enforce-eager" in flags),
+                    cuda_graphs=not eager,
                     graph_max_context=_int(flags.get("--max-seq-len-to-capture")) or f.graph_max_context,
                     # V0 turns it off for eager mode and pipeline parallelism; the V1 engine core
                     # hands each step's tokens out at once
-                    async_output=not (get("enforce_eager") or "--enforce-eager" in flags or (get("pp") or 1) > 1
-                                      or "--disable-async-output-proc" in flags
+                    async_output=not (eager or (get("pp") or 1) > 1 or "--disable-async-output-proc" in flags
                                       or dict(getattr(backend, "env", {})).get("VLLM_USE_V1") == "1"))
     elif engine == "trtllm":
         f = f.with_(max_running=get("max_batch_size") or f.max_running,
