@@ -142,9 +142,24 @@ def row_label(row: Mapping[str, Any]) -> str:
 def row_requests(row: Mapping[str, Any]) -> tuple[RequestSpec, ...]:
     n = int(row.get("num_prompts") or row.get("batch_size") or row.get("completed") or 1)
     inp, out, prefix = int(row["input_len"]), int(row["output_len"]), int(row.get("prefix_len") or 0)
+    counted = counted_prompt_tokens(row)
+    if counted is not None and counted != inp:
+        # text prompts re-encode to more tokens than were drawn (the seed's shared-prefix prompts:
+        # 3275 for 3200); the prefix is assumed to grow in the same proportion as the whole
+        prefix = round(prefix * counted / inp)
+        inp = counted
     if prefix:  # sent shuffled, as the seed's client (SGLang's generated-shared-prefix) sent them
         return tuple(shared_prefix_requests(n, inp, prefix, out, max(1, n // 10)))
     return (RequestSpec(prompt_tokens=inp, output_tokens=out),) * n
+
+
+def counted_prompt_tokens(row: Mapping[str, Any]) -> int | None:
+    """Mean prompt tokens of a row as the server counted them (input tokens / completed), where
+    the row records them; None where it does not."""
+    rate, duration, done = (row.get(k) for k in ("input_throughput_tokens_per_s", "duration_s", "completed"))
+    if not rate or not duration or not done:
+        return None
+    return round(float(rate) * float(duration) / float(done))
 
 
 def observation(row: Mapping[str, Any], setting: RowSetting, model: costmodel.ModelProfile,

@@ -44,6 +44,9 @@ from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
 SUMMARY_FILE = "summary.json"
 #: vLLM V0's chunked-prefill budget for its OpenAI server (EngineArgs, usage context API server)
 VLLM_CHUNKED_BUDGET = 2048
+#: vLLM's KV block when VLLM_ATTENTION_BACKEND=FLASHMLA: the kernel takes 64-token pages only, so
+#: vLLM raises any other --block-size to it
+FLASHMLA_BLOCK_TOKENS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,9 +97,13 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
         chunked = bool(get("enable_chunked_prefill"))
         budget = get("max_num_batched_tokens") or _int(flags.get("--max-num-batched-tokens"))
         budget = budget or (VLLM_CHUNKED_BUDGET if chunked else (max_len or f.prefill_tokens_per_step))
+        env = dict(getattr(backend, "env", {}))
+        flashmla = (get("attention_backend") or env.get("VLLM_ATTENTION_BACKEND")) == "FLASHMLA"
+        block = FLASHMLA_BLOCK_TOKENS if flashmla else (_int(flags.get("--block-size")) or f.block_tokens)
         f = f.with_(policy=Policy.MIXED if chunked else Policy.PREFILL_FIRST, chunked_prefill=chunked,
                     prefill_tokens_per_step=budget, max_model_len=max_len,
                     prefix_cache=PrefixCache.BLOCK_HASH if get("enable_prefix_caching") else PrefixCache.NONE,
+                    block_tokens=block,
                     max_running=get("max_num_seqs") or f.max_running,
                     memory_fraction=get("gpu_memory_utilization") or f.memory_fraction,
                     cuda_graphs=not eager,
@@ -104,7 +111,7 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
                     # V0 turns it off for eager mode and pipeline parallelism; the V1 engine core
                     # hands each step's tokens out at once
                     async_output=not (eager or (get("pp") or 1) > 1 or "--disable-async-output-proc" in flags
-                                      or dict(getattr(backend, "env", {})).get("VLLM_USE_V1") == "1"))
+                                      or env.get("VLLM_USE_V1") == "1"))
     elif engine == "trtllm":
         f = f.with_(max_running=get("max_batch_size") or f.max_running,
                     prefill_tokens_per_step=get("max_num_tokens") or f.prefill_tokens_per_step,

@@ -101,7 +101,8 @@ def feature_flags(features: EngineFeatures | None) -> list[str]:
     argv = ["--policy", f.policy.value, "--chunked-prefill" if f.chunked_prefill else "--no-chunked-prefill",
             "--max-num-batched-tokens", str(f.prefill_tokens_per_step), "--max-num-seqs", str(f.max_running),
             "--dp-attention", str(f.dp_attention), "--prefix-cache", f.prefix_cache.value,
-            "--preemption", f.preemption.value, "--memory-fraction", str(f.memory_fraction)]
+            "--preemption", f.preemption.value, "--memory-fraction", str(f.memory_fraction),
+            "--block-size", str(f.block_tokens)]
     if f.max_model_len is not None:
         argv += ["--max-model-len", str(f.max_model_len)]
     argv.append("--cuda-graphs" if f.cuda_graphs else "--no-cuda-graphs")

@@ -54,7 +54,7 @@ _FEATURE_OPTIONS = {"policy": "policy", "chunked_prefill": "chunked_prefill", "d
                     "prefix_cache": "prefix_cache", "preemption": "preemption", "memory_fraction": "memory_fraction",
                     "max_model_len": "max_model_len", "cuda_graphs": "cuda_graphs",
                     "graph_max_context": "graph_max_context", "async_output": "async_output",
-                    "profiled_kv_pool": "profiled_kv_pool"}
+                    "profiled_kv_pool": "profiled_kv_pool", "block_size": "block_tokens"}
 
 
 def _features(options: dict):
@@ -100,6 +100,9 @@ def _features(options: dict):
 @click.option("--memory-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="GPU memory the engine takes [default: engine's].")
 @click.option("--max-model-len", type=click.IntRange(min=1), default=None, help="Longest prompt + output.")
+@click.option("--block-size", type=click.IntRange(min=1), default=None,
+              help="KV block in tokens: the pool's unit, and a vLLM prefix hit's (64 under FlashMLA) "
+                   "[default: engine's].")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None,
               help="Decode steps replay CUDA graphs (off: vLLM --enforce-eager) [default: engine's].")
 @click.option("--graph-max-context", type=click.IntRange(min=1), default=None,

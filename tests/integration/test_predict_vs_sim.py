@@ -86,7 +86,7 @@ async def test_the_servers_prefix_cache_reports_hits_on_metrics():
         async with session.get(server.url + "/metrics") as resp:
             text = await resp.text()
     hits = [line for line in text.splitlines() if line.startswith("sim:prefix_cache_hits_total")]
-    assert hits and float(hits[0].rsplit(" ", 1)[1]) == 320.0  # the shared 20 blocks of 16 ids
+    assert hits and float(hits[0].rsplit(" ", 1)[1]) == 320.0  # the shared 5 FlashMLA blocks of 64 ids
     # and the second request's usage says so, as vLLM's prompt_tokens_details does
     assert "prompt_tokens_details" not in usages[0]
     assert usages[1]["prompt_tokens_details"] == {"cached_tokens": 320}

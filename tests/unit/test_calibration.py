@@ -86,10 +86,25 @@ def test_prefix_rows_send_their_groups_interleaved_as_the_seed_client_did(publis
 
     row = select_rows(published, "hardware=H200,backend=vllm,prefix_len=2000,concurrency=32").row(0, named=True)
     requests = row_requests(row)
-    assert list(requests) == shared_prefix_requests(500, 3200, 2000, 800, 50)
+    # the server counted 1,636,216 prompt tokens for 500 requests: the text re-encoded to 3272 a prompt
+    assert list(requests) == shared_prefix_requests(500, 3272, 2045, 800, 50)
     first_wave = {r.segments[0][0] for r in requests[:32]}
     assert len(first_wave) == 10  # every group's prefix is in the first 32 requests
-    assert all(sum(t for _, t in r.segments) == 3200 for r in requests)
+    assert all(sum(t for _, t in r.segments) == 3272 for r in requests)
+
+
+def test_a_row_is_simulated_with_the_prompt_tokens_its_server_counted(published):
+    from raybench.calibration import counted_prompt_tokens, row_requests
+
+    random_row = select_rows(published, "hardware=H200,backend=vllm,prefix_len=0,concurrency=32").row(0, named=True)
+    assert counted_prompt_tokens(random_row) == 3200  # token ids sent as drawn
+    assert {r.prompt_tokens for r in row_requests(random_row)} == {3200}
+    # a row that records no counts (no input throughput) keeps its nominal length
+    bare = {**random_row, "input_throughput_tokens_per_s": None, "input_len": 1000}
+    assert counted_prompt_tokens(bare) is None
+    assert {r.prompt_tokens for r in row_requests(bare)} == {1000}
+    grown = {**random_row, "input_throughput_tokens_per_s": random_row["input_throughput_tokens_per_s"] * 1.1}
+    assert {r.prompt_tokens for r in row_requests(grown)} == {3520}
 
 
 def test_the_seed_s_offline_vllm_rows_ran_their_own_engine_with_max_model_len_32768(published):

@@ -29,6 +29,7 @@ def test_the_seed_servers_launch_settings_become_engine_features():
         Policy.PREFILL_FIRST, False, 163840, PrefixCache.NONE)
     vp = launch_features(seed.SEED_VLLM_H200_PREFIX, "vllm", 8)
     assert (vp.policy, vp.prefill_tokens_per_step, vp.prefix_cache) == (Policy.MIXED, 2048, PrefixCache.BLOCK_HASH)
+    assert vp.block_tokens == 64  # VLLM_ATTENTION_BACKEND=FLASHMLA: the kernel's 64-token pages
     vm = launch_features(seed.SEED_VLLM_MI300X, "vllm", 8)
     assert (vm.prefill_tokens_per_step, vm.max_model_len) == (32768, 32768)
     # the offline script's engine: a 32,768-token budget, as the MI300X server has
@@ -53,6 +54,12 @@ def test_extra_args_reach_the_features():
     assert launch_features(longer, "vllm", 8).graph_max_context == 16384
     eager = replace(seed.SEED_VLLM_H200, extra_args=("--enforce-eager",))
     assert not launch_features(eager, "vllm", 8).cuda_graphs
+    plain = replace(seed.SEED_VLLM_H200, attention_backend=None)
+    assert launch_features(plain, "vllm", 8).block_tokens == 16  # vLLM's default block
+    assert launch_features(replace(plain, extra_args=("--block-size", "32")), "vllm", 8).block_tokens == 32
+    # FlashMLA takes 64-token pages only, whatever --block-size says; the env variable selects it too
+    flash = replace(plain, env={"VLLM_ATTENTION_BACKEND": "FLASHMLA"}, extra_args=("--block-size", "32"))
+    assert launch_features(flash, "vllm", 8).block_tokens == 64
 
 
 def test_vllm_v0_hands_out_tokens_a_step_late_unless_its_launch_turns_that_off():
@@ -92,7 +99,7 @@ def test_prefix_cells_report_cached_tokens(tmp_path):
                                 only="backend=vllm-h200-prefix,concurrency=32")
     run_dir, _ = predict_run(experiment, cells, tmp_path, report=False)
     cached = pl.read_parquet(run_dir.cell_dir(cells[0].id) / "requests.parquet")["cached_tokens"]
-    assert cached.max() == 2000 and (cached == 0).sum() >= 10  # 125 whole 16-token blocks; a miss per group
+    assert cached.max() == 1984 and (cached == 0).sum() >= 10  # 31 whole 64-token FlashMLA blocks; a miss per group
 
 
 def test_a_prediction_beyond_what_its_profile_was_fitted_on_is_marked_extrapolated(tmp_path):
@@ -225,6 +232,7 @@ def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server
 
     for args in (("--enforce-eager",), ("--max-seq-len-to-capture", "16384"), ("--disable-async-output-proc",), ()):
         features = launch_features(replace(seed.SEED_VLLM_H200, extra_args=args), "vllm", 8)
+        assert features.block_tokens == 64  # FlashMLA's pages reach the stand-in too
         ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "vllm",
                                                *feature_flags(features)])
         assert _features(dict(ctx.params)) == features
