@@ -40,8 +40,11 @@ async def test_poisson_arrivals_are_kept_when_slots_are_free(loop_stalls):
     np.testing.assert_allclose(scheduled_s, arrivals, atol=1e-6)
     lateness_ms = np.array([(r["t_sent_ns"] - r["t_scheduled_ns"]) / 1e6 for r in rows])
     assert (lateness_ms >= 0).all()
-    # each request leaves on time but for the stalls of the loop it shares with the simulator
-    allowed_ms = 2.0 + np.array([loop_stalls.excused_ms(r["t_scheduled_ns"]) for r in rows])
+    # each request leaves on time but for the stalls of the loop it shares with the simulator: the
+    # loop's timers wake up to 1 ms late (epoll waits whole milliseconds), a stall shorter than the
+    # meter's threshold goes unrecorded, and the send itself takes a fraction of a millisecond
+    on_time_ms = 1.0 + loop_stalls.stall_ns / 1e6 + 0.5
+    allowed_ms = on_time_ms + np.array([loop_stalls.excused_ms(r["t_scheduled_ns"]) for r in rows])
     assert (lateness_ms < allowed_ms).all(), (lateness_ms, allowed_ms)
     assert all(r["status"] == "ok" for r in rows)
     # every slot was free, so the whole of t_sent - t_scheduled is lateness
