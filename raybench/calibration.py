@@ -156,10 +156,13 @@ def row_requests(row: Mapping[str, Any]) -> tuple[RequestSpec, ...]:
 def counted_prompt_tokens(row: Mapping[str, Any]) -> int | None:
     """Mean prompt tokens of a row as the server counted them (input tokens / completed), where
     the row records them; None where it does not."""
-    rate, duration, done = (row.get(k) for k in ("input_throughput_tokens_per_s", "duration_s", "completed"))
-    if not rate or not duration or not done:
+    values = [row.get(k) for k in ("input_throughput_tokens_per_s", "duration_s", "completed")]
+    if any(v is None for v in values):
         return None
-    return round(float(rate) * float(duration) / float(done))
+    rate, duration, done = (float(v) for v in values)
+    if not all(math.isfinite(v) and v > 0 for v in (rate, duration, done)):
+        return None
+    return round(rate * duration / done)
 
 
 def observation(row: Mapping[str, Any], setting: RowSetting, model: costmodel.ModelProfile,

@@ -103,6 +103,8 @@ def test_a_row_is_simulated_with_the_prompt_tokens_its_server_counted(published)
     bare = {**random_row, "input_throughput_tokens_per_s": None, "input_len": 1000}
     assert counted_prompt_tokens(bare) is None
     assert {r.prompt_tokens for r in row_requests(bare)} == {1000}
+    for broken in (float("nan"), 0.0, -1.0):  # a run that measured nothing usable keeps its nominal length
+        assert counted_prompt_tokens({**random_row, "duration_s": broken}) is None
     grown = {**random_row, "input_throughput_tokens_per_s": random_row["input_throughput_tokens_per_s"] * 1.1}
     assert {r.prompt_tokens for r in row_requests(grown)} == {3520}
 
