@@ -44,11 +44,12 @@ class PrefixStore:
         return hit
 
     def pin_hits(self, rank: int, segments: Sequence, hit: int) -> list:
-        """Pin the leading segments ``hit`` covers; returns their keys."""
+        """Pin the leading segments ``hit`` reads from, the last one perhaps in part (a block-hash
+        hit ends at a block boundary inside a segment); returns their keys."""
         cache = self._ranks[rank]
         keys, covered = [], 0
         for key, tokens in segments:
-            if covered + tokens > hit or key not in cache:
+            if covered >= hit or key not in cache:
                 break
             cache[key][1] += 1
             cache.move_to_end(key)

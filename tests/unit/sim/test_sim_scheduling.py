@@ -93,6 +93,26 @@ def test_a_shared_prefix_is_computed_once_and_reported_as_cached(mode, hit):
     assert (core.prefix_query_tokens, core.prefix_hit_tokens) == (6400, hit)
 
 
+def test_a_block_hash_hit_pins_the_prefix_it_reads_so_a_full_pool_evicts_something_else():
+    core = _core(kv=7000, policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=2048,
+                 prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64)
+
+    def group(g, q):
+        return (("prefix", g), 2000), (("question", q), 1200)
+
+    core.add_request(0, 3200, 4, segments=group(0, 0))
+    _drain(core)  # group 0's prefix and question 0 stay cached, unused
+    core.add_request(1, 3200, 400, segments=group(0, 1))  # hits 1984 of the prefix: whole 64-token blocks
+    for _ in range(3):
+        core.step()
+    core.add_request(2, 3200, 4, segments=group(1, 2))  # needs room: an unused segment must go
+    while core.num_waiting:
+        core.step()
+    core.add_request(3, 3200, 4, segments=group(0, 3))
+    firsts = {e.req_id: e.cached_tokens for s in _drain(core) for e in s.emissions if e.total_tokens == e.new_tokens}
+    assert firsts[2] == 0 and firsts[3] == 1984  # request 1 still reads the prefix: question 0 was evicted
+
+
 def test_dp_attention_ranks_have_their_own_prompt_budget_and_prefix_cache():
     core = _core("sglang", dp_attention=8, prefill_tokens_per_step=8192)
     core.add_request(0, 3200, 2)
