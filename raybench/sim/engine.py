@@ -105,7 +105,7 @@ class EngineCore(FastForward):
         self.num_preemptions = 0
         self.mixed_steps = 0  # steps with prompt chunks and decodes together
         self.eager_steps = 0  # decode steps that ran without their CUDA graph
-        self.kv_limited = False  # the KV capacity ever held something back (a larger one would differ)
+        self.kv_limited = False  # the KV capacity ever held something back or evicted a cached prompt
         watermark = 0.01 if self.features.preemption is Preemption.RECOMPUTE else 0.0
         self._watermark = int(watermark * cost.kv_capacity_tokens)
         self._held: tuple[Emission, ...] | None = () if self.features.async_output else None  # last step's tokens
@@ -329,6 +329,7 @@ class EngineCore(FastForward):
             return free
         freed = self._cache.evict(need - free)
         self._kv_used -= freed
+        self.kv_limited = self.kv_limited or freed > 0  # a larger pool would have kept them for later hits
         return free + freed
 
     def _lookup(self, req: _Request) -> int:

@@ -59,7 +59,8 @@ REGIMES = MappingProxyType({
     "prefix_hits": "prompts served in part from the prefix cache",
     "preemption": "requests preempted or retracted because the KV pool ran out",
     "eager_decode": "decode steps without their CUDA graph, a sequence being past the graphs' context limit",
-    "kv_limited": "the KV pool held requests back, so its fitted size, reserve_gib, shaped the schedule",
+    "kv_limited": "the KV pool held requests back or evicted cached prompts, so its fitted size, reserve_gib, "
+                  "shaped the run",
 })
 
 

@@ -64,7 +64,7 @@ class Trace:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     num_steps: int
-    kv_limited: bool = False  # the KV capacity held something back (a larger one would change the schedule)
+    kv_limited: bool = False  # the KV capacity held something back or evicted a cached prompt (a larger one would differ)
     regimes: frozenset[str] = frozenset()  # features.REGIMES the run went through
 
     def times_s(self, coefficients: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

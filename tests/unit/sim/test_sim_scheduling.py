@@ -113,6 +113,16 @@ def test_a_block_hash_hit_pins_the_prefix_it_reads_so_a_full_pool_evicts_somethi
     assert firsts[2] == 0 and firsts[3] == 1984  # request 1 still reads the prefix: question 0 was evicted
 
 
+def test_evicting_a_cached_prompt_marks_the_run_as_shaped_by_the_kv_pool():
+    for kv, evicts in ((5000, True), (100_000, False)):
+        core = _core(kv=kv, prefix_cache=PrefixCache.BLOCK_HASH)
+        for i in range(2):  # nothing shared: the second prompt needs the room the first one's cache holds
+            core.add_request(i, 3200, 4, segments=((("prefix", i), 2000), (("question", i), 1200)))
+            _drain(core)
+        assert ("kv_limited" in core.regimes()) is evicts
+        assert core.prefix_hit_tokens == 0
+
+
 def test_dp_attention_ranks_have_their_own_prompt_budget_and_prefix_cache():
     core = _core("sglang", dp_attention=8, prefill_tokens_per_step=8192)
     core.add_request(0, 3200, 2)
