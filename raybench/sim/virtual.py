@@ -20,13 +20,13 @@ With every request released at once the schedule does not depend on what the ste
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from raybench.sim.costmodel import FEATURES, CostModel
-from raybench.sim.engine import EngineCore
+from raybench.sim.engine import EngineCore, StepResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,10 +82,13 @@ class ClosedLoopResult:
 
 
 def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: int,
-             rate_per_s: float = math.inf, tokens_per_chunk: int = 1) -> Trace:
+             rate_per_s: float = math.inf, tokens_per_chunk: int = 1,
+             on_step: Callable[[StepResult], None] | None = None) -> Trace:
     """Run the closed loop to its end; raises KvCapacityError if one request can never fit.
 
     Output lengths are forced (ignore_eos), as raybench's load generator forces them.
+    ``on_step``: called with every engine step, in order (request ids are indices into
+    ``requests``); pure-decode spans then run step by step too, so every token's step is seen.
     """
     n = len(requests)
     if n < 1 or concurrency < 1:
@@ -139,7 +142,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
             send_until(now_s, now_s, cum)
             continue
         wait_s = math.inf if not free or next_req == n else max(0.0, next_req * interval_s - now_s)
-        span = core.fast_forward_decode(wait_s) if wait_s > 0 else None
+        span = core.fast_forward_decode(wait_s) if wait_s > 0 and on_step is None else None
         if span is not None:
             start_s, start = now_s, list(cum)
             now_s += add(span.features)
@@ -152,6 +155,8 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         start_s, start = now_s, list(cum)
         now_s += add(result.features)
         steps += 1
+        if on_step is not None:
+            on_step(result)
         finished = 0
         for e in result.emissions:
             if e.total_tokens == e.new_tokens:

@@ -102,3 +102,29 @@ def test_a_closed_loop_trace_gives_the_same_times_under_any_profile():
         times.append(simulate(cost, specs, concurrency=8).times_s(fitted.coefficients))
     for a, b in zip(*times):
         assert a == pytest.approx(b, rel=1e-9)
+
+
+def test_on_step_sees_every_step_and_every_token_and_changes_no_time():
+    # the observer turns off the decode fast-forward: the trace must not move, and the steps it
+    # sees must add up to the trace's clock, with one emission per token of every request
+    from raybench.sim.features import defaults
+    from raybench.sim.profiles import load_profiles
+    from raybench.sim.virtual import RequestSpec, shared_prefix_requests, simulate
+
+    cost = costmodel.build(costmodel.find_model("deepseek-ai/DeepSeek-R1"), costmodel.GPUS["H200"], 8,
+                           load_profiles()["vllm/H200"], defaults("vllm").with_(prefix_cache="block_hash"))
+    specs = [RequestSpec(prompt_tokens=500 + 37 * i, output_tokens=20 + 3 * (i % 5)) for i in range(12)]
+    specs += shared_prefix_requests(12, 600, 400, 25, 3)
+    plain = simulate(cost, specs, concurrency=5)
+    steps = []
+    seen = simulate(cost, specs, concurrency=5, on_step=steps.append)
+    for a, b in zip(plain.times_s(cost.coefficients), seen.times_s(cost.coefficients)):
+        assert a == pytest.approx(b, rel=1e-9)
+    assert plain.num_steps == seen.num_steps == len(steps)
+    assert seen.cached_tokens.sum() > 0  # the shared prefixes were reused
+    assert sum(cost.cost_s(s.features) for s in steps) == pytest.approx(seen.times_s(cost.coefficients)[2].max())
+    tokens = {}
+    for s in steps:
+        for e in s.emissions:
+            tokens[e.req_id] = tokens.get(e.req_id, 0) + e.new_tokens
+    assert tokens == {i: spec.output_tokens for i, spec in enumerate(specs)}

@@ -1,0 +1,139 @@
+"""The seed's shared-prefix rows against the shipped profiles: where the predicted TTFT falls short.
+
+    python benchmarks/sim_prefix_rows.py                                  # vLLM on H200
+    python benchmarks/sim_prefix_rows.py backend=sglang,prefix_len=2000
+
+Every request of a row is sent at once up to its concurrency, so the first C requests (the first
+wave) all queue for their prompts together; the rest arrive one by one as slots free. Per row:
+
+- TTFT (mean, median, std, p99): published, predicted, and two ways to close the gap in the mean.
+  "first wave +S": the first C requests' TTFT plus one constant S, as if the wave as a whole
+  started S later. "prompt steps xK": every step with prompt work K times as long (a schedule
+  does not depend on what its steps cost, so this is exact without re-simulating), with the TPOT
+  that follows.
+- Inter-token gaps (median, p99) as the client sees them: a token that brings no text (the share
+  1 - TPOT / mean ITL of the published row) merges its gap into the next one; which tokens those
+  are is drawn at random (seed 0). The published p99 ITL column may hold a p95 (the seed's CSV
+  lost one header; see the reference README).
+
+A few CPU-seconds. docs/simulator.md ("What it cannot predict") quotes this output.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import numpy as np
+
+from raybench.calibration import load_reference, observations, seed_launches, select_rows
+from raybench.report.sources import published_csv
+from raybench.sim import costmodel
+from raybench.sim.profiles import load_profiles
+from raybench.sim.virtual import simulate
+
+
+def published_extras() -> dict[tuple, dict[str, float]]:
+    """std TTFT and p99 ITL per online row: the report's frame does not carry them."""
+    extras = {}
+    with published_csv().open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["mode"] == "online":
+                key = (r["hardware"], r["backend"].replace("trt-llm", "trtllm"), int(r["max_concurrency"]),
+                       int(r["shared_prefix_len"] or 0), int(r["output_len"]))
+                extras[key] = {"std_ttft_ms": float(r["std_ttft_ms"]), "p99_itl_ms": float(r["p99_itl_ms_as_labelled"])}
+    return extras
+
+
+def stats(ttft_ms: np.ndarray) -> tuple[float, float, float, float]:
+    return float(ttft_ms.mean()), float(np.median(ttft_ms)), float(ttft_ms.std()), float(np.percentile(ttft_ms, 99))
+
+
+def line(label: str, values, extra: str = "") -> str:
+    return f"  {label:34s}" + "".join(f"{v:9.0f}" for v in values) + extra
+
+
+class Replay:
+    """One row's run, step by step: its times again under steps with prompt work made longer."""
+
+    def __init__(self, cost, obs) -> None:
+        steps = []
+        self.trace = simulate(cost, obs.requests, concurrency=obs.concurrency, on_step=steps.append)
+        self.steps = steps
+        self.durations = np.array([cost.cost_s(s.features) for s in steps])
+        self.prompt_work = np.array([bool(s.prefill_chunks) for s in steps])
+        # with every step seen, the first feature of a moment's running sum counts the steps before it
+        self.at = [np.rint(m[:, 0]).astype(int) for m in (self.trace.sent, self.trace.first, self.trace.done)]
+
+    def times(self, scale: float = 1.0) -> list[np.ndarray]:
+        durations = np.where(self.prompt_work, scale * self.durations, self.durations)
+        clock = np.concatenate([[0.0], np.cumsum(durations)])
+        return [clock[i] for i in self.at]
+
+    def ttft_ms(self, scale: float = 1.0) -> np.ndarray:
+        sent, first, _ = self.times(scale)
+        return (first - sent) * 1000
+
+    def tpot_ms(self, scale: float = 1.0) -> float:
+        _, first, done = self.times(scale)
+        return float(((done - first) / (self.trace.output_tokens - 1)).mean() * 1000)
+
+    def token_times(self) -> list[np.ndarray]:
+        clock = np.concatenate([[0.0], np.cumsum(self.durations)])
+        times: dict[int, list[float]] = {}
+        for k, step in enumerate(self.steps):
+            for e in step.emissions:
+                times.setdefault(e.req_id, []).extend([clock[k + 1]] * e.new_tokens)
+        return [np.asarray(t) for t in times.values()]
+
+
+def main(only: str) -> None:
+    profiles = load_profiles()
+    extras = published_extras()
+    rows = select_rows(load_reference(["published"]), only)
+    rng = np.random.default_rng(0)
+    for row, obs in zip(rows.iter_rows(named=True), observations(rows, seed_launches())):
+        if row["mode"] != "online":  # an offline row has no TTFT to look at
+            continue
+        profile = profiles[obs.key]
+        built = obs.build(profile.reserve_gib)
+        run = Replay(costmodel.build(built.model, built.gpu, built.num_gpus, profile, built.features), obs)
+        extra = extras.get((row["hardware"], row["backend"], row["concurrency"], row["prefix_len"] or 0,
+                            row["output_len"]), {})
+        c = obs.concurrency
+        predicted = run.ttft_ms()
+        wave = np.argsort(run.times()[0], kind="stable")[:c]
+        shift_ms = (row["mean_ttft_ms"] - predicted.mean()) * len(predicted) / c
+        shifted = predicted.copy()
+        shifted[wave] += shift_ms
+        lo, hi = 0.1, 20.0  # the mean TTFT rises with the scale: bisect for the one that matches it
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if run.ttft_ms(mid).mean() < row["mean_ttft_ms"] else (lo, mid)
+        scale = (lo + hi) / 2
+
+        print(f"{obs.label}   ({c} requests in the first wave)")
+        print(f"  {'TTFT ms':34s}{'mean':>9s}{'median':>9s}{'std':>9s}{'p99':>9s}")
+        print(line("published", (row["mean_ttft_ms"], row["median_ttft_ms"], extra.get("std_ttft_ms", np.nan),
+                                 row["p99_ttft_ms"]), f"   TPOT {row['mean_tpot_ms']:.1f} ms"))
+        print(line("predicted", stats(predicted), f"   TPOT {run.tpot_ms():.1f} ms"))
+        print(line(f"first wave +{shift_ms / 1000:.1f} s", stats(shifted)))
+        print(line(f"prompt steps x{scale:.2f}", stats(run.ttft_ms(scale)), f"   TPOT {run.tpot_ms(scale):.1f} ms"))
+
+        merged = 1.0 - row["mean_tpot_ms"] / row["mean_itl_ms"]
+        gaps, gaps_merged = [], []
+        for t in run.token_times():
+            gaps.append(np.diff(t))
+            keep = rng.random(len(t)) >= merged
+            keep[0] = keep[-1] = True
+            gaps_merged.append(np.diff(t[keep]))
+        a, m = np.concatenate(gaps) * 1000, np.concatenate(gaps_merged) * 1000
+        print(f"  {'ITL ms':34s}{'median':>9s}{'p99':>9s}")
+        print(f"  {'published':34s}{row['median_itl_ms']:9.1f}{extra.get('p99_itl_ms', np.nan):9.1f}")
+        print(f"  {'predicted, one gap per token':34s}{np.median(a):9.1f}{np.percentile(a, 99):9.1f}")
+        print(f"  {f'predicted, {merged:.1%} of tokens no text':34s}{np.median(m):9.1f}{np.percentile(m, 99):9.1f}")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "backend=vllm,hardware=H200,prefix_len=2000")
