@@ -26,9 +26,8 @@ import sys
 
 import numpy as np
 
-from raybench.calibration import load_reference, observations, seed_launches, select_rows
+from raybench.calibration import load_reference, observations, profiled_cost, seed_launches, select_rows
 from raybench.report.sources import published_csv
-from raybench.sim import costmodel
 from raybench.sim.profiles import load_profiles
 from raybench.sim.virtual import simulate
 
@@ -95,9 +94,7 @@ def main(only: str) -> None:
     for row, obs in zip(rows.iter_rows(named=True), observations(rows, seed_launches())):
         if row["mode"] != "online":  # an offline row has no TTFT to look at
             continue
-        profile = profiles[obs.key]
-        built = obs.build(profile.reserve_gib)
-        run = Replay(costmodel.build(built.model, built.gpu, built.num_gpus, profile, built.features), obs)
+        run = Replay(profiled_cost(obs, profiles[obs.key]), obs)
         extra = extras.get((row["hardware"], row["backend"], row["concurrency"], row["prefix_len"] or 0,
                             row["output_len"]), {})
         c = obs.concurrency

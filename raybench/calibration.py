@@ -223,10 +223,15 @@ def row_errors(pair: str, label: str, measured: Mapping[str, float | None],
     return RowError(pair=pair, label=label, errors_pct=errors, extrapolated=tuple(extrapolated))
 
 
+def profiled_cost(obs: Observation, profile: EngineProfile) -> costmodel.CostModel:
+    """The cost model of a row's launch under ``profile``: its KV reserve and its coefficients."""
+    cost = obs.build(profile.reserve_gib)
+    return costmodel.build(cost.model, cost.gpu, cost.num_gpus, profile, cost.features)
+
+
 def predicted_row_error(obs: Observation, profile: EngineProfile) -> RowError:
     """One measured row predicted with ``profile`` (its KV reserve and coefficients), against the measurement."""
-    cost = obs.build(profile.reserve_gib)
-    cost = costmodel.build(cost.model, cost.gpu, cost.num_gpus, profile, cost.features)
+    cost = profiled_cost(obs, profile)
     trace = simulate(cost, obs.requests, concurrency=obs.concurrency)
     predicted = predict_metrics(metric_vectors(trace), profile.coefficients)
     measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
