@@ -6,6 +6,7 @@ private loopback-only one, because Ray reads that choice when it is imported.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import signal
@@ -27,8 +28,19 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, delivered as an interrupt so a run stops the way Ctrl-C stops it."""
 
 
-def _on_sigterm(signum, frame) -> None:
+def _raise_terminated() -> None:
     raise _Terminated()
+
+
+def _on_sigterm(signum, frame) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _raise_terminated()
+    # raised in whatever task step the signal lands in, the interrupt would also be stored on that
+    # task, which asyncio then reports with a traceback as never retrieved: raise it between
+    # callbacks instead, where it ends the loop as asyncio's own Ctrl-C handling does
+    loop.call_soon_threadsafe(_raise_terminated)
 
 
 def handle_sigterm() -> None:
