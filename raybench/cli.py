@@ -663,6 +663,7 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     """
     from raybench.calibration import (calibrate, error_table, experiment_launches, fit_groups, load_reference,
                                       seed_launches, select_rows, write_profiles)
+    from raybench.sim.calibrate import EQUAL_FIT
 
     frame = select_rows(load_reference(references), only)
     if experiment_file is not None:
@@ -679,6 +680,12 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     for fit in fits:
         regimes = ", ".join(fit.profile.fitted_regimes or ()) or "plain prefill and decode only"
         click.echo(f"  {fit.profile.key:20s} {regimes}")
+    for fit in fits:
+        if fit.pool_unpinned is not None:
+            low, high = fit.pool_unpinned
+            click.echo(f"{fit.profile.key}: the rows do not pin the KV pool (reserves {low:g} to {high:g} GiB "
+                       f"fit within {EQUAL_FIT:.0%} of each other), so cells the pool limits are marked "
+                       "extrapolated; a row that fills the pool (a longer output, a larger batch) pins it")
     click.echo(f"{len(fits)} profiles written to {out}")
 
 

@@ -34,7 +34,7 @@ from raybench.experiment import Backend, Cell, Experiment, Mode
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfigError
 from raybench.sim.engine import KvCapacityError
-from raybench.sim.features import REGIMES, EngineFeatures, Policy, PrefixCache, defaults
+from raybench.sim.features import REGIMES, EngineFeatures, Policy, PrefixCache, defaults, sglang_memory_fraction
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
 from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate
 from raybench.store.outcome import judge
@@ -84,12 +84,19 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
     get = lambda name: getattr(backend, name, None)  # noqa: E731 -- attribute of whichever backend class
     flags = _flags(getattr(backend, "extra_args", ()))
     if engine == "sglang":
-        dp = get("dp") or (num_gpus if get("enable_dp_attention") else 1)
+        tp = get("tp") or num_gpus
+        dp = 1
         chunk = get("chunked_prefill_size") or _int(flags.get("--chunked-prefill-size")) or 8192
-        f = f.with_(dp_attention=dp if get("enable_dp_attention") else 1, prefill_tokens_per_step=chunk,
+        if get("enable_dp_attention"):
+            # Since sgl-project/sglang#4390 (2025-03-13) DP attention needs --dp-size and gives each
+            # rank chunk // dp; before it, --enable-dp-attention alone set dp = tp and gave each rank
+            # chunk // 2. A launch without --dp-size starts only on those earlier releases.
+            dp = get("dp") or tp
+            chunk = chunk if get("dp") else chunk // 2 * dp  # the engine splits the step budget over dp ranks
+        f = f.with_(dp_attention=dp, prefill_tokens_per_step=chunk,
                     prefix_cache=PrefixCache.NONE if get("disable_radix_cache") else PrefixCache.RADIX,
                     max_running=get("max_running_requests") or f.max_running,
-                    memory_fraction=get("mem_fraction_static") or f.memory_fraction,
+                    memory_fraction=get("mem_fraction_static") or sglang_memory_fraction(tp),
                     max_model_len=get("context_length"))
     elif engine == "vllm":
         eager = get("enforce_eager") or "--enforce-eager" in flags

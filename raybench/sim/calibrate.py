@@ -17,6 +17,9 @@ what was measured (total throughput; mean TTFT, TPOT and E2E where the row has t
 3. The reserve whose fit has the least robust loss wins. The profile records the regimes of
    the model (``features.REGIMES``: mixed steps, prefix hits, preemption, ...) its rows went
    through at that reserve, so a prediction that needs another one can say it extrapolates.
+   Where reserves far apart fit almost alike (``EQUAL_FIT``, ``PINNED_SPAN_GIB``) the rows have
+   not pinned the KV pool, whatever they went through: the profile then leaves out
+   ``kv_limited``, and a prediction that the pool limits says it extrapolates.
 
 A row that the KV capacity never limited gives the same trace at every larger capacity, so it
 is simulated once, not once per grid point.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +47,8 @@ PRIOR = {"fixed_step_ms": 25.0, "per_seq_ms": 0.01, "moe_read_factor": 8.0, "com
 FITTED = len(PRIOR)
 PRIOR_WEIGHT = 0.2  # per coefficient, against a weight of 1 per measured metric
 HUBER_LOG = 0.15  # log-error beyond which a residual counts linearly
+EQUAL_FIT = 0.01  # reserves whose loss is within this share of the least fit the rows alike
+PINNED_SPAN_GIB = 8.0  # ... and if they span more than this, the rows do not pin the KV pool
 ITERATIONS = 25
 
 
@@ -79,6 +84,9 @@ class PairFit:
     profile: EngineProfile
     rows: tuple[RowPrediction, ...]
     loss: float
+    #: (least, largest) reserve GiB that fit about as well as the chosen one, where they span more
+    #: than PINNED_SPAN_GIB: the rows do not pin the KV pool; None: they do
+    pool_unpinned: tuple[float, float] | None = None
 
 
 def metric_vectors(trace: Trace) -> dict[str, np.ndarray]:
@@ -108,6 +116,7 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
     traces: dict[int, dict[str, np.ndarray]] = {}  # rows the KV never limited: one trace for all
     regimes: dict[int, frozenset[str]] = {}
     best: PairFit | None = None
+    losses: dict[float, float] = {}
     for reserve in RESERVE_GRID_GIB:
         vectors, seen = [], set()
         for i, obs in enumerate(observations):
@@ -125,6 +134,7 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
             vectors.append(vec)
         else:
             coefficients, loss = _fit(observations, vectors)
+            losses[reserve] = loss
             if best is None or loss < best.loss - 1e-12:
                 profile = _profile(first, coefficients, reserve, fitted_on, seen)
                 rows = tuple(RowPrediction(label=o.label, measured=_measured(o),
@@ -133,6 +143,11 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
                 best = PairFit(profile=profile, rows=rows, loss=loss)
     if best is None:
         raise ValueError(f"{first.key}: no KV reserve on the grid fits every row's requests")
+    alike = [r for r, loss in losses.items() if loss <= best.loss * (1 + EQUAL_FIT)]
+    if max(alike) - min(alike) > PINNED_SPAN_GIB:
+        regimes = tuple(r for r in best.profile.fitted_regimes or () if r != "kv_limited")
+        best = replace(best, profile=replace(best.profile, fitted_regimes=regimes),
+                       pool_unpinned=(min(alike), max(alike)))
     return best
 
 

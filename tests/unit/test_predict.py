@@ -21,9 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_seed_servers_launch_settings_become_engine_features():
     sg = launch_features(seed.SEED_SGLANG_H200, "sglang", 8)
+    # --enable-dp-attention without --dp-size: dp = tp and 8192 // 2 prompt tokens a rank (8 x 4096 a step)
     assert (sg.dp_attention, sg.prefill_tokens_per_step, sg.policy, sg.prefix_cache, sg.preemption) == (
-        8, 8192, Policy.PREFILL_FIRST, PrefixCache.RADIX, Preemption.RETRACT)
-    assert launch_features(seed.SEED_SGLANG_MI300X, "sglang", 8).dp_attention == 1
+        8, 32768, Policy.PREFILL_FIRST, PrefixCache.RADIX, Preemption.RETRACT)
+    assert sg.memory_fraction == 0.81  # SGLang's default at TP 8
+    sm = launch_features(seed.SEED_SGLANG_MI300X, "sglang", 8)
+    assert (sm.dp_attention, sm.prefill_tokens_per_step, sm.memory_fraction) == (1, 8192, 0.81)
     v = launch_features(seed.SEED_VLLM_H200, "vllm", 8)
     assert (v.policy, v.chunked_prefill, v.prefill_tokens_per_step, v.prefix_cache) == (
         Policy.PREFILL_FIRST, False, 163840, PrefixCache.NONE)
@@ -41,6 +44,23 @@ def test_the_seed_servers_launch_settings_become_engine_features():
     # the seed's offline TensorRT-LLM rows ran a TensorRT engine build: their own profile
     assert engine_name(seed.SEED_TRTLLM_H200, Mode.OFFLINE) == "trtllm-engine"
     assert engine_name(seed.SEED_TRTLLM_H200, Mode.ONLINE) == "trtllm"
+
+
+def test_sglang_dp_attention_and_memory_follow_its_server_args():
+    from dataclasses import replace
+
+    # releases since 2025-03-13 need --dp-size and give each rank chunked_prefill_size // dp
+    with_dp = replace(seed.SEED_SGLANG_H200, dp=4)
+    f = launch_features(with_dp, "sglang", 8)
+    assert (f.dp_attention, f.prefill_tokens_per_step) == (4, 8192)
+    assert launch_features(replace(seed.SEED_SGLANG_H200, chunked_prefill_size=16384), "sglang", 8
+                           ).prefill_tokens_per_step == 8 * 8192
+    # --mem-fraction-static's default falls as the TP group grows; an explicit value wins
+    fractions = [launch_features(replace(seed.SEED_SGLANG_MI300X, tp=tp), "sglang", tp).memory_fraction
+                 for tp in (1, 2, 4, 8, 16)]
+    assert fractions == [0.88, 0.87, 0.85, 0.81, 0.79]
+    assert launch_features(replace(seed.SEED_SGLANG_MI300X, mem_fraction_static=0.7), "sglang", 8
+                           ).memory_fraction == 0.7
 
 
 def test_extra_args_reach_the_features():
@@ -226,8 +246,9 @@ def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server
     ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "sglang",
                                            *feature_flags(features)])
     options = dict(ctx.params)
-    assert _features(options) == features
-    assert options["max_num_batched_tokens"] == 8192 and options["max_num_seqs"] == features.max_running
+    # the step budget and the running cap travel as the server's own options (config.resolve applies them)
+    assert options["max_num_batched_tokens"] == 32768 and options["max_num_seqs"] == features.max_running
+    assert _features(options).with_(prefill_tokens_per_step=32768) == features
     from dataclasses import replace
 
     for args in (("--enforce-eager",), ("--max-seq-len-to-capture", "16384"), ("--disable-async-output-proc",), ()):
