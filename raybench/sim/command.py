@@ -54,7 +54,8 @@ _FEATURE_OPTIONS = {"policy": "policy", "chunked_prefill": "chunked_prefill", "d
                     "prefix_cache": "prefix_cache", "preemption": "preemption", "memory_fraction": "memory_fraction",
                     "max_model_len": "max_model_len", "cuda_graphs": "cuda_graphs",
                     "graph_max_context": "graph_max_context", "async_output": "async_output",
-                    "profiled_kv_pool": "profiled_kv_pool", "block_size": "block_tokens"}
+                    "profiled_kv_pool": "profiled_kv_pool", "memory_of_free": "memory_of_free",
+                    "block_size": "block_tokens"}
 
 
 def _features(options: dict):
@@ -115,6 +116,9 @@ def _features(options: dict):
 @click.option("--profiled-kv-pool/--no-profiled-kv-pool", default=None,
               help="The KV pool is what a forward pass over a full step's prompt tokens leaves free, as "
                    "vLLM profiles it: a smaller --max-num-batched-tokens leaves more [default: engine's].")
+@click.option("--memory-of-free/--memory-of-total", default=None,
+              help="--memory-fraction is a share of the memory the weights leave free, as TensorRT-LLM's "
+                   "free_gpu_memory_fraction is, not of the whole GPU [default: engine's].")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Cap on running requests [default: backend profile].")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,

@@ -340,7 +340,8 @@ def profile_peak_bytes(model: ModelProfile, num_gpus: int, tokens: int) -> float
 
 def kv_capacity_tokens(model: ModelProfile, gpu: GpuProfile, num_gpus: int, features: EngineFeatures,
                        reserve_gib: float) -> int:
-    """KV tokens that fit in (memory x fraction - weights per rank - reserve) on every rank.
+    """KV tokens that fit in (memory x fraction - weights per rank - reserve) on every rank, or in
+    (memory - weights - reserve) x fraction where the fraction is of free memory (``memory_of_free``).
 
     An engine that sizes its pool after a profiling pass (vLLM) also keeps that pass's peak
     activations out (``profile_peak_bytes`` at its step budget), so the same reserve leaves a
@@ -351,7 +352,10 @@ def kv_capacity_tokens(model: ModelProfile, gpu: GpuProfile, num_gpus: int, feat
     weights = model.weight_bytes / num_gpus
     if features.dp_attention > 1:
         weights += model.attention_bytes * (1.0 - 1.0 / num_gpus)
-    free = gpu.memory_gib * GIB * features.memory_fraction - weights - reserve_gib * GIB
+    if features.memory_of_free:
+        free = (gpu.memory_gib * GIB - weights - reserve_gib * GIB) * features.memory_fraction
+    else:
+        free = gpu.memory_gib * GIB * features.memory_fraction - weights - reserve_gib * GIB
     if features.profiled_kv_pool:
         free -= profile_peak_bytes(model, num_gpus, features.prefill_tokens_per_step)
     per_rank = model.kv_bytes_per_token / min(num_gpus, model.kv_heads)

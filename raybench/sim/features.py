@@ -84,6 +84,7 @@ class EngineFeatures:
     preemption: Preemption = Preemption.RECOMPUTE
     admission_output_reserve: float = 0.0  # fraction of max_tokens reserved at admission (1.0: no evict)
     memory_fraction: float = 0.9  # of each GPU's memory the engine takes for weights, KV and reserve
+    memory_of_free: bool = False  # memory_fraction is a share of what weights and reserve leave (TensorRT-LLM)
     max_model_len: int | None = None  # longest prompt + output a request may have
     cuda_graphs: bool = False  # pure-decode steps replay captured CUDA graphs (vLLM, SGLang)
     graph_max_context: int | None = None  # a decode step whose longest context exceeds this runs eagerly
@@ -106,7 +107,7 @@ class EngineFeatures:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SimConfigError(name, value, "None or an integer >= 1")
-        for name in ("cuda_graphs", "async_output", "profiled_kv_pool"):
+        for name in ("cuda_graphs", "async_output", "profiled_kv_pool", "memory_of_free"):
             if not isinstance(getattr(self, name), bool):
                 raise SimConfigError(name, getattr(self, name), "true or false")
 
@@ -155,18 +156,20 @@ def defaults(engine: str) -> EngineFeatures:
                               max_running=1024, prefix_cache=PrefixCache.RADIX, block_tokens=1,
                               preemption=Preemption.RETRACT, admission_output_reserve=0.1,
                               memory_fraction=sglang_memory_fraction(8), cuda_graphs=True)
+    # TensorRT-LLM's KV cache takes free_gpu_memory_fraction (0.9) of the memory free once the
+    # weights and the runtime's buffers are in place, not of the whole GPU
     if engine == "trtllm":
         # PyTorch flow, chunked context off: a context request joins a step whole
         return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=False,
                               max_running=2048, prefix_cache=PrefixCache.NONE, block_tokens=32,
                               preemption=Preemption.NONE, admission_output_reserve=1.0,
-                              memory_fraction=0.9)
+                              memory_fraction=0.9, memory_of_free=True)
     if engine == "trtllm-engine":
         # a prebuilt TensorRT engine (the seed's offline runs): inflight batching, no-evict
         return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=False,
                               max_running=2048, prefix_cache=PrefixCache.NONE, block_tokens=32,
                               preemption=Preemption.NONE, admission_output_reserve=1.0,
-                              memory_fraction=0.9)
+                              memory_fraction=0.9, memory_of_free=True)
     if engine == "generic":
         return EngineFeatures(policy=Policy.MIXED, prefill_tokens_per_step=8192, chunked_prefill=True,
                               max_running=256, preemption=Preemption.RECOMPUTE)

@@ -204,9 +204,8 @@ def test_calibrate_writes_profiles_and_says_what_regimes_its_rows_went_through(t
 def test_calibrate_says_when_its_rows_never_fill_the_kv_pool(tmp_path):
     # c4 and c8 with 800-token outputs hold a few hundred thousand KV tokens at most: every reserve fits alike
     out = tmp_path / "p.json"
-    result = CliRunner().invoke(main, ["calibrate", "--reference", "published", "--only",
-                                       "hardware=MI300X,backend=vllm,mode=online,concurrency=4|8,output_len=800,"
-                                       "prefix_len=0", "--out", str(out)])
+    only = "hardware=MI300X,backend=vllm,mode=online,concurrency=4|8,output_len=800,prefix_len=0"
+    result = CliRunner().invoke(main, ["calibrate", "--reference", "published", "--only", only, "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     assert "vllm/MI300X: the rows do not pin the KV pool (reserves 0 to 48 GiB" in result.stdout
     (profile,) = json.loads(out.read_text())["profiles"]

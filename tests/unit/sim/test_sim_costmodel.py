@@ -102,6 +102,21 @@ def test_dp_attention_keeps_each_request_on_one_rank():
     assert lost_per_rank * tp.kv_bytes_per_token_per_rank == pytest.approx(tp.model.attention_bytes * 7 / 8, rel=1e-3)
 
 
+def test_tensorrt_llm_takes_its_kv_fraction_of_the_memory_the_weights_leave():
+    trt = _deepseek(backend_profile="trtllm")
+    model, reserve = trt.model, trt.profile.reserve_gib
+    assert trt.features.memory_of_free
+    left = trt.gpu.memory_gib * 2**30 - model.weight_bytes / 8 - reserve * 2**30
+    assert trt.kv_capacity_tokens == int(0.9 * left // trt.kv_bytes_per_token_per_rank)
+    # --kv_cache_free_gpu_memory_fraction 0.5 halves the pool; as a share of the whole GPU it would not
+    # even hold the weights
+    half = _deepseek(backend_profile="trtllm", features=defaults("trtllm").with_(memory_fraction=0.5))
+    assert half.kv_capacity_tokens == int(0.5 * left // trt.kv_bytes_per_token_per_rank)
+    with pytest.raises(SimConfigError, match="GiB of weights per GPU"):
+        _deepseek(backend_profile="trtllm", features=defaults("trtllm").with_(memory_fraction=0.5,
+                                                                                   memory_of_free=False))
+
+
 def test_model_that_does_not_fit_names_the_field_to_change():
     with pytest.raises(SimConfigError) as err:
         SimConfig(timing="engine", gpu="H100", num_gpus=8)
