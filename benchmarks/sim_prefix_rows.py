@@ -11,23 +11,33 @@ wave) all queue for their prompts together; the rest arrive one by one as slots 
   started S later. "prompt steps xK": every step with prompt work K times as long (a schedule
   does not depend on what its steps cost, so this is exact without re-simulating), with the TPOT
   that follows.
+- vLLM rows, "front end T ms a request": the row again behind a server front end that spends T
+  seconds of one event loop on every request before the engine may see it (the T that matches
+  the row's mean TTFT, bisected). A loop iteration runs every request handler waiting at its
+  start, one after another, and tokens reach the clients only between iterations. vLLM V0's
+  OpenAI server hands a request to its engine when the request's response stream starts, which
+  is after the iteration its handler ran in, so a burst's requests go in together once all of
+  their handlers have run.
 - Inter-token gaps (median, p99) as the client sees them: a token that brings no text (the share
   1 - TPOT / mean ITL of the published row) merges its gap into the next one; which tokens those
   are is drawn at random (seed 0). The published p99 ITL column may hold a p95 (the seed's CSV
   lost one header; see the reference README).
 
-A few CPU-seconds. docs/simulator.md ("What it cannot predict") quotes this output.
+About 7 CPU-seconds. docs/simulator.md ("What it cannot predict") quotes this output.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import math
 import sys
 
 import numpy as np
 
 from raybench.calibration import load_reference, observations, profiled_cost, seed_launches, select_rows
 from raybench.report.sources import published_csv
+from raybench.sim.engine import EngineCore
 from raybench.sim.profiles import load_profiles
 from raybench.sim.virtual import simulate
 
@@ -86,6 +96,73 @@ class Replay:
         return [np.asarray(t) for t in times.values()]
 
 
+def behind_front_end(cost, obs, per_request_s: float) -> tuple[np.ndarray, float]:
+    """(TTFT ms of every request, mean TPOT ms) of the row's closed loop behind a front end that
+    spends ``per_request_s`` of one event loop on each request: a request reaches the engine at
+    the end of the loop iteration its handler ran in, and tokens reach the client at the end of
+    the iteration running when the engine's step hands them out."""
+    specs, n = obs.requests, len(obs.requests)
+    core = EngineCore(cost)
+    sent, first, last = np.zeros(n), np.zeros(n), np.zeros(n)
+    starts: list[float] = []  # loop iterations, in order
+    ends: list[float] = []
+    waiting: list[tuple[float, int]] = []  # (sent, request) not yet handled by the loop
+    to_engine: list[tuple[float, int]] = []  # (handed over, request)
+    loop_free, sent_count, done_count, now = 0.0, 0, 0, 0.0
+
+    def send(at: float) -> None:
+        nonlocal sent_count
+        sent[sent_count] = at
+        waiting.append((at, sent_count))
+        sent_count += 1
+
+    def run_loop(until: float) -> None:
+        nonlocal loop_free, waiting
+        while waiting:
+            start = max(loop_free, min(a for a, _ in waiting))
+            if start > until:
+                return
+            batch = sorted(w for w in waiting if w[0] <= start)
+            waiting = [w for w in waiting if w[0] > start]
+            loop_free = start + per_request_s * len(batch)
+            starts.append(start)
+            ends.append(loop_free)
+            to_engine.extend((loop_free, i) for _, i in batch)
+        to_engine.sort()
+
+    def out_at(t: float) -> float:
+        k = bisect.bisect_right(ends, t)
+        return ends[k] if k < len(ends) and starts[k] <= t else t
+
+    for _ in range(min(obs.concurrency, n)):
+        send(0.0)
+    while done_count < n:
+        run_loop(now)
+        # what reached the engine while its last step ran joins the next one; an idle engine takes it at once
+        while to_engine and (to_engine[0][0] < now or not core.has_work() and to_engine[0][0] <= now):
+            i = to_engine.pop(0)[1]
+            core.add_request(i, specs[i].prompt_tokens, specs[i].output_tokens, segments=specs[i].segments)
+        if not core.has_work():
+            if not to_engine:
+                run_loop(math.inf)
+            now = max(now, to_engine[0][0])
+            continue
+        span = core.fast_forward_decode(to_engine[0][0] - now if to_engine else math.inf)
+        result = span if span is not None else core.step()
+        now += span.duration_s if span is not None else cost.cost_s(result.features)
+        run_loop(now)
+        for e in result.emissions:
+            if e.total_tokens == e.new_tokens:
+                first[e.req_id] = out_at(now)
+            if e.finished:
+                last[e.req_id] = out_at(now)
+                done_count += 1
+                if sent_count < n:
+                    send(last[e.req_id])
+    outputs = np.array([r.output_tokens for r in specs])
+    return (first - sent) * 1000, float(((last - first) / (outputs - 1)).mean() * 1000)
+
+
 def main(only: str) -> None:
     profiles = load_profiles()
     extras = published_extras()
@@ -116,6 +193,14 @@ def main(only: str) -> None:
         print(line("predicted", stats(predicted), f"   TPOT {run.tpot_ms():.1f} ms"))
         print(line(f"first wave +{shift_ms / 1000:.1f} s", stats(shifted)))
         print(line(f"prompt steps x{scale:.2f}", stats(run.ttft_ms(scale)), f"   TPOT {run.tpot_ms(scale):.1f} ms"))
+        if obs.engine == "vllm":
+            cost = profiled_cost(obs, profiles[obs.key])
+            lo, hi = 0.0, 0.3  # the mean TTFT rises with the front end's time: bisect, to 0.3 s a request
+            for _ in range(10):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if behind_front_end(cost, obs, mid)[0].mean() < row["mean_ttft_ms"] else (lo, mid)
+            ttft, tpot = behind_front_end(cost, obs, (lo + hi) / 2)
+            print(line(f"front end {(lo + hi) / 2 * 1000:.0f} ms a request", stats(ttft), f"   TPOT {tpot:.1f} ms"))
 
         merged = 1.0 - row["mean_tpot_ms"] / row["mean_itl_ms"]
         gaps, gaps_merged = [], []

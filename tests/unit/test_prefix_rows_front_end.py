@@ -1,0 +1,44 @@
+"""benchmarks/sim_prefix_rows.py's front-end reading: the row behind a server front end's event loop."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raybench.calibration import load_reference, observations, profiled_cost, seed_launches, select_rows
+from raybench.sim.profiles import load_profiles
+from raybench.sim.virtual import simulate
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sim_prefix_rows.py"
+
+
+@pytest.fixture(scope="module")
+def row():
+    spec = importlib.util.spec_from_file_location("sim_prefix_rows", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    frame = select_rows(load_reference(["published"]), "backend=vllm,hardware=H200,prefix_len=2000,concurrency=32")
+    (obs,) = observations(frame, seed_launches())
+    return script, obs, profiled_cost(obs, load_profiles()[obs.key])
+
+
+def test_a_front_end_that_takes_no_time_changes_nothing(row):
+    script, obs, cost = row
+    trace = simulate(cost, obs.requests, concurrency=obs.concurrency)
+    sent, first, _ = trace.times_s(cost.coefficients)
+    ttft, _ = script.behind_front_end(cost, obs, 0.0)
+    assert ttft == pytest.approx((first - sent) * 1000, abs=1e-6)
+
+
+def test_a_burst_reaches_the_engine_after_every_handler_of_it_ran(row):
+    script, obs, cost = row
+    none, _ = script.behind_front_end(cost, obs, 0.0)
+    ttft, _ = script.behind_front_end(cost, obs, 0.05)
+    wave = np.arange(obs.concurrency)  # the first C requests go out at once
+    # no request of the burst reaches the engine before 32 x 50 ms, so the whole wave moves by about that
+    assert ttft[wave].min() >= 32 * 50
+    assert np.median(ttft[wave] - none[wave]) == pytest.approx(32 * 50, rel=0.1)
+    # after it a request arrives alone, while the engine runs a step it could not join anyway: its
+    # handler's 50 ms mostly hide there
+    assert 0 <= np.median(ttft[obs.concurrency:] - none[obs.concurrency:]) <= 50
