@@ -6,8 +6,9 @@ kernels are. ``EngineFeatures`` holds exactly those choices; ``defaults(engine)`
 engine's documented defaults (early-2025 releases, the seed's), and ``raybench.predict`` maps a
 backend's launch settings onto them (``--enable-dp-attention``, ``--chunked-prefill-size``, ...).
 
-Sources: SGLang ``server_args.py`` (chunked_prefill_size 8192, divided by dp_size under DP
-attention; radix cache on; prefill batches run before decode; retract on KV exhaustion; the
+Sources: SGLang ``server_args.py`` (chunked_prefill_size 8192: under DP attention each rank takes
+it // dp_size, or // 2 with dp = tp in releases before 2025-03-13; mem_fraction_static by TP size,
+0.81 at TP 8; radix cache on; prefill batches run before decode; retract on KV exhaustion; the
 new-token ratio that reserves part of max_new_tokens at admission decays from 0.7 to 0.1);
 vLLM 0.7 V0 scheduler (prefills first and whole, within max_num_batched_tokens =
 max_model_len when chunked prefill is off; with chunked prefill decodes first, then chunks within
@@ -19,7 +20,8 @@ request that has produced its last token runs in that step once more (``LLMEngin
 the scheduler's note on that "extra decode run"); the KV pool is the memory a profiling forward
 pass over max_num_batched_tokens tokens leaves, ``Worker.determine_num_available_blocks``);
 TensorRT-LLM (inflight batching mixes context and generation requests in one step within
-max_num_tokens; GUARANTEED_NO_EVICT reserves prompt + max_tokens at admission).
+max_num_tokens; GUARANTEED_NO_EVICT reserves prompt + max_tokens at admission; the KV cache
+takes free_gpu_memory_fraction of the memory left once the weights are loaded).
 """
 
 from __future__ import annotations
