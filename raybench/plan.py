@@ -21,7 +21,8 @@ PLAN_FIELDS = ("id", "backend", "engine", "hardware", "mode", "concurrency", "ba
 
 
 def parse_only(text: str | None) -> dict[str, str]:
-    """``"backend=vllm,hardware=H200"`` -> {"backend": "vllm", "hardware": "H200"}."""
+    """``"backend=vllm,hardware=H200"`` -> {"backend": "vllm", "hardware": "H200"}; a value may
+    list alternatives, ``concurrency=4|32`` (as ``raybench calibrate --only`` takes them)."""
     selection: dict[str, str] = {}
     for item in (text or "").split(","):
         item = item.strip()
@@ -36,6 +37,10 @@ def parse_only(text: str | None) -> dict[str, str]:
 
 
 def _matches(row: Mapping[str, Any], key: str, value: str) -> bool:
+    return any(_matches_one(row, key, alternative.strip()) for alternative in value.split("|"))
+
+
+def _matches_one(row: Mapping[str, Any], key: str, value: str) -> bool:
     have = row.get(key)
     if key == "backend":  # a backend is named by its name (vllm-h200) or its kind (vllm)
         return value in (row.get("backend"), row.get("engine"))

@@ -109,6 +109,12 @@ def test_plan_shows_an_incomplete_cell_as_not_done_with_its_reason(tmp_path, see
     assert "1 complete, 1 incomplete or failed (run again by --resume)" in table.stderr
 
 
+def test_only_takes_alternatives_as_calibrate_does():
+    cells = _plan("--only", "backend=sglang-h200|vllm-mi300x,mode=online,concurrency=4|32,output_len=800")
+    assert [(c["backend"], c["concurrency"]) for c in cells] == [
+        ("sglang-h200", 4), ("sglang-h200", 32), ("sglang-h200", 32), ("vllm-mi300x", 4), ("vllm-mi300x", 32)]
+
+
 def test_only_rejects_an_unknown_field_and_an_empty_selection():
     result = CliRunner().invoke(main, ["plan", str(DEEPSEEK), "--only", "gpu=H200"])
     assert result.exit_code != 0 and "expected KEY=VALUE with KEY one of" in result.output
