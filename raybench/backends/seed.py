@@ -22,7 +22,9 @@ MODEL = "deepseek-ai/DeepSeek-R1"
 
 # task sg-h200: python3 -m sglang.launch_server --model deepseek-ai/DeepSeek-R1 --tp 8
 #   --trust-remote-code --enable-dp-attention; shm_size 32GB. The seed's client flushed the
-#   radix cache before every online run.
+#   radix cache before every online run. --enable-dp-attention without --dp-size starts only on
+#   SGLang releases before sgl-project/sglang#4390 (2025-03-13), which set dp = tp; on a later
+#   one give dp=8 (each rank then takes chunked_prefill_size // 8 a step, not // 2).
 SEED_SGLANG_H200 = SGLangBackend(
     name="sglang-h200", tp=8, trust_remote_code=True, enable_dp_attention=True, reset_cache=True,
     container=Container(image="lmsysorg/sglang:latest", shm_size="32g"),
