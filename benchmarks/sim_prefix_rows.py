@@ -163,6 +163,14 @@ def behind_front_end(cost, obs, per_request_s: float) -> tuple[np.ndarray, float
     return (first - sent) * 1000, float(((last - first) / (outputs - 1)).mean() * 1000)
 
 
+def matching(mean_ttft_ms, target_ms: float, lo: float, hi: float, steps: int) -> float:
+    """The x in [lo, hi] whose mean TTFT (rising with x) matches the row's, by bisection."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_ttft_ms(mid) < target_ms else (lo, mid)
+    return (lo + hi) / 2
+
+
 def main(only: str) -> None:
     profiles = load_profiles()
     extras = published_extras()
@@ -171,7 +179,8 @@ def main(only: str) -> None:
     for row, obs in zip(rows.iter_rows(named=True), observations(rows, seed_launches())):
         if row["mode"] != "online":  # an offline row has no TTFT to look at
             continue
-        run = Replay(profiled_cost(obs, profiles[obs.key]), obs)
+        cost = profiled_cost(obs, profiles[obs.key])
+        run = Replay(cost, obs)
         extra = extras.get((row["hardware"], row["backend"], row["concurrency"], row["prefix_len"] or 0,
                             row["output_len"]), {})
         c = obs.concurrency
@@ -180,11 +189,7 @@ def main(only: str) -> None:
         shift_ms = (row["mean_ttft_ms"] - predicted.mean()) * len(predicted) / c
         shifted = predicted.copy()
         shifted[wave] += shift_ms
-        lo, hi = 0.1, 20.0  # the mean TTFT rises with the scale: bisect for the one that matches it
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if run.ttft_ms(mid).mean() < row["mean_ttft_ms"] else (lo, mid)
-        scale = (lo + hi) / 2
+        scale = matching(lambda k, run=run: run.ttft_ms(k).mean(), row["mean_ttft_ms"], 0.1, 20.0, 60)
 
         print(f"{obs.label}   ({c} requests in the first wave)")
         print(f"  {'TTFT ms':34s}{'mean':>9s}{'median':>9s}{'std':>9s}{'p99':>9s}")
@@ -193,14 +198,11 @@ def main(only: str) -> None:
         print(line("predicted", stats(predicted), f"   TPOT {run.tpot_ms():.1f} ms"))
         print(line(f"first wave +{shift_ms / 1000:.1f} s", stats(shifted)))
         print(line(f"prompt steps x{scale:.2f}", stats(run.ttft_ms(scale)), f"   TPOT {run.tpot_ms(scale):.1f} ms"))
-        if obs.engine == "vllm":
-            cost = profiled_cost(obs, profiles[obs.key])
-            lo, hi = 0.0, 0.3  # the mean TTFT rises with the front end's time: bisect, to 0.3 s a request
-            for _ in range(10):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if behind_front_end(cost, obs, mid)[0].mean() < row["mean_ttft_ms"] else (lo, mid)
-            ttft, tpot = behind_front_end(cost, obs, (lo + hi) / 2)
-            print(line(f"front end {(lo + hi) / 2 * 1000:.0f} ms a request", stats(ttft), f"   TPOT {tpot:.1f} ms"))
+        if obs.engine == "vllm":  # up to 0.3 s a request
+            per_request_s = matching(lambda t, cost=cost, obs=obs: behind_front_end(cost, obs, t)[0].mean(),
+                                     row["mean_ttft_ms"], 0.0, 0.3, 10)
+            ttft, tpot = behind_front_end(cost, obs, per_request_s)
+            print(line(f"front end {per_request_s * 1000:.0f} ms a request", stats(ttft), f"   TPOT {tpot:.1f} ms"))
 
         merged = 1.0 - row["mean_tpot_ms"] / row["mean_itl_ms"]
         gaps, gaps_merged = [], []
