@@ -346,6 +346,10 @@ def _json_object(name: str, value: Any) -> dict[str, Any]:
         raise ConfigError.invalid(name, value, f"JSON values only ({err})") from err
 
 
+#: a warm-up request's output cap: the warm-up checks the server answers, it does not load it
+WARMUP_MAX_TOKENS = 16
+
+
 @dataclass(frozen=True, kw_only=True)
 class Experiment:
     name: str

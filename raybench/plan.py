@@ -131,7 +131,7 @@ def simulated(experiment: Experiment, timing: str | None = None) -> Experiment:
         except ConfigError:  # an external server: nothing known about it
             engine, features = SimBackend.profile, None
         sims.append(SimBackend(name=b.name, gpu=gpu, num_gpus=num_gpus, profile=engine, engine_features=features,
-                               timing=timing or "engine", reset_cache=False))
+                               timing=timing or "engine", reset_cache=b.reset_cache))
     return dataclasses.replace(experiment, backends=tuple(sims))
 
 

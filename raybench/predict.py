@@ -17,6 +17,7 @@ No Ray here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,13 +31,14 @@ import raybench
 from raybench.analysis.summary import summarize_cell, summarize_offline, summary_frame
 from raybench.backends.base import BackendKind
 from raybench.errors import ConfigError
-from raybench.experiment import Backend, Cell, Experiment, Mode
+from raybench.experiment import WARMUP_MAX_TOKENS, Backend, Cell, Experiment, Mode
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfigError
-from raybench.sim.engine import KvCapacityError
+from raybench.sim.engine import EngineCore, KvCapacityError
 from raybench.sim.features import REGIMES, EngineFeatures, Policy, PrefixCache, defaults, sglang_memory_fraction
+from raybench.sim.prefixcache import PrefixStore
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
-from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate
+from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate, warm_up
 from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
@@ -171,8 +173,44 @@ def requests_for(cell: Cell) -> list[RequestSpec]:
     return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
 
 
+class Server:
+    """One server's cells in a row, as ``raybench run`` sends them: before each cell its warm-up
+    (the cell's first ``warmup_requests`` requests, WARMUP_MAX_TOKENS tokens at most), then the
+    cache reset if the backend asks for one; the prefix cache carries what earlier cells and
+    warm-ups left. Cells that run in an engine of their own (offline engine cells) start cold."""
+
+    def __init__(self, backend: Backend, warmup_requests: int) -> None:
+        self.backend = backend
+        self.warmup_requests = warmup_requests
+        self._plan: CellPlan | None = None
+        self._cache: PrefixStore | None = None
+
+    def run(self, cell: Cell, plan: CellPlan, cost: costmodel.CostModel, requests: Sequence[RequestSpec],
+            concurrency: int) -> Trace:
+        core = EngineCore(cost, prefix_cache=self._cache if plan == self._plan else None)
+        warm_up(core, [dataclasses.replace(r, output_tokens=min(r.output_tokens, WARMUP_MAX_TOKENS))
+                       for r in requests[:self.warmup_requests]])
+        if self.backend.reset_cache:
+            core.reset_prefix_cache()
+        trace = simulate(cost, requests, concurrency=concurrency, rate_per_s=cell.request_rate, core=core)
+        self._plan, self._cache = plan, core.prefix_cache
+        return trace
+
+
+def server_order(experiment: Experiment, cells: Sequence[Cell]) -> list[Cell]:
+    """``cells`` in the order ``raybench run`` runs them: backend by backend, the served cells
+    first, then the ones that run in an engine of their own, each in the experiment's order."""
+    position = {c.id: i for i, c in enumerate(experiment.cells())}
+    ordered = sorted(cells, key=lambda c: position.get(c.id, len(position)))
+    return [c for b in experiment.backends for engine in (False, True) for c in ordered
+            if c.backend == b.name and c.runs_in_engine is engine]
+
+
 def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile],
-                  source: str = "the shipped profiles") -> tuple[Trace, EngineProfile, CellPlan]:
+                  source: str = "the shipped profiles", server: Server | None = None,
+                  ) -> tuple[Trace, EngineProfile, CellPlan]:
+    """``server``: the cell's server, when earlier cells ran on it (``predict_run``); None: a
+    fresh server, as for the first cell, with no warm-up."""
     plan = cell_plan(experiment, cell)
     profile = profile_for(plan, profiles, source)
     model = costmodel.find_model(experiment.model)
@@ -183,8 +221,11 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
         raise ConfigError.unknown(f"GPU of backend {cell.backend}", plan.gpu, tuple(costmodel.GPUS))
     try:
         cost = costmodel.build(model, costmodel.GPUS[plan.gpu], plan.num_gpus, profile, plan.features)
-        concurrency = cell.concurrency if cell.mode is Mode.ONLINE else (cell.batch_size or cell.num_prompts)
-        trace = simulate(cost, requests_for(cell), concurrency=concurrency or 1, rate_per_s=cell.request_rate)
+        concurrency = (cell.concurrency if cell.mode is Mode.ONLINE else (cell.batch_size or cell.num_prompts)) or 1
+        if server is None or cell.runs_in_engine:
+            trace = simulate(cost, requests_for(cell), concurrency=concurrency, rate_per_s=cell.request_rate)
+        else:
+            trace = server.run(cell, plan, cost, requests_for(cell), concurrency)
     except (SimConfigError, KvCapacityError) as err:
         raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
     return trace, profile, plan
@@ -225,9 +266,9 @@ def chunks_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
 
 
 def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile], cell_dir: Path,
-                 source: str = "the shipped profiles") -> dict[str, Any]:
-    """Predict one cell into ``cell_dir``; return its summary."""
-    trace, profile, plan = simulate_cell(experiment, cell, profiles, source)
+                 source: str = "the shipped profiles", server: Server | None = None) -> dict[str, Any]:
+    """Predict one cell into ``cell_dir``; return its summary. ``server``: see ``simulate_cell``."""
+    trace, profile, plan = simulate_cell(experiment, cell, profiles, source, server)
     table = requests_table(cell, trace, profile)
     cell_dir.mkdir(parents=True, exist_ok=True)
     write_table_atomic(cell_dir / "requests.parquet", table)
@@ -294,7 +335,10 @@ def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *
         profile_for(cell_plan(experiment, cell), profiles, source)
     run_dir = RunDir.create(out_root, f"{experiment.name}-prediction")
     t0 = time.perf_counter()
-    summaries = [predict_cell(experiment, c, profiles, run_dir.cell_dir(c.id), source) for c in cells]
+    servers = {b.name: Server(b, experiment.warmup_requests) for b in experiment.backends}
+    predicted = {c.id: predict_cell(experiment, c, profiles, run_dir.cell_dir(c.id), source, servers[c.backend])
+                 for c in server_order(experiment, cells)}
+    summaries = [predicted[c.id] for c in cells]
     write_json_atomic(run_dir.plan_json, {"experiment": experiment.name, "prediction": True,
                                           "cells": [c.to_json() for c in cells]})
     write_json_atomic(run_dir.env_json, {"prediction": True, "raybench_version": raybench.__version__,

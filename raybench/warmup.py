@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from raybench.errors import BackendError
+from raybench.experiment import WARMUP_MAX_TOKENS
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.generator import LoadGenerator
 from raybench.prompting import oov_hint
@@ -32,7 +33,7 @@ def warm_up(client: ClientConfig, workload: Workload, num_requests: int, *, repo
     """
     if num_requests <= 0:
         return
-    specs = [dataclasses.replace(s, max_tokens=min(s.max_tokens, 16)) for s in workload.build(range(min(num_requests, workload.num_requests)))]
+    specs = [dataclasses.replace(s, max_tokens=min(s.max_tokens, WARMUP_MAX_TOKENS)) for s in workload.build(range(min(num_requests, workload.num_requests)))]
     generator = LoadGenerator(cell_id="warmup", client=client, specs=specs, arrivals_s=np.zeros(len(specs)), concurrency=len(specs))
     asyncio.run(_run_telling(generator, client.url, report if no_answer_hint_s else None, no_answer_hint_s or 0.0))
     _, requests = generator.drain()

@@ -23,7 +23,7 @@ class SimBackend(ProcessBackend):
     """The built-in simulator, started by raybench; it stands in for a GPU server."""
 
     kind: ClassVar[BackendKind] = BackendKind.SIM
-    endpoints: ClassVar[Endpoints] = Endpoints(version=("/version",))
+    endpoints: ClassVar[Endpoints] = Endpoints(cache_reset="/reset_prefix_cache", version=("/version",))
     reserved_flags: ClassVar[dict[str, str]] = {"--host": "the node's address", "--port": "a free port"}
 
     name: str = "sim"

@@ -3,7 +3,9 @@
 Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,
 GET /sim/ground_truth?table=chunks|requests (Arrow IPC stream), POST /sim/reset (clears the
 log and the arrival counter), GET /sim/stats (counters and this process's CPU seconds),
-GET /metrics (Prometheus text: running/waiting requests, KV usage, tokens; see metrics.py).
+GET /metrics (Prometheus text: running/waiting requests, KV usage, tokens; see metrics.py),
+POST /reset_prefix_cache or /flush_cache (vLLM's and SGLang's: drops the cached prompts no
+running request uses).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from raybench.sim.httpproto import HttpConnection, HttpRequest
 
 GENERATION_PATHS = {"/v1/completions": False, "/v1/chat/completions": True}
+CACHE_RESET_PATHS = ("/reset_prefix_cache", "/flush_cache")
 NOT_OPENAI_BODY = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowedError",
                 411: "BadRequestError", 413: "BadRequestError", 429: "RateLimitError",
@@ -88,6 +91,10 @@ class SimApp:
             conn.respond(200, orjson.dumps({"version": __version__}))
         elif path == "/sim/ground_truth" and method == "GET":
             self._ground_truth(conn, request)
+        elif path in CACHE_RESET_PATHS and method == "POST":
+            core = self.engine_core  # zero and fixed timing keep no cache: nothing to drop
+            freed = core.reset_prefix_cache() if core is not None else 0
+            conn.respond(200, orjson.dumps({"status": "reset", "freed_tokens": freed}))
         elif path == "/sim/reset" and method == "POST":
             self.reset()
             conn.respond(200, b'{"status":"reset"}')

@@ -89,14 +89,20 @@ RETRACT_STEPS = 20
 class EngineCore(FastForward):
     """Continuous-batching scheduler over a CostModel; see the module docstring for the policy."""
 
-    def __init__(self, cost: CostModel, tokens_per_chunk: int = 1) -> None:
+    def __init__(self, cost: CostModel, tokens_per_chunk: int = 1, prefix_cache: PrefixStore | None = None) -> None:
+        """``prefix_cache``: what an earlier core of the same server left cached (``prefix_cache``
+        of a core with no work left), so a server's cells run one after another as on one server."""
         self.cost = cost
         self.features = cost.features
         self.tokens_per_chunk = tokens_per_chunk
         self._waiting: deque[_Request] = deque()
         self._running: dict[int, _Request] = {}
-        self._kv_used = 0  # charges of running requests + cached segments
-        self._cache = PrefixStore(self.features.prefix_cache, self.features.block_tokens, self.features.dp_attention)
+        if prefix_cache is None:
+            prefix_cache = PrefixStore(self.features.prefix_cache, self.features.block_tokens, self.features.dp_attention)
+        elif prefix_cache.pinned() or prefix_cache.tokens > cost.kv_capacity_tokens:
+            raise ValueError("prefix_cache: pass the cache of a core with no work left and the same KV pool")
+        self._cache = prefix_cache
+        self._kv_used = prefix_cache.tokens  # charges of running requests + cached segments
         self._admitted = 0
         self._remaining_out = 0  # output tokens running requests have still to produce
         self._arrivals = 0
@@ -164,6 +170,25 @@ class EngineCore(FastForward):
 
     def has_work(self) -> bool:
         return bool(self._running or self._waiting)
+
+    @property
+    def prefix_cache(self) -> PrefixStore:
+        return self._cache
+
+    def reset_prefix_cache(self) -> int:
+        """Drop every cached segment no running request uses (vLLM's /reset_prefix_cache, SGLang's
+        /flush_cache); returns the KV tokens freed."""
+        freed = self._cache.evict(self._cache.evictable()) if self._cache.evictable() else 0
+        self._kv_used -= freed
+        return freed
+
+    def start_run(self) -> None:
+        """Count ``regimes()`` and the prefix-cache hits from here: a new cell on the same server."""
+        self.prefix_query_tokens = self.prefix_hit_tokens = 0
+        self.num_preemptions = self.mixed_steps = self.eager_steps = 0
+        self.kv_limited = False
+        if self._held is not None:  # a token still held back belongs to the run that ended
+            self._held, self._held_events = (), False
 
     def regimes(self) -> frozenset[str]:
         """The features.REGIMES this core's steps so far went through."""

@@ -43,14 +43,18 @@ def shared_prefix_requests(num_requests: int, input_len: int, prefix_len: int, o
     """A shared-prefix workload as it is sent: groups of ``prompts_per_group`` prompts share their
     first ``prefix_len`` tokens, and the requests go out in a seeded shuffled order (raybench's
     prefix workload, SGLang's generated-shared-prefix), so a prefix cache sees the groups
-    interleaved. A prompt is two cacheable segments: the group's prefix and its own question."""
-    import numpy as np
-
+    interleaved. A prompt is two cacheable segments: the group's prefix and its own question,
+    keyed by what draws their content in raybench's workload (seed, group or slot, length), so
+    cells of one server that send the same prompts hit each other's cache as they would."""
     order = np.random.default_rng([seed, 0]).permutation(num_requests)
     rest = input_len - prefix_len
-    return [RequestSpec(prompt_tokens=input_len, output_tokens=output_len,
-                        segments=((("prefix", int(order[i]) // prompts_per_group), prefix_len), (("question", i), rest)))
-            for i in range(num_requests)]
+    specs = []
+    for i in range(num_requests):
+        slot = int(order[i])
+        prefix = ("prefix", seed, slot // prompts_per_group, prefix_len)
+        specs.append(RequestSpec(prompt_tokens=input_len, output_tokens=output_len,
+                                 segments=((prefix, prefix_len), (("question", prefix, slot, rest), rest))))
+    return specs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,27 +85,47 @@ class ClosedLoopResult:
     num_steps: int
 
 
+def warm_up(core: EngineCore, requests: Sequence[RequestSpec]) -> None:
+    """Send ``requests`` at once and run them to their end, recording nothing: what a client
+    sends before a cell (raybench's warm-up, the seed client's test prompt). The prefix cache
+    keeps what they computed, as the server's does."""
+    if core.has_work():
+        raise ValueError("warm_up: the engine core still has work")
+    for i, spec in enumerate(requests):
+        core.add_request(i, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
+    while core.has_work():
+        if core.step() is None:  # cannot happen: add_request rejected what never fits
+            raise RuntimeError("warm-up stalled with work left")
+
+
 def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: int,
              rate_per_s: float = math.inf, tokens_per_chunk: int = 1,
-             on_step: Callable[[StepResult], None] | None = None) -> Trace:
+             on_step: Callable[[StepResult], None] | None = None, core: EngineCore | None = None) -> Trace:
     """Run the closed loop to its end; raises KvCapacityError if one request can never fit.
 
     Output lengths are forced (ignore_eos), as raybench's load generator forces them.
     ``on_step``: called with every engine step, in order (request ids are indices into
     ``requests``); pure-decode spans then run step by step too, so every token's step is seen.
+    ``core``: an engine core over ``cost`` with no work left, whose prefix cache earlier cells
+    and a warm-up filled (one server's cells in a row); the trace and its regimes are this
+    run's alone.
     """
     n = len(requests)
     if n < 1 or concurrency < 1:
         raise ValueError(f"requests={n}, concurrency={concurrency}: expected both >= 1")
     if not rate_per_s > 0:
         raise ValueError(f"rate_per_s={rate_per_s!r}: expected > 0 (inf: all at once)")
+    if core is None:
+        core = EngineCore(cost, tokens_per_chunk)
+    elif core.cost is not cost or core.has_work() or core.tokens_per_chunk != tokens_per_chunk:
+        raise ValueError("simulate: core must run the same cost model and tokens_per_chunk, with no work left")
+    core.start_run()
     width = len(FEATURES) + 1
     cum = [0.0] * width
     sent = np.zeros((n, width))
     first = np.zeros((n, width))
     done = np.zeros((n, width))
     cached = np.zeros(n, dtype=np.int64)
-    core = EngineCore(cost, tokens_per_chunk)
     interval_s = 0.0 if math.isinf(rate_per_s) else 1.0 / rate_per_s
     coef = cost.coefficients
     now_s = 0.0

@@ -80,6 +80,9 @@ def test_simulate_replaces_every_server_with_its_gpu_and_profile():
     sims = {b.name: (b.gpu, b.profile) for b in experiment.backends}
     assert sims["vllm-mi300x"] == ("MI300X", "vllm") and sims["trtllm-h200"] == ("H200", "trtllm")
     assert len(cells) == 117
+    # the seed flushed SGLang's cache before each run; its stand-in is reset the same way
+    resets = {b.name for b in experiment.backends if b.reset_cache}
+    assert resets == {"sglang-h200", "sglang-mi300x"}
 
 
 def test_plan_marks_done_cells(tmp_path, seed_plan):

@@ -119,7 +119,25 @@ def test_prefix_cells_report_cached_tokens(tmp_path):
                                 only="backend=vllm-h200-prefix,concurrency=32")
     run_dir, _ = predict_run(experiment, cells, tmp_path, report=False)
     cached = pl.read_parquet(run_dir.cell_dir(cells[0].id) / "requests.parquet")["cached_tokens"]
-    assert cached.max() == 1984 and (cached == 0).sum() >= 10  # 31 whole 64-token FlashMLA blocks; a miss per group
+    # the warm-up sent request 0 first: all of it but its last token, in whole 64-token FlashMLA blocks
+    assert cached[0] == 3136
+    # then the prefix alone (31 blocks), and a miss per group but the warm-up's
+    assert cached[1:].max() == 1984 and (cached == 0).sum() >= 9
+
+
+def test_a_servers_cells_run_in_a_row_and_keep_its_prefix_cache_unless_it_is_reset(tmp_path):
+    """As raybench run sends them to one server: vLLM's prefix command keeps its cache, so c64
+    starts with every prefix c32 left; SGLang's is flushed after each warm-up, as the seed did."""
+    experiment, cells = resolve(load_experiment(ROOT / "experiments" / "deepseek_r1.py"),
+                                only="backend=vllm-h200-prefix|sglang-mi300x,prefix_len=2000,concurrency=32|64")
+    # in the experiment's order whatever the order asked for: c32, then c64
+    run_dir, _ = predict_run(experiment, list(reversed(cells)), tmp_path, report=False)
+    misses = {}
+    for cell in cells:
+        cached = pl.read_parquet(run_dir.cell_dir(cell.id) / "requests.parquet")["cached_tokens"]
+        misses[(cell.backend, cell.concurrency)] = int((cached == 0).sum())
+    assert misses[("vllm-h200-prefix", 64)] == 0 < misses[("vllm-h200-prefix", 32)]
+    assert misses[("sglang-mi300x", 64)] >= 10 and misses[("sglang-mi300x", 32)] >= 10
 
 
 def test_a_prediction_beyond_what_its_profile_was_fitted_on_is_marked_extrapolated(tmp_path):

@@ -194,7 +194,6 @@ def test_placement_and_actor_options():
         (lambda: VLLMBackend(extra_args=("--tensor-parallel-size=2",)), "--tensor-parallel-size is set by raybench (use tp=)"),
         (lambda: SGLangBackend(extra_args="--enable-metrics"), "a tuple of strings"),
         (lambda: TRTLLMBackend(reset_cache=True), "trtllm has no cache-reset endpoint"),
-        (lambda: SimBackend(reset_cache=True), "sim has no cache-reset endpoint"),
         (lambda: VLLMBackend(tp=0), "tp=0 is not allowed"),
         (lambda: VLLMBackend(name="my vllm"), "name='my vllm' is not allowed"),
         (lambda: VLLMBackend(env={"A": 1}), "env="),
