@@ -293,6 +293,7 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
                    extrapolated=None if extrapolated is None else list(extrapolated),
                    predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on, "source": source,
                                    "features": _features_json(plan.features), "steps": trace.num_steps,
+                                   "start_cached_tokens": trace.start_cached_tokens,
                                    "regimes": sorted(trace.regimes),
                                    "fitted_regimes": None if profile.fitted_regimes is None
                                    else list(profile.fitted_regimes)})

@@ -69,6 +69,7 @@ class Trace:
     output_tokens: np.ndarray
     num_steps: int
     kv_limited: bool = False  # the KV capacity held something back or evicted a cached prompt (a larger one would differ)
+    start_cached_tokens: int = 0  # prompt tokens the prefix cache held when the run began (earlier cells, a warm-up)
     regimes: frozenset[str] = frozenset()  # features.REGIMES the run went through
 
     def times_s(self, coefficients: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,6 +121,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     elif core.cost is not cost or core.has_work() or core.tokens_per_chunk != tokens_per_chunk:
         raise ValueError("simulate: core must run the same cost model and tokens_per_chunk, with no work left")
     core.start_run()
+    start_cached = core.prefix_cache.tokens
     width = len(FEATURES) + 1
     cum = [0.0] * width
     sent = np.zeros((n, width))
@@ -194,7 +196,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),
                  output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
-                 kv_limited=core.kv_limited, regimes=core.regimes())
+                 kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached)
 
 
 def closed_loop(cost: CostModel, *, num_requests: int, prompt_tokens: int, output_tokens: int, concurrency: int,

@@ -137,6 +137,12 @@ def test_a_servers_cells_run_in_a_row_and_keep_its_prefix_cache_unless_it_is_res
         cached = pl.read_parquet(run_dir.cell_dir(cell.id) / "requests.parquet")["cached_tokens"]
         misses[(cell.backend, cell.concurrency)] = int((cached == 0).sum())
     assert misses[("vllm-h200-prefix", 64)] == 0 < misses[("vllm-h200-prefix", 32)]
+    summaries = {(c.backend, c.concurrency): json.loads((run_dir.cell_dir(c.id) / "summary.json").read_text())
+                 for c in cells}
+    started = {key: s["predicted_with"]["start_cached_tokens"] for key, s in summaries.items()}
+    # c32: its warm-up's prompt; c64: what c32 left besides (the ten prefixes and its last questions)
+    assert 3000 < started[("vllm-h200-prefix", 32)] < 3300 < started[("vllm-h200-prefix", 64)]
+    assert started[("sglang-mi300x", 32)] == started[("sglang-mi300x", 64)] == 0  # flushed after the warm-up
     assert misses[("sglang-mi300x", 64)] >= 10 and misses[("sglang-mi300x", 32)] >= 10
 
 
