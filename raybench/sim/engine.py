@@ -99,7 +99,7 @@ class EngineCore(FastForward):
         self._running: dict[int, _Request] = {}
         if prefix_cache is None:
             prefix_cache = PrefixStore(self.features.prefix_cache, self.features.block_tokens, self.features.dp_attention)
-        elif prefix_cache.pinned() or prefix_cache.tokens > cost.kv_capacity_tokens:
+        elif prefix_cache.evictable() < prefix_cache.tokens or prefix_cache.tokens > cost.kv_capacity_tokens:
             raise ValueError("prefix_cache: pass the cache of a core with no work left and the same KV pool")
         self._cache = prefix_cache
         self._kv_used = prefix_cache.tokens  # charges of running requests + cached segments
@@ -178,7 +178,8 @@ class EngineCore(FastForward):
     def reset_prefix_cache(self) -> int:
         """Drop every cached segment no running request uses (vLLM's /reset_prefix_cache, SGLang's
         /flush_cache); returns the KV tokens freed."""
-        freed = self._cache.evict(self._cache.evictable()) if self._cache.evictable() else 0
+        unused = self._cache.evictable()
+        freed = self._cache.evict(unused) if unused else 0
         self._kv_used -= freed
         return freed
 

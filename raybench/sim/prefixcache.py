@@ -73,10 +73,6 @@ class PrefixStore:
             if entry is not None:
                 entry[1] -= 1
 
-    def pinned(self) -> int:
-        """Cached tokens some running request uses."""
-        return sum(e[0] for cache in self._ranks for e in cache.values() if e[1] > 0)
-
     def evictable(self) -> int:
         return sum(e[0] for cache in self._ranks for e in cache.values() if e[1] == 0)
 
