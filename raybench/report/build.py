@@ -179,7 +179,8 @@ def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
     }
     search = _read_json(path / "search.json")  # the SLO search's answer and bracket, per backend
     if search:
-        items["SLO search"] = "; ".join(f"{name}: {s.get('line')}" for name, s in search.items())
+        items["SLO search"] = "; ".join(f"{name}: {s.get('line') if isinstance(s, dict) else s}"
+                                        for name, s in search.items())
     body = [h.definition_list(items)]
     if search:
         body.append(h.json_details("search.json", search))
@@ -192,7 +193,15 @@ def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON object of the run dir; {} where the file is missing, and one ``unreadable`` field
+    where it is not an object, so that the report of the cells is built all the same."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"unreadable": f"{path.name}: {err}"}
+    return value if isinstance(value, dict) else {"unreadable": f"{path.name} is not a JSON object"}
 
 
 def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle) -> tuple[h.Section, dict[str, str], dict[str, dict]]:

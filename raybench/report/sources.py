@@ -68,7 +68,7 @@ def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
         raise ConfigError(f"{path} has no cells/*/summary.json: is it a raybench run directory?")
     name = run or run_name(path)
     order = _plan_order(path)
-    summaries = [json.loads(f.read_text()) for f in files]
+    summaries = [_cell_summary(f) for f in files]
     summaries.sort(key=lambda s: order.get(s.get("cell_id"), len(order)))
     return report_frame([raybench_row(s, run=name) for s in summaries])
 
@@ -94,12 +94,24 @@ def run_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
+def _cell_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path} is unreadable ({err}): restore it, or delete that cell's directory and "
+                          "resume the run to measure the cell again") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{path} holds a JSON {_json_type(summary)}, not a cell summary object")
+    return summary
+
+
 def _plan_order(path: Path) -> dict[str, int]:
-    plan = path / "plan.json"
-    if not plan.is_file():
+    """The plan's cell order; none where plan.json is missing or unreadable (it only orders rows)."""
+    try:
+        cells = json.loads((path / "plan.json").read_text()).get("cells", [])
+        return {c.get("id"): i for i, c in enumerate(cells)}
+    except (OSError, ValueError, AttributeError, TypeError):
         return {}
-    cells = json.loads(plan.read_text()).get("cells", [])
-    return {c.get("id"): i for i, c in enumerate(cells)}
 
 
 def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
@@ -150,34 +162,56 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         output_throughput_tokens_per_s=summary.get("output_throughput_tokens_per_s"),
         total_throughput_tokens_per_s=summary.get("total_token_throughput"),
     )
-    row.update(_latency_columns(summary, _VLLM_LATENCY_KEYS, convert=lambda value: value))
+    row.update(_latency_columns(summary, _VLLM_LATENCY_KEYS, convert=lambda value, key: value))
     return row
 
 
 def load_reference_csv(path: Path, *, run: str | None = None) -> pl.DataFrame:
     """dstack's tidy results (the columns of reference/README.md) as a report frame."""
     with open(path, newline="") as f:
-        records = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        records = list(reader)
+        columns = reader.fieldnames or []
     needed = {"mode", "hardware", "backend", "output_len", "total_throughput_tok_s"}
-    if not records or not needed <= set(records[0]):
-        raise ConfigError.invalid(
-            f"{path} columns", sorted(records[0]) if records else [], f"dstack's tidy results with {sorted(needed)}"
-        )
+    if not needed <= set(columns):
+        raise ConfigError(f"{path} lacks the columns {sorted(needed - set(columns))} of dstack's tidy results "
+                          f"(it has {sorted(columns)})")
+    if not records:
+        raise ConfigError(f"{path} has a header but no rows")
     name = run or (PUBLISHED_RUN if path.name == PUBLISHED_FILE else path.stem)
-    return report_frame([_csv_row(r, i, name) for i, r in enumerate(records)])
+    rows = []
+    for i, record in enumerate(records):
+        try:
+            rows.append(_csv_row(record, i, name))
+        except ConfigError as err:
+            raise ConfigError(f"{path} line {i + 2}: {err}") from None  # line 1 is the header
+    return report_frame(rows)
 
 
-def _num(value: str | None, kind: type = float) -> Any:
-    if value is None or value.strip() == "":
+def _number(value: Any, key: str, *, whole: bool = False) -> Any:
+    """A numeric field of a results row: None where empty or not finite (NaN: a metric with no
+    samples); ConfigError where it is not a number at all, rather than a row quietly left out."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    number = float(value)
-    return int(round(number)) if kind is int else number
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        return None
+    return int(round(number)) if whole else number
+
+
+def _num(record: Mapping[str, Any], key: str, *, whole: bool = False) -> Any:
+    return _number(record.get(key), key, whole=whole)
 
 
 def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
     online = r["mode"] == CellMode.ONLINE.value
     size = f"c{r.get('max_concurrency')}" if online else f"b{r.get('batch_size')}"
-    prefix = _num(r.get("shared_prefix_len"), int) or 0
+    prefix = _num(r, "shared_prefix_len", whole=True) or 0
     tag = f"p{prefix}" if prefix else ""
     row: dict[str, Any] = {
         "run": run,
@@ -186,19 +220,19 @@ def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
         "backend": r["backend"],
         "hardware": r["hardware"] or None,
         "mode": r["mode"],
-        "concurrency": _num(r.get("max_concurrency"), int),
-        "batch_size": _num(r.get("batch_size"), int),
-        "num_prompts": _num(r.get("num_prompts"), int),
-        "input_len": _num(r.get("input_len"), int),
-        "output_len": _num(r.get("output_len"), int),
+        "concurrency": _num(r, "max_concurrency", whole=True),
+        "batch_size": _num(r, "batch_size", whole=True),
+        "num_prompts": _num(r, "num_prompts", whole=True),
+        "input_len": _num(r, "input_len", whole=True),
+        "output_len": _num(r, "output_len", whole=True),
         "prefix_len": prefix,
         "prefix_cached": r.get("prefix_cached") == "yes",
-        "completed": _num(r.get("completed"), int),
-        "duration_s": _num(r.get("duration_s")),
-        "request_throughput_per_s": _num(r.get("request_throughput_req_s")),
-        "input_throughput_tokens_per_s": _num(r.get("input_throughput_tok_s")),
-        "output_throughput_tokens_per_s": _num(r.get("output_throughput_tok_s")),
-        "total_throughput_tokens_per_s": _num(r.get("total_throughput_tok_s")),
+        "completed": _num(r, "completed", whole=True),
+        "duration_s": _num(r, "duration_s"),
+        "request_throughput_per_s": _num(r, "request_throughput_req_s"),
+        "input_throughput_tokens_per_s": _num(r, "input_throughput_tok_s"),
+        "output_throughput_tokens_per_s": _num(r, "output_throughput_tok_s"),
+        "total_throughput_tokens_per_s": _num(r, "total_throughput_tok_s"),
     }
     if row["completed"] is not None and row["num_prompts"] is not None:
         row["failed"] = row["num_prompts"] - row["completed"]
@@ -207,7 +241,7 @@ def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
             key = f"{stat}_{metric}_ms"
             if key == "p99_itl_ms":
                 continue  # the source's p99 ITL column is mislabelled (reference/README.md caveats)
-            row[key] = _num(r.get(key))
+            row[key] = _num(r, key)
     return row
 
 
@@ -216,23 +250,36 @@ def load_results_file(path: Path, *, run: str | None = None) -> pl.DataFrame:
     name = run or path.stem
     rows = []
     for i, record in enumerate(_json_records(path)):
-        if "summary_version" in record and "cell" in record:
-            rows.append(raybench_row(record, run=name))
-        elif _is_vllm(record):
-            rows.append(vllm_row(record, run=name, index=i))
-        elif _is_sglang(record):
-            rows.append(sglang_row(record, run=name, index=i))
-        else:
-            raise ConfigError(
-                f"{path}: record {i + 1} is neither vLLM's --save-result JSON (total_token_throughput, "
-                "mean_ttft_ms) nor SGLang's bench_serving JSONL (mean_e2e_latency_ms, random_input_len)"
-            )
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}: record {i + 1} is a JSON {_json_type(record)}, not an object")
+        try:
+            if "summary_version" in record and "cell" in record:
+                rows.append(raybench_row(record, run=name))
+            elif _is_vllm(record):
+                rows.append(vllm_row(record, run=name, index=i))
+            elif _is_sglang(record):
+                rows.append(sglang_row(record, run=name, index=i))
+            else:
+                raise ConfigError(
+                    f"record {i + 1} is neither vLLM's --save-result JSON (total_token_throughput, "
+                    "mean_ttft_ms) nor SGLang's bench_serving JSONL (mean_e2e_latency_ms, random_input_len)"
+                )
+        except ConfigError as err:
+            where = "" if str(err).startswith("record ") else f"record {i + 1}: "
+            raise ConfigError(f"{path}: {where}{err}") from None
     if not rows:
         raise ConfigError(f"{path} holds no result record")
     return report_frame(rows)
 
 
-def _json_records(path: Path) -> Iterator[dict[str, Any]]:
+def _json_type(value: Any) -> str:
+    for kind, name in ((list, "array"), (str, "string"), (bool, "boolean"), (int, "number"), (float, "number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _json_records(path: Path) -> Iterator[Any]:
     text = path.read_text()
     try:
         whole = json.loads(text)
@@ -261,7 +308,7 @@ def _is_sglang(record: Mapping[str, Any]) -> bool:
     return "mean_e2e_latency_ms" in record or "random_input_len" in record or "dataset_name" in record
 
 
-def _per_request(total: Any, completed: Any) -> int | None:
+def _per_request(total: int | None, completed: int | None) -> int | None:
     if not total or not completed:
         return None
     return int(round(total / completed))
@@ -274,27 +321,17 @@ _VLLM_LATENCY_KEYS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e_latency
 def _latency_columns(record: Mapping[str, Any], keys: Mapping[str, str],
                      convert: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """``mean/median/p99_<metric>_ms`` columns from a record that names the metric ``keys[metric]``."""
-    convert = convert or _finite
-    return {f"{stat}_{metric}_ms": convert(record.get(f"{stat}_{key}_ms")) for metric, key in keys.items()
-            for stat in LATENCY_STATS}
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    convert = convert or _number
+    return {f"{stat}_{metric}_ms": convert(record.get(f"{stat}_{key}_ms"), f"{stat}_{key}_ms")
+            for metric, key in keys.items() for stat in LATENCY_STATS}
 
 
 def vllm_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[str, Any]:
     """One vLLM --save-result record; lengths from --metadata when given, else tokens/completed."""
-    completed = record.get("completed")
-    duration = _finite(record.get("duration"))
-    total_in, total_out = record.get("total_input_tokens"), record.get("total_output_tokens")
-    concurrency = record.get("max_concurrency")
+    completed = _num(record, "completed", whole=True)
+    duration = _num(record, "duration")
+    total_in, total_out = _num(record, "total_input_tokens", whole=True), _num(record, "total_output_tokens", whole=True)
+    concurrency = _num(record, "max_concurrency", whole=True)
     input_len = _int_meta(record, "input_len", "random_input_len") or _per_request(total_in, completed)
     output_len = _int_meta(record, "output_len", "random_output_len") or _per_request(total_out, completed)
     prefix_len = _int_meta(record, "prefix_len", "random_prefix_len") or 0
@@ -307,23 +344,25 @@ def vllm_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[str
         "hardware": hardware_name(record.get("hardware") or record.get("gpu")),
         "mode": CellMode.ONLINE.value,
         "concurrency": concurrency,
-        "num_prompts": record.get("num_prompts"),
+        "num_prompts": _num(record, "num_prompts", whole=True),
         "input_len": input_len,
         "output_len": output_len,
         "prefix_len": prefix_len,
         "completed": completed,
-        "failed": record.get("failed"),
+        "failed": _num(record, "failed", whole=True),
         "duration_s": duration,
-        "request_throughput_per_s": _finite(record.get("request_throughput")),
+        "request_throughput_per_s": _num(record, "request_throughput"),
         "input_throughput_tokens_per_s": total_in / duration if total_in is not None and duration else None,
-        "output_throughput_tokens_per_s": _finite(record.get("output_throughput")),
-        "total_throughput_tokens_per_s": _finite(record.get("total_token_throughput")),
+        "output_throughput_tokens_per_s": _num(record, "output_throughput"),
+        "total_throughput_tokens_per_s": _num(record, "total_token_throughput"),
     }
     row.update(_latency_columns(record, _VLLM_LATENCY_KEYS))
     if row["mean_e2e_latency_ms"] is None and isinstance(e2e, list) and e2e:
         # E2EL is saved only when asked for (--percentile-metrics); the per-request latencies
         # (seconds) stay in the file either way.
-        row["mean_e2e_latency_ms"] = sum(e2e) / len(e2e) * 1e3
+        seconds = [_number(v, "latencies") for v in e2e]
+        if None not in seconds:
+            row["mean_e2e_latency_ms"] = sum(seconds) / len(seconds) * 1e3
     return row
 
 
@@ -333,7 +372,7 @@ def _int_meta(record: Mapping[str, Any], *keys: str) -> int | None:
         if value is not None and value != "":
             try:
                 return int(float(value))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ConfigError.invalid(key, value, "a whole number of tokens") from None
     return None
 
@@ -342,8 +381,8 @@ def sglang_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[s
     """One SGLang bench_serving JSONL record (S25 or newer field set)."""
     dataset = record.get("dataset_name") or "random"
     shared = dataset == "generated-shared-prefix"
-    completed = record.get("completed")
-    total_in, total_out = record.get("total_input_tokens"), record.get("total_output_tokens")
+    completed = _num(record, "completed", whole=True)
+    total_in, total_out = _num(record, "total_input_tokens", whole=True), _num(record, "total_output_tokens", whole=True)
     if shared:
         # random_input_len is an unused default here; the prompt is system prompt + question
         parts = [_int_meta(record, "gsp_system_prompt_len"), _int_meta(record, "gsp_question_len")]
@@ -356,11 +395,11 @@ def sglang_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[s
         prefix_len = 0
     else:
         input_len, output_len, prefix_len = _per_request(total_in, completed), _per_request(total_out, completed), 0
-    input_tput, output_tput = _finite(record.get("input_throughput")), _finite(record.get("output_throughput"))
-    total = _finite(record.get("total_throughput"))
+    input_tput, output_tput = _num(record, "input_throughput"), _num(record, "output_throughput")
+    total = _num(record, "total_throughput")
     if total is None and input_tput is not None and output_tput is not None:
         total = input_tput + output_tput  # dstack's "throughput (input+output)"
-    concurrency = record.get("max_concurrency")
+    concurrency = _num(record, "max_concurrency", whole=True)
     row: dict[str, Any] = {
         "run": run,
         "source": SourceKind.SGLANG.value,
@@ -369,14 +408,14 @@ def sglang_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[s
         "hardware": hardware_name(record.get("hardware") or record.get("gpu")),
         "mode": CellMode.ONLINE.value,
         "concurrency": concurrency,
-        "num_prompts": record.get("num_prompts"),
+        "num_prompts": _num(record, "num_prompts", whole=True),
         "input_len": input_len,
         "output_len": output_len,
         "prefix_len": prefix_len,
         "prefix_cached": shared,
         "completed": completed,
-        "duration_s": _finite(record.get("duration")),
-        "request_throughput_per_s": _finite(record.get("request_throughput")),
+        "duration_s": _num(record, "duration"),
+        "request_throughput_per_s": _num(record, "request_throughput"),
         "input_throughput_tokens_per_s": input_tput,
         "output_throughput_tokens_per_s": output_tput,
         "total_throughput_tokens_per_s": total,

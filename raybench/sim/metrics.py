@@ -51,7 +51,7 @@ class SimMetrics:
             ("generation_tokens", "counter", "Number of generation tokens written.", generated),
             ("prompt_tokens", "counter", "Number of prompt tokens received.", self.prompt_tokens_total),
             ("prefix_cache_queries", "counter", "Prefix cache queries, in prompt tokens.", self.prompt_tokens_total),
-            ("prefix_cache_hits", "counter", "Prefix cache hits, in prompt tokens (no prefix cache: 0).",
+            ("prefix_cache_hits", "counter", "Prefix cache hits, in prompt tokens (0 where the engine keeps no prefix cache).",
              prefix_hit_tokens),
             ("request_arrivals", "counter", "Generation requests received.", self.requests_total),
             ("gen_throughput", "gauge", "Generation tokens/s since the previous scrape.", self._tokens_per_s),

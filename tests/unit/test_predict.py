@@ -246,6 +246,16 @@ def test_a_reference_file_without_usable_rows_is_a_one_line_error(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_reference_value_that_is_no_number_is_a_one_line_error_naming_its_line(tmp_path):
+    csv = tmp_path / "typo.csv"
+    csv.write_text("mode,hardware,backend,output_len,total_throughput_tok_s,input_len,max_concurrency\n"
+                   "online,H200,vllm,800,4000,3200,4\n"
+                   "online,H200,vllm,800,4O00,3200,8\n")
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(csv), "--out", str(tmp_path / "p.json")])
+    assert result.exit_code != 0 and "typo.csv line 3: total_throughput_tok_s='4O00' is not a number" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.json").exists()
+
+
 def test_predict_filter_selecting_no_cell_is_a_one_line_error_and_writes_nothing(tmp_path):
     result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
                                        "concurrency=999", "--out", str(tmp_path / "runs")])

@@ -116,6 +116,78 @@ def test_unreadable_sources_say_what_was_expected(tmp_path):
         load_source(tmp_path / "empty")
 
 
+CSV_HEADER = "mode,hardware,backend,output_len,total_throughput_tok_s,input_len,max_concurrency\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("x,y\n1,2\n", r"lacks the columns \['backend', 'hardware', 'mode', 'output_len', 'total_throughput_tok_s'\]"),
+    (CSV_HEADER, "has a header but no rows"),
+    (CSV_HEADER + "online,H200,vllm,800,4000,3200,4\nonline,H200,vllm,800,fast,3200,8\n",
+     r"line 3: total_throughput_tok_s='fast' is not a number"),
+    (CSV_HEADER + "online,H200,vllm,800,4000,3200,four\n", r"line 2: max_concurrency='four' is not a number"),
+])
+def test_a_bad_reference_csv_names_the_line_and_the_value(tmp_path, text, expected):
+    (tmp_path / "ref.csv").write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_source(tmp_path / "ref.csv")
+
+
+def test_a_csv_metric_without_samples_is_missing_not_a_number(tmp_path):
+    (tmp_path / "ref.csv").write_text(CSV_HEADER.replace("\n", ",mean_ttft_ms\n") + "online,H200,vllm,800,4000,3200,4,nan\n")
+    row = load_source(tmp_path / "ref.csv").row(0, named=True)
+    assert row["total_throughput_tokens_per_s"] == 4000 and row["mean_ttft_ms"] is None
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("[1, 2]", "record 1 is a JSON number, not an object"),
+    (json.dumps([vllm_record(concurrency=4, completed=8, input_len=64, output_len=16, duration_s=2.0, ttft_ms=50,
+                             tpot_ms=10), "done"]), "record 2 is a JSON string, not an object"),
+    (json.dumps({**vllm_record(concurrency=4, completed=8, input_len=64, output_len=16, duration_s=2.0,
+                               ttft_ms=50, tpot_ms=10), "completed": "eight"}), r"record 1: completed='eight' is not a number"),
+    (json.dumps(vllm_record(concurrency=4, completed=8, input_len=64, output_len=16, duration_s=2.0, ttft_ms=50,
+                            tpot_ms=10, mean_ttft_ms=[50])), r"record 1: mean_ttft_ms=\[50\] is not a number"),
+    (json.dumps(vllm_record(concurrency=4, completed=8, input_len=64, output_len=16, duration_s=2.0, ttft_ms=50,
+                            tpot_ms=10, total_token_throughput=True)), "total_token_throughput=True is not a number"),
+])
+def test_a_bad_results_json_names_the_record_and_the_value(tmp_path, content, expected):
+    (tmp_path / "r.json").write_text(content)
+    with pytest.raises(ConfigError, match=expected):
+        load_source(tmp_path / "r.json")
+
+
+def test_a_bad_sglang_line_names_its_record(tmp_path):
+    good = sglang_record(concurrency=4, completed=8, input_len=64, output_len=16, duration_s=2.0, ttft_ms=50, tpot_ms=10)
+    bad = {**good, "output_throughput": "n/a"}
+    (tmp_path / "s.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ConfigError, match=r"s\.jsonl: record 2: output_throughput='n/a' is not a number"):
+        load_source(tmp_path / "s.jsonl")
+
+
+def test_a_results_metric_without_samples_is_missing_not_a_number(tmp_path):
+    record = vllm_record(concurrency=4, completed=8, input_len=64, output_len=16, duration_s=2.0, ttft_ms=50,
+                         tpot_ms=10, p99_ttft_ms=float("nan"))
+    (tmp_path / "r.json").write_text(json.dumps(record))  # vLLM writes NaN where a metric had no sample
+    row = load_source(tmp_path / "r.json").row(0, named=True)
+    assert row["p99_ttft_ms"] is None and row["mean_ttft_ms"] == 50
+
+
+def test_an_unreadable_cell_summary_names_the_file_and_the_way_out(tmp_path):
+    run_dir = write_run_dir(tmp_path / "e" / "a", batch_sizes=())
+    summary = next(run_dir.glob("cells/*/summary.json"))
+    summary.write_text('{"cell_id": "x", ')
+    with pytest.raises(ConfigError, match=r"summary\.json is unreadable .*delete that cell's directory"):
+        load_source(run_dir)
+    summary.write_text("[]")
+    with pytest.raises(ConfigError, match="holds a JSON array, not a cell summary object"):
+        load_source(run_dir)
+
+
+def test_an_unreadable_plan_only_loses_the_cell_order(tmp_path):
+    run_dir = write_run_dir(tmp_path / "e" / "a", batch_sizes=())
+    (run_dir / "plan.json").write_text("{oops")
+    assert load_source(run_dir).height == 2
+
+
 def test_runs_combined_name_one_series_per_run(tmp_path):
     a = load_source(write_run_dir(tmp_path / "e" / "a", batch_sizes=()))
     b = load_source(write_run_dir(tmp_path / "e" / "b", batch_sizes=()))
