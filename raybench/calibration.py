@@ -33,8 +33,11 @@ from raybench.sim.profiles import EngineProfile, uncalibrated
 from raybench.sim.virtual import RequestSpec, shared_prefix_requests, simulate
 
 FILTER_KEYS = ("backend", "hardware", "mode", "concurrency", "batch_size", "input_len", "output_len", "prefix_len")
-_KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "trt-llm": BackendKind.TRTLLM,
-          "trtllm": BackendKind.TRTLLM, "tensorrt-llm": BackendKind.TRTLLM}
+# engine names as the sources write them: raybench's cells (engine), the seed's CSV, and the
+# backend names of vLLM's and SGLang's benchmark clients (dstack's trt-torch-flow among them)
+_KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "sglang-native": BackendKind.SGLANG,
+          "sglang-oai": BackendKind.SGLANG, "trt-llm": BackendKind.TRTLLM, "trtllm": BackendKind.TRTLLM,
+          "tensorrt-llm": BackendKind.TRTLLM, "trt": BackendKind.TRTLLM, "trt-torch-flow": BackendKind.TRTLLM}
 _MEASURED = {"throughput": "total_throughput_tokens_per_s", "ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms",
              "e2e": "mean_e2e_latency_ms"}
 
@@ -114,11 +117,14 @@ def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]])
     from raybench.backends import seed
     from raybench.experiment import Mode
 
-    kind = _KINDS.get(str(row["backend"]).lower())
+    kind = _KINDS.get(str(row.get("engine") or "").lower()) or _KINDS.get(str(row["backend"]).lower())
     mode = Mode.OFFLINE if row["mode"] == "offline" else Mode.ONLINE
     gpu = row["hardware"]
     prefix = bool(row.get("prefix_len"))
-    matches = [b for b, hw in launches if hw == gpu and (kind is None or b.kind is kind)]
+    on_gpu = [b for b, hw in launches if hw == gpu]
+    # a raybench cell names the backend it ran (vllm-h200); the seed's rows and the other tools'
+    # files name only the engine, whose launches on that GPU are the candidates
+    matches = [b for b in on_gpu if b.name == row["backend"]] or [b for b in on_gpu if kind is not None and b.kind is kind]
     if matches:
         # the launch with prefix caching on for prefix rows (the seed ran a second vLLM command)
         matches.sort(key=lambda b: bool(getattr(b, "enable_prefix_caching", False)) != prefix)
