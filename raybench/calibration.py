@@ -112,12 +112,18 @@ class RowSetting:
     features: EngineFeatures
 
 
+def engine_kind(row: Mapping[str, Any]) -> BackendKind | None:
+    """The engine a reference row ran: a raybench cell's engine column, else its backend column
+    (where the seed's CSV and the clients' files name the engine); None if neither is known."""
+    return _KINDS.get(str(row.get("engine") or "").lower()) or _KINDS.get(str(row.get("backend") or "").lower())
+
+
 def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]]) -> RowSetting:
     """The engine, GPU and launch features a reference row ran with."""
     from raybench.backends import seed
     from raybench.experiment import Mode
 
-    kind = _KINDS.get(str(row.get("engine") or "").lower()) or _KINDS.get(str(row["backend"]).lower())
+    kind = engine_kind(row)
     mode = Mode.OFFLINE if row["mode"] == "offline" else Mode.ONLINE
     gpu = row["hardware"]
     prefix = bool(row.get("prefix_len"))
@@ -300,7 +306,7 @@ def compare_to_reference(summaries: Sequence[Mapping[str, Any]], reference: pl.D
 
     refs: dict[tuple, Mapping[str, Any]] = {}
     for r in reference.iter_rows(named=True):
-        kind = _KINDS.get(str(r["backend"]).lower())
+        kind = engine_kind(r)
         refs.setdefault(_row_key(kind.value if kind else None, r), r)
     groups: dict[str, list[RowError]] = {}
     for summary in summaries:

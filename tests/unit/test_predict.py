@@ -225,18 +225,34 @@ def test_calibrate_writes_profiles_and_says_what_regimes_its_rows_went_through(t
     assert "vllm/MI300X" in result.stdout and "kv_limited, preemption" in result.stdout
 
 
-def test_calibrate_on_a_raybench_run_fits_each_backend_s_own_engine(tmp_path):
-    # a run's cells name their backends (vllm-h200, sglang-h200), not the engine the seed's rows name
-    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only",
-                                       "backend=vllm-h200|sglang-h200,concurrency=4|32,output_len=800,prefix_len=0",
-                                       "--num-prompts", "64", "--out", str(tmp_path / "runs"), "--no-report"])
+# a run's cells name their backends (vllm-h200, sglang-h200), where the seed's rows name the engine
+RUN_CELLS = ["--only", "backend=vllm-h200|sglang-h200,concurrency=4|32,output_len=800,prefix_len=0", "--num-prompts", "64"]
+
+
+@pytest.fixture(scope="module")
+def raybench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), *RUN_CELLS,
+                                       "--out", str(out), "--no-report"])
     assert result.exit_code == 0, result.stderr
-    run_dir = result.stdout.strip().splitlines()[-1]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_calibrate_on_a_raybench_run_fits_each_backend_s_own_engine(raybench_run, tmp_path):
     out = tmp_path / "p.json"
-    result = CliRunner().invoke(main, ["calibrate", "--reference", run_dir, "--out", str(out)])
+    result = CliRunner().invoke(main, ["calibrate", "--reference", raybench_run, "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     profiles = json.loads(out.read_text())["profiles"]
     assert sorted((p["engine"], p["gpu"]) for p in profiles) == [("sglang", "H200"), ("vllm", "H200")]
+
+
+def test_predict_against_a_raybench_run_matches_its_cells_by_engine(raybench_run, tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), *RUN_CELLS,
+                                       "--reference", raybench_run, "--out", str(tmp_path), "--no-report"])
+    assert result.exit_code == 0, result.stderr
+    # the same cells predicted twice: every one matched, and nothing differs
+    (total,) = [line for line in result.stdout.splitlines() if line.startswith("ALL ")]
+    assert total.split()[1:] == ["4", "0.0", "/", "0", "0.0", "/", "0", "0.0", "/", "0", "0.0", "/", "0"]
 
 
 def test_calibrate_says_when_its_rows_never_fill_the_kv_pool(tmp_path):
