@@ -62,6 +62,8 @@ class _Request:
     charge: int = 0  # KV tokens counted against the pool for it (>= private_kv)
     pinned: list = field(default_factory=list)  # cache keys it pins
     segs_cached: int = 0  # leading segments now in the cache (hit or inserted)
+    growing: object = None  # key of the segment it has cached in part and extends as its prefill goes on
+    growing_tokens: int = 0  # ... and how much of it is cached
     lingering: bool = False  # finished, in its one extra decode step before its KV is freed (async_output)
 
 
@@ -402,20 +404,33 @@ class EngineCore(FastForward):
         return True
 
     def _insert_segments(self, req: _Request) -> None:
-        """Segments the prefill has now passed move from the request's KV into the cache."""
+        """What the prefill has now passed moves from the request's KV into the cache: whole
+        segments, and the part of the next one computed so far."""
         if not self._cache.enabled:
             return
         end = sum(t for _, t in req.segments[:req.segs_cached])
-        while req.segs_cached < len(req.segments):
+        passed_to = min(req.prefilled, req.prompt_tokens)
+        while req.segs_cached < len(req.segments) and passed_to > end:
             key, tokens = req.segments[req.segs_cached]
-            if end + tokens > req.prefilled or end + tokens > req.prompt_tokens:
+            passed = min(passed_to - end, tokens)
+            if key == req.growing:
+                self._cache.extend(req.rank, key, passed - req.growing_tokens)
+                self._to_cache(req, passed - req.growing_tokens)
+                req.growing_tokens = passed
+            elif self._cache.insert(req.rank, key, passed):
+                req.pinned.append(key)
+                self._to_cache(req, passed)
+                req.growing, req.growing_tokens = key, passed
+            if passed < tokens:
                 break
+            req.growing, req.growing_tokens = None, 0
             end += tokens
             req.segs_cached += 1
-            if self._cache.insert(req.rank, key, tokens):
-                req.pinned.append(key)
-                req.private_kv -= tokens  # the pool holds the same tokens, now under the cache
-                req.charge -= tokens  # the pool's total is unchanged: the charge moved to the cache
+
+    @staticmethod
+    def _to_cache(req: _Request, tokens: int) -> None:
+        req.private_kv -= tokens  # the pool holds the same tokens, now under the cache
+        req.charge -= tokens  # the pool's total is unchanged: the charge moved to the cache
 
     def _grow(self, req: _Request, n: int) -> None:
         req.private_kv += n
@@ -434,6 +449,7 @@ class EngineCore(FastForward):
         req.charge = req.private_kv = 0
         self._cache.unpin(req.rank, req.pinned)
         req.pinned = []
+        req.growing, req.growing_tokens = None, 0  # what it cached in part stays, as far as it got
 
     def _victim(self) -> _Request | None:
         running = [r for r in self._running.values() if not r.lingering]

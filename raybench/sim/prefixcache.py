@@ -3,8 +3,11 @@
 A prompt is a run of segments ((key, tokens), ...) whose keys identify their content and
 everything before it (a shared prefix, chained block hashes). A segment lives in the KV pool
 once; a running request that uses it pins it; an unpinned one is evicted, least recently used
-first, when the pool needs room. A radix cache (SGLang) hits any matching prefix, a block-hash
-cache (vLLM) whole blocks only; the last prompt token is always computed.
+first, when the pool needs room. A segment a prefill has passed in part is cached in part, and
+grows as that prefill goes on: a prompt admitted meanwhile reuses what is computed so far, as
+vLLM's and SGLang's caches hold each block or chunk once it is computed, whatever the grain the
+prompt's segments were described in. A radix cache (SGLang) hits any matching prefix, a
+block-hash cache (vLLM) whole blocks only; the last prompt token is always computed.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ class PrefixStore:
         cache = self._ranks[rank]
         hit = 0
         for key, tokens in segments:
-            if key not in cache:
+            entry = cache.get(key)
+            if entry is None:
                 break
-            hit += tokens
+            hit += min(entry[0], tokens)
+            if entry[0] < tokens:  # computed in part so far: the hit ends inside it
+                break
         hit = min(hit, prompt_tokens - 1)
         if self.mode is PrefixCache.BLOCK_HASH:
             hit -= hit % self.block_tokens
@@ -58,13 +64,19 @@ class PrefixStore:
         return keys
 
     def insert(self, rank: int, key: object, tokens: int) -> bool:
-        """Cache a segment a prefill has computed, pinned by its request; False if there already."""
+        """Cache a segment a prefill has computed (all of it, or its first ``tokens`` so far),
+        pinned by its request; False if there already."""
         cache = self._ranks[rank]
         if key in cache:  # computed twice (both requests missed it): keep the first copy
             return False
         cache[key] = [tokens, 1]
         self.tokens += tokens
         return True
+
+    def extend(self, rank: int, key: object, tokens: int) -> None:
+        """A segment cached in part: its prefill has computed ``tokens`` more of it."""
+        self._ranks[rank][key][0] += tokens
+        self.tokens += tokens
 
     def unpin(self, rank: int, keys: Sequence) -> None:
         cache = self._ranks[rank]

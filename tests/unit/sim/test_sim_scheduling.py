@@ -93,6 +93,25 @@ def test_a_shared_prefix_is_computed_once_and_reported_as_cached(mode, hit):
     assert (core.prefix_query_tokens, core.prefix_hit_tokens) == (6400, hit)
 
 
+@pytest.mark.parametrize("mode, block, hit, whole", [(PrefixCache.BLOCK_HASH, 64, 1984, 2944),
+                                                     (PrefixCache.RADIX, 1, 2000, 3000)])
+def test_a_prefix_longer_than_a_step_is_reused_as_far_as_it_is_computed(mode, block, hit, whole):
+    core = _core(policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=2000,
+                 prefix_cache=mode, block_tokens=block)
+    prompt = lambda q: ((("prefix", 0), 3000), (("question", q), 200))  # noqa: E731
+    core.add_request(0, 3200, 4, segments=prompt(0))
+    assert core.step().prefill_chunks == ((0, 2000),)  # two thirds of the prefix
+    core.add_request(1, 3200, 4, segments=prompt(1))  # admitted with the rest of it still to compute
+    core.step()
+    firsts = {e.req_id: e.cached_tokens for s in _drain(core) for e in s.emissions if e.total_tokens == e.new_tokens}
+    assert firsts[1] == hit  # what request 0 had computed of the prefix, in whole blocks for a block hash
+    assert core.prefix_hit_tokens == hit
+    core.add_request(2, 3200, 4, segments=prompt(2))  # after both: the prefix whole, grown as it went on
+    assert {e.req_id: e.cached_tokens for s in _drain(core) for e in s.emissions}[2] == whole
+    # the pool holds the cache alone once every request is done: each prefix token counted once
+    assert core.kv_used_tokens == core.prefix_cache.tokens == 3000 + 3 * 200
+
+
 def test_a_block_hash_hit_pins_the_prefix_it_reads_so_a_full_pool_evicts_something_else():
     core = _core(kv=7000, policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=2048,
                  prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64)
