@@ -319,7 +319,7 @@ _VLLM_LATENCY_KEYS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e_latency
 
 
 def _latency_columns(record: Mapping[str, Any], keys: Mapping[str, str],
-                     convert: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+                     convert: Callable[[Any, str], Any] | None = None) -> dict[str, Any]:
     """``mean/median/p99_<metric>_ms`` columns from a record that names the metric ``keys[metric]``."""
     convert = convert or _number
     return {f"{stat}_{metric}_ms": convert(record.get(f"{stat}_{key}_ms"), f"{stat}_{key}_ms")
