@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,15 +54,24 @@ def experiment_launches(experiment: Experiment) -> list[tuple[Backend, str]]:
     return [(b, experiment.hardware[b.name].name) for b in experiment.backends if b.name in experiment.hardware]
 
 
-def load_reference(sources: Sequence[str]) -> pl.DataFrame:
-    """Every row of every source with a measured total throughput; ConfigError if none has one."""
-    from raybench.report.sources import load_source
+def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | None = None) -> pl.DataFrame:
+    """Every row of every source with a measured total throughput; ConfigError if none has one.
+
+    A run dir's cells that did not complete are left out, as compare leaves them out: their
+    numbers cover only the requests they recorded. ``report`` gets one line for each."""
+    from raybench.report.sources import load_source, unfinished_cells
 
     if not sources:
         raise ConfigError("--reference: give at least one source (a results file, a run dir, or 'published')")
     frames = []
     for source in sources:
         frame = load_source(source)
+        unfinished = unfinished_cells(source) if Path(source).is_dir() else {}
+        if unfinished:
+            frame = frame.filter(~pl.col("cell_id").is_in(list(unfinished)))
+            for line in unfinished.values():
+                if report is not None:
+                    report(f"--reference {source}: left out {line}")
         usable = frame.filter(pl.col("total_throughput_tokens_per_s").is_not_null()
                               & (pl.col("total_throughput_tokens_per_s") > 0) & pl.col("hardware").is_not_null()
                               & pl.col("output_len").is_not_null() & pl.col("input_len").is_not_null())

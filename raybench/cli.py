@@ -626,7 +626,7 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
     if reference:
         from raybench.calibration import load_reference
 
-        reference_frame = load_reference(reference)
+        reference_frame = load_reference(reference, report=lambda line: click.echo(line, err=True))
     run_dir, summaries = predict_run(experiment, cells, out, profiles_path=profiles, report=write_report)
     click.echo(f"predicted {len(cells)} cells in {time.perf_counter() - t0:.1f} s (virtual time; every number "
                "is a prediction)", err=True)
@@ -665,7 +665,7 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
                                       seed_launches, select_rows, write_profiles)
     from raybench.sim.calibrate import EQUAL_FIT
 
-    frame = select_rows(load_reference(references), only)
+    frame = select_rows(load_reference(references, report=lambda line: click.echo(line, err=True)), only)
     if experiment_file is not None:
         from raybench.experiment import load_experiment
 

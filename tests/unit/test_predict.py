@@ -1,6 +1,7 @@
 """raybench predict: launch settings to engine features, run directories in virtual time, bad input."""
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -253,6 +254,24 @@ def test_predict_against_a_raybench_run_matches_its_cells_by_engine(raybench_run
     # the same cells predicted twice: every one matched, and nothing differs
     (total,) = [line for line in result.stdout.splitlines() if line.startswith("ALL ")]
     assert total.split()[1:] == ["4", "0.0", "/", "0", "0.0", "/", "0", "0.0", "/", "0", "0.0", "/", "0"]
+
+
+def test_a_run_s_incomplete_cell_is_no_reference_and_the_commands_say_so(raybench_run, tmp_path):
+    run_dir = shutil.copytree(raybench_run, tmp_path / "run")
+    summary_file = next(run_dir.glob("cells/vllm-h200*c32*/summary.json"))
+    summary = json.loads(summary_file.read_text())
+    summary.update(outcome="incomplete", outcome_reason="a load generator was lost", recorded_requests=40)
+    summary_file.write_text(json.dumps(summary))
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert f"--reference {run_dir}: left out cell {summary['cell_id']}: incomplete" in result.stderr
+    assert "(3 rows)" in json.loads(out.read_text())["profiles"][0]["fitted_on"]
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), *RUN_CELLS,
+                                       "--reference", str(run_dir), "--out", str(tmp_path / "p"), "--no-report"])
+    assert result.exit_code == 0 and "left out cell" in result.stderr
+    (total,) = [line for line in result.stdout.splitlines() if line.startswith("ALL ")]
+    assert total.split()[1] == "3"  # the cell that lost requests is compared with nothing
 
 
 def test_calibrate_says_when_its_rows_never_fill_the_kv_pool(tmp_path):
