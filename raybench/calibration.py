@@ -54,18 +54,23 @@ def experiment_launches(experiment: Experiment) -> list[tuple[Backend, str]]:
     return [(b, experiment.hardware[b.name].name) for b in experiment.backends if b.name in experiment.hardware]
 
 
-def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | None = None) -> pl.DataFrame:
+def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | None = None,
+                   measured_only: bool = False) -> pl.DataFrame:
     """Every row of every source with a measured total throughput; ConfigError if none has one.
 
     A run dir's cells that did not complete are left out, as compare leaves them out: their
-    numbers cover only the requests they recorded. ``report`` gets one line for each."""
-    from raybench.report.sources import load_source, unfinished_cells
+    numbers cover only the requests they recorded. ``report`` gets one line for each.
+    ``measured_only``: a source that holds predictions (raybench predict's cells) is a ConfigError."""
+    from raybench.report.sources import PREDICTED, load_source, unfinished_cells
 
     if not sources:
         raise ConfigError("--reference: give at least one source (a results file, a run dir, or 'published')")
     frames = []
     for source in sources:
         frame = load_source(source)
+        if measured_only and frame["label"].str.ends_with(PREDICTED).any():
+            raise ConfigError(f"--reference {source} holds predictions (raybench predict), not measurements: "
+                              "calibrate fits measured results (a raybench run, a results file, or published)")
         unfinished = unfinished_cells(source) if Path(source).is_dir() else {}
         if unfinished:
             frame = frame.filter(~pl.col("cell_id").is_in(list(unfinished)))

@@ -665,7 +665,8 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
                                       seed_launches, select_rows, write_profiles)
     from raybench.sim.calibrate import EQUAL_FIT
 
-    frame = select_rows(load_reference(references, report=lambda line: click.echo(line, err=True)), only)
+    frame = select_rows(load_reference(references, report=lambda line: click.echo(line, err=True),
+                                       measured_only=True), only)
     if experiment_file is not None:
         from raybench.experiment import load_experiment
 

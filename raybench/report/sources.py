@@ -31,6 +31,7 @@ from raybench.store.rundir import RunDir
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
 PUBLISHED_FILE = "dstack_deepseek_r1_results.csv"
+PREDICTED = " (predicted)"  # ends the label of a raybench predict cell: never shown as a measurement
 
 
 def published_csv() -> Path:
@@ -140,7 +141,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         "repeat": cell.get("repeat"),
     }
     if summary.get("prediction"):  # raybench predict: never shown as a measurement
-        row["label"] = series_label(row["backend"], hardware) + " (predicted)"
+        row["label"] = series_label(row["backend"], hardware) + PREDICTED
         row["extrapolated"] = ", ".join(summary.get("extrapolated") or ()) or None
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(

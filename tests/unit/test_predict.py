@@ -239,9 +239,26 @@ def raybench_run(tmp_path_factory):
     return result.stdout.strip().splitlines()[-1]
 
 
+def as_measured(run_dir: str, to: Path) -> Path:
+    """A copy of a predicted run that reads as a measured one (what a run of the same cells leaves)."""
+    copy = shutil.copytree(run_dir, to)
+    for summary_file in copy.glob("cells/*/summary.json"):
+        summary = json.loads(summary_file.read_text())
+        del summary["prediction"]
+        summary_file.write_text(json.dumps(summary))
+    return copy
+
+
+def test_calibrate_refuses_a_prediction_as_its_reference(raybench_run, tmp_path):
+    result = CliRunner().invoke(main, ["calibrate", "--reference", raybench_run, "--out", str(tmp_path / "p.json")])
+    assert result.exit_code != 0 and "holds predictions (raybench predict), not measurements" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.json").exists()
+
+
 def test_calibrate_on_a_raybench_run_fits_each_backend_s_own_engine(raybench_run, tmp_path):
     out = tmp_path / "p.json"
-    result = CliRunner().invoke(main, ["calibrate", "--reference", raybench_run, "--out", str(out)])
+    run_dir = as_measured(raybench_run, tmp_path / "run")
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     profiles = json.loads(out.read_text())["profiles"]
     assert sorted((p["engine"], p["gpu"]) for p in profiles) == [("sglang", "H200"), ("vllm", "H200")]
@@ -257,7 +274,7 @@ def test_predict_against_a_raybench_run_matches_its_cells_by_engine(raybench_run
 
 
 def test_a_run_s_incomplete_cell_is_no_reference_and_the_commands_say_so(raybench_run, tmp_path):
-    run_dir = shutil.copytree(raybench_run, tmp_path / "run")
+    run_dir = as_measured(raybench_run, tmp_path / "run")
     summary_file = next(run_dir.glob("cells/vllm-h200*c32*/summary.json"))
     summary = json.loads(summary_file.read_text())
     summary.update(outcome="incomplete", outcome_reason="a load generator was lost", recorded_requests=40)
