@@ -2,7 +2,9 @@
 
 Reference rows come from any source the report reads (``raybench.report.sources``: the seed's
 published CSV, a raybench run dir, vLLM / SGLang result files). Each row is matched to the launch
-settings it ran with: the seed's servers (``raybench.backends.seed``) by default, or the
+settings it ran with. A raybench run records them (env.json: each server's engine, engine
+features, model, GPU and GPU count, as ``predict.launch_record`` makes them), so its rows need no
+matching. Other rows take the seed's servers (``raybench.backends.seed``) by default, or the
 backends of an experiment file; a pair nothing matches runs with its engine's defaults. The
 simulator's calibration (``raybench.sim.calibrate``) fits each engine x GPU pair on the
 selected rows only.
@@ -13,6 +15,7 @@ num_prompts / 10 prompts, sent in a shuffled order (``virtual.shared_prefix_requ
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +43,9 @@ _KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "sglang-native
           "tensorrt-llm": BackendKind.TRTLLM, "trt": BackendKind.TRTLLM, "trt-torch-flow": BackendKind.TRTLLM}
 _MEASURED = {"throughput": "total_throughput_tokens_per_s", "ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms",
              "e2e": "mean_e2e_latency_ms"}
+#: what a raybench run dir adds to its rows: the launch each ran with (JSON), and the cell's shared-prefix groups
+_RUN_COLUMNS = {"launch": pl.Utf8, "prompts_per_group": pl.Int64, "prompt_seed": pl.Int64}
+SEED_MODEL = "deepseek-ai/DeepSeek-R1"
 
 
 def seed_launches() -> list[tuple[Backend, str]]:
@@ -77,6 +83,8 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
             for line in unfinished.values():
                 if report is not None:
                     report(f"--reference {source}: left out {line}")
+        frame = _with_run_launches(frame, Path(source), report) if Path(source).is_dir() else \
+            frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in _RUN_COLUMNS.items()])
         usable = frame.filter(pl.col("total_throughput_tokens_per_s").is_not_null()
                               & (pl.col("total_throughput_tokens_per_s") > 0) & pl.col("hardware").is_not_null()
                               & pl.col("output_len").is_not_null() & pl.col("input_len").is_not_null())
@@ -85,6 +93,76 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
                               "and a total throughput)")
         frames.append(usable)
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def _read_run_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return err
+
+
+def _with_run_launches(frame: pl.DataFrame, run_dir: Path, report: Callable[[str], None] | None) -> pl.DataFrame:
+    """A run dir's rows with the launch each backend recorded (env.json) and their cells' prefix groups
+    (plan.json). A backend without a record (a run of an earlier raybench) is named on ``report``."""
+    env = _read_run_json(run_dir / "env.json")
+    servers = env.get("servers") if isinstance(env, dict) else None
+    recorded: dict[str, dict[str, Any]] = {}
+    unmodelled = set()  # servers the simulator has no engine model of (an external URL)
+    for name, server in (servers if isinstance(servers, dict) else {}).items():
+        record = server.get("simulator") if isinstance(server, dict) else None
+        if record is not None:
+            recorded[name] = _checked_launch(record, f"{run_dir / 'env.json'}: servers.{name}.simulator")
+        elif isinstance(server, dict) and "simulator" in server:
+            unmodelled.add(name)
+    plan = _read_run_json(run_dir / "plan.json")
+    cells = {c.get("id"): c for c in (plan.get("cells") or [] if isinstance(plan, dict) else []) if isinstance(c, dict)}
+    launches, groups, seeds, unrecorded = [], [], [], []
+    for row in frame.iter_rows(named=True):
+        record = recorded.get(row["backend"])
+        mode = (record or {}).get("modes", {}).get(row["mode"])
+        launches.append(json.dumps({**{k: record[k] for k in ("model", "gpu", "num_gpus")}, **mode}) if mode else None)
+        if mode is None and row["backend"] not in unrecorded:
+            unrecorded.append(row["backend"])
+        cell = cells.get(row.get("cell_id")) or {}
+        groups.append(cell.get("prompts_per_group") if isinstance(cell.get("prompts_per_group"), int) else None)
+        seeds.append(cell.get("seed") if isinstance(cell.get("seed"), int) else None)
+    for name in unrecorded if report is not None else ():
+        why = ("the simulator has no engine model of that server" if name in unmodelled else
+               f"env.json is unreadable: {env}" if isinstance(env, Exception) else "a run of an earlier raybench")
+        report(f"--reference {run_dir}: env.json records no launch settings of {name} ({why}): its rows take "
+               "those of the --experiment or seed server of that name, else of its engine")
+    return frame.with_columns(pl.Series("launch", launches, dtype=pl.Utf8),
+                              pl.Series("prompts_per_group", groups, dtype=pl.Int64),
+                              pl.Series("prompt_seed", seeds, dtype=pl.Int64))
+
+
+def _checked_launch(record: Any, where: str) -> dict[str, Any]:
+    """A recorded launch (``predict.launch_record``), checked now so that a damaged one is an error naming it."""
+    problem = _launch_problem(record)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}; restore env.json, or pass --experiment with the run's experiment "
+                          "and remove that record")
+    return record
+
+
+def _launch_problem(record: Any) -> str | None:
+    if not isinstance(record, dict) or not isinstance(record.get("modes"), dict):
+        return "not a launch record (model, gpu, num_gpus, modes)"
+    for key in ("model", "gpu"):
+        if not isinstance(record.get(key), str):
+            return f"{key}={record.get(key)!r} is no name"
+    if not isinstance(record.get("num_gpus"), int) or record["num_gpus"] < 1:
+        return f"num_gpus={record.get('num_gpus')!r} is no GPU count"
+    for mode in record["modes"].values():
+        if not isinstance(mode, dict) or not isinstance(mode.get("engine"), str) \
+                or not isinstance(mode.get("features"), dict):
+            return "a mode without its engine and engine features"
+        try:
+            EngineFeatures.from_json(mode["features"])
+        except ValueError as err:
+            return str(err)
+    return None
 
 
 def parse_filter(text: str | None) -> dict[str, set[str]]:
@@ -124,6 +202,8 @@ class RowSetting:
     engine: str
     gpu: str
     features: EngineFeatures
+    num_gpus: int = 8
+    model: str = SEED_MODEL
 
 
 def engine_kind(row: Mapping[str, Any]) -> BackendKind | None:
@@ -133,10 +213,15 @@ def engine_kind(row: Mapping[str, Any]) -> BackendKind | None:
 
 
 def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]]) -> RowSetting:
-    """The engine, GPU and launch features a reference row ran with."""
+    """The engine, GPU and launch features a reference row ran with: those its run recorded, else
+    those of the launch in ``launches`` it matches."""
     from raybench.backends import seed
     from raybench.experiment import Mode
 
+    if row.get("launch"):
+        launch = json.loads(row["launch"])
+        return RowSetting(engine=launch["engine"], gpu=launch["gpu"], num_gpus=launch["num_gpus"],
+                          model=launch.get("model") or SEED_MODEL, features=EngineFeatures.from_json(launch["features"]))
     kind = engine_kind(row)
     mode = Mode.OFFLINE if row["mode"] == "offline" else Mode.ONLINE
     gpu = row["hardware"]
@@ -175,7 +260,8 @@ def row_requests(row: Mapping[str, Any]) -> tuple[RequestSpec, ...]:
         prefix = round(prefix * counted / inp)
         inp = counted
     if prefix:  # sent shuffled, as the seed's client (SGLang's generated-shared-prefix) sent them
-        return tuple(shared_prefix_requests(n, inp, prefix, out, max(1, n // 10)))
+        per_group = row.get("prompts_per_group") or max(1, n // 10)
+        return tuple(shared_prefix_requests(n, inp, prefix, out, per_group, row.get("prompt_seed") or 0))
     return (RequestSpec(prompt_tokens=inp, output_tokens=out),) * n
 
 
@@ -200,7 +286,7 @@ def observation(row: Mapping[str, Any], setting: RowSetting, model: costmodel.Mo
 
     def build(reserve_gib: float) -> costmodel.CostModel:
         p = EngineProfile(**{**base.__dict__, "reserve_gib": reserve_gib})
-        return costmodel.build(model, gpu, 8, p, setting.features)
+        return costmodel.build(model, gpu, setting.num_gpus, p, setting.features)
 
     requests = row_requests(row)
     conc = int(row.get("concurrency") or row.get("batch_size") or len(requests))
@@ -210,12 +296,17 @@ def observation(row: Mapping[str, Any], setting: RowSetting, model: costmodel.Mo
                        ttft_ms=measured["ttft"], tpot_ms=measured["tpot"], e2e_ms=measured["e2e"], build=build)
 
 
-def observations(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]],
-                 model_name: str = "deepseek-ai/DeepSeek-R1") -> list[Observation]:
-    model = costmodel.find_model(model_name)
-    if model is None:
-        raise ConfigError(f"model {model_name!r} has no simulator model")
-    return [observation(r, row_setting(r, launches), model) for r in frame.iter_rows(named=True)]
+def observations(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]]) -> list[Observation]:
+    out = []
+    for row in frame.iter_rows(named=True):
+        setting = row_setting(row, launches)
+        model = costmodel.find_model(setting.model)
+        if model is None:
+            names = ", ".join(m.name for m in costmodel.MODELS)
+            raise ConfigError(f"reference row {row_label(row)} ran {setting.model!r}, which has no simulator "
+                              f"model: one of {names}")
+        out.append(observation(row, setting, model))
+    return out
 
 
 def calibrate(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]], *, fitted_on: str) -> list[PairFit]:

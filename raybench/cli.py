@@ -649,7 +649,7 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
 @main.command(name="calibrate")
 @click.option("--reference", "references", multiple=True, required=True, help="Measured results to fit: a results file, a run dir, or `published` (repeatable).")
 @click.option("--only", default=None, help="Fit on these rows only: KEY=V1|V2,... over backend, hardware, mode, concurrency, batch_size, input_len, output_len, prefix_len ('none' for an empty field).")
-@click.option("--experiment", "experiment_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Take the servers' launch settings from this experiment file. Default: the seed's servers.")
+@click.option("--experiment", "experiment_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Launch settings for rows that do not record theirs (published rows, results files, run dirs of an earlier raybench): this experiment's servers. Default: the seed's servers.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Profiles JSON to write.")
 def calibrate_command(references: tuple[str, ...], only: str | None, experiment_file: Path | None, out: Path) -> None:
     """Fit the simulator's engine x GPU profiles to measured results.
@@ -659,7 +659,10 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     (Huber in log space) over throughput, mean TTFT, TPOT and E2E, and deterministic.
     Examples:
       raybench calibrate --reference published --only output_len=800,prefix_len=0 --out profiles.json
-      raybench calibrate --reference runs/deepseek_r1/20260101-120000 --out mine.json
+      raybench calibrate --reference runs/my_exp/20260101-120000 --out mine.json
+
+    A raybench run dir records each server's launch as the simulator sees it (env.json), so its
+    rows need no --experiment.
     """
     from raybench.calibration import (calibrate, error_table, experiment_launches, fit_groups, load_reference,
                                       seed_launches, select_rows, write_profiles)

@@ -14,6 +14,7 @@ from typing import Any
 import raybench
 from raybench.cluster import node_gpu_inventories
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend
+from raybench.predict import launch_record
 from raybench.store.metadata import (
     git_state,
     host_info,
@@ -68,7 +69,7 @@ def _server_launch(experiment: Experiment, backend: Backend) -> dict[str, Any]:
     """How a server is started, before it is: the command with placeholders for what its node decides."""
     hw = experiment.hardware.get(backend.name)
     record: dict[str, Any] = {"kind": backend.kind.value, "hardware": dataclasses.asdict(hw) if hw else None,
-                              "started": False, "version": None}
+                              "started": False, "version": None, "simulator": launch_record(experiment, backend)}
     if isinstance(backend, ExternalBackend):
         record["url"] = redact_text(backend.url)
         return record

@@ -145,13 +145,33 @@ def _int(text: str | None) -> int | None:
         return None
 
 
+def _gpus(experiment: Experiment, backend: Backend) -> tuple[str, int]:
+    hw = experiment.hardware.get(backend.name)
+    if hw is not None:
+        return hw.name, hw.count
+    return getattr(backend, "gpu", "H200"), getattr(backend, "num_gpus", 8)
+
+
 def cell_plan(experiment: Experiment, cell: Cell) -> CellPlan:
     backend = experiment.backend(cell.backend)
-    hw = experiment.hardware.get(backend.name)
-    gpu = hw.name if hw is not None else getattr(backend, "gpu", "H200")
-    num_gpus = hw.count if hw is not None else getattr(backend, "num_gpus", 8)
+    gpu, num_gpus = _gpus(experiment, backend)
     engine = engine_name(backend, cell.mode)
     return CellPlan(engine=engine, gpu=gpu, num_gpus=num_gpus, features=launch_features(backend, engine, num_gpus))
+
+
+def launch_record(experiment: Experiment, backend: Backend) -> dict[str, Any] | None:
+    """What the simulator makes of a backend's launch, per cell mode, as JSON. A run keeps it in
+    env.json so that ``raybench calibrate`` fits the run's rows with the settings they ran with,
+    whatever the backend is called. None for a server the simulator has no engine model of."""
+    gpu, num_gpus = _gpus(experiment, backend)
+    modes = {}
+    for mode in Mode:
+        try:
+            engine = engine_name(backend, mode)
+        except ConfigError:
+            return None
+        modes[mode.value] = {"engine": engine, "features": launch_features(backend, engine, num_gpus).to_json()}
+    return {"model": experiment.model, "gpu": gpu, "num_gpus": num_gpus, "modes": modes}
 
 
 def profile_for(plan: CellPlan, profiles: Mapping[str, EngineProfile], source: str) -> EngineProfile:
@@ -344,6 +364,8 @@ def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *
                                           "cells": [c.to_json() for c in cells]})
     write_json_atomic(run_dir.env_json, {"prediction": True, "raybench_version": raybench.__version__,
                                          "profiles": source, "model": experiment.model,
+                                         "servers": {b.name: {"simulator": launch_record(experiment, b)}
+                                                     for b in experiment.backends},
                                          "predict_s": round(time.perf_counter() - t0, 3)})
     write_table_atomic(run_dir.summary_parquet, summary_frame(summaries).to_arrow())
     if report:

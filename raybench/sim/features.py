@@ -27,7 +27,8 @@ takes free_gpu_memory_fraction of the memory left once the weights are loaded).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, replace
 from types import MappingProxyType
 
 from raybench.sim.config import SimConfigError
@@ -123,6 +124,22 @@ class EngineFeatures:
 
     def with_(self, **changes: object) -> EngineFeatures:
         return replace(self, **changes)
+
+    def to_json(self) -> dict[str, object]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, object]) -> EngineFeatures:
+        """The inverse of ``to_json``; SimConfigError naming the field that is unknown or out of range."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise SimConfigError("engine features", ", ".join(unknown), f"fields among {', '.join(sorted(known))}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in record]
+        if missing:
+            raise SimConfigError("engine features", record, f"a record with {', '.join(missing)} too")
+        return cls(**record)
 
 
 def _enum(kind: type[enum.Enum], value: object, name: str):

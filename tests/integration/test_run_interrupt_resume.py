@@ -104,6 +104,10 @@ def test_interrupted_run_resumes_only_the_unfinished_cells(tmp_path, signum, exi
     assert env["experiment"]["source"]["text"] == DEEPSEEK.read_text()
     assert set(env["servers"]) == {"vllm-h200", "vllm-h200-prefix"}
     assert all(s["started"] and s["version"] for s in env["servers"].values())
+    # the simulated stand-ins record the launch they stand for: the prefix command's chunked prefill
+    launches = {name: s["simulator"]["modes"]["online"] for name, s in env["servers"].items()}
+    assert {name: (m["engine"], m["features"]["chunked_prefill"]) for name, m in launches.items()} == \
+        {"vllm-h200": ("vllm", False), "vllm-h200-prefix": ("vllm", True)}
 
 
 def test_a_resume_with_other_settings_is_refused_before_anything_starts(tmp_path):

@@ -44,6 +44,10 @@ def test_env_json_records_what_ran_and_no_secret(ray_local, tmp_path):
     argv = server["argv"]
     assert argv[1:4] == ["-m", "raybench", "sim"] and argv[argv.index("--timing") + 1] == "zero"
     assert argv[argv.index("--port") + 1].isdigit()  # the port the server got, once it started
+    # what the simulator makes of the launch, for `raybench calibrate --reference` on this run dir
+    assert server["simulator"]["modes"]["online"]["engine"] == "generic"
+    assert (server["simulator"]["model"], server["simulator"]["gpu"], server["simulator"]["num_gpus"]) == \
+        ("deepseek-ai/DeepSeek-R1", "H200", 8)
     recorded = json.loads((rd.path / "servers" / "sim.json").read_text())
     assert recorded["argv"] == argv and recorded["version"] == raybench.__version__
     assert env["packages"]["ray"] and env["ray_nodes"] and env["gpus_by_node"]

@@ -368,3 +368,79 @@ def test_a_simulated_stand_in_passes_its_launch_features_to_the_simulator_server
         ctx = sim_command.make_context("sim", ["--timing", "engine", "--backend-profile", "vllm",
                                                *feature_flags(features)])
         assert _features(dict(ctx.params)) == features
+
+
+# a user's own server: another name, model, GPU count and scheduler than any of the seed's
+OWN_EXPERIMENT = '''
+from raybench.backends.vllm import VLLMBackend
+from raybench.experiment import Experiment, Hardware, Online
+
+mine = VLLMBackend(name="my-vllm", tp=2, enable_chunked_prefill=True, max_num_batched_tokens=1024,
+                   enable_prefix_caching=True, gpu_memory_utilization=0.8)
+experiment = Experiment(
+    name="own", model="meta-llama/Llama-3.1-8B-Instruct", backends=(mine,),
+    hardware={"my-vllm": Hardware(name="H200", count=2)}, warmup_requests=0,
+    online=(Online(concurrency=(4, 32), input_len=1000, output_len=200, num_prompts=64),
+            Online(concurrency=(32,), input_len=1000, output_len=200, num_prompts=64, dataset="prefix",
+                   prefix_len=600, num_groups=4, prompts_per_group=16)),
+)
+'''
+
+
+def test_calibrate_fits_a_run_s_rows_with_the_launch_settings_the_run_recorded(tmp_path):
+    from raybench.calibration import load_reference, observations, predicted_row_error, seed_launches
+    from raybench.sim.profiles import load_profiles
+
+    experiment_file = tmp_path / "own.py"
+    experiment_file.write_text(OWN_EXPERIMENT)
+    result = CliRunner().invoke(main, ["predict", str(experiment_file), "--out", str(tmp_path), "--no-report"])
+    assert result.exit_code == 0, result.stderr
+    run_dir = as_measured(result.stdout.strip().splitlines()[-1], tmp_path / "run")
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["servers"]["my-vllm"]["simulator"]["modes"]["online"]["features"]["prefill_tokens_per_step"] == 1024
+
+    # no --experiment: the run dir alone says what each row ran with, and the profile that made
+    # the rows predicts every one of them again exactly (with the seed's vLLM launch, DeepSeek-R1
+    # on 8 GPUs, it would not: the old matching by engine took that one)
+    frame = load_reference([str(run_dir)], measured_only=True)
+    obs = observations(frame, seed_launches())
+    mine = load_experiment(experiment_file).backend("my-vllm")
+    assert [(o.key, o.build(0.0).num_gpus, o.build(0.0).model.name) for o in obs] == \
+        [("vllm/H200", 2, "meta-llama/Llama-3.1-8B-Instruct")] * 3
+    assert obs[0].build(0.0).features == launch_features(mine, "vllm", 2)
+    # matched by engine instead (what calibrate did before runs recorded their launches)
+    unrecorded = observations(frame.drop("launch"), seed_launches())
+    assert (unrecorded[0].build(0.0).num_gpus, unrecorded[0].build(0.0).features.chunked_prefill) == (8, False)
+    shipped = load_profiles()["vllm/H200"]
+    for o in obs:
+        errors = predicted_row_error(o, shipped).errors_pct
+        assert set(errors) == {"throughput", "ttft", "tpot", "e2e"}
+        assert all(abs(e) < 1e-6 for e in errors.values()), (o.label, errors)
+
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert [p["engine"] + "/" + p["gpu"] for p in json.loads(out.read_text())["profiles"]] == ["vllm/H200"]
+
+
+def test_a_run_that_recorded_no_launch_settings_is_matched_as_before_and_says_so(raybench_run, tmp_path):
+    run_dir = as_measured(raybench_run, tmp_path / "run")
+    env = json.loads((run_dir / "env.json").read_text())
+    del env["servers"]  # what a run of an earlier raybench left
+    (run_dir / "env.json").write_text(json.dumps(env))
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    for name in ("sglang-h200", "vllm-h200"):  # one line each, and the fit goes on as before
+        assert f"env.json records no launch settings of {name} (a run of an earlier raybench)" in result.stderr
+    assert sorted(p["engine"] for p in json.loads(out.read_text())["profiles"]) == ["sglang", "vllm"]
+
+
+def test_a_damaged_launch_record_is_a_one_line_error_naming_it(raybench_run, tmp_path):
+    run_dir = as_measured(raybench_run, tmp_path / "run")
+    env = json.loads((run_dir / "env.json").read_text())
+    env["servers"]["vllm-h200"]["simulator"]["modes"]["online"]["features"]["policy"] = "fifo"
+    (run_dir / "env.json").write_text(json.dumps(env))
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(tmp_path / "p.json")])
+    assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert "env.json: servers.vllm-h200.simulator: policy='fifo' is not allowed" in result.stderr
