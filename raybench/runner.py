@@ -62,6 +62,7 @@ from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.warmup import warm_up
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
 from raybench.workloads.multiturn import MultiTurnWorkload
+from raybench.workloads.reuse import SAMPLE_PROMPTS, PromptHistory, PromptReuse
 from raybench.workloads.datasets import load_dataset
 from raybench.workloads.tokenizer import WORD_TOKENIZER
 from raybench.workloads.trace import TraceWorkload
@@ -126,9 +127,12 @@ def check_workloads(cells: list[Cell]) -> None:
 class _Server:
     """A backend's running server: its URL, its ServerActor (None for an external URL)."""
 
-    def __init__(self, backend: Backend, url: str, handle: ServerHandle | None = None) -> None:
+    def __init__(self, backend: Backend, url: str, handle: ServerHandle | None = None,
+                 version: str | None = None) -> None:
         self.backend, self.url, self.handle = backend, url, handle
         self.name = backend.name
+        # what it was sent since it started or was last reset, where it may keep a prefix cache
+        self.history = PromptHistory() if backend.may_cache_prefixes(version) else None
         # the simulator keeps its own log of what it sent: saved beside what the client measured
         self.ground_truth = backend.kind is BackendKind.SIM
 
@@ -151,6 +155,18 @@ class _Server:
             return
         path = self.backend.cache_reset if isinstance(self.backend, ExternalBackend) else self.backend.endpoints.cache_reset
         admin.reset_cache(self.url, path)
+        if self.history is not None:
+            self.history.clear()
+
+    def prompts_sent_before(self, cell_id: str, workload: Workload) -> PromptReuse | None:
+        """What of the cell's first prompts the server was sent by earlier cells (and may have
+        cached); the cell's own prompts join that history."""
+        if self.history is None:
+            return None
+        sample = workload.build(range(min(SAMPLE_PROMPTS, workload.num_requests)))
+        reuse = self.history.reuse(sample)
+        self.history.add(cell_id, sample)
+        return reuse
 
     def check_alive(self, during: str) -> None:
         if self.handle is not None:
@@ -288,7 +304,7 @@ class Runner:
                 started=True, version=record["version"], argv=record["argv"], node_ip=info.node_ip,
                 gpu_ids=list(info.gpu_ids), visible_devices=info.visible_devices)
             write_json_atomic(self.run_dir.env_json, self.env)
-            yield _Server(backend, info.url, handle)
+            yield _Server(backend, info.url, handle, version=record["version"])
         finally:
             handle.stop()
             guard.discard(handle)
@@ -357,6 +373,9 @@ class Runner:
                     no_answer_hint_s=self.options.no_answer_hint_s)
             server.reset_cache()
             server.reset_ground_truth()
+            reused = server.prompts_sent_before(cell.id, workload)
+            if reused is not None and reused.flagged:
+                self.report(f"WARNING {reused.line(cell.id)}")
             rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
             arrivals = cell_schedule(workload, ArrivalProcess(
                 rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
@@ -402,6 +421,7 @@ class Runner:
         self._say_oov(requests, workload, summary)
         summary.update(turn_fields(requests, chunks, compat=self.experiment.compat))
         summary["workload"] = workload.describe()
+        summary["prompts_sent_before"] = None if reused is None else reused.to_json()
         return CellRun(summary=summary, outcome=outcome)
 
     @staticmethod

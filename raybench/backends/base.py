@@ -166,6 +166,11 @@ class ProcessBackend:
     def server_env(self) -> dict[str, str]:
         return dict(self.env)
 
+    def may_cache_prefixes(self, version: str | None) -> bool:
+        """Whether the server, at ``version`` (None: not known), may answer a prompt it saw before
+        from a prefix cache; True unless its launch or version says it does not."""
+        return True
+
     # -- shared --------------------------------------------------------------------------------
     def load_path(self, model: str) -> str:
         return self.model_path or model

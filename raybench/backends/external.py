@@ -36,3 +36,6 @@ class ExternalBackend:
 
     def served_model(self, model: str) -> str:
         return model
+
+    def may_cache_prefixes(self, version: str | None) -> bool:
+        return True  # someone else's server: nothing says it does not

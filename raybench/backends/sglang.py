@@ -81,6 +81,9 @@ class SGLangBackend(ProcessBackend):
             argv += ["--served-model-name", model]
         return argv + ["--host", host, "--port", str(port), *self.extra_args]
 
+    def may_cache_prefixes(self, version: str | None) -> bool:
+        return not (self.disable_radix_cache or "--disable-radix-cache" in self.extra_args)
+
     def engine_kwargs(self, model: str) -> dict[str, object]:
         """``sglang.Engine(**kwargs)`` for offline engine mode (ServerArgs field names)."""
         kwargs: dict[str, object] = {"model_path": self.load_path(model), "tp_size": self.tp}

@@ -60,6 +60,15 @@ class SimBackend(ProcessBackend):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3.6e6:
                 raise ConfigError.invalid(name, value, "a number of milliseconds in 0..3600000")
 
+    def may_cache_prefixes(self, version: str | None) -> bool:
+        """Only engine timing holds requests in an engine core, with the prefix cache of its features."""
+        from raybench.sim.features import PrefixCache, defaults
+
+        if self.timing != "engine":
+            return False
+        features = self.engine_features or defaults(self.profile)
+        return features.prefix_cache is not PrefixCache.NONE
+
     def check_model(self, model: str) -> None:
         """The simulator can serve ``model`` with these settings (engine timing needs a profiled model that fits)."""
         from raybench.sim.config import SimConfig, SimConfigError

@@ -11,6 +11,7 @@ sets it. Version: ``GET /version`` -> ``{"version": ...}``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -86,6 +87,19 @@ class VLLMBackend(ProcessBackend):
             env.setdefault("VLLM_SERVER_DEV_MODE", "1")
         return env
 
+    def may_cache_prefixes(self, version: str | None) -> bool:
+        flags = {a.split("=", 1)[0] for a in self.extra_args}
+        if "--no-enable-prefix-caching" in flags:
+            return False
+        if self.enable_prefix_caching is not None or "--enable-prefix-caching" in flags:
+            return bool(self.enable_prefix_caching) or "--enable-prefix-caching" in flags
+        # the default: off in the V0 engine, on in V1 (the default engine from 0.8.0; VLLM_USE_V1 picks one)
+        engine = self.server_env().get("VLLM_USE_V1")
+        if engine in ("0", "1"):
+            return engine == "1"
+        release = _release(version)
+        return release is None or release >= (0, 8)
+
     def engine_kwargs(self, model: str) -> dict[str, object]:
         """``vllm.LLM(**kwargs)`` for offline engine mode: the same settings as the server."""
         kwargs: dict[str, object] = {"model": self.load_path(model), "tensor_parallel_size": self.tp}
@@ -101,3 +115,9 @@ class VLLMBackend(ProcessBackend):
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         return kwargs
+
+
+def _release(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a version string such as "0.7.4.dev181+gf35f8e22"; None if it has none."""
+    match = re.match(r"v?(\d+)\.(\d+)", version or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None

@@ -73,6 +73,13 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
             f"host contended (event-loop lag up to {lag:.0f} ms while the client used {share:.0%} of a core): "
             "another process took the client's CPUs; client-side latencies may include that wait"
             + "".join(f"; {h}" for h in {niceness_hint(a.get("niceness")) for a in summary.get("actors") or []} if h))))
+    reused = summary.get("prompts_sent_before")
+    if isinstance(reused, dict) and reused.get("flagged"):
+        flags.append(Flag(level=FlagLevel.WARNING, text=(
+            f"{reused['share']:.0%} of the prompt tokens of its first {reused.get('sampled_prompts')} prompts begin as "
+            f"prompts {', '.join(reused.get('cells') or [])} sent to the same server, not reset since: a prefix "
+            "cache may have answered them, and TTFT then measures the cache (reset_cache=True on the backend "
+            "resets it between cells)")))
     if summary.get("retried"):
         flags.append(Flag(level=FlagLevel.WARNING, text=(
             f"{summary['retried']} request(s) sent twice: the server closed their connection before answering "

@@ -240,6 +240,8 @@ def _check_note(summary: Mapping[str, Any]) -> str:
         return " (client saturated)"
     if summary.get("host_contended"):
         return " (host contended)"
+    if (summary.get("prompts_sent_before") or {}).get("flagged"):
+        return " (prompts sent before)"
     return ""
 
 

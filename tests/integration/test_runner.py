@@ -144,3 +144,33 @@ def test_cell_deadline_cancels_in_flight_requests_and_keeps_finished_ones(ray_lo
     assert statuses.get("ok", 0) >= 4  # the first wave (about 2 s each) finished
     assert statuses.get("cancelled", 0) == 4  # the second wave was cut
     assert requests.height == statuses["ok"] + 4
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_cell_resending_an_earlier_cell_s_prompts_to_a_caching_server_is_flagged(ray_local, tmp_path, reset):
+    from raybench.sim.features import PrefixCache, defaults
+
+    # a sweep's cells share the seed, so c4 sends c2's prompts again; the simulated vLLM keeps a
+    # block-hash prefix cache, as vLLM's V1 engine does by default
+    caching = defaults("vllm").with_(prefix_cache=PrefixCache.BLOCK_HASH)
+    backend = SimBackend(timing="engine", profile="vllm", engine_features=caching, reset_cache=reset)
+    sweep = Online(concurrency=(2, 4), input_len=640, output_len=4, num_prompts=8)
+    rd, summaries, lines = run(tmp_path, backend, online=(sweep,))
+    first, second = summaries
+    assert first["prompts_sent_before"] is None
+    cached = [cell_tables(rd, s)["requests"]["cached_tokens"].fill_null(0).sum() for s in summaries]
+    warnings = [line for line in lines if line.startswith("WARNING") and "sent to this server" in line]
+    if reset:  # reset after each warm-up: nothing carried over, nothing flagged
+        assert second["prompts_sent_before"] is None and cached == [0, 0] and not warnings
+        return
+    reused = second["prompts_sent_before"]
+    assert reused["cells"] == [first["cell_id"]] and reused["flagged"] and reused["share"] == 1.0
+    assert reused["sampled_prompts"] == 8
+    # the server did answer them from its cache, all but each prompt's last block of 16 ids: in c2
+    # only its warm-up's prompt (request 0), in c4 every one
+    assert cached == [624, 8 * 624]
+    expected = (f"WARNING cell {second['cell_id']}: 100% of the prompt tokens of its first 8 prompts begin as "
+                f"prompts that {first['cell_id']} sent to this server, and it was not reset since: a prefix cache "
+                "may answer them, and their TTFT then measures the cache (set reset_cache=True on the backend, or "
+                "turn the server's prefix cache off)")
+    assert warnings == [expected]
