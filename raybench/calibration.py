@@ -65,7 +65,9 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
     """Every row of every source with a measured total throughput; ConfigError if none has one.
 
     A run dir's cells that did not complete are left out, as compare leaves them out: their
-    numbers cover only the requests they recorded. ``report`` gets one line for each.
+    numbers cover only the requests they recorded. So are cells flagged ``prompts_sent_before``:
+    their server may have answered them from a prefix cache an earlier cell filled, which a row
+    simulated on its own does not have. ``report`` gets one line for each.
     ``measured_only``: a source that holds predictions (raybench predict's cells) is a ConfigError."""
     from raybench.report.sources import PREDICTED, load_source, unfinished_cells
 
@@ -77,10 +79,10 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
         if measured_only and frame["label"].str.ends_with(PREDICTED).any():
             raise ConfigError(f"--reference {source} holds predictions (raybench predict), not measurements: "
                               "calibrate fits measured results (a raybench run, a results file, or published)")
-        unfinished = unfinished_cells(source) if Path(source).is_dir() else {}
-        if unfinished:
-            frame = frame.filter(~pl.col("cell_id").is_in(list(unfinished)))
-            for line in unfinished.values():
+        left_out = {**unfinished_cells(source), **_cells_sent_before(Path(source))} if Path(source).is_dir() else {}
+        if left_out:
+            frame = frame.filter(~pl.col("cell_id").is_in(list(left_out)))
+            for line in left_out.values():
                 if report is not None:
                     report(f"--reference {source}: left out {line}")
         frame = _with_run_launches(frame, Path(source), report) if Path(source).is_dir() else \
@@ -93,6 +95,20 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
                               "and a total throughput)")
         frames.append(usable)
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def _cells_sent_before(run_dir: Path) -> dict[str, str]:
+    """Cells whose prompts an earlier cell had sent to the same server, which may have cached them."""
+    out = {}
+    for path in sorted(run_dir.glob("cells/*/summary.json")):
+        summary = _read_run_json(path)
+        reused = summary.get("prompts_sent_before") if isinstance(summary, dict) else None
+        if isinstance(reused, dict) and reused.get("flagged"):
+            cell_id = str(summary.get("cell_id") or path.parent.name)
+            out[cell_id] = (f"cell {cell_id}: {reused.get('share', 0):.0%} of its prompt tokens had been sent to its "
+                            f"server by {', '.join(reused.get('cells') or [])} (prompts_sent_before), so its TTFT may "
+                            "measure a prefix cache")
+    return out
 
 
 def _read_run_json(path: Path) -> Any:

@@ -291,6 +291,22 @@ def test_a_run_s_incomplete_cell_is_no_reference_and_the_commands_say_so(raybenc
     assert total.split()[1] == "3"  # the cell that lost requests is compared with nothing
 
 
+def test_a_cell_a_prefix_cache_may_have_answered_is_no_reference_and_the_commands_say_so(raybench_run, tmp_path):
+    run_dir = as_measured(raybench_run, tmp_path / "run")
+    summary_file = next(run_dir.glob("cells/sglang-h200*c32*/summary.json"))
+    summary = json.loads(summary_file.read_text())
+    earlier = summary["cell_id"].replace("c32", "c4")
+    summary["prompts_sent_before"] = {"share": 0.98, "cells": [earlier], "sampled_prompts": 64, "block_tokens": 16,
+                                      "flagged": True}
+    summary_file.write_text(json.dumps(summary))
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert (f"left out cell {summary['cell_id']}: 98% of its prompt tokens had been sent to its server by {earlier} "
+            "(prompts_sent_before), so its TTFT may measure a prefix cache") in result.stderr
+    assert "(3 rows)" in json.loads(out.read_text())["profiles"][0]["fitted_on"]
+
+
 def test_calibrate_says_when_its_rows_never_fill_the_kv_pool(tmp_path):
     # c4 and c8 with 800-token outputs hold a few hundred thousand KV tokens at most: every reserve fits alike
     out = tmp_path / "p.json"
