@@ -618,7 +618,7 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
 
     from raybench.experiment import load_experiment
     from raybench.plan import resolve
-    from raybench.predict import extrapolation_lines, predict_run
+    from raybench.predict import extrapolation_lines, predict_run, resent_prompt_lines
 
     t0 = time.perf_counter()
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts)
@@ -630,7 +630,7 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
     run_dir, summaries = predict_run(experiment, cells, out, profiles_path=profiles, report=write_report)
     click.echo(f"predicted {len(cells)} cells in {time.perf_counter() - t0:.1f} s (virtual time; every number "
                "is a prediction)", err=True)
-    for line in extrapolation_lines(summaries):
+    for line in (*extrapolation_lines(summaries), *resent_prompt_lines(summaries)):
         click.echo(line, err=True)
     if reference_frame is not None:
         from raybench.calibration import compare_to_reference, error_table

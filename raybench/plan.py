@@ -14,6 +14,10 @@ from raybench.errors import ConfigError
 from raybench.experiment import Cell, Experiment, Hardware, Online, SimBackend
 from raybench.store.outcome import CellOutcome
 from raybench.store.rundir import safe_name
+from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
+from raybench.workloads.datasets import load_dataset
+from raybench.workloads.multiturn import MultiTurnWorkload
+from raybench.workloads.trace import TraceWorkload
 
 # the plan fields --only may select on, and the JSON every plan row carries
 PLAN_FIELDS = ("id", "backend", "engine", "hardware", "mode", "concurrency", "batch_size", "input_len",
@@ -100,6 +104,32 @@ def with_prompts(experiment: Experiment, *, tokenizer: str | None = None, tokeni
     if tokenizer_revision is not None:
         changes["tokenizer_revision"] = tokenizer_revision
     return dataclasses.replace(experiment, **changes) if changes else experiment
+
+
+def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> Workload:
+    """The cell's workload; ``prompt_params`` (PromptSource.workload_params) pick tokenizer or id range."""
+    seed = cell.seed if seed is None else seed
+    if cell.dataset == "trace":
+        return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
+                                       seed=seed, **prompt_params)
+    if cell.dataset in ("sharegpt", "custom"):
+        return load_dataset(cell.dataset, cell.dataset_path, num_prompts=cell.num_prompts, seed=seed,
+                            output_len=cell.output_len if cell.force_output_len else None,
+                            default_output_len=cell.output_len, **prompt_params)
+    if cell.dataset == "multiturn":
+        return MultiTurnWorkload(num_sessions=cell.num_prompts // cell.num_turns, num_turns=cell.num_turns,
+                                 input_len=cell.input_len, output_len=cell.output_len,
+                                 think_time_s=cell.think_time_s, seed=seed, **prompt_params)
+    if cell.dataset == "prefix":
+        return SharedPrefixWorkload(
+            num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
+            prefix_len=cell.prefix_len, question_len=cell.input_len - cell.prefix_len,
+            output_len=cell.output_len, seed=seed, **prompt_params,
+        )
+    return RandomWorkload(
+        num_prompts=cell.num_prompts, input_len=cell.input_len, output_len=cell.output_len,
+        range_ratio=cell.range_ratio, seed=seed, **prompt_params,
+    )
 
 
 def with_repeats(experiment: Experiment, repeats: int | None) -> Experiment:

@@ -32,6 +32,7 @@ from raybench.analysis.summary import summarize_cell, summarize_offline, summary
 from raybench.backends.base import BackendKind
 from raybench.errors import ConfigError
 from raybench.experiment import WARMUP_MAX_TOKENS, Backend, Cell, Experiment, Mode
+from raybench.plan import workload_for
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfigError
 from raybench.sim.engine import EngineCore, KvCapacityError
@@ -42,6 +43,7 @@ from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, sim
 from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
+from raybench.workloads.reuse import PromptHistory, PromptReuse, prompt_sample
 
 SUMMARY_FILE = "summary.json"
 #: vLLM V0's chunked-prefill budget for its OpenAI server (EngineArgs, usage context API server)
@@ -184,12 +186,19 @@ def profile_for(plan: CellPlan, profiles: Mapping[str, EngineProfile], source: s
     return profile
 
 
-def requests_for(cell: Cell) -> list[RequestSpec]:
-    """The cell's requests as the engine core sees them (a shared prefix is one cacheable segment)."""
+def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
+    """The cell's requests as the engine core sees them: cacheable segments keyed by what draws
+    their content, a shared prefix and a question. ``kept_cache``: the server's prefix cache holds
+    what earlier cells sent (no reset between cells), so a random prompt is a segment too, and a
+    cell that sends an earlier cell's prompts again (the same seed) finds them, as over HTTP."""
     n = cell.num_prompts or cell.batch_size or 1
     if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
         return shared_prefix_requests(n, cell.input_len, cell.prefix_len, cell.output_len, cell.prompts_per_group,
                                       cell.seed)
+    if kept_cache:
+        key = ("random", cell.seed, cell.input_len, cell.range_ratio)
+        return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len,
+                            segments=(((*key, slot), cell.input_len),)) for slot in range(n)]
     return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
 
 
@@ -204,6 +213,18 @@ class Server:
         self.warmup_requests = warmup_requests
         self._plan: CellPlan | None = None
         self._cache: PrefixStore | None = None
+        self._sent = PromptHistory()
+
+    def prompts_sent_before(self, cell: Cell, plan: CellPlan) -> PromptReuse | None:
+        """What of the cell's first prompts earlier cells sent this server, as ``raybench run``
+        flags it (a server with a prefix cache that is not reset between cells); None for the
+        workloads the engine model has no prompts of (files, traces, conversations)."""
+        if plan != self._plan:  # a server that does not keep the earlier cells' cache
+            self._sent.clear()
+        if (self.backend.reset_cache or plan.features.prefix_cache is PrefixCache.NONE
+                or cell.dataset not in ("random", "prefix")):
+            return None
+        return self._sent.check_and_add(cell.id, prompt_sample(workload_for(cell)))
 
     def run(self, cell: Cell, plan: CellPlan, cost: costmodel.CostModel, requests: Sequence[RequestSpec],
             concurrency: int) -> Trace:
@@ -245,7 +266,8 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
         if server is None or cell.runs_in_engine:
             trace = simulate(cost, requests_for(cell), concurrency=concurrency, rate_per_s=cell.request_rate)
         else:
-            trace = server.run(cell, plan, cost, requests_for(cell), concurrency)
+            kept = not server.backend.reset_cache and plan.features.prefix_cache is not PrefixCache.NONE
+            trace = server.run(cell, plan, cost, requests_for(cell, kept_cache=kept), concurrency)
     except (SimConfigError, KvCapacityError) as err:
         raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
     return trace, profile, plan
@@ -288,6 +310,9 @@ def chunks_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
 def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile], cell_dir: Path,
                  source: str = "the shipped profiles", server: Server | None = None) -> dict[str, Any]:
     """Predict one cell into ``cell_dir``; return its summary. ``server``: see ``simulate_cell``."""
+    reused = None
+    if server is not None and not cell.runs_in_engine:
+        reused = server.prompts_sent_before(cell, cell_plan(experiment, cell))
     trace, profile, plan = simulate_cell(experiment, cell, profiles, source, server)
     table = requests_table(cell, trace, profile)
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -310,9 +335,10 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
     summary.update(judge(range(len(trace.prompt_tokens)), table.column("request_id").to_pylist()).fields())
     extrapolated = profile.extrapolated(trace.regimes)
     summary.update(cell=cell.to_json(), raybench_version=raybench.__version__, prediction=True,
+                   prompts_sent_before=None if reused is None else reused.to_json(),
                    extrapolated=None if extrapolated is None else list(extrapolated),
                    predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on, "source": source,
-                                   "features": _features_json(plan.features), "steps": trace.num_steps,
+                                   "features": plan.features.to_json(), "steps": trace.num_steps,
                                    "start_cached_tokens": trace.start_cached_tokens,
                                    "regimes": sorted(trace.regimes),
                                    "fitted_regimes": None if profile.fitted_regimes is None
@@ -340,8 +366,20 @@ def extrapolation_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _features_json(f: EngineFeatures) -> dict[str, Any]:
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in f.__dict__.items()}
+def resent_prompt_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The cells a run would flag prompts_sent_before, per server (empty: none)."""
+    flagged: dict[str, list[str]] = {}
+    for s in summaries:
+        if (s.get("prompts_sent_before") or {}).get("flagged"):
+            flagged.setdefault(str((s.get("cell") or {}).get("backend")), []).append(str(s.get("cell_id")))
+    lines = []
+    for backend, ids in flagged.items():
+        shown = ", ".join(ids[:2]) + (", ..." if len(ids) > 2 else "")
+        lines.append(f"{backend}: {len(ids)} cell{'s' if len(ids) != 1 else ''} ({shown}) send prompts that earlier "
+                     "cells sent this server, which keeps a prefix cache and is not reset between cells: a run flags "
+                     "them (prompts_sent_before), as their TTFT would measure the cache; reset_cache=True on the "
+                     "backend measures each cell on its own")
+    return lines
 
 
 def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *, profiles_path: str | None = None,

@@ -38,7 +38,7 @@ from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import ClientCheck
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
-from raybench.plan import check_resume, run_settings
+from raybench.plan import check_resume, run_settings, workload_for
 from raybench.prompting import PromptSource, oov_hint, prompt_sources
 from raybench.search import SEARCH_FILE, Probe, bisect, format_result, judge as judge_search
 from raybench.store.cells import (
@@ -60,12 +60,9 @@ from raybench.telemetry.progress import ProgressDisplay
 from raybench.telemetry.scraper import ServerMetricsRecording
 from raybench.telemetry.server_metrics import SERVER_METRICS_FILE
 from raybench.warmup import warm_up
-from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
-from raybench.workloads.multiturn import MultiTurnWorkload
-from raybench.workloads.reuse import SAMPLE_PROMPTS, PromptHistory, PromptReuse
-from raybench.workloads.datasets import load_dataset
+from raybench.workloads import Workload
+from raybench.workloads.reuse import PromptHistory, PromptReuse, prompt_sample
 from raybench.workloads.tokenizer import WORD_TOKENIZER
-from raybench.workloads.trace import TraceWorkload
 
 Report = Callable[[str], None]
 
@@ -88,32 +85,6 @@ class RunOptions:
     late_send_threshold_ms: float = DEFAULT_LATE_SEND_THRESHOLD_MS  # p99 send lateness beyond it flags a cell
 
 
-def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> Workload:
-    """The cell's workload; ``prompt_params`` (PromptSource.workload_params) pick tokenizer or id range."""
-    seed = cell.seed if seed is None else seed
-    if cell.dataset == "trace":
-        return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
-                                       seed=seed, **prompt_params)
-    if cell.dataset in ("sharegpt", "custom"):
-        return load_dataset(cell.dataset, cell.dataset_path, num_prompts=cell.num_prompts, seed=seed,
-                            output_len=cell.output_len if cell.force_output_len else None,
-                            default_output_len=cell.output_len, **prompt_params)
-    if cell.dataset == "multiturn":
-        return MultiTurnWorkload(num_sessions=cell.num_prompts // cell.num_turns, num_turns=cell.num_turns,
-                                 input_len=cell.input_len, output_len=cell.output_len,
-                                 think_time_s=cell.think_time_s, seed=seed, **prompt_params)
-    if cell.dataset == "prefix":
-        return SharedPrefixWorkload(
-            num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
-            prefix_len=cell.prefix_len, question_len=cell.input_len - cell.prefix_len,
-            output_len=cell.output_len, seed=seed, **prompt_params,
-        )
-    return RandomWorkload(
-        num_prompts=cell.num_prompts, input_len=cell.input_len, output_len=cell.output_len,
-        range_ratio=cell.range_ratio, seed=seed, **prompt_params,
-    )
-
-
 def check_workloads(cells: list[Cell]) -> None:
     """Read every file a cell replays, before any server starts: a bad file is one line, not a failed run."""
     seen: set[str] = set()
@@ -131,8 +102,8 @@ class _Server:
                  version: str | None = None) -> None:
         self.backend, self.url, self.handle = backend, url, handle
         self.name = backend.name
-        # what it was sent since it started or was last reset, where it may keep a prefix cache
-        self.history = PromptHistory() if backend.may_cache_prefixes(version) else None
+        # what it was sent since it started, where it may keep a prefix cache that no reset empties
+        self.history = PromptHistory() if backend.may_cache_prefixes(version) and not backend.reset_cache else None
         # the simulator keeps its own log of what it sent: saved beside what the client measured
         self.ground_truth = backend.kind is BackendKind.SIM
 
@@ -155,18 +126,13 @@ class _Server:
             return
         path = self.backend.cache_reset if isinstance(self.backend, ExternalBackend) else self.backend.endpoints.cache_reset
         admin.reset_cache(self.url, path)
-        if self.history is not None:
-            self.history.clear()
 
     def prompts_sent_before(self, cell_id: str, workload: Workload) -> PromptReuse | None:
         """What of the cell's first prompts the server was sent by earlier cells (and may have
         cached); the cell's own prompts join that history."""
         if self.history is None:
             return None
-        sample = workload.build(range(min(SAMPLE_PROMPTS, workload.num_requests)))
-        reuse = self.history.reuse(sample)
-        self.history.add(cell_id, sample)
-        return reuse
+        return self.history.check_and_add(cell_id, prompt_sample(workload))
 
     def check_alive(self, during: str) -> None:
         if self.handle is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raybench.workloads.base import RequestSpec
+from raybench.workloads.base import RequestSpec, Workload
 
 #: a cell's first prompts that are compared; workloads rebuild request i from (seed, i), so two
 #: cells with one seed send the same prompts in the same order and their first ones show it
@@ -75,12 +75,23 @@ class PromptHistory:
         return PromptReuse(share=reused / total, cells=tuple(c for c in self._cells if c in sources),
                            sampled=len(specs))
 
+    def check_and_add(self, cell_id: str, specs: Sequence[RequestSpec]) -> PromptReuse | None:
+        """What of a cell's prompts was sent before; then the cell's own join the history."""
+        reuse = self.reuse(specs)
+        self.add(cell_id, specs)
+        return reuse
+
     def add(self, cell_id: str, specs: Sequence[RequestSpec]) -> None:
         if cell_id not in self._cells:
             self._cells.append(cell_id)
         for spec in specs:
             for block in _block_chain(spec):
                 self._first_sent_by.setdefault(block, cell_id)
+
+
+def prompt_sample(workload: Workload) -> list[RequestSpec]:
+    """The prompts of a cell that are compared: its first SAMPLE_PROMPTS."""
+    return workload.build(range(min(SAMPLE_PROMPTS, workload.num_requests)))
 
 
 def _block_chain(spec: RequestSpec) -> Iterator[int]:

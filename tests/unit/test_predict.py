@@ -392,7 +392,7 @@ from raybench.backends.vllm import VLLMBackend
 from raybench.experiment import Experiment, Hardware, Online
 
 mine = VLLMBackend(name="my-vllm", tp=2, enable_chunked_prefill=True, max_num_batched_tokens=1024,
-                   enable_prefix_caching=True, gpu_memory_utilization=0.8)
+                   enable_prefix_caching=True, gpu_memory_utilization=0.8, reset_cache=True)
 experiment = Experiment(
     name="own", model="meta-llama/Llama-3.1-8B-Instruct", backends=(mine,),
     hardware={"my-vllm": Hardware(name="H200", count=2)}, warmup_requests=0,
@@ -460,3 +460,24 @@ def test_a_damaged_launch_record_is_a_one_line_error_naming_it(raybench_run, tmp
     result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(tmp_path / "p.json")])
     assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1
     assert "env.json: servers.vllm-h200.simulator: policy='fifo' is not allowed" in result.stderr
+
+
+def test_predict_flags_the_cells_a_run_would_flag_for_resent_prompts(tmp_path):
+    # the seed's prefix vLLM keeps a block-hash cache and is not reset: c64 and c128 resend c32's
+    # prompts; SGLang resets its radix cache before each cell
+    only = "backend=vllm-h200-prefix|sglang-h200,prefix_len=2000"
+    result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only", only,
+                                       "--num-prompts", "64", "--out", str(tmp_path), "--no-report"])
+    assert result.exit_code == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    flags = {}
+    for path in run_dir.glob("cells/*/summary.json"):
+        summary = json.loads(path.read_text())
+        flags[f"{summary['cell']['backend']} c{summary['cell']['concurrency']}"] = summary["prompts_sent_before"]
+    first = "vllm-h200-prefix.H200-online-c32-i3200p2000-o800"
+    assert {k: v and (v["share"], v["cells"]) for k, v in flags.items()} == {
+        "vllm-h200-prefix c32": None, "vllm-h200-prefix c64": (1.0, [first]), "vllm-h200-prefix c128": (1.0, [first]),
+        "sglang-h200 c32": None, "sglang-h200 c64": None, "sglang-h200 c128": None}
+    assert ("vllm-h200-prefix: 2 cells (vllm-h200-prefix.H200-online-c64-i3200p2000-o800, "
+            "vllm-h200-prefix.H200-online-c128-i3200p2000-o800) send prompts that earlier cells sent") in result.stderr
+    assert "sglang-h200:" not in result.stderr

@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from raybench.cli import main
 from raybench.errors import ConfigError, RunError
 from raybench.experiment import Experiment, Offline, Online, Sampling, SimBackend
-from raybench.plan import check_resume, prompt_identity, resolve, run_settings
-from raybench.runner import workload_for
+from raybench.plan import check_resume, prompt_identity, resolve, run_settings, workload_for
 from raybench.store.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
