@@ -24,7 +24,7 @@ from raybench.experiment import Experiment, Hardware, Online
 from raybench.loadgen.client import ClientConfig
 from raybench.loadgen.generator import LoadGenerator
 from raybench.loadgen.records import chunks_batch, requests_batch
-from raybench.plan import simulated
+from raybench.plan import simulated, workload_for
 from raybench.predict import Server, predict_cell
 from raybench.sim import SimConfig, SimServer
 from raybench.sim.profiles import load_profiles
@@ -97,30 +97,9 @@ async def test_prefix_cells_in_a_row_on_one_server_agree_with_predict_within_2_p
                             hardware={"vllm-h200-prefix": Hardware(name="H200", count=8)}, warmup_requests=1,
                             online=(Online(concurrency=(6,), num_prompts=12, prompts_per_group=4, **shape),
                                     Online(concurrency=(12,), num_prompts=24, prompts_per_group=8, **shape)))
-    cells = experiment.cells()
-    server = Server(experiment.backends[0], experiment.warmup_requests)
-    predicted = [predict_cell(experiment, c, load_profiles(), tmp_path / c.id, server=server) for c in cells]
-    cold = predict_cell(experiment, cells[1], load_profiles(), tmp_path / "cold")
     # what the first cell left (every group's prefix) is what makes the second one faster
-    print("cold / warm mean TTFT", cold["mean_ttft_ms"] / predicted[1]["mean_ttft_ms"])
-    assert cold["mean_ttft_ms"] > 1.1 * predicted[1]["mean_ttft_ms"]
-
-    worst = []
-    for _ in range(3):
-        ratios = []
-        async with SimServer(_sim_config(experiment)) as sim:
-            for cell in cells:
-                workload = SharedPrefixWorkload(num_groups=cell.num_groups, prompts_per_group=cell.prompts_per_group,
-                                                prefix_len=cell.prefix_len, question_len=cell.input_len - cell.prefix_len,
-                                                output_len=cell.output_len, seed=cell.seed)
-                client = ClientConfig(base_url=sim.url, model=MODEL)
-                await asyncio.to_thread(warm_up, client, workload, experiment.warmup_requests)
-                ratios.append(_ratios(await _run_cell(sim, cell, workload), predicted[len(ratios)]))
-        print([{k: round(v, 4) for k, v in r.items()} for r in ratios])
-        worst.append(max(abs(v - 1) for r in ratios for v in r.values()))
-        if worst[-1] < 0.02:
-            break
-    assert min(worst) < 0.02, worst
+    predicted = _predicted_in_a_row(experiment, tmp_path, warm_by=1.1)
+    assert await _worst_over_http_in_a_row(experiment, predicted) < 0.02
 
 
 async def test_random_cells_in_a_row_on_a_caching_server_agree_with_predict_within_2_percent(tmp_path):
@@ -131,22 +110,34 @@ async def test_random_cells_in_a_row_on_a_caching_server_agree_with_predict_with
                             hardware={"vllm-h200-prefix": Hardware(name="H200", count=8)}, warmup_requests=1,
                             online=(Online(concurrency=(6,), input_len=1536, output_len=12, num_prompts=8),
                                     Online(concurrency=(12,), input_len=1536, output_len=12, num_prompts=16)))
+    predicted = _predicted_in_a_row(experiment, tmp_path, warm_by=1.1)  # 8 of the second's 16 prompts cached
+    reused = predicted[1]["prompts_sent_before"]
+    assert predicted[0]["prompts_sent_before"] is None and reused["flagged"]
+    assert reused["cells"] == [experiment.cells()[0].id]
+    assert await _worst_over_http_in_a_row(experiment, predicted) < 0.02
+
+
+def _predicted_in_a_row(experiment, tmp_path, *, warm_by: float) -> list[dict]:
+    """The experiment's cells predicted on one server; the last one is ``warm_by`` faster to its
+    first tokens than on a fresh server."""
     cells = experiment.cells()
     server = Server(experiment.backends[0], experiment.warmup_requests)
     predicted = [predict_cell(experiment, c, load_profiles(), tmp_path / c.id, server=server) for c in cells]
-    cold = predict_cell(experiment, cells[1], load_profiles(), tmp_path / "cold")
-    print("cold / warm mean TTFT", cold["mean_ttft_ms"] / predicted[1]["mean_ttft_ms"])
-    assert cold["mean_ttft_ms"] > 1.1 * predicted[1]["mean_ttft_ms"]  # 8 of its 16 prompts were cached
-    reused = predicted[1]["prompts_sent_before"]
-    assert predicted[0]["prompts_sent_before"] is None and reused["cells"] == [cells[0].id] and reused["flagged"]
+    cold = predict_cell(experiment, cells[-1], load_profiles(), tmp_path / "cold")
+    print("cold / warm mean TTFT", cold["mean_ttft_ms"] / predicted[-1]["mean_ttft_ms"])
+    assert cold["mean_ttft_ms"] > warm_by * predicted[-1]["mean_ttft_ms"]
+    return predicted
 
+
+async def _worst_over_http_in_a_row(experiment, predicted) -> float:
+    """The cells over HTTP on one simulator, each after its warm-up: the largest |measured /
+    predicted - 1| of the best of three tries (a shared machine may be late by a few ms a wave)."""
     worst = []
     for _ in range(3):
         ratios = []
         async with SimServer(_sim_config(experiment)) as sim:
-            for cell in cells:
-                workload = RandomWorkload(num_prompts=cell.num_prompts, input_len=cell.input_len,
-                                          output_len=cell.output_len, seed=cell.seed)
+            for cell in experiment.cells():
+                workload = workload_for(cell)
                 client = ClientConfig(base_url=sim.url, model=MODEL)
                 await asyncio.to_thread(warm_up, client, workload, experiment.warmup_requests)
                 ratios.append(_ratios(await _run_cell(sim, cell, workload), predicted[len(ratios)]))
@@ -154,7 +145,7 @@ async def test_random_cells_in_a_row_on_a_caching_server_agree_with_predict_with
         worst.append(max(abs(v - 1) for r in ratios for v in r.values()))
         if worst[-1] < 0.02:
             break
-    assert min(worst) < 0.02, worst
+    return min(worst)
 
 
 async def test_a_prefix_prefilled_over_several_steps_is_reused_as_far_as_it_is_computed(tmp_path):
