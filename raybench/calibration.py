@@ -79,14 +79,16 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
         if measured_only and frame["label"].str.ends_with(PREDICTED).any():
             raise ConfigError(f"--reference {source} holds predictions (raybench predict), not measurements: "
                               "calibrate fits measured results (a raybench run, a results file, or published)")
-        left_out = {**unfinished_cells(source), **_cells_sent_before(Path(source))} if Path(source).is_dir() else {}
-        if left_out:
+        if Path(source).is_dir():
+            summaries = _cell_summaries(Path(source))
+            left_out = {**unfinished_cells(source), **_cells_sent_before(summaries)}
             frame = frame.filter(~pl.col("cell_id").is_in(list(left_out)))
             for line in left_out.values():
                 if report is not None:
                     report(f"--reference {source}: left out {line}")
-        frame = _with_run_launches(frame, Path(source), report) if Path(source).is_dir() else \
-            frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in _RUN_COLUMNS.items()])
+            frame = _with_run_launches(frame, Path(source), summaries, report)
+        else:
+            frame = frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in _RUN_COLUMNS.items()])
         usable = frame.filter(pl.col("total_throughput_tokens_per_s").is_not_null()
                               & (pl.col("total_throughput_tokens_per_s") > 0) & pl.col("hardware").is_not_null()
                               & pl.col("output_len").is_not_null() & pl.col("input_len").is_not_null())
@@ -97,14 +99,18 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
     return pl.concat(frames, how="vertical_relaxed")
 
 
-def _cells_sent_before(run_dir: Path) -> dict[str, str]:
+def _cell_summaries(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """A run dir's cell summaries by cell id (load_source has read them all, so each is readable)."""
+    summaries = (_read_run_json(path) for path in sorted(run_dir.glob("cells/*/summary.json")))
+    return {str(s.get("cell_id")): s for s in summaries if isinstance(s, dict)}
+
+
+def _cells_sent_before(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Cells whose prompts an earlier cell had sent to the same server, which may have cached them."""
     out = {}
-    for path in sorted(run_dir.glob("cells/*/summary.json")):
-        summary = _read_run_json(path)
-        reused = summary.get("prompts_sent_before") if isinstance(summary, dict) else None
+    for cell_id, summary in summaries.items():
+        reused = summary.get("prompts_sent_before")
         if isinstance(reused, dict) and reused.get("flagged"):
-            cell_id = str(summary.get("cell_id") or path.parent.name)
             out[cell_id] = (f"cell {cell_id}: {reused.get('share', 0):.0%} of its prompt tokens had been sent to its "
                             f"server by {', '.join(reused.get('cells') or [])} (prompts_sent_before), so its TTFT may "
                             "measure a prefix cache")
@@ -118,9 +124,11 @@ def _read_run_json(path: Path) -> Any:
         return err
 
 
-def _with_run_launches(frame: pl.DataFrame, run_dir: Path, report: Callable[[str], None] | None) -> pl.DataFrame:
+def _with_run_launches(frame: pl.DataFrame, run_dir: Path, summaries: Mapping[str, Mapping[str, Any]],
+                       report: Callable[[str], None] | None) -> pl.DataFrame:
     """A run dir's rows with the launch each backend recorded (env.json) and their cells' prefix groups
-    (plan.json). A backend without a record (a run of an earlier raybench) is named on ``report``."""
+    and seed (each summary's cell). A backend without a record (a run of an earlier raybench) is
+    named on ``report``."""
     env = _read_run_json(run_dir / "env.json")
     servers = env.get("servers") if isinstance(env, dict) else None
     recorded: dict[str, dict[str, Any]] = {}
@@ -131,8 +139,6 @@ def _with_run_launches(frame: pl.DataFrame, run_dir: Path, report: Callable[[str
             recorded[name] = _checked_launch(record, f"{run_dir / 'env.json'}: servers.{name}.simulator")
         elif isinstance(server, dict) and "simulator" in server:
             unmodelled.add(name)
-    plan = _read_run_json(run_dir / "plan.json")
-    cells = {c.get("id"): c for c in (plan.get("cells") or [] if isinstance(plan, dict) else []) if isinstance(c, dict)}
     launches, groups, seeds, unrecorded = [], [], [], []
     for row in frame.iter_rows(named=True):
         record = recorded.get(row["backend"])
@@ -140,7 +146,7 @@ def _with_run_launches(frame: pl.DataFrame, run_dir: Path, report: Callable[[str
         launches.append(json.dumps({**{k: record[k] for k in ("model", "gpu", "num_gpus")}, **mode}) if mode else None)
         if mode is None and row["backend"] not in unrecorded:
             unrecorded.append(row["backend"])
-        cell = cells.get(row.get("cell_id")) or {}
+        cell = (summaries.get(row.get("cell_id")) or {}).get("cell") or {}
         groups.append(cell.get("prompts_per_group") if isinstance(cell.get("prompts_per_group"), int) else None)
         seeds.append(cell.get("seed") if isinstance(cell.get("seed"), int) else None)
     for name in unrecorded if report is not None else ():

@@ -221,10 +221,13 @@ class Server:
         workloads the engine model has no prompts of (files, traces, conversations)."""
         if plan != self._plan:  # a server that does not keep the earlier cells' cache
             self._sent.clear()
-        if (self.backend.reset_cache or plan.features.prefix_cache is PrefixCache.NONE
-                or cell.dataset not in ("random", "prefix")):
+        if not self.keeps_cache(plan) or cell.dataset not in ("random", "prefix"):
             return None
         return self._sent.check_and_add(cell.id, prompt_sample(workload_for(cell)))
+
+    def keeps_cache(self, plan: CellPlan) -> bool:
+        """Its prefix cache holds what earlier cells sent: it has one, and no reset empties it."""
+        return not self.backend.reset_cache and plan.features.prefix_cache is not PrefixCache.NONE
 
     def run(self, cell: Cell, plan: CellPlan, cost: costmodel.CostModel, requests: Sequence[RequestSpec],
             concurrency: int) -> Trace:
@@ -266,8 +269,7 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
         if server is None or cell.runs_in_engine:
             trace = simulate(cost, requests_for(cell), concurrency=concurrency, rate_per_s=cell.request_rate)
         else:
-            kept = not server.backend.reset_cache and plan.features.prefix_cache is not PrefixCache.NONE
-            trace = server.run(cell, plan, cost, requests_for(cell, kept_cache=kept), concurrency)
+            trace = server.run(cell, plan, cost, requests_for(cell, kept_cache=server.keeps_cache(plan)), concurrency)
     except (SimConfigError, KvCapacityError) as err:
         raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
     return trace, profile, plan
