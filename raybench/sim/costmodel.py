@@ -61,6 +61,7 @@ class GpuProfile:
     allreduce_latency_s: float = 15e-6  # one small all-reduce over 8 GPUs
     eager_launch_s: float = 8.1e-6  # one kernel launched from eager PyTorch (measured on H200)
     graph_launch_s: float = 1.09e-6  # one kernel replayed inside a CUDA graph (measured on H200)
+    kv_reread_cost: float = 1.0  # a decode step's read of KV another request of the step has read, per first read
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,7 +172,7 @@ GPUS = MappingProxyType(
     {
         "H200": GpuProfile(name="H200", memory_gib=140, bandwidth_bytes_per_s=4.8e12,
                            fp8_flops_per_s=1979e12, bf16_flops_per_s=989e12, link_bytes_per_s=450e9,
-                           dense_read_bytes_per_s=2.3e12),
+                           dense_read_bytes_per_s=2.3e12, kv_reread_cost=0.75),
         "H100": GpuProfile(name="H100", memory_gib=80, bandwidth_bytes_per_s=3.35e12,
                            fp8_flops_per_s=1979e12, bf16_flops_per_s=989e12, link_bytes_per_s=450e9,
                            dense_read_bytes_per_s=1.6e12),

@@ -22,7 +22,8 @@ the one with the fewest output tokens), give their KV back, and queue first to p
 prompt + output so far again. The prefix cache holds prompt segments per DP rank (a radix cache
 hits any matching prefix, a block-hash cache whole blocks only); a cached segment lives in the
 KV pool once, pinned while a running request uses it, evicted least recently used when the pool
-needs room.
+needs room. Requests of a rank that read one cached segment in the same decode step pay
+``GpuProfile.kv_reread_cost`` of a first read for all but one of those reads (L2 still holds it).
 
 With ``async_output`` (vLLM V0) a step's tokens leave with the NEXT step's result: the engine
 processes one step's outputs while the next one runs, so every token, the first and the last
@@ -64,6 +65,9 @@ class _Request:
     segs_cached: int = 0  # leading segments now in the cache (hit or inserted)
     growing: object = None  # key of the segment it has cached in part and extends as its prefill goes on
     growing_tokens: int = 0  # ... and how much of it is cached
+    hit: int = 0  # prompt tokens the cache served at its last admission ...
+    hit_segments: int = 0  # ... from this many leading segments, the last perhaps in part
+    shared_reads: tuple | None = None  # ((key, tokens), ...) a decode step reads from the cache
     lingering: bool = False  # finished, in its one extra decode step before its KV is freed (async_output)
 
 
@@ -307,6 +311,8 @@ class EngineCore(FastForward):
                 emissions.append(self._produce(req, min(k, req.target_tokens - req.generated)))
         events = bool(emissions)  # so far only prompts that got their first token
         longest = max((r.prompt_tokens + r.generated for r, _ in decode), default=0)
+        for rank, tokens_reread in enumerate(self._reread_discount([r for r, _ in decode])):
+            kv_read[rank] -= tokens_reread
         for req, n in decode:
             kv_read[req.rank] += req.prompt_tokens + req.generated
             tokens[req.rank] += n
@@ -328,6 +334,43 @@ class EngineCore(FastForward):
                           decode_req_ids=tuple(r.req_id for r, _ in decode), num_tokens=num_tokens,
                           emissions=self._hand_out(tuple(emissions), events), features=feats,
                           preempted=tuple(preempted))
+
+    def _reread_discount(self, reqs) -> list[float]:
+        """Per DP rank, the KV tokens these decoding requests' step is spared: of a cached segment
+        that several of them read, every read but the longest costs ``kv_reread_cost`` of a first
+        read (what the longest brought in is found in L2)."""
+        dp, saved = self.features.dp_attention, 1.0 - self.cost.gpu.kv_reread_cost
+        out = [0.0] * dp
+        if not self._cache.enabled or saved <= 0:
+            return out
+        reads: dict = {}  # (rank, key) -> [tokens all readers read, the most one reads]
+        for r in reqs:
+            if r.shared_reads is None:
+                r.shared_reads = self._shared_reads(r)
+            for key, tokens in r.shared_reads:
+                entry = reads.get((r.rank, key))
+                if entry is None:
+                    reads[r.rank, key] = [tokens, tokens]
+                else:
+                    entry[0] += tokens
+                    entry[1] = max(entry[1], tokens)
+        for (rank, _), (total, most) in reads.items():
+            out[rank] += saved * (total - most)  # the longest read brings the segment in; the rest re-read it
+        return out
+
+    @staticmethod
+    def _shared_reads(req: _Request) -> tuple:
+        """The cached segments a decoding request reads and how much of each: the whole of those its
+        prefill put in the cache, and of those its hit found the tokens the hit covered (a
+        block-hash hit may end inside a segment; the request computed the rest and keeps it)."""
+        pinned, reads, offset = set(req.pinned), [], 0
+        for i, (key, tokens) in enumerate(req.segments):
+            if key in pinned:
+                read = min(tokens, req.hit - offset) if i < req.hit_segments else tokens
+                if read > 0:
+                    reads.append((key, read))
+            offset += tokens
+        return tuple(reads)
 
     def _hand_out(self, emissions: tuple[Emission, ...], events: bool) -> tuple[Emission, ...]:
         """What a step hands to the server: its own tokens, or under async_output the last step's
@@ -396,7 +439,8 @@ class EngineCore(FastForward):
         req.charge = charge
         self._kv_used += charge
         req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
-        req.segs_cached = len(req.pinned)
+        req.segs_cached = req.hit_segments = len(req.pinned)
+        req.hit, req.shared_reads = hit, None
         self._admitted += 1
         req.order = self._admitted
         self._remaining_out += req.target_tokens - req.generated

@@ -86,14 +86,15 @@ class FastForward:
     def _decode_batch(self, reqs: list) -> tuple:
         """(num_seqs, total context, longest context, per DP rank (requests, context) or None)."""
         contexts = [r.prompt_tokens + r.generated for r in reqs]
+        discount = self._reread_discount(reqs)
         ranks = None
         if self.features.dp_attention > 1:
-            counts, sums = [0] * self.features.dp_attention, [0] * self.features.dp_attention
+            counts, sums = [0] * self.features.dp_attention, [-d for d in discount]
             for r, c in zip(reqs, contexts):
                 counts[r.rank] += 1
                 sums[r.rank] += c
             ranks = tuple(zip(counts, sums))
-        return len(reqs), sum(contexts), max(contexts), ranks
+        return len(reqs), sum(contexts) - sum(discount), max(contexts), ranks
 
     def _kv_steps(self, reqs: list, k: int, upper: int) -> int:
         """Most steps (<= upper) every request can grow by k per step without running out of KV."""

@@ -1,5 +1,7 @@
 """Engine features in the core: prefill waves vs mixed steps, preemption, prefix caches, DP attention."""
 
+import dataclasses
+
 import pytest
 
 from raybench.sim import costmodel
@@ -180,3 +182,71 @@ def test_a_run_reports_the_regimes_of_the_model_it_went_through():
         tight.add_request(i, 1000, 400)
     _drain(tight)
     assert tight.regimes() == {"preemption", "kv_limited"}
+
+
+def _shared_prefix_core(gpu="H200", reread_cost=None, **features) -> EngineCore:
+    """vLLM's block-hash cache in 64-token blocks; the client gets each step's own tokens."""
+    f = defaults("vllm").with_(prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64, async_output=False, **features)
+    cost = costmodel.resolve(SimConfig(timing="engine", backend_profile="vllm", gpu=gpu, features=f))
+    if reread_cost is not None:
+        cost = dataclasses.replace(cost, gpu=dataclasses.replace(cost.gpu, kv_reread_cost=reread_cost))
+    return EngineCore(cost)
+
+
+def _prompt(question: int) -> tuple:
+    return (("prefix", 0), 2000), (("question", question), 1200)
+
+
+@pytest.mark.parametrize("gpu, reread_cost", [("H200", 0.75), ("MI300X", 1.0)])
+def test_a_decode_step_pays_a_reduced_price_for_the_prefix_kv_its_requests_share(gpu, reread_cost):
+    core = _shared_prefix_core(gpu)
+    assert core.cost.gpu.kv_reread_cost == reread_cost  # measured on H200; a GPU without a measurement: none
+    core.add_request(0, 3200, 40, segments=_prompt(0))
+    core.step()  # request 0 computes the prefix and caches it
+    for q in (1, 2):
+        core.add_request(q, 3200, 40, segments=_prompt(q))
+    while not (step := core.step()).decode_req_ids or step.prefill_chunks:
+        pass
+    assert sorted(step.decode_req_ids) == [0, 1, 2]
+    contexts = sum(3200 + e.total_tokens - e.new_tokens for e in step.emissions)
+    # request 0 reads the 2000 prefix tokens it cached, 1 and 2 the 1984 their block-hash hits covered:
+    # one of the reads brings the prefix in, the other two re-read 2 x 1984 tokens
+    kv_tokens = contexts - (1 - reread_cost) * 2 * 1984
+    cost = core.cost
+    assert step.features[4] == pytest.approx(kv_tokens * cost.kv_bytes_per_token_per_rank
+                                             / cost.gpu.bandwidth_bytes_per_s, rel=1e-12)
+
+
+def test_fast_forward_gives_the_same_time_as_stepping_when_requests_share_a_prefix():
+    def elapsed(use_fast_forward: bool, reread_cost: float) -> tuple[float, int]:
+        core = _shared_prefix_core(reread_cost=reread_cost)
+        core.add_request(0, 3200, 60, segments=_prompt(0))
+        total, tokens = core.step().duration_s, 0  # the prefix computed once; the others reuse it
+        for q in range(1, 6):
+            core.add_request(q, 3200, 60 + 10 * q, segments=_prompt(q % 4))
+        while core.has_work():
+            span = core.fast_forward_decode() if use_fast_forward else None
+            result = span if span is not None else core.step()
+            total += result.duration_s
+            tokens += sum(e.new_tokens for e in result.emissions)
+        return total, tokens
+
+    shared, full = elapsed(True, 0.75), elapsed(True, 1.0)
+    assert shared == pytest.approx(elapsed(False, 0.75), rel=1e-9)
+    assert shared[1] == full[1] and shared[0] < full[0]
+
+
+def test_under_dp_attention_only_requests_of_one_rank_share_their_reads():
+    def decode_kv(members: set[int], reread_cost: float) -> float:
+        f = defaults("sglang").with_(dp_attention=8, prefill_tokens_per_step=8192)
+        cost = costmodel.resolve(SimConfig(timing="engine", backend_profile="sglang", features=f))
+        core = EngineCore(dataclasses.replace(cost, gpu=dataclasses.replace(cost.gpu, kv_reread_cost=reread_cost)))
+        n = max(members) + 1
+        for i in range(n):  # DP ranks take requests round robin: i on rank i % 8
+            core.add_request(i, 3200, 30, segments=_prompt(i) if i in members else ())
+        while len((step := core.step()).decode_req_ids) < n or step.prefill_chunks:
+            pass
+        return step.features[4]
+
+    assert decode_kv({0, 1}, 0.75) == decode_kv({0, 1}, 1.0)  # ranks 0 and 1: each reads its own copy
+    assert decode_kv({0, 8}, 0.75) < decode_kv({0, 8}, 1.0)  # both on rank 0, the busiest
