@@ -22,13 +22,16 @@ Per batch size and page size it times, with L2 flushed before every call (median
   requests in random group order (as a server's running batch holds them);
 - ``shared-sorted``: the same, the requests ordered by group;
 and prints time, the bytes each layout names (every request's context) and the bytes it holds
-once (unique pages), the bandwidth that would mean, and shared / unique.
+once (unique pages), the bandwidth that would mean, shared / unique, and what a re-read of a
+byte another request of the step has read costs as a share of a first read (time / unique time =
+(held + re-read x (named - held)) / named): the simulator's ``GpuProfile.kv_reread_cost``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import os
@@ -109,9 +112,9 @@ def reference(q, kv, idx, lens):
 
 
 def layout(lens: torch.Tensor, groups: torch.Tensor, page: int, kind: str, gen: torch.Generator
-           ) -> tuple[torch.Tensor, int, int]:
-    """Token index table for requests of these context lengths and prefix groups, the number of
-    distinct tokens it names, and the pool's size in tokens.
+           ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Token index table for requests of these context lengths and prefix groups, the lengths in
+    the table's order, the number of distinct tokens it names, and the pool's size in tokens.
 
     Pages are drawn at random from a pool twice the size needed, as a paged allocator hands them
     out after some churn; under a shared layout a group's prefix pages are the same for all its
@@ -162,6 +165,15 @@ def main() -> None:
                         help="kernel variants, WARPSxSTAGESxWAVES (programs per SM), comma-separated")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+        pages = [int(p) for p in args.pages.split(",")]
+        configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
+        if any(len(c) != 3 or min(c) < 1 for c in configs) or min(batches + pages) < 1:
+            raise ValueError
+    except ValueError:
+        sys.exit("--batches and --pages take positive integers, --configs WARPSxSTAGESxWAVES triples"
+                 " (e.g. --batches 32,128 --pages 64 --configs 4x2x2,8x3x1)")
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if not interpret and not torch.cuda.is_available():
         sys.exit("no CUDA GPU here: run it on a GPU machine, or with --check and TRITON_INTERPRET=1 on a CPU")
@@ -176,10 +188,8 @@ def main() -> None:
     row_bytes = (NOPE + ROPE) * 2
     print(f"{'cfg':>6} {'page':>4} {'batch':>5} {'splits':>6} {'layout':>13} {'us':>8} {'named MB':>9} {'held MB':>8}"
           f" {'named GB/s':>10} {'held GB/s':>9} {'x unique':>8} {'re-read':>7}")
-    cases = [(cfg, int(page), int(batch)) for cfg in args.configs.split(",") for page in args.pages.split(",")
-             for batch in args.batches.split(",")]
-    for cfg, page, batch in cases:
-        warps, stages, waves = (int(v) for v in cfg.split("x"))
+    for (warps, stages, waves), page, batch in itertools.product(configs, pages, batches):
+        cfg = f"{warps}x{stages}x{waves}"
         splits = max(1, round(waves * sms / batch))
         base = None
         lens_groups = draw(batch, gen)
