@@ -184,9 +184,9 @@ def test_a_run_reports_the_regimes_of_the_model_it_went_through():
     assert tight.regimes() == {"preemption", "kv_limited"}
 
 
-def _shared_prefix_core(gpu="H200", reread_cost=None, **features) -> EngineCore:
+def _shared_prefix_core(gpu="H200", reread_cost=None) -> EngineCore:
     """vLLM's block-hash cache in 64-token blocks; the client gets each step's own tokens."""
-    f = defaults("vllm").with_(prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64, async_output=False, **features)
+    f = defaults("vllm").with_(prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64, async_output=False)
     cost = costmodel.resolve(SimConfig(timing="engine", backend_profile="vllm", gpu=gpu, features=f))
     if reread_cost is not None:
         cost = dataclasses.replace(cost, gpu=dataclasses.replace(cost.gpu, kv_reread_cost=reread_cost))
