@@ -108,6 +108,8 @@ class EngineCore(FastForward):
         elif prefix_cache.evictable() < prefix_cache.tokens or prefix_cache.tokens > cost.kv_capacity_tokens:
             raise ValueError("prefix_cache: pass the cache of a core with no work left and the same KV pool")
         self._cache = prefix_cache
+        # requests can share cached KV, and this GPU reads it again for less than the first time
+        self._rereads_cheaper = prefix_cache.enabled and cost.gpu.kv_reread_cost < 1.0
         self._kv_used = prefix_cache.tokens  # charges of running requests + cached segments
         self._admitted = 0
         self._remaining_out = 0  # output tokens running requests have still to produce
@@ -311,8 +313,9 @@ class EngineCore(FastForward):
                 emissions.append(self._produce(req, min(k, req.target_tokens - req.generated)))
         events = bool(emissions)  # so far only prompts that got their first token
         longest = max((r.prompt_tokens + r.generated for r, _ in decode), default=0)
-        for rank, tokens_reread in enumerate(self._reread_discount([r for r, _ in decode])):
-            kv_read[rank] -= tokens_reread
+        if self._rereads_cheaper:
+            for rank, tokens_reread in enumerate(self._reread_discount([r for r, _ in decode])):
+                kv_read[rank] -= tokens_reread
         for req, n in decode:
             kv_read[req.rank] += req.prompt_tokens + req.generated
             tokens[req.rank] += n
@@ -339,9 +342,9 @@ class EngineCore(FastForward):
         """Per DP rank, the KV tokens these decoding requests' step is spared: of a cached segment
         that several of them read, every read but the longest costs ``kv_reread_cost`` of a first
         read (what the longest brought in is found in L2)."""
-        dp, saved = self.features.dp_attention, 1.0 - self.cost.gpu.kv_reread_cost
-        out = [0.0] * dp
-        if not self._cache.enabled or saved <= 0:
+        saved = 1.0 - self.cost.gpu.kv_reread_cost
+        out = [0.0] * self.features.dp_attention
+        if not self._rereads_cheaper:
             return out
         reads: dict = {}  # (rank, key) -> [tokens all readers read, the most one reads]
         for r in reqs:

@@ -10,10 +10,14 @@ from raybench.sim.engine import EngineCore
 from raybench.sim.features import Policy, Preemption, PrefixCache, defaults
 
 
-def _core(engine="vllm", kv=None, **features) -> EngineCore:
+def _core(engine="vllm", kv=None, gpu="H200", reread_cost=None, **features) -> EngineCore:
+    """``reread_cost``: the GPU's kv_reread_cost replaced by this one."""
     f = defaults(engine).with_(**features)
-    config = SimConfig(timing="engine", backend_profile=engine, features=f, kv_capacity_tokens=kv)
-    return EngineCore(costmodel.resolve(config))
+    cost = costmodel.resolve(SimConfig(timing="engine", backend_profile=engine, gpu=gpu, features=f,
+                                       kv_capacity_tokens=kv))
+    if reread_cost is not None:
+        cost = dataclasses.replace(cost, gpu=dataclasses.replace(cost.gpu, kv_reread_cost=reread_cost))
+    return EngineCore(cost)
 
 
 def _drain(core: EngineCore) -> list:
@@ -186,11 +190,8 @@ def test_a_run_reports_the_regimes_of_the_model_it_went_through():
 
 def _shared_prefix_core(gpu="H200", reread_cost=None) -> EngineCore:
     """vLLM's block-hash cache in 64-token blocks; the client gets each step's own tokens."""
-    f = defaults("vllm").with_(prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64, async_output=False)
-    cost = costmodel.resolve(SimConfig(timing="engine", backend_profile="vllm", gpu=gpu, features=f))
-    if reread_cost is not None:
-        cost = dataclasses.replace(cost, gpu=dataclasses.replace(cost.gpu, kv_reread_cost=reread_cost))
-    return EngineCore(cost)
+    return _core(gpu=gpu, reread_cost=reread_cost, prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64,
+                 async_output=False)
 
 
 def _prompt(question: int) -> tuple:
@@ -238,9 +239,7 @@ def test_fast_forward_gives_the_same_time_as_stepping_when_requests_share_a_pref
 
 def test_under_dp_attention_only_requests_of_one_rank_share_their_reads():
     def decode_kv(members: set[int], reread_cost: float) -> float:
-        f = defaults("sglang").with_(dp_attention=8, prefill_tokens_per_step=8192)
-        cost = costmodel.resolve(SimConfig(timing="engine", backend_profile="sglang", features=f))
-        core = EngineCore(dataclasses.replace(cost, gpu=dataclasses.replace(cost.gpu, kv_reread_cost=reread_cost)))
+        core = _core("sglang", reread_cost=reread_cost, dp_attention=8, prefill_tokens_per_step=8192)
         n = max(members) + 1
         for i in range(n):  # DP ranks take requests round robin: i on rank i % 8
             core.add_request(i, 3200, 30, segments=_prompt(i) if i in members else ())
