@@ -1,4 +1,5 @@
-"""benchmarks/sim_prefix_rows.py's front-end reading: the row behind a server front end's event loop."""
+"""benchmarks/sim_prefix_rows.py's readings: the row behind a server front end's event loop, and a first
+wave that recomputes the prefix it hits."""
 
 import importlib.util
 from pathlib import Path
@@ -42,3 +43,37 @@ def test_a_burst_reaches_the_engine_after_every_handler_of_it_ran(row):
     # after it a request arrives alone, while the engine runs a step it could not join anyway: a
     # handler shorter than that step (a decode step here takes ~50 ms) hides there
     assert 0 <= np.median(ttft[obs.concurrency:] - none[obs.concurrency:]) <= 40
+
+
+def test_a_cold_first_wave_computes_whole_prompts_in_shared_blocks(row):
+    script, obs, cost = row
+    c = obs.concurrency
+    prompts = np.array([spec.prompt_tokens for spec in obs.requests])
+
+    def run(core):
+        computed = np.zeros(len(prompts), dtype=np.int64)
+        waiting_first = set(range(c))
+        wave_kv = 0  # KV held while the first wave still prefills (later the cache fills the pool)
+
+        def seen(step):
+            nonlocal wave_kv
+            for req_id, chunk in step.prefill_chunks:
+                computed[req_id] += chunk
+            if waiting_first:
+                wave_kv = max(wave_kv, core.kv_used_tokens)
+            waiting_first.difference_update(e.req_id for e in step.emissions)
+
+        trace = simulate(cost, obs.requests, concurrency=c, on_step=seen, core=core)
+        return trace, computed, wave_kv
+
+    warm, warm_computed, warm_kv = run(script.EngineCore(cost))
+    cold, cold_computed, cold_kv = run(script.ColdFirstWave(cost, c))
+    assert warm_computed[:c].sum() < 0.6 * prompts[:c].sum()  # the model: all but each group's first hit
+    assert (cold_computed[:c] == prompts[:c]).all()  # every prompt of the first wave computed whole
+    assert (cold.cached_tokens[:c] == warm.cached_tokens[:c]).all()  # ... in blocks it shares
+    assert (cold_computed[c:] == prompts[c:] - cold.cached_tokens[c:]).all()  # later ones hit
+    # both wave's prompts and prefixes: a private copy of the ~2000-token prefix each would add ~40K
+    assert abs(cold_kv - warm_kv) <= 2048
+    _, first, _ = cold.times_s(cost.coefficients)
+    _, warm_first, _ = warm.times_s(cost.coefficients)
+    assert first[:c].max() > 1.3 * warm_first[:c].max()  # the wave's last first token comes later
