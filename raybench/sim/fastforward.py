@@ -34,7 +34,7 @@ class Span(NamedTuple):
 class FastForward:
     """Pure-decode spans of an EngineCore (it provides the queues, the KV and the cost model)."""
 
-    def fast_forward_decode(self, max_duration_s: float = math.inf) -> Span | None:
+    def fast_forward_decode(self, max_duration_s: float = math.inf, *, emissions: bool = True) -> Span | None:
         """Take every step of a pure-decode span at once (virtual-time engines, calibration).
 
         Applies when every running request is decoding and no waiting request can be admitted
@@ -47,19 +47,26 @@ class FastForward:
         Under async_output a first or last token the last step holds back, or a finished request's
         extra step, must end a step of its own (when it reaches the client is a step's end): then
         None too. The tokens held back from the last step leave with the span's, and the span's
-        last step's wait for the next step.
+        last step's wait for the next step. ``emissions=False``: the span's emissions are left
+        out (a caller that only needs its time; a span never holds a first or a last token).
         """
-        if not self._running or (self._waiting and self._head_admissible()):
+        held = self._held
+        if not self._running or (held is not None and (self._lingering or self._held_events)):
+            return None
+        if self._waiting and self._head_admissible():
             return None
         reqs = list(self._running.values())
-        if any(r.prefilled < r.prefill_target for r in reqs):
-            return None
-        held = self._held
-        if held is not None and (self._lingering or self._held_events):
-            return None
+        left = math.inf  # the fewest output tokens any request has still to produce
+        for r in reqs:
+            if r.prefilled < r.prefill_target:
+                return None
+            if r.target_tokens - r.generated < left:  # noqa: PLR1730 -- as in EngineCore._decodes
+                left = r.target_tokens - r.generated
         k = self.tokens_per_chunk
-        steps = min((r.target_tokens - r.generated) // k for r in reqs) - 1
-        steps = min(steps, self._kv_steps(reqs, k, steps))
+        steps = left // k - 1
+        if steps < 1:
+            return None
+        steps = self._kv_steps(reqs, k, steps)
         if steps < 1:
             return None
         n, context0, longest, ranks = self._decode_batch(reqs)
@@ -70,18 +77,26 @@ class FastForward:
             steps = min(steps, int(np.searchsorted(times, max_duration_s, side="left")) + 1)
         feats = self.cost.decode_span_features(n, k, context0, steps, longest, ranks)
         self.eager_steps += self.features.eager_decode_steps(longest, k, steps)
-        for req in reqs:
-            req.generated += steps * k
-            self._grow(req, steps * k)
-        self._remaining_out -= steps * k * len(reqs)
+        grown, bt = steps * k, self.features.block_tokens
+        for req in reqs:  # _grow, inline
+            req.generated += grown
+            private = req.private_kv = req.private_kv + grown
+            if private > req.charge:
+                charge = -(-private // bt) * bt
+                self._kv_used += charge - req.charge
+                req.charge = charge
+        self._remaining_out -= grown * len(reqs)
+        out: tuple[Emission, ...] = ()
         if held is None:
-            emissions = tuple(Emission(r.req_id, steps * k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
+            if emissions:
+                out = tuple(Emission(r.req_id, grown, r.generated, False, r.cached_tokens) for r in reqs)
         else:
-            before = {e.req_id: e.new_tokens for e in held}
-            self._held = tuple(Emission(r.req_id, k, r.generated, False, max(r.cached_tokens, 0)) for r in reqs)
-            emissions = tuple(Emission(r.req_id, n, r.generated - k, False, max(r.cached_tokens, 0)) for r in reqs
-                              if (n := before.get(r.req_id, 0) + (steps - 1) * k) > 0)
-        return Span(self.cost.cost_s(feats), steps, emissions, feats)
+            if emissions:
+                before = {e.req_id: e.new_tokens for e in held}
+                out = tuple(Emission(r.req_id, n, r.generated - k, False, r.cached_tokens) for r in reqs
+                            if (n := before.get(r.req_id, 0) + (steps - 1) * k) > 0)
+            self._held = tuple(Emission(r.req_id, k, r.generated, False, r.cached_tokens) for r in reqs)
+        return Span(self.cost.cost_s(feats), steps, out, feats)
 
     def _decode_batch(self, reqs: list) -> tuple:
         """(num_seqs, total context, longest context, per DP rank (requests, context) or None)."""
@@ -102,12 +117,14 @@ class FastForward:
 
         free = self.cost.kv_capacity_tokens - self._kv_used
         bt = self.features.block_tokens
+        if upper <= 0 or free >= len(reqs) * (upper * k + bt):  # a request grows by fewer tokens than that
+            return upper
         slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
 
         def growth(steps: int) -> int:  # whole blocks beyond what each request holds
             return int((np.maximum(-((slack - steps * k) // bt), 0) * bt).sum())
 
-        if upper <= 0 or growth(upper) <= free:
+        if growth(upper) <= free:
             return upper
         self.kv_limited = True
         lo, hi = 0, upper

@@ -168,7 +168,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
             send_until(now_s, now_s, cum)
             continue
         wait_s = math.inf if not free or next_req == n else max(0.0, next_req * interval_s - now_s)
-        span = core.fast_forward_decode(wait_s) if wait_s > 0 and on_step is None else None
+        span = core.fast_forward_decode(wait_s, emissions=False) if wait_s > 0 and on_step is None else None
         if span is not None:
             start_s, start = now_s, list(cum)
             now_s += add(span.features)

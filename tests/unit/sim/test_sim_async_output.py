@@ -76,7 +76,7 @@ def test_fast_forward_keeps_every_first_and_last_token_time(policy, monkeypatch)
                  prefill_tokens_per_step=2048 if policy == "mixed" else 163840)
     specs = [RequestSpec(prompt_tokens=900 + 37 * i, output_tokens=40 + 13 * (i % 5)) for i in range(24)]
     fast = simulate(cost, specs, concurrency=6)
-    monkeypatch.setattr(EngineCore, "fast_forward_decode", lambda self, max_duration_s=None: None)
+    monkeypatch.setattr(EngineCore, "fast_forward_decode", lambda self, max_duration_s=None, emissions=True: None)
     slow = simulate(cost, specs, concurrency=6)
     assert fast.num_steps == slow.num_steps
     for a, b in ((fast.first, slow.first), (fast.done, slow.done), (fast.sent, slow.sent)):
@@ -105,3 +105,29 @@ def test_a_client_that_leaves_during_the_extra_step_frees_the_request_once():
     steps = _steps(core)
     assert core.kv_used_tokens == 0 and not core.has_work()
     assert [e.req_id for s in steps for e in s.emissions if e.finished] == [2]
+
+
+@pytest.mark.parametrize("async_output", [True, False])
+def test_a_span_without_its_emissions_leaves_the_engine_as_one_with_them(async_output):
+    def run(emissions: bool) -> tuple[list, list, tuple]:
+        core = EngineCore(_cost(async_output=async_output), 2)
+        for i in range(12):
+            core.add_request(i, 300 + 11 * i, 61 + 7 * i)
+        spans, steps = [], []
+        while core.has_work():
+            span = core.fast_forward_decode(emissions=emissions)
+            if span is not None:
+                spans.append(span)
+                continue
+            step = core.step()
+            steps.append((step.duration_s, step.emissions))
+        return spans, steps, (core.kv_used_tokens, core.eager_steps, core.kv_limited)
+
+    with_them, without = run(True), run(False)
+    assert len(with_them[0]) == len(without[0]) > 3
+    for a, b in zip(with_them[0], without[0]):
+        assert (a.duration_s, a.steps, a.features) == (b.duration_s, b.steps, b.features)
+        assert a.emissions and b.emissions == ()
+    # what the steps after a span hand out (under async_output, the span's last tokens too) is unchanged
+    assert with_them[1] == without[1]
+    assert with_them[2] == without[2]
