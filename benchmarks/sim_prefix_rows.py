@@ -27,7 +27,7 @@ wave) all queue for their prompts together; the rest arrive one by one as slots 
   are is drawn at random (seed 0). The published p99 ITL column may hold a p95 (the seed's CSV
   lost one header; see the reference README).
 
-About 15 CPU-seconds. docs/simulator.md ("What it cannot predict") quotes this output.
+About 11 CPU-seconds. docs/simulator.md ("What it cannot predict") quotes this output.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ is simulated once, not once per grid point.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -207,13 +208,17 @@ def _nnls_ridge(a: np.ndarray, y: np.ndarray, ridge: float, start: np.ndarray) -
     """argmin |a u - y|^2 + ridge |u - 1|^2 over u >= 0, by coordinate descent (tiny problems)."""
     g = a.T @ a + ridge * np.eye(a.shape[1])
     h = a.T @ y + ridge
-    u = start.copy()
+    # plain floats: for six coordinates numpy's per-call cost is most of each update
+    rows, targets, u = g.tolist(), h.tolist(), start.tolist()
     for _ in range(300):
-        for k in range(len(u)):
-            if g[k, k] <= 0:
+        before = u[:]
+        for k, (row, target) in enumerate(zip(rows, targets)):
+            if row[k] <= 0:
                 continue
-            u[k] = max(0.0, u[k] + (h[k] - g[k] @ u) / g[k, k])
-    return u
+            u[k] = max(0.0, u[k] + (target - sum(map(operator.mul, row, u))) / row[k])
+        if u == before:  # a fixed point: every later sweep would leave it as it is
+            break
+    return np.array(u)
 
 
 def _profile(obs: Observation, coefficients: np.ndarray, reserve: float, fitted_on: str,

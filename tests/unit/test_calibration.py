@@ -2,12 +2,13 @@
 
 import statistics
 
+import numpy as np
 import pytest
 
 from raybench.calibration import (calibrate, load_reference, observations, row_errors, seed_launches,
                                   select_rows)
 from raybench.sim import costmodel
-from raybench.sim.calibrate import METRICS, fit_pair, metric_vectors, predict_metrics
+from raybench.sim.calibrate import METRICS, _nnls_ridge, fit_pair, metric_vectors, predict_metrics
 from raybench.sim.profiles import EngineProfile, load_profiles
 from raybench.sim.virtual import simulate
 
@@ -161,3 +162,17 @@ def test_profiles_record_the_regimes_their_fit_saw_and_predictions_beyond_them_s
     for bad in (["warp_drive"], "prefix_hits", 3):
         with pytest.raises(SimConfigError, match="fitted_regimes"):
             EngineProfile(**{**back.__dict__, "fitted_regimes": bad})
+
+
+def test_the_fit_s_least_squares_step_meets_its_optimality_conditions():
+    """min |a u - y|^2 + ridge |u - 1|^2 over u >= 0: at the answer the gradient is zero where u > 0
+    and points into the bound where u = 0 (here the data push one coefficient below zero)."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(40, 6))
+    y = a @ np.array([2.0, -1.0, 1.5, 0.0, 3.0, 0.5]) + rng.normal(scale=0.1, size=40)
+    ridge = 0.2
+    u = _nnls_ridge(a, y, ridge, np.ones(6))
+    gradient = (a.T @ a + ridge * np.eye(6)) @ u - (a.T @ y + ridge)
+    assert (u >= 0).all() and u[1] == 0.0
+    assert gradient[1] > 1.0  # the bound holds it
+    assert np.abs(gradient[u > 0]).max() < 1e-9
