@@ -72,7 +72,7 @@ def test_a_cold_first_wave_computes_whole_prompts_in_shared_blocks(row):
     assert (cold_computed[:c] == prompts[:c]).all()  # every prompt of the first wave computed whole
     assert (cold.cached_tokens[:c] == warm.cached_tokens[:c]).all()  # ... in blocks it shares
     assert (cold_computed[c:] == prompts[c:] - cold.cached_tokens[c:]).all()  # later ones hit
-    # both wave's prompts and prefixes: a private copy of the ~2000-token prefix each would add ~40K
+    # the same KV either way: a private copy of the ~2000-token prefix for each of the wave's hits would add ~40K
     assert abs(cold_kv - warm_kv) <= 2048
     _, first, _ = cold.times_s(cost.coefficients)
     _, warm_first, _ = warm.times_s(cost.coefficients)
