@@ -341,7 +341,6 @@ class EngineCore(FastForward):
                 tokens[req.rank] += n
         # _grow and _produce for every decoding request, inline: this loop is most of a simulation
         produced, bt, emit = 0, self.features.block_tokens, emissions.append
-        holds = self._held is not None
         for req, n in decode:
             if req.lingering:
                 continue
@@ -354,12 +353,8 @@ class EngineCore(FastForward):
             produced += n
             finished = generated >= req.target_tokens
             if finished:
-                if holds:
-                    req.lingering = events = True  # the engine learns it is done while the next step runs
-                    self._lingering.append(req)
-                else:
-                    del self._running[req.req_id]
-                    self._release(req)
+                self._finish(req)
+                events = events or req.lingering
             emit(Emission(req.req_id, n, generated, finished, req.cached_tokens))  # admitted: cached_tokens >= 0
         self._remaining_out -= produced
         for req in finishing:
@@ -426,13 +421,19 @@ class EngineCore(FastForward):
         req.generated += n
         self._remaining_out -= n
         finished = req.generated >= req.target_tokens
-        if finished and self._held is not None:
-            req.lingering = True  # the engine learns it is done while the next step runs
+        if finished:
+            self._finish(req)
+        return Emission(req.req_id, n, req.generated, finished, max(req.cached_tokens, 0))
+
+    def _finish(self, req: _Request) -> None:
+        """A request produced its last token: under async_output it decodes once more before its KV
+        is freed (the engine learns it is done while the next step runs); else it leaves now."""
+        if self._held is not None:
+            req.lingering = True
             self._lingering.append(req)
-        elif finished:
+        else:
             del self._running[req.req_id]
             self._release(req)
-        return Emission(req.req_id, n, req.generated, finished, max(req.cached_tokens, 0))
 
     # -- KV and the prefix cache ---------------------------------------------------------------
     def _free(self, need: int) -> int:

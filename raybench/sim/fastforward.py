@@ -112,12 +112,12 @@ class FastForward:
         return len(reqs), sum(contexts) - sum(discount), max(contexts), ranks
 
     def _kv_steps(self, reqs: list, k: int, upper: int) -> int:
-        """Most steps (<= upper) every request can grow by k per step without running out of KV."""
+        """Most steps (at most ``upper``, itself >= 1) every request can grow by k per step without running out of KV."""
         import numpy as np
 
         free = self.cost.kv_capacity_tokens - self._kv_used
         bt = self.features.block_tokens
-        if upper <= 0 or free >= len(reqs) * (upper * k + bt):  # a request grows by fewer tokens than that
+        if free >= len(reqs) * (upper * k + bt):  # a request grows by fewer tokens than that
             return upper
         slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
 
