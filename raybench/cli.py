@@ -183,6 +183,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--compat", type=click.Choice(["raybench", "sglang", "vllm"]), default="raybench", help="Whose metric definitions the summary uses.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors. Default: one per 256 streams.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), help="Root of run directories.")
+@click.option("--report/--no-report", "write_report", default=True, help="Write report.html and charts/ into the run directory at the end.")
 @click.option("--address", default=None, help="Ray cluster to join (or RAY_ADDRESS). Default: a private local cluster on 127.0.0.1.")
 @click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=3600.0, help="Seconds before a request is recorded as timed out.")
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds without a byte before a request is recorded as timed out. Default: none (a request queued at the server may wait long for its first byte).")
@@ -259,7 +260,7 @@ def bench(**opts) -> None:
                         "keepalive": opts["keepalive"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
-         no_answer_hint_s=opts["no_answer_hint_s"],
+         no_answer_hint_s=opts["no_answer_hint_s"], write_report=opts["write_report"],
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
 
 

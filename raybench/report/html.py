@@ -11,19 +11,57 @@ from __future__ import annotations
 import functools
 import html
 import json
+import logging
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+log = logging.getLogger(__name__)
+
+
+def _cache_dir() -> Path:
+    """``$RAYBENCH_CACHE``, else ``$XDG_CACHE_HOME/raybench``, else ``~/.cache/raybench``."""
+    explicit = os.environ.get("RAYBENCH_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raybench"
+
 
 @functools.lru_cache(maxsize=1)
 def vega_bundle() -> str:
-    """Vega + Vega-Lite + Vega-Embed as one script (about 0.9 MB; built once per process)."""
+    """Vega + Vega-Lite + Vega-Embed as one script (about 0.9 MB).
+
+    vl-convert takes over a second to build it, as long as the rest of a small report takes: it
+    is kept on disk per vl-convert version (the bundle depends on nothing else), and per process.
+    """
     import vl_convert
 
-    return vl_convert.javascript_bundle().replace("</script", "<\\/script")
+    path = _cache_dir() / f"vega-bundle-{vl_convert.__version__}.js"
+    try:
+        cached = path.read_text(encoding="utf-8")
+        if cached:
+            return cached
+    except (OSError, UnicodeDecodeError):
+        pass
+    bundle = vl_convert.javascript_bundle().replace("</script", "<\\/script")
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # written aside and renamed: a reader, or a second report written at once, sees all of it or none
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(bundle)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only or full disk costs the rebuild next time, nothing more
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        log.debug("cannot keep the Vega bundle in %s: %s", path.parent, err)
+    return bundle
 
 
 def esc(value: Any) -> str:

@@ -63,9 +63,10 @@ def check_counts(cell, requests):
 def test_sharegpt_through_bench_sends_the_sampled_pairs(ray_local, tmp_path):
     path = write_sharegpt(tmp_path / "sharegpt.json")
     invoke(["bench", "--backend", "sim", "--sim-timing", "zero", "--dataset", "sharegpt", "--dataset-path", str(path),
-            "--num-prompts", "120", "--actors", "2", "--out", str(tmp_path / "runs")])
+            "--num-prompts", "120", "--actors", "2", "--no-report", "--out", str(tmp_path / "runs")])
     cell, summary, requests = only_cell(tmp_path / "runs", "bench")
     assert requests.height == 120 == summary["completed"] == summary["workload"]["num_requests"]
+    assert not (cell.parents[1] / "report.html").exists() and not (cell.parents[1] / "charts").exists()
     check_counts(cell, requests)
     records = json.loads(path.read_text())
     valid_lengths = {(len(r["conversations"][0]["value"].split()), len(r["conversations"][1]["value"].split()))
