@@ -35,7 +35,7 @@ def bench(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: in
     proc = subprocess.run(
         raybench_cmd("bench", "--url", url, "--model", SERVED_NAME, "--tokenizer", str(model),
                      "--input-len", str(INPUT_LEN), "--output-len", str(output_len), "--num-prompts", str(num_prompts),
-                     "--concurrency", str(concurrency), "--out", str(out), *extra),
+                     "--concurrency", str(concurrency), "--no-report", "--out", str(out), *extra),
         capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -105,8 +105,8 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
     """Same server, lengths, temperature 0 and concurrency; the two clients alternate, three runs
     each (R V, V R, R V), and the medians are compared: a shared host's load swings over tens of
     seconds, and a median of alternating runs keeps one slow stretch from deciding."""
-    num_prompts, concurrency = 16, 4
-    warm_up(vllm_server, requests=4, concurrency=concurrency)
+    num_prompts, concurrency = 16, 8  # two full batches: a run takes ~5 s of generation here
+    warm_up(vllm_server, requests=concurrency, concurrency=concurrency)
     ours, ours_vllm, theirs = [], [], []
     for i in range(3):
         order = ("raybench", "vllm") if i % 2 == 0 else ("vllm", "raybench")
