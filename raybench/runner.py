@@ -333,8 +333,12 @@ class Runner:
             self.report(size.note)
         labels = _metric_labels(self.experiment, cell)
         server_metrics = ServerMetricsRecording(base_url=server.url, cell_id=cell.id, labels=labels, anchor=estimate_anchor)
-        server_metrics.start()  # its process starts during the warm-up, not during the cell
+        pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
+                           labels=labels, max_replacements=self.options.max_replacements, on_wait=self.report)
+        # their processes start during the warm-up, side by side, not during the cell or one after the other
+        server_metrics.start()
         try:
+            pool.start()
             warm_up(client, workload, self.experiment.warmup_requests, report=self.report,
                     no_answer_hint_s=self.options.no_answer_hint_s)
             server.reset_cache()
@@ -349,11 +353,10 @@ class Runner:
             opens = None
             if cell.ramp_up is not None and rate_ramp is None:
                 opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
-            pool = LoadGenPool(cell_id=cell.id, num_actors=size.actors, num_cpus_per_actor=self.options.num_cpus_per_actor,
-                               labels=labels, max_replacements=self.options.max_replacements, on_wait=self.report)
             writer = CellWriter(cell_dir)
         except BaseException:
             server_metrics.cancel()  # from the `with` below on, leaving the block stops it
+            pool.cancel()  # once run() has begun, the pool kills its own
             raise
         try:
             with server_metrics:
@@ -363,6 +366,7 @@ class Runner:
                     timeout_s=self.options.cell_timeout_s, on_progress=self.progress.cell(cell.id, workload.num_requests),
                 )
         except BaseException:
+            pool.cancel()  # interrupted before run() began (the scraper's start)
             writer.abort()  # the rows received so far stay as parts; the cell has no summary
             raise
         writer.close()

@@ -89,6 +89,7 @@ class PoolResult:
 class _Member:
     name: str
     handle: ray.actor.ActorHandle
+    ready: ray.ObjectRef | None = None  # the answer to ready(): the actor's node
     node: str = ""
     anchor: ClockAnchor = ClockAnchor(offset_ns=0, rtt_ns=0)
     anchor_after: ClockAnchor | None = None
@@ -167,8 +168,21 @@ class LoadGenPool:
         self.max_replacements = num_actors if max_replacements is None else max_replacements
         self.call_timeout_s = call_timeout_s
         self._started = 0
+        self._early: list[_Member] | None = None  # created by start(), placed by run()
         # told every few seconds while actors wait for room: no wait without feedback
         self.on_wait = on_wait or (lambda line: log.warning("%s", line))
+
+    def start(self) -> None:
+        """Create the cell's actors without waiting for them: call early (before the warm-up), so
+        their processes start while the server warms up, not after it; ``run`` waits for them."""
+        if self._early is None:
+            self._early = self._create(self.num_actors)
+
+    def cancel(self) -> None:
+        """Kill the actors ``start`` created for a cell that will not run (a failed warm-up)."""
+        early, self._early = self._early, None
+        for m in early or ():
+            ray.kill(m.handle, no_restart=True)
 
     def run(
         self,
@@ -184,7 +198,8 @@ class LoadGenPool:
     ) -> PoolResult:
         cell = _Cell(client=client, workload=workload, arrivals_s=np.asarray(arrivals_s, dtype=np.float64),
                      sink=sink, replacements_left=self.max_replacements)
-        members = self._start_actors(self.num_actors)
+        early, self._early = self._early, None
+        members = self._place(early) if early is not None else self._start_actors(self.num_actors)
         timed_out = False
         try:
             self._anchor(members)
@@ -221,6 +236,9 @@ class LoadGenPool:
                           t_start_ns=cell.t_start_ns, abandoned_requests=cell.abandoned)
 
     def _start_actors(self, n: int) -> list[_Member]:
+        return self._place(self._create(n))
+
+    def _create(self, n: int) -> list[_Member]:
         options = placement_options()
         members = []
         for _ in range(n):
@@ -229,9 +247,13 @@ class LoadGenPool:
             handle = LoadGenActor.options(
                 name=name, num_cpus=self.num_cpus_per_actor, max_restarts=0, **options
             ).remote(name, self.labels)
-            members.append(_Member(name=name, handle=handle))
+            members.append(_Member(name=name, handle=handle, ready=handle.ready.remote()))
+        return members
+
+    def _place(self, members: list[_Member]) -> list[_Member]:
+        """``members`` once every one has started (its node known)."""
         try:
-            nodes = _wait_placed(self.cell_id, [m.handle.ready.remote() for m in members], self.on_wait)
+            nodes = _wait_placed(self.cell_id, [m.ready for m in members], self.on_wait)
         except BaseException:
             for m in members:  # none is left holding a CPU share
                 ray.kill(m.handle, no_restart=True)

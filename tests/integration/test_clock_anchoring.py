@@ -23,11 +23,11 @@ SKEWS_NS = (50_000_000, -50_000_000, 0)
 
 def skew_actors(monkeypatch, skews_ns, *, drift_ns=0):
     """Shift the actors' clocks as they start; ``drift_ns`` moves actor 0 again after the first poll."""
-    start, poll = pool_module.LoadGenPool._start_actors, pool_module.LoadGenPool._poll
+    place, poll = pool_module.LoadGenPool._place, pool_module.LoadGenPool._poll
     drifted = []
 
-    def start_skewed(self, n):
-        members = start(self, n)
+    def place_skewed(self, members):
+        members = place(self, members)
         ray.get([m.handle.shift_clock.remote(s) for m, s in zip(members, skews_ns)])
         return members
 
@@ -37,7 +37,7 @@ def skew_actors(monkeypatch, skews_ns, *, drift_ns=0):
             ray.get(members[0].handle.shift_clock.remote(skews_ns[0] + drift_ns))
             drifted.append(True)
 
-    monkeypatch.setattr(pool_module.LoadGenPool, "_start_actors", start_skewed)
+    monkeypatch.setattr(pool_module.LoadGenPool, "_place", place_skewed)
     monkeypatch.setattr(pool_module.LoadGenPool, "_poll", poll_then_drift)
 
 
