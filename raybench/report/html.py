@@ -24,12 +24,18 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 
-def _cache_dir() -> Path:
-    """``$RAYBENCH_CACHE``, else ``$XDG_CACHE_HOME/raybench``, else ``~/.cache/raybench``."""
+def _cache_dir() -> Path | None:
+    """``$RAYBENCH_CACHE``, else ``$XDG_CACHE_HOME/raybench``, else ``~/.cache/raybench``; None
+    where none is set and the user has no home directory."""
     explicit = os.environ.get("RAYBENCH_CACHE")
     if explicit:
         return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raybench"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "raybench"
+    try:
+        return Path.home() / ".cache" / "raybench"
+    except (RuntimeError, KeyError):
+        return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,14 +47,20 @@ def vega_bundle() -> str:
     """
     import vl_convert
 
-    path = _cache_dir() / f"vega-bundle-{vl_convert.__version__}.js"
+    def build() -> str:  # "</script" escaped, so it cannot end the page's script element
+        return vl_convert.javascript_bundle().replace("</script", "<\\/script")
+
+    folder = _cache_dir()
+    if folder is None:
+        return build()
+    path = folder / f"vega-bundle-{vl_convert.__version__}.js"
     try:
         cached = path.read_text(encoding="utf-8")
         if cached:
             return cached
     except (OSError, UnicodeDecodeError):
         pass
-    bundle = vl_convert.javascript_bundle().replace("</script", "<\\/script")
+    bundle = build()
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

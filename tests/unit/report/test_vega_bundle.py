@@ -61,3 +61,16 @@ def test_the_cache_folder_follows_xdg_without_raybench_cache(monkeypatch, tmp_pa
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert html._cache_dir() == tmp_path / "home" / ".cache" / "raybench"
+
+
+def test_without_a_home_directory_the_bundle_is_built_and_not_kept(cache, monkeypatch):
+    _, builds = cache
+    monkeypatch.delenv("RAYBENCH_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(html.Path, "home", staticmethod(no_home))
+    assert html._cache_dir() is None
+    assert html.vega_bundle() == BUNDLE.replace("</script", "<\\/script") and len(builds) == 1
