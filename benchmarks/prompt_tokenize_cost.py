@@ -6,8 +6,8 @@ each request before the engine sees it, and the random rows allow far less (docs
 generated-shared-prefix data set draws every token from the whole vocabulary
 (``random.choices`` over ``get_vocab().values()``, special tokens included) and decodes them;
 the random rows decoded natural text. Tokenizing is the one step of an OpenAI front end whose
-cost follows a prompt's content, so it is the first suspect; this measures it with the model's
-own tokenizer, which is not at hand where raybench is developed:
+cost follows a prompt's content, so it is the first suspect. This measures it with the
+tokenizer given; the model's own is the one that settles it:
 
     python benchmarks/prompt_tokenize_cost.py --tokenizer deepseek-ai/DeepSeek-R1 --text FILE
 
