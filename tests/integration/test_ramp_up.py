@@ -11,7 +11,7 @@ from raybench.cli import main
 
 def bench(tmp_path, *args):
     result = CliRunner().invoke(main, ["bench", "--backend", "sim", "--sim-timing", "fixed", "--input-len", "16",
-                                       "--out", str(tmp_path), *args], catch_exceptions=False)
+                                       "--no-report", "--out", str(tmp_path), *args], catch_exceptions=False)
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     [cell] = list(tmp_path.glob("bench/*/cells/*"))
     return json.loads((cell / "summary.json").read_text()), pl.read_parquet(cell / "requests.parquet")

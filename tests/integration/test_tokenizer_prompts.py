@@ -43,7 +43,7 @@ def server(tok_dir: Path):
 
 def bench(tmp_path: Path, *args: str):
     result = CliRunner().invoke(main, ["bench", "--num-prompts", "6", "--concurrency", "3", "--input-len", "40",
-                                       "--output-len", "3", "--out", str(tmp_path), "--no-min-tokens", *args])
+                                       "--output-len", "3", "--out", str(tmp_path), "--no-min-tokens", "--no-report", *args])
     assert "Traceback" not in result.output, result.output
     return result
 

@@ -79,7 +79,7 @@ def test_sharegpt_through_bench_sends_the_sampled_pairs(ray_local, tmp_path):
 def test_custom_jsonl_over_chat_with_text_counted_by_the_simulator(ray_local, tmp_path):
     path = write_custom(tmp_path / "custom.jsonl")
     invoke(["bench", "--backend", "sim", "--sim-timing", "zero", "--dataset", "custom", "--dataset-path", str(path),
-            "--endpoint", "/v1/chat/completions", "--out", str(tmp_path / "runs")])
+            "--endpoint", "/v1/chat/completions", "--no-report", "--out", str(tmp_path / "runs")])
     cell, summary, requests = only_cell(tmp_path / "runs", "bench")
     assert requests.height == 200 == summary["completed"]
     check_counts(cell, requests)

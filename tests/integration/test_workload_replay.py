@@ -36,7 +36,7 @@ def only_cell(run_dir):
 
 
 def bench(tmp_path, *args):
-    result = invoke(["bench", "--backend", "sim", "--out", str(tmp_path / "runs"), *args])
+    result = invoke(["bench", "--backend", "sim", "--no-report", "--out", str(tmp_path / "runs"), *args])
     assert result.exit_code == 0, result.output
     return only_cell(tmp_path / "runs" / "bench" / next(iter(sorted((tmp_path / "runs" / "bench").iterdir()))).name)
 
