@@ -15,19 +15,21 @@ wave) all queue for their prompts together; the rest arrive one by one as slots 
   whole prompt, though their KV blocks are still shared (as if the scheduler had counted their
   cached tokens before any prefix was computed; vLLM V0 fixes that count at its first look at a
   request). Every later request hits as before.
-- vLLM rows, "front end T ms a request": the row again behind a server front end that spends T
-  seconds of one event loop on every request before the engine may see it (the T that matches
-  the row's mean TTFT, bisected). A loop iteration runs every request handler waiting at its
-  start, one after another, and tokens reach the clients only between iterations. vLLM V0's
-  OpenAI server hands a request to its engine when the request's response stream starts, which
-  is after the iteration its handler ran in, so a burst's requests go in together once all of
-  their handlers have run.
+- "front end T ms a request": the row again behind a server front end that spends T seconds of
+  one event loop on every request before the engine may see it (the T that matches the row's
+  mean TTFT, bisected). A loop iteration runs every request handler waiting at its start, one
+  after another, and tokens reach the clients only between iterations. vLLM V0's OpenAI server
+  hands a request to its engine when the request's response stream starts, which is after the
+  iteration its handler ran in, so a burst's requests go in together once all of their handlers
+  have run. SGLang's TokenizerManager sends each request to its scheduler as soon as its handler
+  has tokenized it, so a burst's requests go in one by one, T apart.
 - Inter-token gaps (median, p99) as the client sees them: a token that brings no text (the share
   1 - TPOT / mean ITL of the published row) merges its gap into the next one; which tokens those
   are is drawn at random (seed 0). The published p99 ITL column may hold a p95 (the seed's CSV
   lost one header; see the reference README).
 
-About 11 CPU-seconds. docs/simulator.md ("What it cannot predict") quotes this output.
+About 11 CPU-seconds for vLLM's rows, 14 for SGLang's. docs/simulator.md ("What it cannot predict")
+quotes this output.
 """
 
 from __future__ import annotations
@@ -129,11 +131,14 @@ class Replay:
         return [np.asarray(t) for t in times.values()]
 
 
-def behind_front_end(cost, obs, per_request_s: float) -> tuple[np.ndarray, float]:
+def behind_front_end(cost, obs, per_request_s: float, hand_over: str = "batch") -> tuple[np.ndarray, float]:
     """(TTFT ms of every request, mean TPOT ms) of the row's closed loop behind a front end that
-    spends ``per_request_s`` of one event loop on each request: a request reaches the engine at
-    the end of the loop iteration its handler ran in, and tokens reach the client at the end of
-    the iteration running when the engine's step hands them out."""
+    spends ``per_request_s`` of one event loop on each request. A request reaches the engine at
+    the end of the loop iteration its handler ran in (``hand_over="batch"``, vLLM V0), or as soon
+    as its own handler has run (``"each"``, SGLang); tokens reach the client at the end of the
+    iteration running when the engine's step hands them out."""
+    if hand_over not in ("batch", "each"):
+        raise ValueError(f"hand_over is 'batch' or 'each', not {hand_over!r}")
     specs, n = obs.requests, len(obs.requests)
     core = EngineCore(cost)
     sent, first, last = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -160,7 +165,10 @@ def behind_front_end(cost, obs, per_request_s: float) -> tuple[np.ndarray, float
             loop_free = start + per_request_s * len(batch)
             starts.append(start)
             ends.append(loop_free)
-            to_engine.extend((loop_free, i) for _, i in batch)
+            if hand_over == "batch":
+                to_engine.extend((loop_free, i) for _, i in batch)
+            else:
+                to_engine.extend((start + per_request_s * (k + 1), i) for k, (_, i) in enumerate(batch))
         to_engine.sort()
 
     def out_at(t: float) -> float:
@@ -234,10 +242,12 @@ def main(only: str) -> None:
         if run.trace.cached_tokens.any():
             cold = Replay(cost, obs, core=ColdFirstWave(cost, c))
             print(line("first wave recomputes its prefix", stats(cold.ttft_ms()), f"   TPOT {cold.tpot_ms():.1f} ms"))
-        if obs.engine == "vllm":  # up to 0.3 s a request
-            per_request_s = matching(lambda t, cost=cost, obs=obs: behind_front_end(cost, obs, t)[0].mean(),
-                                     row["mean_ttft_ms"], 0.0, 0.3, 10)
-            ttft, tpot = behind_front_end(cost, obs, per_request_s)
+        if obs.engine in ("vllm", "sglang"):  # up to 0.3 s a request
+            hand_over = "batch" if obs.engine == "vllm" else "each"
+            per_request_s = matching(
+                lambda t, cost=cost, obs=obs, h=hand_over: behind_front_end(cost, obs, t, h)[0].mean(),
+                row["mean_ttft_ms"], 0.0, 0.3, 10)
+            ttft, tpot = behind_front_end(cost, obs, per_request_s, hand_over)
             print(line(f"front end {per_request_s * 1000:.0f} ms a request", stats(ttft), f"   TPOT {tpot:.1f} ms"))
 
         merged = 1.0 - row["mean_tpot_ms"] / row["mean_itl_ms"]

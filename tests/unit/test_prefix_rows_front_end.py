@@ -45,6 +45,21 @@ def test_a_burst_reaches_the_engine_after_every_handler_of_it_ran(row):
     assert 0 <= np.median(ttft[obs.concurrency:] - none[obs.concurrency:]) <= 40
 
 
+def test_a_front_end_that_hands_over_each_request_lets_the_engine_start_on_the_first(row):
+    script, obs, cost = row
+    batch, _ = script.behind_front_end(cost, obs, 0.04, "batch")
+    each, _ = script.behind_front_end(cost, obs, 0.04, "each")
+    c = obs.concurrency
+    # either way no token leaves before the loop is done with the burst's 32 handlers ...
+    assert each[:c].min() >= c * 40 - 1e-6
+    # ... but the engine took the first of them after one handler, not after all 32: the wave's prompts
+    # are done 31 handlers sooner
+    assert batch[:c].max() - each[:c].max() == pytest.approx((c - 1) * 40, rel=0.1)
+    assert each[:c].mean() < batch[:c].mean()
+    with pytest.raises(ValueError, match="'batch' or 'each'"):
+        script.behind_front_end(cost, obs, 0.04, "later")
+
+
 def test_a_cold_first_wave_computes_whole_prompts_in_shared_blocks(row):
     script, obs, cost = row
     c = obs.concurrency
