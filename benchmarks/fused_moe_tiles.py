@@ -1,6 +1,6 @@
 """Does a fused MoE kernel's time follow its padded tiles? A GPU measurement for the simulator.
 
-    python benchmarks/fused_moe_tiles.py            # one CUDA GPU, PyTorch and Triton; ~1 minute
+    python benchmarks/fused_moe_tiles.py            # one CUDA GPU, PyTorch and Triton; 1-2 minutes
     python benchmarks/fused_moe_tiles.py --check    # correctness only (TRITON_INTERPRET=1 runs it on a CPU)
 
 vLLM and SGLang run DeepSeek-R1's routed experts in one grouped GEMM: a step's token slots
@@ -108,15 +108,16 @@ def align(expert_ids: torch.Tensor, experts: int, block_m: int) -> tuple[torch.T
 
 
 def grouped_gemm(a, a_scale, w, w_scale, slots, tile_expert, n_slots: int, a_rows_per_slot: int,
-                 block_m: int, block_n: int = QUANT_BLOCK, block_k: int = QUANT_BLOCK) -> torch.Tensor:
+                 block_m: int, block_n: int = QUANT_BLOCK, block_k: int = QUANT_BLOCK, out=None) -> torch.Tensor:
     """[n_slots, N] = each slot's input row times its expert's weight (``w``: [E, N, K]), scaled
-    per block where scales are given."""
+    per block where scales are given; into ``out`` where given (a timed call then only computes)."""
     n, k = w.shape[1], w.shape[2]
     if n % block_n or k % block_k:
         raise ValueError(f"N {n} and K {k} must be multiples of the tile ({block_n} x {block_k})")
     if a_scale is not None and (block_n, block_k) != (QUANT_BLOCK, QUANT_BLOCK):
         raise ValueError(f"scaled operands take {QUANT_BLOCK} x {QUANT_BLOCK} tiles, one scale block each")
-    out = torch.empty(n_slots, n, device=a.device, dtype=torch.bfloat16 if a.is_cuda else torch.float32)
+    if out is None:
+        out = torch.empty(n_slots, n, device=a.device, dtype=torch.bfloat16 if a.is_cuda else torch.float32)
     scaled = a_scale is not None
     grid = (tile_expert.numel(), n // block_n)
     _grouped_gemm[grid](
@@ -197,13 +198,15 @@ def measure(steps: list[int], dtypes: list[str], device: str = "cuda", timer=gpu
         for kind in ("gate_up", "down"):
             rows_per_slot = TOP_K if kind == "gate_up" else 1  # gate+up reads tokens, down each slot's row
             a, a_scale, w, w_scale = operands(kind, dtype, largest * TOP_K // rows_per_slot, device)
+            out = torch.empty(largest * TOP_K, w.shape[1], device=device,
+                              dtype=torch.bfloat16 if device == "cuda" else torch.float32)
             for tokens in sorted(steps):
                 expert_ids = route(tokens, EXPERTS, TOP_K, gen)
                 n_slots = tokens * TOP_K
                 for block_m in sorted({table_block_m(tokens), 16, 64}):
                     slots, tile_expert = (t.to(device) for t in align(expert_ids, EXPERTS, block_m))
                     call = functools.partial(grouped_gemm, a, a_scale, w, w_scale, slots, tile_expert, n_slots,
-                                             rows_per_slot, block_m)
+                                             rows_per_slot, block_m, out=out)
                     try:
                         us = timer(call)
                     except Exception as err:  # noqa: BLE001  (a dtype this GPU's Triton cannot compile: say so, go on)
@@ -217,7 +220,7 @@ def measure(steps: list[int], dtypes: list[str], device: str = "cuda", timer=gpu
                     mark = "*" if row["table_tile"] else " "
                     print(f"{dtype:>5} {kind:>7} {tokens:>6} {block_m:>3}{mark} {us:9.1f} {tiles:>6}"
                           f" {padded / n_slots:11.3f} {us / tiles:8.3f} {1000 * us / n_slots:11.3f}", flush=True)
-            del a, a_scale, w, w_scale
+            del a, a_scale, w, w_scale, out
     return results
 
 
