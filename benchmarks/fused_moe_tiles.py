@@ -21,7 +21,7 @@ DeepSeek-R1's per-GPU shapes under tensor parallelism 8 (gate+up: K 7168, N 512 
 down: K 256, N 7168), uniform top-8 routing over 256 experts, FP8 e4m3 operands with one scale
 per token and 128 channels (activations) and per 128 x 128 block (weights), as DeepSeek-R1's
 checkpoint stores them, FP32 accumulation; and BF16 without scales beside it. Per step size T it
-times both GEMMs with vLLM's tile height for T and with the other one, and prints time, tiles,
+times both GEMMs with tiles of 16 and of 64 rows (vLLM's for T marked), and prints time, tiles,
 real and padded rows, time per tile and per real token. If the kernel's time follows its tiles,
 time per real token at T (table tile) over that at the largest T equals the padding ratio
 printed beside it, and padded rows belong in the simulator's compute; if it stays flat while
@@ -93,7 +93,7 @@ def route(tokens: int, experts: int, top_k: int, gen: torch.Generator) -> torch.
 
 def align(expert_ids: torch.Tensor, experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The slots (token x top_k, flattened) sorted by expert, each expert's run padded to whole
-    tiles with the out-of-range slot ``len(expert_ids)``; and each tile's expert."""
+    tiles with the out-of-range slot (tokens x top_k); and each tile's expert."""
     flat = expert_ids.flatten()
     n_slots = flat.numel()
     counts = torch.bincount(flat, minlength=experts)
@@ -203,7 +203,7 @@ def measure(steps: list[int], dtypes: list[str], device: str = "cuda", timer=gpu
             for tokens in sorted(steps):
                 expert_ids = route(tokens, EXPERTS, TOP_K, gen)
                 n_slots = tokens * TOP_K
-                for block_m in sorted({table_block_m(tokens), 16, 64}):
+                for block_m in (16, 64):  # vLLM's two heights for this table
                     slots, tile_expert = (t.to(device) for t in align(expert_ids, EXPERTS, block_m))
                     call = functools.partial(grouped_gemm, a, a_scale, w, w_scale, slots, tile_expert, n_slots,
                                              rows_per_slot, block_m, out=out)
