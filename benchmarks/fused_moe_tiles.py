@@ -12,9 +12,8 @@ step of ~1300-2048 tokens (a chunked-prefill step) computes 1.35-1.55 times its 
 a whole 3200-token prompt 1.28 times, a 32768-token batch 1.03 times. The simulator charges
 routed experts one weight read per touched expert plus compute linear in the real rows; the
 padding would add cost to exactly the steps where vLLM's chunked launch is known to be slower
-than the model (docs/simulator.md, "What it cannot predict"). Whether padded rows cost time
-depends on whether a tile is bound by its compute or by reading its weight block, which only a
-GPU can say.
+than the model (docs/simulator-prefix-rows.md). Whether padded rows cost time depends on
+whether a tile is bound by its compute or by reading its weight block, which only a GPU can say.
 
 The kernel here is written for this measurement (not vLLM's): the same grouped layout at
 DeepSeek-R1's per-GPU shapes under tensor parallelism 8 (gate+up: K 7168, N 512 per expert;

@@ -1,8 +1,8 @@
 """What a server's front end spends tokenizing the seed's prompts, one request at a time.
 
 The vLLM H200 prefix rows' TTFT fits a front end that spends ~75 ms of its one event loop on
-each request before the engine sees it, and the random rows allow far less (docs/simulator.md,
-"What it cannot predict"). The two sets of rows sent different prompts: SGLang's
+each request before the engine sees it, and the random rows allow far less
+(docs/simulator-prefix-rows.md). The two sets of rows sent different prompts: SGLang's
 generated-shared-prefix data set draws every token from the whole vocabulary
 (``random.choices`` over ``get_vocab().values()``, special tokens included) and decodes them;
 the random rows decoded natural text. Tokenizing is the one step of an OpenAI front end whose

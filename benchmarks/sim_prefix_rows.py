@@ -28,8 +28,8 @@ wave) all queue for their prompts together; the rest arrive one by one as slots 
   are is drawn at random (seed 0). The published p99 ITL column may hold a p95 (the seed's CSV
   lost one header; see the reference README).
 
-About 11 CPU-seconds for vLLM's rows, 14 for SGLang's. docs/simulator.md ("What it cannot predict")
-quotes this output.
+About 11 CPU-seconds for vLLM's rows, 14 for SGLang's. docs/simulator-prefix-rows.md quotes this
+output.
 """
 
 from __future__ import annotations

@@ -75,3 +75,24 @@ def test_the_measuring_loop_and_its_padding(vllm_venv):
     assert 256 <= steps[1321]["tiles"] <= 260 and steps[1321]["padded_over_real"] == pytest.approx(1.55, abs=0.02)
     assert steps[2048]["padded_over_real"] == pytest.approx(1.47, abs=0.04)
     assert steps[32768]["padded_over_real"] == pytest.approx(1.03, abs=0.01)
+
+
+def test_compile_cost_compiles_each_variant_for_a_gpu_target(vllm_venv):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([str(vllm_env.venv_python()), str(BENCHMARKS / "triton_compile_cost.py"), "--repeat", "1"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "target sm_90" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.split() and line.split()[0] in {"16", "64", "128"}]
+    # tiles of 16, 64 and 128 rows, each with the step's slot count divisible by 16 and not
+    assert [(r[0], r[1] == "0") for r in rows] == [(m, d) for m in ("16", "64", "128") for d in (True, False)]
+    assert all(0 < float(r[-1]) < 120 for r in rows), done.stdout
+
+
+def test_compile_cost_refuses_what_it_cannot_do(vllm_venv):
+    for args, env_extra, said in ((["--repeat", "0"], {}, "--repeat"), ([], {"TRITON_INTERPRET": "1"}, "unset it")):
+        done = subprocess.run([str(vllm_env.venv_python()), str(BENCHMARKS / "triton_compile_cost.py"), *args],
+                              env=dict(os.environ, **env_extra), capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode != 0 and said in done.stderr, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
