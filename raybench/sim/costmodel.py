@@ -395,5 +395,9 @@ def resolve(config: SimConfig) -> CostModel:
     if config.max_num_seqs is not None:
         features = features.with_(max_running=config.max_num_seqs)
     if config.max_num_batched_tokens is not None:
+        if config.max_num_batched_tokens < features.dp_attention:
+            raise SimConfigError("max_num_batched_tokens", config.max_num_batched_tokens,
+                                 f"at least the DP-attention ranks ({features.dp_attention}): each takes "
+                                 f"max_num_batched_tokens // {features.dp_attention} prompt tokens a step")
         features = features.with_(prefill_tokens_per_step=config.max_num_batched_tokens)
     return build(model, gpu, config.num_gpus, profile, features, config.kv_capacity_tokens)

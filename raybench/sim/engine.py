@@ -16,8 +16,10 @@ Per step, by ``EngineFeatures.policy``:
 Without chunked prefill a prompt must fit the rest of a step's budget whole.
 
 KV: admission charges the prompt tokens not found in the prefix cache plus
-``admission_output_reserve`` x max_tokens; decoding grows a request past its charge token by
-token. When a decode step cannot grow, requests are preempted (vLLM: the newest; SGLang retract:
+``admission_output_reserve`` x max_tokens (all of it without preemption); decoding grows a
+request past its charge token by token, and under MIXED the decodes' new blocks are set aside
+before any prompt is admitted. ``add_request`` refuses a request the pool could never admit
+with the same arithmetic, a re-admission after a preemption included, so every accepted one runs. When a decode step cannot grow, requests are preempted (vLLM: the newest; SGLang retract:
 the one with the fewest output tokens), give their KV back, and queue first to prefill
 prompt + output so far again. The prefix cache holds prompt segments per DP rank (a radix cache
 hits any matching prefix, a block-hash cache whole blocks only); a cached segment lives in the
@@ -111,6 +113,7 @@ class EngineCore(FastForward):
         # requests can share cached KV, and this GPU reads it again for less than the first time
         self._rereads_cheaper = prefix_cache.enabled and cost.gpu.kv_reread_cost < 1.0
         self._kv_used = prefix_cache.tokens  # charges of running requests + cached segments
+        self._reserved = 0  # free KV this step's decodes will take (MIXED: scheduled before prompts)
         self._admitted = 0
         self._remaining_out = 0  # output tokens running requests have still to produce
         self._arrivals = 0
@@ -137,13 +140,19 @@ class EngineCore(FastForward):
         target = max_tokens if target_tokens is None else target_tokens
         if prompt_tokens < 1 or not 1 <= target <= max_tokens:
             raise ValueError(f"bad request {req_id}: prompt {prompt_tokens}, target {target}/{max_tokens}")
-        need = prompt_tokens + max_tokens
-        if need > self.cost.kv_capacity_tokens:
-            raise KvCapacityError(f"prompt_tokens + max_tokens = {need} exceeds the KV capacity of "
-                                  f"{self.cost.kv_capacity_tokens} tokens")
+        total = prompt_tokens + max_tokens
+        capacity = self.cost.kv_capacity_tokens
+        if total > capacity:
+            raise KvCapacityError(f"prompt_tokens + max_tokens = {total} exceeds the KV capacity of {capacity} tokens")
+        need = self._largest_need(prompt_tokens, max_tokens)
+        if need > capacity:
+            raise KvCapacityError(
+                f"prompt_tokens + max_tokens = {total} takes up to {need} KV tokens (whole "
+                f"{self.features.block_tokens}-token blocks, the admission's reserve and free margin, "
+                f"a re-admission after a preemption), which exceeds the KV capacity of {capacity} tokens")
         limit = self.features.max_model_len
-        if limit is not None and need > limit:
-            raise KvCapacityError(f"prompt_tokens + max_tokens = {need} exceeds max_model_len {limit}")
+        if limit is not None and total > limit:
+            raise KvCapacityError(f"prompt_tokens + max_tokens = {total} exceeds max_model_len {limit}")
         rank = self._arrivals % self.features.dp_attention  # DP attention: round robin over ranks
         self._arrivals += 1
         self._waiting.append(_Request(req_id, prompt_tokens, target, max_tokens, tuple(segments), rank,
@@ -216,7 +225,10 @@ class EngineCore(FastForward):
         if self.features.policy is Policy.MIXED:
             decode = self._decodes(preempted)
             budget -= sum(n for _, n in decode)
+            # the decodes' new blocks are theirs before any prompt is admitted into the free KV
+            self._reserved = self._growth(decode)
         prefill = self._prefills(max(budget, 0))
+        self._reserved = 0
         if self.features.policy is Policy.PREFILL_FIRST and not prefill:
             decode = self._decodes(preempted)
         if not prefill and not decode:
@@ -304,6 +316,15 @@ class EngineCore(FastForward):
                 growth -= max(0, self._blocks(victim.private_kv + n) - victim.charge)
             self._preempt(victim)
         return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
+
+    def _growth(self, decode) -> int:
+        """KV tokens the decoding requests' new blocks take this step."""
+        bt, growth = self.features.block_tokens, 0
+        for r, n in decode:
+            if not r.lingering:
+                blocks = -(-(r.private_kv + n) // bt) * bt
+                growth += max(0, blocks - r.charge)
+        return growth
 
     def _apply(self, prefill, decode, preempted, finishing=()) -> StepResult:
         """Run one step. Under DP attention every rank runs the attention of its own requests
@@ -438,7 +459,7 @@ class EngineCore(FastForward):
     # -- KV and the prefix cache ---------------------------------------------------------------
     def _free(self, need: int) -> int:
         """Free KV tokens, after evicting unpinned cached segments (LRU) until ``need`` fits."""
-        free = self.cost.kv_capacity_tokens - self._kv_used
+        free = self.cost.kv_capacity_tokens - self._kv_used - self._reserved
         if free >= need or not self._cache.tokens:
             return free
         freed = self._cache.evict(need - free)
@@ -450,23 +471,41 @@ class EngineCore(FastForward):
         """Prompt tokens of ``req`` the prefix cache of its rank holds (0 without a cache)."""
         return self._cache.lookup(req.rank, req.segments, req.prefill_target)
 
-    def _admission(self, req: _Request, hit: int) -> tuple[int, int]:
+    def _admission(self, req: _Request, hit: int, others_left: int | None = None) -> tuple[int, int]:
         """(KV charged to the request, free KV its admission needs).
 
         TensorRT-LLM and vLLM charge a request for its reservation alone; SGLang also keeps
         room for the outputs every running request has still to write (new_token_ratio x the
-        tokens left), which is what keeps it from retracting again at once."""
-        ratio = self.features.admission_output_reserve
+        tokens left; ``others_left``, default the running requests'), which is what keeps it from
+        retracting again at once. Without preemption the reservation is the whole output."""
+        no_preemption = self.features.preemption is Preemption.NONE
+        ratio = 1.0 if no_preemption else self.features.admission_output_reserve
         left = req.max_tokens - req.generated
         if self.features.preemption is Preemption.RETRACT:
+            others = self._remaining_out if others_left is None else others_left
             charge = self._blocks(req.prefill_target - hit)
-            return charge, charge + math.ceil(ratio * (self._remaining_out + left)) + self._watermark
+            return charge, charge + math.ceil(ratio * (others + left)) + self._watermark
         charge = self._blocks(req.prefill_target - hit + math.ceil(ratio * left))
         return charge, charge + self._watermark
 
+    def _largest_need(self, prompt_tokens: int, max_tokens: int) -> int:
+        """The most free KV a request can need with the pool otherwise empty: admitted, re-admitted
+        after a preemption at its last token (prompt + output so far to prefill again), or grown to
+        its end. ``add_request`` refuses what exceeds the pool, so every request runs at last."""
+        probe = _Request(-1, prompt_tokens, max_tokens, max_tokens, (), 0)
+        needs = [self._blocks(prompt_tokens + max_tokens)]
+        preemptible = self.features.preemption is not Preemption.NONE
+        for generated in (0, max_tokens - 1) if preemptible else (0,):
+            probe.generated, probe.prefill_target = generated, prompt_tokens + generated
+            needs.append(self._admission(probe, 0, others_left=0)[1])
+        return max(needs)
+
     def _admit(self, req: _Request, hit: int) -> bool:
         charge, need = self._admission(req, hit)
+        # the hit's segments are pinned before room is made, or freeing it could evict them
+        pinned = self._cache.pin_hits(req.rank, req.segments, hit)
         if need > self._free(need):
+            self._cache.unpin(req.rank, pinned)
             self.kv_limited = True
             return False
         if self._waiting[0] is req:
@@ -481,8 +520,8 @@ class EngineCore(FastForward):
         req.private_kv = 0
         req.charge = charge
         self._kv_used += charge
-        req.pinned = self._cache.pin_hits(req.rank, req.segments, hit)
-        req.segs_cached = req.hit_segments = len(req.pinned)
+        req.pinned = pinned
+        req.segs_cached = req.hit_segments = len(pinned)
         req.hit, req.shared_reads = hit, None
         self._admitted += 1
         req.order = self._admitted

@@ -46,7 +46,7 @@ class Preemption(str, enum.Enum):
 
     RECOMPUTE = "recompute"  # vLLM: the newest running request gives its KV back, prefills again later
     RETRACT = "retract"  # SGLang: the request with the fewest output tokens goes back to the queue
-    NONE = "none"  # admission reserved prompt + max_tokens, so it never happens (TRT-LLM no-evict)
+    NONE = "none"  # admission reserves prompt + max_tokens, so it never happens (TRT-LLM no-evict)
 
 
 class PrefixCache(str, enum.Enum):
@@ -85,7 +85,7 @@ class EngineFeatures:
     prefix_cache: PrefixCache = PrefixCache.NONE
     block_tokens: int = 16  # KV block size; prefix hits of a block-hash cache are whole blocks
     preemption: Preemption = Preemption.RECOMPUTE
-    admission_output_reserve: float = 0.0  # fraction of max_tokens reserved at admission (1.0: no evict)
+    admission_output_reserve: float = 0.0  # fraction of max_tokens reserved at admission (preemption none: 1.0)
     memory_fraction: float = 0.9  # of each GPU's memory the engine takes for weights, KV and reserve
     memory_of_free: bool = False  # memory_fraction is a share of what weights and reserve leave (TensorRT-LLM)
     max_model_len: int | None = None  # longest prompt + output a request may have
@@ -102,6 +102,10 @@ class EngineFeatures:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SimConfigError(name, value, "an integer >= 1")
+        if self.prefill_tokens_per_step < self.dp_attention:  # each rank's budget would be 0 tokens
+            raise SimConfigError("prefill_tokens_per_step", self.prefill_tokens_per_step,
+                                 f"at least dp_attention ({self.dp_attention}): each DP rank takes that budget "
+                                 f"// dp_attention prompt tokens a step")
         if not 0.0 <= self.admission_output_reserve <= 1.0:
             raise SimConfigError("admission_output_reserve", self.admission_output_reserve, "a fraction in 0..1")
         if not 0.0 < self.memory_fraction <= 1.0:

@@ -3,7 +3,7 @@
 A prompt is a run of segments ((key, tokens), ...) whose keys identify their content and
 everything before it (a shared prefix, chained block hashes). A segment lives in the KV pool
 once; a running request that uses it pins it; an unpinned one is evicted, least recently used
-first, when the pool needs room. A segment a prefill has passed in part is cached in part, and
+first over all ranks (the engine counts one pool for them all), when the pool needs room. A segment a prefill has passed in part is cached in part, and
 grows as that prefill goes on: a prompt admitted meanwhile reuses what is computed so far, as
 vLLM's and SGLang's caches hold each block or chunk once it is computed, whatever the grain the
 prompt's segments were described in. A radix cache (SGLang) hits any matching prefix, a
@@ -24,7 +24,8 @@ class PrefixStore:
     def __init__(self, mode: PrefixCache, block_tokens: int, ranks: int) -> None:
         self.mode = mode
         self.block_tokens = block_tokens
-        self._ranks: list[OrderedDict] = [OrderedDict() for _ in range(ranks)]  # key -> [tokens, pins]
+        self.ranks = ranks
+        self._entries: OrderedDict = OrderedDict()  # (rank, key) -> [tokens, pins], least recently used first
         self.tokens = 0
 
     @property
@@ -35,10 +36,9 @@ class PrefixStore:
         """Prompt tokens the rank's cache holds for these segments."""
         if not self.enabled or not segments:
             return 0
-        cache = self._ranks[rank]
         hit = 0
         for key, tokens in segments:
-            entry = cache.get(key)
+            entry = self._entries.get((rank, key))
             if entry is None:
                 break
             hit += min(entry[0], tokens)
@@ -52,13 +52,13 @@ class PrefixStore:
     def pin_hits(self, rank: int, segments: Sequence, hit: int) -> list:
         """Pin the leading segments ``hit`` reads from, the last one perhaps in part (a block-hash
         hit ends at a block boundary inside a segment); returns their keys."""
-        cache = self._ranks[rank]
         keys, covered = [], 0
         for key, tokens in segments:
-            if covered >= hit or key not in cache:
+            entry = self._entries.get((rank, key))
+            if covered >= hit or entry is None:
                 break
-            cache[key][1] += 1
-            cache.move_to_end(key)
+            entry[1] += 1
+            self._entries.move_to_end((rank, key))
             keys.append(key)
             covered += tokens
         return keys
@@ -66,36 +66,31 @@ class PrefixStore:
     def insert(self, rank: int, key: object, tokens: int) -> bool:
         """Cache a segment a prefill has computed (all of it, or its first ``tokens`` so far),
         pinned by its request; False if there already."""
-        cache = self._ranks[rank]
-        if key in cache:  # computed twice (both requests missed it): keep the first copy
+        if (rank, key) in self._entries:  # computed twice (both requests missed it): keep the first copy
             return False
-        cache[key] = [tokens, 1]
+        self._entries[rank, key] = [tokens, 1]
         self.tokens += tokens
         return True
 
     def extend(self, rank: int, key: object, tokens: int) -> None:
         """A segment cached in part: its prefill has computed ``tokens`` more of it."""
-        self._ranks[rank][key][0] += tokens
+        self._entries[rank, key][0] += tokens
         self.tokens += tokens
 
     def unpin(self, rank: int, keys: Sequence) -> None:
-        cache = self._ranks[rank]
         for key in keys:
-            entry = cache.get(key)
+            entry = self._entries.get((rank, key))
             if entry is not None:
                 entry[1] -= 1
 
     def evictable(self) -> int:
-        return sum(e[0] for cache in self._ranks for e in cache.values() if e[1] == 0)
+        return sum(e[0] for e in self._entries.values() if e[1] == 0)
 
     def evict(self, need: int) -> int:
         """Evict unpinned segments, least recently used first, until ``need`` tokens are freed."""
         freed = 0
-        for cache in self._ranks:
-            for key in [key for key, e in cache.items() if e[1] == 0]:
-                freed += cache.pop(key)[0]
-                if freed >= need:
-                    break
+        for rank_key in [rank_key for rank_key, e in self._entries.items() if e[1] == 0]:
+            freed += self._entries.pop(rank_key)[0]
             if freed >= need:
                 break
         self.tokens -= freed

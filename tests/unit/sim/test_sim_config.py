@@ -68,6 +68,9 @@ def test_fault_option_parsing():
         (["--tokens-per-chunk", "0"], "--tokens-per-chunk"),
         (["--timing", "engine", "--gpu", "H100"], "--num-gpus"),
         (["--timing", "engine", "--model", "foo"], "--model"),
+        # every DP-attention rank would get 4 // 8 = 0 prompt tokens a step and nothing would run
+        (["--timing", "engine", "--backend-profile", "sglang", "--dp-attention", "8", "--max-num-batched-tokens", "4"],
+         "--max-num-batched-tokens"),
     ],
 )
 def test_bad_options_give_one_line_errors_naming_the_option(args, needle):

@@ -6,7 +6,7 @@ import pytest
 
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfig
-from raybench.sim.engine import EngineCore
+from raybench.sim.engine import EngineCore, KvCapacityError
 from raybench.sim.features import Policy, Preemption, PrefixCache, defaults
 
 
@@ -249,3 +249,86 @@ def test_under_dp_attention_only_requests_of_one_rank_share_their_reads():
 
     assert decode_kv({0, 1}, 0.75) == decode_kv({0, 1}, 1.0)  # ranks 0 and 1: each reads its own copy
     assert decode_kv({0, 8}, 0.75) < decode_kv({0, 8}, 1.0)  # both on rank 0, the busiest
+
+
+@pytest.mark.parametrize(("engine", "kv", "prompt", "out"), [
+    ("vllm", 1000, 990, 10),  # fits the pool, not with vLLM's 1 % free margin on top
+    ("vllm", 120, 100, 20),  # fits, but a preemption at its 13th token re-admits 113 tokens: 128 in blocks of 16
+    ("trtllm", 120, 100, 20),  # blocks of 32: 128 tokens
+    ("vllm", 2, 1, 1),  # one block of 16
+])
+def test_a_request_the_pool_could_never_admit_is_refused_at_once(engine, kv, prompt, out):
+    core = _core(engine, kv=kv)
+    with pytest.raises(KvCapacityError, match=f"exceeds the KV capacity of {kv} tokens"):
+        core.add_request(0, prompt, out)
+    assert not core.has_work()
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
+def test_every_request_the_pool_accepts_runs_to_its_end_even_preempted(engine):
+    """The smallest pool that accepts a request admits it, and re-admits it after any preemption."""
+    for prompt, out in ((100, 20), (990, 10), (47, 200), (1, 1)):
+        kv = next(kv for kv in range(prompt + out, 4 * (prompt + out) + 200) if _accepts(engine, kv, prompt, out))
+        core = _core(engine, kv=kv)
+        for i in range(3):  # three at once: they preempt one another
+            core.add_request(i, prompt, out)
+        tokens = sum(e.new_tokens for s in _drain(core) for e in s.emissions)
+        assert tokens == 3 * out and core.kv_used_tokens <= kv
+
+
+def _accepts(engine, kv, prompt, out) -> bool:
+    try:
+        _core(engine, kv=kv).add_request(0, prompt, out)
+    except KvCapacityError:
+        return False
+    return True
+
+
+def test_a_prefix_hit_is_pinned_before_its_admission_makes_room():
+    """The segment a request hits cannot be what its own admission evicts: it is reported as cached
+    and kept, and the pool never holds more than its capacity."""
+    core = _core("sglang", kv=200)  # admission keeps room for a tenth of the output too
+    core.add_request(0, 120, 5, segments=(("prefix", 100), ("question a", 20)))
+    _drain(core)  # both segments stay cached, unused; the prefix is the least recently used
+    core.add_request(1, 180, 5, segments=(("prefix", 100), ("question b", 80)))  # 80 + 1 > 80 free: one must go
+    steps = _drain(core)
+    assert steps[0].prefill_chunks == ((1, 80),)
+    assert [e.cached_tokens for e in steps[-1].emissions] == [100]
+    assert core.prefix_cache.lookup(0, (("prefix", 100), ("question a", 20)), 120) == 100  # question a went
+    assert core.prefix_cache.tokens == core.kv_used_tokens <= 200
+
+
+@pytest.mark.parametrize("engine", ["generic", "vllm"])
+def test_mixed_steps_admit_prompts_only_into_kv_the_decodes_leave(engine):
+    core = _core(engine, kv=800, policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=2048)
+    for i in range(40):
+        core.add_request(i, 48, 40)
+    most = 0
+    while core.has_work():
+        assert core.step() is not None
+        most = max(most, core.kv_used_tokens)
+    assert most <= 800
+
+
+def test_eviction_takes_the_least_recently_used_segment_of_any_rank():
+    core = _core("sglang", kv=700, dp_attention=2, admission_output_reserve=0.0)
+
+    def serve(req_id, key):
+        core.add_request(req_id, 300, 1, segments=((key, 300),))
+        _drain(core)
+
+    serve(0, "a")  # rank 0
+    serve(1, "b")  # rank 1
+    serve(2, "a")  # rank 0: hits a, so b is now the least recently used
+    serve(3, "c")  # rank 1: needs room
+    assert core.prefix_cache.lookup(0, (("a", 300),), 301) == 300
+    assert core.prefix_cache.lookup(1, (("b", 300),), 301) == 0
+
+
+def test_without_preemption_admission_reserves_the_whole_output():
+    for engine in ("vllm", "sglang"):
+        core = _core(engine, kv=2000, preemption=Preemption.NONE)
+        for i in range(8):
+            core.add_request(i, 100, 300)
+        _drain(core)
+        assert core.num_preemptions == 0
