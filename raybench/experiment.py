@@ -391,6 +391,11 @@ class Experiment:
         for name in ("name", "model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ConfigError.invalid(name, getattr(self, name), "a non-empty string")
+        # the name is the run directory's and a tag on every Ray metric, which takes ASCII only;
+        # names without a letter or digit would all share the directory 'unnamed'
+        if not (self.name.isascii() and self.name.isprintable() and any(c.isalnum() for c in self.name)):
+            raise ConfigError.invalid("name", self.name, "printable ASCII with a letter or digit (it names the run "
+                                      "directory and tags Ray's metrics), e.g. 'deepseek_r1'")
         self._check_goodput()
         self._pair_hardware()
         self._check_search()

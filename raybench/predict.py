@@ -18,6 +18,7 @@ No Ray here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
 from raybench.workloads.reuse import PromptHistory, PromptReuse, prompt_sample
+from raybench.workloads.tokenizer import WORD_TOKENIZER
 
 SUMMARY_FILE = "summary.json"
 #: vLLM V0's chunked-prefill budget for its OpenAI server (EngineArgs, usage context API server)
@@ -192,6 +194,8 @@ def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
     what earlier cells sent (no reset between cells), so a random prompt is a segment too, and a
     cell that sends an earlier cell's prompts again (the same seed) finds them, as over HTTP."""
     n = cell.num_prompts or cell.batch_size or 1
+    if cell.dataset_path is not None:  # a data set or a trace: its own prompt and output lengths
+        return file_requests(cell)
     if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
         return shared_prefix_requests(n, cell.input_len, cell.prefix_len, cell.output_len, cell.prompts_per_group,
                                       cell.seed)
@@ -200,6 +204,16 @@ def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
         return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len,
                             segments=(((*key, slot), cell.input_len),)) for slot in range(n)]
     return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
+
+
+@functools.lru_cache(maxsize=8)  # predict_run reads each file before it writes anything, then predicts from it
+def file_requests(cell: Cell) -> list[RequestSpec]:
+    """The requests of a cell that replays a file, read as ``raybench run --simulate`` sends them
+    with no tokenizer named: prompts counted in words, the simulator's count; outputs as the file or
+    the cell's forced length says. A file that is missing or unreadable is a ConfigError, as in a run."""
+    workload = workload_for(cell, tokenizer=WORD_TOKENIZER, text=False)
+    return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens)
+            for spec in workload.build(range(workload.num_requests))]
 
 
 class Server:
@@ -392,8 +406,10 @@ def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *
     except SimConfigError as err:
         raise ConfigError(f"--profiles: {err}") from err
     source = profiles_path or "the shipped profiles"
-    for cell in cells:  # every pair has a profile before anything is written
+    for cell in cells:  # every pair has a profile, and every file a cell replays reads, before anything is written
         profile_for(cell_plan(experiment, cell), profiles, source)
+        if cell.dataset_path is not None:
+            file_requests(cell)
     run_dir = RunDir.create(out_root, f"{experiment.name}-prediction")
     t0 = time.perf_counter()
     servers = {b.name: Server(b, experiment.warmup_requests) for b in experiment.backends}

@@ -211,3 +211,13 @@ def test_fixed_timing_serves_any_model_name(tmp_path):
                     "backends=(SimBackend(timing='fixed'),),\n"
                     "    online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))\n")
     assert resolve(load_experiment(path))[0].model == "my-org/unprofiled"
+
+
+@pytest.mark.parametrize("name", ["基准测试", "!!!", "tab\there"])
+def test_an_experiment_name_must_make_a_run_directory_and_a_metric_tag(tmp_path, name):
+    """Non-ASCII names broke Ray's metric tags mid-run, and names without a letter or digit all
+    became the run directory 'unnamed', where one experiment resumed another's run."""
+    path, msg = _message(tmp_path, f"experiment = Experiment(name={name!r}, model='m', "
+                                   "backends=(VLLMBackend(name='v', tp=8),), "
+                                   "online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))\n")
+    assert msg.startswith(f"{path}:2: name={name!r} is not allowed: printable ASCII with a letter or digit"), msg

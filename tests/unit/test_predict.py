@@ -481,3 +481,26 @@ def test_predict_flags_the_cells_a_run_would_flag_for_resent_prompts(tmp_path):
     assert ("vllm-h200-prefix: 2 cells (vllm-h200-prefix.H200-online-c64-i3200p2000-o800, "
             "vllm-h200-prefix.H200-online-c128-i3200p2000-o800) send prompts that earlier cells sent") in result.stderr
     assert "sglang-h200:" not in result.stderr
+
+
+def test_a_cell_that_replays_a_data_set_is_predicted_with_its_lengths_and_a_missing_file_is_an_error(tmp_path):
+    lengths = [(5, 7), (40, 4), (12, 30), (90, 11)]  # (prompt words, reply words), each passing the filters
+    records = [{"conversations": [{"from": "human", "value": " ".join(["w"] * p)},
+                                  {"from": "gpt", "value": " ".join(["r"] * o)}]} for p, o in lengths]
+    (tmp_path / "chats.json").write_text(json.dumps(records))
+    body = ("from raybench.experiment import Experiment, Online, VLLMBackend\n"
+            "experiment = Experiment(name='chats', model='deepseek-ai/DeepSeek-R1',\n"
+            "    backends=(VLLMBackend(name='vllm-h200', tp=8),),\n"
+            "    online=(Online(concurrency=[2], input_len=3200, output_len=800, num_prompts=4, dataset='sharegpt',\n"
+            "                   dataset_path={path!r}),))\n")
+    (tmp_path / "exp.py").write_text(body.format(path=str(tmp_path / "chats.json")))
+    experiment, cells = resolve(load_experiment(tmp_path / "exp.py"))
+    run_dir, _ = predict_run(experiment, cells, tmp_path / "out", report=False)
+    requests = pl.read_parquet(run_dir.cell_dir(cells[0].id) / "requests.parquet")
+    # the file's lengths, not the nominal 3200 in / 800 out
+    assert sorted(zip(requests["prompt_tokens"], requests["output_tokens"])) == sorted(lengths)
+    (tmp_path / "exp.py").write_text(body.format(path=str(tmp_path / "missing.json")))
+    experiment, cells = resolve(load_experiment(tmp_path / "exp.py"))
+    with pytest.raises(ConfigError, match="missing.json does not exist"):
+        predict_run(experiment, cells, tmp_path / "out2", report=False)
+    assert not (tmp_path / "out2").exists()
