@@ -588,6 +588,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{_where(path, err)}: {err}{_allowed_fields(str(err))}") from err
     except Exception as err:  # the file is the user's code: a NameError in it is bad input, not a crash
         raise ConfigError(f"{_where(path, err)}: {type(err).__name__}: {err}") from err
+    except SystemExit as err:  # else raybench would end with the file's status, saying nothing
+        raise ConfigError(f"{_where(path, err)}: the experiment file called sys.exit({err.code!r}); an experiment "
+                          "file only defines `experiment = Experiment(...)`") from err
     experiment = namespace.get("experiment")
     if not isinstance(experiment, Experiment):
         raise ConfigError(f"{path} must define `experiment = Experiment(...)`")

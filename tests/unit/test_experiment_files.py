@@ -221,3 +221,9 @@ def test_an_experiment_name_must_make_a_run_directory_and_a_metric_tag(tmp_path,
                                    "backends=(VLLMBackend(name='v', tp=8),), "
                                    "online=(Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4),))\n")
     assert msg.startswith(f"{path}:2: name={name!r} is not allowed: printable ASCII with a letter or digit"), msg
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_an_experiment_file_that_exits_is_an_error_not_a_silent_end(tmp_path, code):
+    path, msg = _message(tmp_path, f"import sys\nsys.exit({code})\n")
+    assert msg.startswith(f"{path}:3: the experiment file called sys.exit({code})"), msg
