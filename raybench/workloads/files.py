@@ -22,6 +22,8 @@ _DECODER = json.JSONDecoder()
 
 def require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} file {path} is a directory: give the file itself")
     if not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist")
     return path

@@ -37,6 +37,7 @@ from raybench.workloads.base import (
     check_tokenizer,
     require_int,
 )
+from raybench.workloads.files import require_file
 
 MOONCAKE_BLOCK_SIZE = 512
 _BLOCK_STREAM = 1
@@ -92,9 +93,7 @@ def read_mooncake(path: str | Path, limit: int | None = None) -> TraceRows:
     Errors name the file and the first bad line: not JSON, a missing field, a bad value, or a
     timestamp earlier than the line before (a replay needs them in order).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"trace file {path} does not exist")
+    path = require_file(path, "trace")
     times: list[float] = []
     inputs: list[int] = []
     outputs: list[int] = []

@@ -190,6 +190,8 @@ def test_a_sharegpt_file_where_nothing_passes_says_so(tmp_path):
 def test_missing_files_and_missing_tokenizers_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"sharegpt dataset file .*nope.json does not exist"):
         sharegpt(tmp_path / "nope.json", num_prompts=1)
+    with pytest.raises(ConfigError, match=r"sharegpt dataset file .* is a directory: give the file itself"):
+        sharegpt(tmp_path, num_prompts=1)
     path = tmp_path / "c.jsonl"
     path.write_text('{"prompt": "a b c d"}\n')
     with pytest.raises(ConfigError, match="give --tokenizer"):

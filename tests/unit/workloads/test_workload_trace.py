@@ -121,6 +121,8 @@ def test_bad_traces_name_the_first_bad_line(tmp_path, content, message):
 def test_a_missing_trace_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"trace file .*nope.jsonl does not exist"):
         TraceWorkload.from_file(tmp_path / "nope.jsonl")
+    with pytest.raises(ConfigError, match=r"trace file .* is a directory: give the file itself"):
+        TraceWorkload.from_file(tmp_path)
 
 
 def test_time_scale_must_be_positive(tmp_path):
