@@ -143,6 +143,9 @@ def _read(path: Path) -> Mapping[str, EngineProfile]:
             profile = EngineProfile(**{k: v for k, v in item.items() if k in known})
         except TypeError as err:
             raise SimConfigError(f"profiles[{i}]", item.get("engine"), f"every field of a profile ({err})") from None
+        if profile.key in out:  # which of two would be used is nothing a user should have to guess
+            raise SimConfigError(f"profiles[{i}]", profile.key, "one profile per engine x GPU pair; this pair "
+                                 "has one earlier in the file")
         out[profile.key] = profile
     return MappingProxyType(out)
 

@@ -147,3 +147,16 @@ def test_the_shipped_profiles_cover_the_seed_pairs_with_physical_numbers():
         assert 2 <= p.compute_factor <= 60  # prefill reaches 2-50 % of dense peak
         assert 0 <= p.kv_read_factor <= 10 and 0 <= p.moe_read_factor <= 40
         assert "output_len=800" in p.fitted_on
+
+
+def test_a_profiles_file_with_two_profiles_of_one_pair_is_refused(tmp_path):
+    from raybench.sim.profiles import dump_profiles
+
+    path = tmp_path / "twice.json"
+    shipped = load_profiles()
+    dump_profiles([shipped["vllm/H200"], shipped["sglang/H200"]], path)
+    assert set(load_profiles(path)) == {"vllm/H200", "sglang/H200"}
+    text = path.read_text().replace('"engine": "sglang"', '"engine": "vllm"')  # now vllm/H200 twice
+    path.write_text(text)
+    with pytest.raises(SimConfigError, match=r"profiles\[1\]='vllm/H200' is not allowed: one profile per engine x GPU"):
+        load_profiles(path)
