@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -64,28 +65,34 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
                    measured_only: bool = False) -> pl.DataFrame:
     """Every row of every source with a measured total throughput; ConfigError if none has one.
 
-    A run dir's cells that did not complete are left out, as compare leaves them out: their
-    numbers cover only the requests they recorded. So are cells flagged ``prompts_sent_before``:
-    their server may have answered them from a prefix cache an earlier cell filled, which a row
-    simulated on its own does not have. ``report`` gets one line for each.
+    A cell that did not complete is left out, as compare leaves it out, whether in its run dir or
+    given as its summary.json: its numbers cover only the requests it recorded. So is a result in
+    which no request completed, and cells flagged ``prompts_sent_before``: their server may have
+    answered them from a prefix cache an earlier cell filled, which a row simulated on its own
+    does not have. So are cells of the simulator with ``--timing zero`` or ``fixed``: their
+    latencies are the simulator's settings, not an engine's. ``report`` gets one line for each,
+    and one for each result kept that has failed requests.
     ``measured_only``: a source that holds predictions (raybench predict's cells) is a ConfigError."""
-    from raybench.report.sources import PREDICTED, load_source, unfinished_cells
+    from raybench.report.sources import PREDICTED, read_source
 
     if not sources:
         raise ConfigError("--reference: give at least one source (a results file, a run dir, or 'published')")
     frames = []
     for source in sources:
-        frame = load_source(source)
+        rows = read_source(source)
+        frame = rows.frame
         if measured_only and frame["label"].str.ends_with(PREDICTED).any():
             raise ConfigError(f"--reference {source} holds predictions (raybench predict), not measurements: "
                               "calibrate fits measured results (a raybench run, a results file, or published)")
+        left_out = dict(rows.left_out)
         if Path(source).is_dir():
             summaries = _cell_summaries(Path(source))
-            left_out = {**unfinished_cells(source), **_cells_sent_before(summaries)}
-            frame = frame.filter(~pl.col("cell_id").is_in(list(left_out)))
-            for line in left_out.values():
-                if report is not None:
-                    report(f"--reference {source}: left out {line}")
+            left_out.update({**_cells_sent_before(summaries), **_cells_of_timed_simulators(Path(source), summaries)})
+        for line in (*(f"left out {line}" for line in left_out.values()), *rows.marked):
+            if report is not None:
+                report(f"--reference {source}: {line}")
+        frame = frame.filter(~pl.col("cell_id").is_in(list(left_out)))
+        if Path(source).is_dir():
             frame = _with_run_launches(frame, Path(source), summaries, report)
         else:
             frame = frame.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in _RUN_COLUMNS.items()])
@@ -93,10 +100,53 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
                               & (pl.col("total_throughput_tokens_per_s") > 0) & pl.col("hardware").is_not_null()
                               & pl.col("output_len").is_not_null() & pl.col("input_len").is_not_null())
         if usable.height == 0:
+            why = f" ({len(left_out)} left out: {'; '.join(left_out.values())})" if left_out else ""
             raise ConfigError(f"--reference {source}: no usable rows (each needs hardware, input_len, output_len "
-                              "and a total throughput)")
+                              f"and a total throughput){why}")
         frames.append(usable)
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def _cells_of_timed_simulators(run_dir: Path, summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Cells served by the simulator with ``--timing zero`` or ``fixed`` (env.json keeps its command line).
+
+    Those timings answer as fast as the simulator can, or after set delays: no engine is behind
+    the numbers, so a profile fitted on them would describe none. Engine timing stays usable, and
+    so do offline cells run in-process, which the simulator's engine times whatever the server's flag.
+    """
+    env = _read_run_json(run_dir / "env.json")
+    servers = env.get("servers") if isinstance(env, dict) else None
+    refused = {}
+    for name, server in (servers if isinstance(servers, dict) else {}).items():
+        if not isinstance(server, dict) or server.get("kind") != "sim":
+            continue
+        timing = _sim_timing(server.get("argv"))
+        if timing != "engine":
+            refused[name] = (f"with --timing {timing}: its timing measures no engine" if timing else
+                             "whose timing env.json does not record, so it may measure no engine")
+    out = {}
+    for cell_id, summary in summaries.items():
+        cell = summary.get("cell") or {}
+        backend = cell.get("backend")
+        if cell.get("mode") == "offline" and cell.get("offline_method") == "engine":
+            continue  # the in-process offline engine always runs engine timing (engine_actor.generate_sim)
+        if backend in refused:
+            out[cell_id] = (f"cell {cell_id}: served by the simulator {backend} {refused[backend]}; only runs of "
+                            "real servers, or of the simulator with --timing engine, can be fitted")
+    return out
+
+
+def _sim_timing(argv: Any) -> str | None:
+    """The ``--timing`` of a simulator's command line; "zero" (`raybench sim`'s default) where the flag is absent."""
+    if not isinstance(argv, list):
+        return None
+    args = [str(a) for a in argv]
+    for i, arg in enumerate(args):
+        if arg == "--timing" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--timing="):
+            return arg.partition("=")[2]
+    return "zero"
 
 
 def _cell_summaries(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -197,6 +247,9 @@ def parse_filter(text: str | None) -> dict[str, set[str]]:
         key, sep, values = item.partition("=")
         if not sep or key.strip() not in FILTER_KEYS:
             raise ConfigError(f"--only: {item!r}: expected KEY=V1|V2 with KEY one of {', '.join(FILTER_KEYS)}")
+        if key.strip() in out:  # a second KEY= would silently replace the first's values
+            raise ConfigError(f"--only: {key.strip()} is given twice; write several values of one key as "
+                              f"{key.strip()}=A|B")
         out[key.strip()] = {v.strip().lower() for v in values.split("|")}
     return out
 
@@ -410,6 +463,22 @@ def fit_groups(fits: Sequence[PairFit]) -> dict[str, list[RowError]]:
             row_errors(fit.profile.key, r.label, r.measured, r.predicted) for r in fit.rows]
     groups["ALL (in-sample)"] = [e for rows in list(groups.values()) for e in rows]
     return groups
+
+
+def check_out(out: Path, references: Sequence[str]) -> None:
+    """ConfigError where ``--out`` would overwrite a measured input: a ``--reference`` file, or a
+    file inside a ``--reference`` run directory. Checked before the fit, which reads them."""
+    target = out.resolve()
+    for source in references:
+        path = Path(source)
+        if source == "published" or not path.exists():
+            continue
+        ref = path.resolve()
+        same = target == ref or (out.is_file() and path.is_file() and os.path.samefile(out, path))  # hard links
+        if same or (path.is_dir() and target.is_relative_to(ref) and out.exists()):
+            what = "is" if same else "is a file of"
+            raise ConfigError(f"--out {out} {what} --reference {source}: writing the profiles there would replace "
+                              "measured results; give another --out file")
 
 
 def write_profiles(fits: Sequence[PairFit], out: Path) -> None:

@@ -87,8 +87,11 @@ class _Group(click.Group):
             raise click.ClickException(redact_text(str(err))) from None
         except KeyboardInterrupt as err:
             signame = "SIGTERM" if isinstance(err, _Terminated) else "Ctrl-C"
-            click.echo(f"interrupted: completed cells are kept in the run directory; "
-                       f"run again with --resume for the rest ({signame})", err=True)
+            if ctx.invoked_subcommand == "run":  # the one command that writes cells as it goes and resumes
+                click.echo(f"interrupted: completed cells are kept in the run directory; "
+                           f"run again with --resume for the rest ({signame})", err=True)
+            else:
+                click.echo(f"interrupted ({signame})", err=True)
             sys.exit(143 if isinstance(err, _Terminated) else 130)
 
 
@@ -402,8 +405,11 @@ def plan_command(experiment_file: Path, fmt: str, run_dir: Path | None, only: st
 
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,
                                 simulate=simulate, sim_timing=sim_timing)
-    done = check_resume(cells, RunDir(run_dir).completed_cells()) if run_dir is not None else None
-    outcomes = {n: o for n, (o, _) in RunDir(run_dir).cell_outcomes().items()} if run_dir is not None else {}
+    rd = RunDir(run_dir) if run_dir is not None else None
+    if rd is not None:  # a prediction or another experiment's run: its cells are not this plan's to skip
+        rd.check_resumable(experiment.name)
+    done = check_resume(cells, rd.completed_cells()) if rd is not None else None
+    outcomes = {n: o for n, (o, _) in rd.cell_outcomes().items()} if rd is not None else {}
     estimate = estimate_plan(experiment, cells, done=done or ())
     rows = []
     for c in cells:
@@ -541,8 +547,12 @@ def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resum
     if run_dir is not None:
         if resume and not (run_dir / "plan.json").is_file():
             raise ConfigError(f"--resume: {run_dir} holds no run (no plan.json); leave out --resume to start one there")
-        return RunDir(run_dir)
-    return RunDir.latest(out, experiment_name) if resume else None
+        rd = RunDir(run_dir)
+    else:
+        rd = RunDir.latest(out, experiment_name) if resume else None
+    if rd is not None:  # before Ray starts: the runner would count a prediction's cells as measured and skip them
+        rd.check_resumable(experiment_name)
+    return rd
 
 
 @main.command(name="report")
@@ -565,6 +575,10 @@ def report_command(source: str, out: Path | None, images: bool) -> None:
     if out is None and not Path(source).is_dir():
         out = Path(f"report-{safe_name(Path(source).stem)}")
     result = build_report(source, out, images=images)
+    for line in result.left_out.values():
+        click.echo(f"left out of the charts: {line}", err=True)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
     for name, why in result.skipped.items():
         click.echo(f"not drawn: {name} ({why})", err=True)
     click.echo(f"{len(result.drawn)} charts drawn, {len(result.images)} image files", err=True)
@@ -574,7 +588,7 @@ def report_command(source: str, out: Path | None, images: bool) -> None:
 @main.command(name="compare")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--reference", default=None, help="The baseline: a run directory, vLLM JSON, SGLang JSONL, dstack CSV, or `published` (the seed's H200/MI300X results). Default: the first SOURCE.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory for the comparison report. Default: ./comparison-<YYYYmmdd-HHMMSS>.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Directory for the comparison report. Default: ./comparison-<YYYYmmdd-HHMMSS>. A run directory gets it in its comparison/ subdirectory, so that the run's own report.html and charts/ stay.")
 @click.option("--images/--no-images", default=True, show_default=True, help="Write PNG and SVG of every chart under charts/.")
 def compare_command(sources: tuple[str, ...], reference: str | None, out: Path | None, images: bool) -> None:
     """Put runs side by side: the same charts, one series per run, and ratios per matching cell.
@@ -591,6 +605,9 @@ def compare_command(sources: tuple[str, ...], reference: str | None, out: Path |
 
     out = out or Path(f"comparison-{dt.datetime.now():%Y%m%d-%H%M%S}")
     result = compare_sources(sources, out, reference=reference, images=images)
+    if result.html.parent != out:
+        click.echo(f"--out {out} is a run directory: the comparison goes to {result.html.parent}, so that the "
+                   "run's own report stays", err=True)
     click.echo(result.table)
     click.echo(f"comparison report: {result.html}")
 
@@ -665,10 +682,11 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     A raybench run dir records each server's launch as the simulator sees it (env.json), so its
     rows need no --experiment.
     """
-    from raybench.calibration import (calibrate, error_table, experiment_launches, fit_groups, load_reference,
-                                      seed_launches, select_rows, write_profiles)
+    from raybench.calibration import (calibrate, check_out, error_table, experiment_launches, fit_groups,
+                                      load_reference, seed_launches, select_rows, write_profiles)
     from raybench.sim.calibrate import EQUAL_FIT
 
+    check_out(out, references)
     frame = select_rows(load_reference(references, report=lambda line: click.echo(line, err=True),
                                        measured_only=True), only)
     if experiment_file is not None:

@@ -36,6 +36,10 @@ def parse_only(text: str | None) -> dict[str, str]:
         key = key.strip()
         if not sep or key not in PLAN_FIELDS:
             raise ConfigError(f"--only: {item!r}: expected KEY=VALUE with KEY one of {', '.join(PLAN_FIELDS)}")
+        if key in selection:  # keeping either value alone would drop cells the user asked for
+            both = "|".join(dict.fromkeys([selection[key], value.strip()]))
+            raise ConfigError(f"--only: {key} is given twice ({key}={selection[key]}, {item}): give several values "
+                              f"as one, separated by |, e.g. {key}={both} (quoted: the shell reads | as a pipe)")
         selection[key] = value.strip()
     return selection
 

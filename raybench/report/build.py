@@ -7,11 +7,12 @@ results file) into the directory given.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,13 @@ import altair as alt
 import polars as pl
 
 import raybench
-from raybench.errors import ConfigError
+from raybench.errors import ConfigError, StorageError
 from raybench.report import html as h
 from raybench.report.charts import CHARTS, ChartDef
 from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
 from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
-from raybench.report.sources import load_source, unfinished_cells
+from raybench.report.sources import read_source
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.rundir import safe_name, tmp_path
 
@@ -35,12 +36,14 @@ IMAGE_FORMATS = ("png", "svg")
 _PNG_SCALE = 2.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ReportResult:
     html: Path
     images: tuple[Path, ...]  # every file written under charts/
     drawn: tuple[str, ...]  # chart names drawn
     skipped: Mapping[str, str]  # chart name -> why it was not drawn
+    left_out: Mapping[str, str] = dataclasses.field(default_factory=dict)  # cell id -> why no chart uses it
+    warnings: tuple[str, ...] = ()  # what a reader must know that the charts do not show (failed requests, ...)
 
 
 def draw_charts(
@@ -204,11 +207,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"unreadable": f"{path.name} is not a JSON object"}
 
 
-def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle) -> tuple[h.Section, dict[str, str], dict[str, dict]]:
+def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle,
+                warnings: list[str]) -> tuple[h.Section, dict[str, str], dict[str, dict]]:
     """One collapsible block per cell, opened where a flag is raised.
 
     Returns the section, each cell's badge (for the summary table) and the drill-down specs by
-    cell id (for charts/cells/).
+    cell id (for charts/cells/). A cell whose rows cannot be read gets a line in ``warnings``.
     """
     from raybench.store.cells import read_cell
 
@@ -221,11 +225,22 @@ def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle) -> tuple[h.
         worst = min((f.level for f in flags), key=list(FlagLevel).index)
         badges[cell_id] = f'<span class="badge {worst.value}">{worst.value}</span>'
         text = "".join(f'<p class="flag {f.level.value}">{f.level.value}: {h.esc(f.text)}</p>' for f in flags)
-        data = None
+        data, unreadable = None, None
         if (cell_dir / "requests.parquet").is_file() and (cell_dir / "chunks.parquet").is_file():
-            requests, chunks = read_cell(cell_dir)
-            data = drilldown_data(requests, chunks, summary) if requests.height else None
-        if data is None:
+            try:
+                requests, chunks = read_cell(cell_dir)
+            except Exception as err:  # noqa: BLE001 -- polars, pyarrow and the OS each raise their own
+                # the summary was computed before the damage: its numbers stand, only the drill-down is lost
+                unreadable = (f"cell {cell_id}: its rows in {cell_dir} are unreadable ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); no drill-down is drawn, its "
+                              "summary's numbers stand; restore requests.parquet and chunks.parquet from a copy "
+                              "to draw it")
+                warnings.append(unreadable)
+            else:
+                data = drilldown_data(requests, chunks, summary) if requests.height else None
+        if unreadable is not None:
+            chart = f'<p class="flag warning">{h.esc(unreadable)}</p>'
+        elif data is None:
             chart = '<p class="skipped">no streamed chunks in this cell (offline engine mode: one batched generate)</p>'
         else:
             block = h.ChartBlock(
@@ -253,21 +268,27 @@ def build_report(
     a source that cannot be read.
     """
     path = Path(source)
-    frame = load_source(source)
+    rows = read_source(source)
+    frame = rows.frame
     if out_dir is None:
         if not path.is_dir():
             raise ConfigError(f"{source} is not a run directory: give an output directory for its report")
         out_dir = path
-    out_dir.mkdir(parents=True, exist_ok=True)
+    unfinished = dict(rows.left_out)
+    if not path.is_dir() and rows.usable().height == 0:
+        # a run dir's report still shows its metadata and drill-downs; a file's would be an empty page
+        raise ConfigError(f"nothing to report in {source}: {'; '.join(unfinished.values())}")
+    make_out_dir(out_dir)
     style = series_style(frame)
-    unfinished = unfinished_cells(source) if path.is_dir() else {}
     # an incomplete cell's numbers are not drawn as if measured: it stays in the table, flagged
-    charts, skipped = draw_charts(frame.filter(~pl.col("cell_id").is_in(list(unfinished))), style)
+    charts, skipped = draw_charts(rows.usable(), style)
     cells, badges, cell_specs = None, None, {}
+    warnings = [*rows.marked]
     if drilldowns and path.is_dir():
-        cells, badges, cell_specs = _drilldowns(path, frame, style)
+        cells, badges, cell_specs = _drilldowns(path, frame, style, warnings)
     sections = [
-        h.Section(id="summary", title="Summary", body=summary_table(frame, badges) + _unfinished_note(unfinished)
+        h.Section(id="summary", title="Summary", body=summary_table(frame, badges)
+                  + _unfinished_note(unfinished, resume=path.is_dir()) + _warning_note(warnings)
                   + _extrapolated_note(frame)),
         chart_section(charts, skipped, images=images),
         _metadata_section(path, frame),
@@ -281,20 +302,52 @@ def build_report(
         sections=sections,
     )
     written: list[Path] = []
-    if images:
-        written += write_images({n: c.to_dict() for n, c in charts.items()}, out_dir / CHARTS_DIR)
-        written += write_images(cell_specs, out_dir / CHARTS_DIR / "cells")
     report = out_dir / REPORT_FILE
-    write_text_atomic(report, h.render_page(page))
-    return ReportResult(html=report, images=tuple(written), drawn=tuple(charts), skipped=skipped)
+    with output_errors(out_dir):
+        if images:
+            written += write_images({n: c.to_dict() for n, c in charts.items()}, out_dir / CHARTS_DIR)
+            written += write_images(cell_specs, out_dir / CHARTS_DIR / "cells")
+        write_text_atomic(report, h.render_page(page))
+    return ReportResult(html=report, images=tuple(written), drawn=tuple(charts), skipped=skipped,
+                        left_out=unfinished, warnings=tuple(warnings))
 
 
-def _unfinished_note(unfinished: Mapping[str, str]) -> str:
+def make_out_dir(out_dir: Path) -> None:
+    """``--out`` made, or a one-line error saying why it cannot be (a file on the way, no permission)."""
+    blocker = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"--out {out_dir}: {blocker} is a file, not a directory; give a directory path")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out_dir}: cannot create the directory ({err.strerror or err}); "
+                          "give a directory you can write to") from None
+
+
+@contextlib.contextmanager
+def output_errors(out_dir: Path) -> Iterator[None]:
+    """A failed write under ``--out`` (read-only, disk full) as one line naming the file."""
+    try:
+        yield
+    except OSError as err:
+        where = err.filename or out_dir
+        raise StorageError.from_os_error(where, err) from None
+
+
+def _unfinished_note(unfinished: Mapping[str, str], *, resume: bool = True) -> str:
     if not unfinished:
         return ""
     items = "".join(f"<li>{h.esc(line)}</li>" for line in unfinished.values())
-    return (f'<p class="flag error">{len(unfinished)} cell(s) not complete, left out of every chart '
-            f"(run them again with raybench run --resume):</p><ul>{items}</ul>")
+    again = " (run them again with raybench run --resume)" if resume else ""
+    return (f'<p class="flag error">{len(unfinished)} cell(s) not complete, left out of every chart'
+            f"{again}:</p><ul>{items}</ul>")
+
+
+def _warning_note(warnings: Sequence[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{h.esc(line)}</li>" for line in warnings)
+    return f'<p class="flag warning">{len(warnings)} warning(s) about the numbers above:</p><ul>{items}</ul>'
 
 
 def _extrapolated_note(frame: pl.DataFrame) -> str:

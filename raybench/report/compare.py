@@ -27,15 +27,18 @@ from raybench.report.build import (
     REPORT_FILE,
     chart_section,
     draw_charts,
+    make_out_dir,
+    output_errors,
     summary_table,
     write_images,
     write_text_atomic,
 )
 from raybench.report.frame import CellMode, as_report_frame, combine_runs
-from raybench.report.sources import load_source, unfinished_cells
+from raybench.report.sources import read_source
 from raybench.report.style import series_style
 
 INPUT_TOLERANCE = 0.05
+COMPARISON_DIR = "comparison"  # where a comparison goes when --out is a run directory (its own report stays)
 _KEYS = ["mode", "size", "output_len", "prefix_cached"]
 RATIO_COLUMNS = ("throughput_ratio", "ttft_ratio", "tpot_ratio", "e2e_ratio")
 
@@ -134,42 +137,57 @@ def _unique_runs(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
     return out
 
 
+def comparison_dir(out_dir: Path) -> Path:
+    """``out_dir``, or its ``comparison/`` where it is a run directory: a run's own report.html and
+    charts/ are what ``raybench report`` drew from its cells, and a comparison must not replace them."""
+    if (out_dir / "plan.json").is_file() or (out_dir / "cells").is_dir():
+        return out_dir / COMPARISON_DIR
+    return out_dir
+
+
 def compare_sources(
     sources: Sequence[str | Path], out_dir: Path, *, reference: str | Path | None = None, images: bool = True
 ) -> CompareResult:
     """Compare runs (any source ``load_source`` reads) with a reference, write the report.
 
     Without ``reference`` the first source is the reference. Writes ``report.html``,
-    ``ratios.csv``, ``ratios.txt`` and charts/ into ``out_dir``.
+    ``ratios.csv``, ``ratios.txt`` and charts/ into ``out_dir``, or into its ``comparison/``
+    where ``out_dir`` is a run directory, whose own report.html and charts/ stay.
     """
     sources = list(sources)
     if reference is not None:
         sources = [reference, *sources]
     if len(sources) < 2:
         raise ConfigError.invalid("sources", [str(s) for s in sources], "at least two (runs, or runs and --reference)")
-    frames, left_out = [], []
+    frames, left_out, marked = [], [], []
     for s in sources:
         # a cell that is not complete is never compared: its rows miss requests or time
-        unfinished = unfinished_cells(s) if Path(str(s)).is_dir() else {}
-        frames.append(load_source(s).filter(~pl.col("cell_id").is_in(list(unfinished))))
-        left_out += [f"{s}: {line}" for line in unfinished.values()]
+        rows = read_source(s)
+        frames.append(rows.usable())
+        left_out += [f"{s}: {line}" for line in rows.left_out.values()]
+        marked += [f"{s}: {line}" for line in rows.marked]
     frames = _unique_runs(frames)
     if any(f.height == 0 for f in frames):
         empty = [str(s) for s, f in zip(sources, frames) if f.height == 0]
+        again = "; run it again with raybench run --resume" if any(Path(e).is_dir() for e in empty) else ""
         raise ConfigError(f"nothing to compare in {', '.join(empty)}: no complete cell "
-                          f"({'; '.join(left_out) or 'no cells'}); run it again with raybench run --resume")
+                          f"({'; '.join(left_out) or 'no cells'}){again}")
     combined = combine_runs(frames)
     ref_run = frames[0]["run"][0]
     ratios = ratio_table(combined.filter(pl.col("run") == ref_run), combined.filter(pl.col("run") != ref_run))
     table = format_ratio_table(ratios)
     if left_out:
         table += "\nleft out, not complete:\n" + "\n".join(f"  {line}" for line in left_out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if marked:
+        table += "\ncompared, but with failed requests:\n" + "\n".join(f"  {line}" for line in marked)
+    out_dir = comparison_dir(out_dir)
+    make_out_dir(out_dir)
     style = series_style(combined)
     charts, skipped = draw_charts(combined, style)
-    written = write_images({n: c.to_dict() for n, c in charts.items()}, out_dir / CHARTS_DIR) if images else []
-    ratios.write_csv(out_dir / "ratios.csv")
-    (out_dir / "ratios.txt").write_text(table + "\n")
+    with output_errors(out_dir):
+        written = write_images({n: c.to_dict() for n, c in charts.items()}, out_dir / CHARTS_DIR) if images else []
+        ratios.write_csv(out_dir / "ratios.csv")
+        (out_dir / "ratios.txt").write_text(table + "\n")
     listing = "".join(
         f"<li>{h.esc(f['run'][0])}{' (reference)' if i == 0 else ''}: {h.esc(s)} · {f.height} cells</li>"
         for i, (f, s) in enumerate(zip(frames, sources))
@@ -194,5 +212,6 @@ def compare_sources(
         ],
     )
     report = out_dir / REPORT_FILE
-    write_text_atomic(report, h.render_page(page))
+    with output_errors(out_dir):
+        write_text_atomic(report, h.render_page(page))
     return CompareResult(html=report, ratios=ratios, table=table, images=tuple(written))

@@ -18,6 +18,7 @@ import importlib.resources
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import polars as pl
 from raybench.errors import ConfigError
 from raybench.report.frame import (LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name,
                                    report_frame, series_label)
+from raybench.store.outcome import outcome_of
 from raybench.store.rundir import RunDir
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
@@ -39,30 +41,59 @@ def published_csv() -> Path:
     return Path(str(importlib.resources.files("raybench.report") / "data" / PUBLISHED_FILE))
 
 
+@dataclass(frozen=True, kw_only=True)
+class SourceRows:
+    """A source's rows, and which of them no chart, comparison or fit may use.
+
+    ``frame`` keeps the left-out rows (the report's table lists them, flagged); ``left_out``
+    maps each left-out cell id to why (a line without the source's name), and may name cells
+    that have no row at all (a cell directory without a summary). ``marked`` are lines about
+    rows that stay in use but cover fewer requests than were sent (failed requests).
+    """
+
+    frame: pl.DataFrame
+    left_out: Mapping[str, str] = field(default_factory=dict)
+    marked: tuple[str, ...] = ()
+
+    def usable(self) -> pl.DataFrame:
+        return self.frame.filter(~pl.col("cell_id").is_in(list(self.left_out)))
+
+
 def load_source(source: str | Path, *, run: str | None = None) -> pl.DataFrame:
     """A run dir, a results file of any supported tool, or ``"published"``, as a report frame.
 
     ``run`` names the source in charts and tables (default: the run dir's experiment/stamp or
-    the file's stem). Raises ConfigError naming the path and what was expected.
+    the file's stem). Raises ConfigError naming the path and what was expected. Every row is
+    here, left-out ones too: ``read_source`` says which those are.
     """
+    return read_source(source, run=run).frame
+
+
+def read_source(source: str | Path, *, run: str | None = None) -> SourceRows:
+    """``load_source``'s frame with the rows to leave out of charts, comparisons and fits."""
     if str(source) == PUBLISHED:
-        return load_reference_csv(published_csv(), run=run or PUBLISHED_RUN)
+        return SourceRows(frame=load_reference_csv(published_csv(), run=run or PUBLISHED_RUN))
     path = Path(source)
     if path.is_dir():
-        return load_run_dir(path, run=run)
+        return read_run_dir(path, run=run)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: give a run directory, a results file, or {PUBLISHED!r}")
     if path.suffix.lower() == ".csv":
-        return load_reference_csv(path, run=run)
+        return SourceRows(frame=load_reference_csv(path, run=run))
     if path.suffix.lower() in (".json", ".jsonl"):
-        return load_results_file(path, run=run)
+        return read_results_file(path, run=run)
     raise ConfigError.invalid(
         "source", str(path), "a run directory, a .csv (dstack's tidy results), a .json (vLLM) or .jsonl (SGLang)"
     )
 
 
 def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
-    """Every completed cell of a raybench run dir (the ones with a summary.json)."""
+    """Every cell of a raybench run dir that has a summary.json (complete or not)."""
+    return read_run_dir(path, run=run).frame
+
+
+def read_run_dir(path: Path, *, run: str | None = None) -> SourceRows:
+    """A run dir's cells, with its unfinished ones and those without a summary left out."""
     cells = path / "cells"
     files = sorted(cells.glob("*/summary.json")) if cells.is_dir() else []
     if not files:
@@ -71,7 +102,31 @@ def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
     order = _plan_order(path)
     summaries = [_cell_summary(f) for f in files]
     summaries.sort(key=lambda s: order.get(s.get("cell_id"), len(order)))
-    return report_frame([raybench_row(s, run=name) for s in summaries])
+    frame = report_frame([raybench_row(s, run=name) for s in summaries])
+    # every summary is a readable object by now, which is what cell_outcomes needs
+    return SourceRows(frame=frame, left_out={**unfinished_cells(path), **_cells_without_summary(path)})
+
+
+def _cells_without_summary(path: Path) -> dict[str, str]:
+    """Cell directories holding rows but no summary.json and no parts/ (those are unfinished_cells')."""
+    from raybench.store.cells import PARTS_DIR
+
+    out = {}
+    for cell_dir in sorted(p for p in (path / "cells").iterdir() if p.is_dir()):
+        if (cell_dir / "summary.json").exists() or (cell_dir / PARTS_DIR).is_dir():
+            continue
+        rows = sorted(p.name for p in cell_dir.glob("*.parquet"))
+        if rows:
+            out[cell_dir.name] = (f"cell {cell_dir.name}: no summary.json beside {', '.join(rows)} (the run stopped "
+                                  "before writing it, or it was removed), so nothing says the cell completed; "
+                                  f"{_resume_keeps(path)}")
+    return out
+
+
+def _resume_keeps(run_dir: Path) -> str:
+    # resuming keeps a cell's earlier files: the runner moves them to attempts/<n>/ before it runs the cell again
+    return (f"`raybench run <experiment file> --resume --run-dir {run_dir}` measures it again and keeps "
+            "the cell's present files under its attempts/")
 
 
 def unfinished_cells(source: str | Path) -> dict[str, str]:
@@ -96,13 +151,18 @@ def run_name(path: Path) -> str:
 
 
 def _cell_summary(path: Path) -> dict[str, Any]:
+    # the cell's rows beside a damaged summary are intact: the way out must not delete them
+    way_out = (f"restore it from a copy, or rename it (the cell then counts as not run) and resume the run: "
+               f"{_resume_keeps(path.parent.parent.parent)}")
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{path} is unreadable ({err}): restore it, or delete that cell's directory and "
-                          "resume the run to measure the cell again") from None
+        raise ConfigError(f"{path} is unreadable ({err}): {way_out}") from None
     if not isinstance(summary, dict):
-        raise ConfigError(f"{path} holds a JSON {_json_type(summary)}, not a cell summary object")
+        raise ConfigError(f"{path} holds a JSON {_json_type(summary)}, not a cell summary object: {way_out}")
+    cell = summary.get("cell")
+    if not isinstance(summary.get("cell_id"), str) and not (isinstance(cell, dict) and isinstance(cell.get("id"), str)):
+        raise ConfigError(f"{path} is no cell summary (it names no cell_id): {way_out}")
     return summary
 
 
@@ -169,7 +229,8 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
 
 def load_reference_csv(path: Path, *, run: str | None = None) -> pl.DataFrame:
     """dstack's tidy results (the columns of reference/README.md) as a report frame."""
-    with open(path, newline="") as f:
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would glue onto "mode"
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         records = list(reader)
         columns = reader.fieldnames or []
@@ -243,20 +304,66 @@ def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
             if key == "p99_itl_ms":
                 continue  # the source's p99 ITL column is mislabelled (reference/README.md caveats)
             row[key] = _num(r, key)
+    _check_csv_values(r, row)
     return row
+
+
+# CSV column -> the least a measured row can hold there; a row below it was mistyped or is no measurement
+_CSV_AT_LEAST = {"max_concurrency": 1, "batch_size": 1, "num_prompts": 1, "input_len": 1, "output_len": 1,
+                 "completed": 0, "duration_s": 0, "shared_prefix_len": 0,
+                 **{k: 0 for k in ("request_throughput_req_s", "input_throughput_tok_s", "output_throughput_tok_s",
+                                   "total_throughput_tok_s")},
+                 **{f"{stat}_{metric}_ms": 0 for metric in ("ttft", "tpot", "itl", "e2e_latency")
+                    for stat in ("mean", "median", "p99")}}
+# ... and those that are never 0 once a request completed: time passes before a first token and
+# until the last one, and a throughput of 0 measured nothing
+_CSV_POSITIVE = ("duration_s", "total_throughput_tok_s", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms",
+                 "mean_e2e_latency_ms", "median_e2e_latency_ms", "p99_e2e_latency_ms")
+
+
+def _check_csv_values(record: Mapping[str, str], row: Mapping[str, Any]) -> None:
+    """ConfigError naming the first field whose value no measurement can have (a negative
+    throughput, a zero TTFT, an output of 0 tokens), rather than a row fitted or drawn as measured."""
+    for key, least in _CSV_AT_LEAST.items():
+        value = _num(record, key)
+        if value is not None and value < least:
+            raise ConfigError(f"{key}={record[key]} is impossible (a measured row has {key} >= {least}): "
+                              "correct the row or remove it")
+    if row.get("completed") == 0:
+        return
+    for key in _CSV_POSITIVE:
+        if _num(record, key) == 0:
+            raise ConfigError(f"{key}=0 is impossible for a row whose requests completed: correct the row, or "
+                              "leave the field empty where it was not measured")
+    if (row.get("output_len") or 0) > 1:
+        for key in ("mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "median_itl_ms"):
+            if _num(record, key) == 0:
+                raise ConfigError(f"{key}=0 is impossible with output_len={row['output_len']} (tokens after the "
+                                  "first take time): correct the row, or leave the field empty")
 
 
 def load_results_file(path: Path, *, run: str | None = None) -> pl.DataFrame:
     """vLLM --save-result JSON or SGLang bench_serving JSONL (told apart by their field names)."""
+    return read_results_file(path, run=run).frame
+
+
+def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
+    """``load_results_file``'s rows, with a cell summary that is not complete and a result in which
+    no request completed left out, and a result with failed requests marked."""
     name = run or path.stem
-    rows = []
+    rows, left_out, marked = [], {}, []
     for i, record in enumerate(_json_records(path)):
         if not isinstance(record, dict):
             raise ConfigError(f"{path}: record {i + 1} is a JSON {_json_type(record)}, not an object")
         try:
             if "summary_version" in record and "cell" in record:
                 rows.append(raybench_row(record, run=name))
-            elif _is_vllm(record):
+                outcome = outcome_of(record)
+                if not outcome.complete:  # as in its run dir: its rows miss requests or time
+                    cell_id = str(rows[-1]["cell_id"])
+                    left_out[cell_id] = outcome.line(cell_id)
+                continue
+            if _is_vllm(record):
                 rows.append(vllm_row(record, run=name, index=i))
             elif _is_sglang(record):
                 rows.append(sglang_row(record, run=name, index=i))
@@ -268,9 +375,39 @@ def load_results_file(path: Path, *, run: str | None = None) -> pl.DataFrame:
         except ConfigError as err:
             where = "" if str(err).startswith("record ") else f"record {i + 1}: "
             raise ConfigError(f"{path}: {where}{err}") from None
+        failures = _failed_requests(rows[-1], i)
+        if failures is not None and rows[-1]["completed"] == 0:
+            left_out[str(rows[-1]["cell_id"])] = failures
+        elif failures is not None:
+            marked.append(failures)
     if not rows:
         raise ConfigError(f"{path} holds no result record")
-    return report_frame(rows)
+    return SourceRows(frame=report_frame(rows), left_out=left_out, marked=tuple(marked))
+
+
+_MEASURED_COLUMNS = ("duration_s", "request_throughput_per_s", "input_throughput_tokens_per_s",
+                     "output_throughput_tokens_per_s", "total_throughput_tokens_per_s",
+                     *(f"{stat}_{metric}_ms" for metric in LATENCY_METRICS for stat in LATENCY_STATS))
+
+
+def _failed_requests(row: dict[str, Any], index: int) -> str | None:
+    """A line for a vLLM / SGLang result with failed requests (None without).
+
+    Where none completed, the clients still write 0 for every latency and throughput: those are
+    cleared here, so that no table shows them as measured.
+    """
+    completed, failed, total = row.get("completed"), row.get("failed"), row.get("num_prompts")
+    if failed is None and completed is not None and total is not None:
+        failed = max(0, total - completed)  # SGLang records no failures, only what completed
+    if completed == 0:
+        row.update(dict.fromkeys(_MEASURED_COLUMNS))
+        row["failed"] = failed
+        return (f"record {index + 1}: no request completed ({failed if failed is not None else '?'} of "
+                f"{total if total is not None else '?'} failed), so nothing was measured")
+    if failed:
+        return (f"record {index + 1}: {failed} of {failed + (completed or 0)} requests failed; its throughput and "
+                f"latencies cover only the {completed} that completed, at a lower load than was sent")
+    return None
 
 
 def _json_type(value: Any) -> str:

@@ -91,24 +91,34 @@ def judge(planned_ids: Iterable[int], recorded_ids: Iterable[int], *, why_missin
 
 
 def outcome_of(summary: Mapping[str, Any]) -> CellOutcome:
-    """The outcome a summary.json records.
+    """The outcome a summary.json records; ConfigError naming the field a damaged summary got wrong.
 
     Summaries written before outcomes existed are judged by what they did record: requests
     not recorded or lost actors make them incomplete, anything else counts as complete.
     """
+    if not isinstance(summary, Mapping):
+        raise ConfigError(f"a cell summary is a JSON object, not a {type(summary).__name__}")
     if "outcome" in summary:
-        try:
-            return CellOutcome(kind=summary["outcome"], planned_requests=int(summary.get("planned_requests") or 0),
-                               recorded_requests=int(summary.get("recorded_requests") or 0),
-                               reason=summary.get("outcome_reason") or None)
-        except (ValueError, TypeError) as err:
-            raise ConfigError.invalid("outcome", summary.get("outcome"),
-                                      ", ".join(k.value for k in OutcomeKind)) from err
-    recorded = int(summary.get("num_prompts") or summary.get("num_requests") or 0)
-    missing = int(summary.get("requests_not_recorded") or 0)
-    lost = int(summary.get("lost_actors") or 0)
+        kinds = [k.value for k in OutcomeKind]
+        if summary["outcome"] not in kinds:  # a list, not a set: the value may be unhashable
+            raise ConfigError.invalid("outcome", summary["outcome"], ", ".join(kinds))
+        return CellOutcome(kind=summary["outcome"], planned_requests=_count(summary, "planned_requests"),
+                           recorded_requests=_count(summary, "recorded_requests"),
+                           reason=summary.get("outcome_reason") or None)
+    recorded = _count(summary, "num_prompts") or _count(summary, "num_requests")
+    missing = _count(summary, "requests_not_recorded")
+    lost = _count(summary, "lost_actors")
     if missing > 0 or lost > 0:
         return CellOutcome(kind=OutcomeKind.INCOMPLETE, planned_requests=recorded + max(missing, 0),
                            recorded_requests=recorded,
                            reason=f"written before outcomes were recorded: {missing} requests not recorded, {lost} actors lost")
     return CellOutcome(kind=OutcomeKind.COMPLETE, planned_requests=recorded, recorded_requests=recorded)
+
+
+def _count(summary: Mapping[str, Any], key: str) -> int:
+    """A count field (missing or null: 0)."""
+    value = summary.get(key) or 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError.invalid(key, value, "a count of requests (an integer >= 0)") from None

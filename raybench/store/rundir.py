@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raybench.errors import RunError, StorageError
+from raybench.errors import ConfigError, RunError, StorageError
 from raybench.store.outcome import CellOutcome, OutcomeKind, outcome_of
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -138,16 +138,17 @@ class RunDir:
         """
         from raybench.store.cells import PARTS_DIR, recorded_requests
 
-        cells = self.path / "cells"
         out: dict[str, tuple[CellOutcome, dict[str, Any]]] = {}
-        for cell_dir in sorted(p for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []:
-            path = cell_dir / "summary.json"
-            if path.is_file():
+        summaries = dict(self._cell_summaries())
+        for cell_dir in self._cell_dirs():
+            summary = summaries.get(cell_dir.name)
+            if summary is not None:
+                path = cell_dir / "summary.json"
                 try:
-                    summary = json.loads(path.read_text())
-                    out[cell_dir.name] = (outcome_of(summary), summary.get("cell") or {})
-                except (OSError, ValueError) as err:
-                    raise RunError(f"{path} is unreadable ({err}): delete that cell's directory to run it again") from err
+                    outcome = outcome_of(summary)
+                except ConfigError as err:
+                    raise RunError(f"{path}: {err}; {_DAMAGED_SUMMARY_FIX}") from err
+                out[cell_dir.name] = (outcome, summary.get("cell") or {})
                 continue
             if (cell_dir / PARTS_DIR).is_dir():
                 ids = recorded_requests(cell_dir)
@@ -156,15 +157,72 @@ class RunDir:
                     reason=f"the run stopped mid-cell; {ids} request rows kept in parts/"), {})
         return out
 
+    def check_resumable(self, experiment: str) -> None:
+        """Before ``raybench run`` writes into this directory, or ``raybench plan`` marks cells done from it.
+
+        A prediction's cells look complete, so a resume would skip them and leave modelled numbers
+        standing as measured ones (and rewrite plan.json without its prediction flag); another
+        experiment's run would get this one's cells beside its own, under one experiment name.
+        Both flags are read: plan.json may be gone while the cells' summaries still say what they are.
+        """
+        plan = self._plan()
+        if plan.get("prediction") or any(s.get("prediction") for _, s in self._cell_summaries()):
+            raise RunError(f"{self.path} holds a prediction (raybench predict), not measurements, so no run can resume "
+                           f"it: {_NEW_RUN_DIR}")
+        there = plan.get("experiment")
+        if there is not None and there != experiment:
+            raise RunError(f"{self.path} holds a run of experiment {there!r}, not {experiment!r}: {_NEW_RUN_DIR}")
+
+    def _plan(self) -> dict[str, Any]:
+        """plan.json as an object; {} when there is none."""
+        if not self.plan_json.is_file():
+            return {}
+        try:
+            plan = json.loads(self.plan_json.read_text())
+        except (OSError, ValueError) as err:
+            raise RunError(f"{self.plan_json} is unreadable ({err}): move it away to start the plan afresh") from err
+        if not isinstance(plan, dict):
+            raise RunError(f"{self.plan_json} holds a JSON {_json_type(plan)}, not a run's plan object: "
+                           "move it away to start the plan afresh")
+        return plan
+
+    def _cell_dirs(self) -> list[Path]:
+        cells = self.path / "cells"
+        return sorted(p for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []
+
+    def _cell_summaries(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(cell directory name, its summary.json) for every cell that has one; RunError for a damaged one."""
+        for cell_dir in self._cell_dirs():
+            path = cell_dir / "summary.json"
+            if not path.is_file():
+                continue
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise RunError(f"{path} is unreadable ({err}): {_DAMAGED_SUMMARY_FIX}") from err
+            if not isinstance(summary, dict):
+                raise RunError(f"{path} holds a JSON {_json_type(summary)}, not a cell summary object: "
+                               f"{_DAMAGED_SUMMARY_FIX}")
+            if not summary:  # outcome_of would judge it as an old summary of 0 requests: complete
+                raise RunError(f"{path} is an empty object, so whether its cell is complete is unknown: "
+                               f"{_DAMAGED_SUMMARY_FIX}")
+            if not isinstance(summary.get("cell") or {}, dict):
+                raise RunError(f"{path}: its \"cell\" is a JSON {_json_type(summary['cell'])}, not the cell's settings "
+                               f"object: {_DAMAGED_SUMMARY_FIX}")
+            yield cell_dir.name, summary
+
     def _planned(self, name: str) -> int:
         """A cell's planned requests as plan.json records them (0 when unknown)."""
         try:
-            cells = json.loads(self.plan_json.read_text()).get("cells", [])
-        except (OSError, ValueError):
+            cells = self._plan().get("cells")
+        except RunError:  # only the planned count shown for a stopped cell depends on it
             return 0
-        for c in cells:
-            if safe_name(str(c.get("id"))) == name:
-                return int(c.get("num_prompts") or c.get("batch_size") or 0)
+        for c in cells if isinstance(cells, list) else []:
+            if isinstance(c, dict) and safe_name(str(c.get("id"))) == name:
+                try:
+                    return int(c.get("num_prompts") or c.get("batch_size") or 0)
+                except (TypeError, ValueError):
+                    return 0
         return 0
 
     @classmethod
@@ -180,3 +238,16 @@ class RunDir:
     def cell_ids(self) -> list[str]:
         """The cells that completed (every planned request accounted for)."""
         return sorted(self.completed_cells())
+
+
+# A cell without summary.json is run again by a resume, and set_aside() first moves every file
+# it holds to attempts/<n>/: the rows stay on disk, unlike after deleting the cell's directory.
+_DAMAGED_SUMMARY_FIX = ("restore it from a copy, or move it aside (say, to summary.json.damaged): "
+                        "a resume then runs that cell again and keeps its earlier files under attempts/")
+_NEW_RUN_DIR = "run into a new directory (a --run-dir that does not exist yet, or none)"
+
+
+def _json_type(value: Any) -> str:
+    """JSON's own name for a parsed value's type (as the report's errors name it)."""
+    return "null" if value is None else {list: "array", str: "string", bool: "boolean", int: "number",
+                                         float: "number"}.get(type(value), type(value).__name__)

@@ -88,7 +88,8 @@ def test_simulate_replaces_every_server_with_its_gpu_and_profile():
 def test_plan_marks_done_cells(tmp_path, seed_plan):
     done = seed_plan[0]["id"]
     (tmp_path / "cells" / done).mkdir(parents=True)
-    (tmp_path / "cells" / done / "summary.json").write_text("{}")
+    # a summary written before outcomes were recorded: complete by its request count
+    (tmp_path / "cells" / done / "summary.json").write_text(json.dumps({"num_prompts": 40}))
     cells = _plan("--run-dir", str(tmp_path))
     assert [c["id"] for c in cells if c["done"]] == [done]
     assert cells[0]["outcome"] == "complete" and cells[1]["outcome"] == "not run"
