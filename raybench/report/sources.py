@@ -28,7 +28,7 @@ from raybench.errors import ConfigError
 from raybench.report.frame import (LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name,
                                    report_frame, series_label)
 from raybench.store.outcome import outcome_of
-from raybench.store.rundir import RunDir
+from raybench.store.rundir import RunDir, json_type
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
@@ -159,7 +159,7 @@ def _cell_summary(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path} is unreadable ({err}): {way_out}") from None
     if not isinstance(summary, dict):
-        raise ConfigError(f"{path} holds a JSON {_json_type(summary)}, not a cell summary object: {way_out}")
+        raise ConfigError(f"{path} holds a JSON {json_type(summary)}, not a cell summary object: {way_out}")
     cell = summary.get("cell")
     if not isinstance(summary.get("cell_id"), str) and not (isinstance(cell, dict) and isinstance(cell.get("id"), str)):
         raise ConfigError(f"{path} is no cell summary (it names no cell_id): {way_out}")
@@ -354,7 +354,7 @@ def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
     rows, left_out, marked = [], {}, []
     for i, record in enumerate(_json_records(path)):
         if not isinstance(record, dict):
-            raise ConfigError(f"{path}: record {i + 1} is a JSON {_json_type(record)}, not an object")
+            raise ConfigError(f"{path}: record {i + 1} is a JSON {json_type(record)}, not an object")
         try:
             if "summary_version" in record and "cell" in record:
                 rows.append(raybench_row(record, run=name))
@@ -408,13 +408,6 @@ def _failed_requests(row: dict[str, Any], index: int) -> str | None:
         return (f"record {index + 1}: {failed} of {failed + (completed or 0)} requests failed; its throughput and "
                 f"latencies cover only the {completed} that completed, at a lower load than was sent")
     return None
-
-
-def _json_type(value: Any) -> str:
-    for kind, name in ((list, "array"), (str, "string"), (bool, "boolean"), (int, "number"), (float, "number")):
-        if isinstance(value, kind):
-            return name
-    return "null" if value is None else type(value).__name__
 
 
 def _json_records(path: Path) -> Iterator[Any]:

@@ -114,6 +114,7 @@ class EngineCore(FastForward):
         self._rereads_cheaper = prefix_cache.enabled and cost.gpu.kv_reread_cost < 1.0
         self._kv_used = prefix_cache.tokens  # charges of running requests + cached segments
         self._reserved = 0  # free KV this step's decodes will take (MIXED: scheduled before prompts)
+        self._decode_growth = 0  # ... as _decodes last counted it, after any preemption
         self._admitted = 0
         self._remaining_out = 0  # output tokens running requests have still to produce
         self._arrivals = 0
@@ -226,7 +227,7 @@ class EngineCore(FastForward):
             decode = self._decodes(preempted)
             budget -= sum(n for _, n in decode)
             # the decodes' new blocks are theirs before any prompt is admitted into the free KV
-            self._reserved = self._growth(decode)
+            self._reserved = self._decode_growth
         prefill = self._prefills(max(budget, 0))
         self._reserved = 0
         if self.features.policy is Policy.PREFILL_FIRST and not prefill:
@@ -298,6 +299,7 @@ class EngineCore(FastForward):
             if blocks > r.charge:
                 growth += blocks - r.charge
         dropped: set[int] = set()
+        self._decode_growth = growth
         if growth <= self._free(growth):
             return decode
         # SGLang retracts until the rest can decode RETRACT_STEPS more steps; vLLM preempts one at a time
@@ -315,16 +317,8 @@ class EngineCore(FastForward):
                 n = min(k, victim.target_tokens - victim.generated)
                 growth -= max(0, self._blocks(victim.private_kv + n) - victim.charge)
             self._preempt(victim)
+        self._decode_growth = growth
         return [(r, n) for r, n in decode if r.req_id not in dropped] if dropped else decode
-
-    def _growth(self, decode) -> int:
-        """KV tokens the decoding requests' new blocks take this step."""
-        bt, growth = self.features.block_tokens, 0
-        for r, n in decode:
-            if not r.lingering:
-                blocks = -(-(r.private_kv + n) // bt) * bt
-                growth += max(0, blocks - r.charge)
-        return growth
 
     def _apply(self, prefill, decode, preempted, finishing=()) -> StepResult:
         """Run one step. Under DP attention every rank runs the attention of its own requests

@@ -182,7 +182,7 @@ class RunDir:
         except (OSError, ValueError) as err:
             raise RunError(f"{self.plan_json} is unreadable ({err}): move it away to start the plan afresh") from err
         if not isinstance(plan, dict):
-            raise RunError(f"{self.plan_json} holds a JSON {_json_type(plan)}, not a run's plan object: "
+            raise RunError(f"{self.plan_json} holds a JSON {json_type(plan)}, not a run's plan object: "
                            "move it away to start the plan afresh")
         return plan
 
@@ -201,13 +201,13 @@ class RunDir:
             except (OSError, ValueError) as err:
                 raise RunError(f"{path} is unreadable ({err}): {_DAMAGED_SUMMARY_FIX}") from err
             if not isinstance(summary, dict):
-                raise RunError(f"{path} holds a JSON {_json_type(summary)}, not a cell summary object: "
+                raise RunError(f"{path} holds a JSON {json_type(summary)}, not a cell summary object: "
                                f"{_DAMAGED_SUMMARY_FIX}")
             if not summary:  # outcome_of would judge it as an old summary of 0 requests: complete
                 raise RunError(f"{path} is an empty object, so whether its cell is complete is unknown: "
                                f"{_DAMAGED_SUMMARY_FIX}")
             if not isinstance(summary.get("cell") or {}, dict):
-                raise RunError(f"{path}: its \"cell\" is a JSON {_json_type(summary['cell'])}, not the cell's settings "
+                raise RunError(f"{path}: its \"cell\" is a JSON {json_type(summary['cell'])}, not the cell's settings "
                                f"object: {_DAMAGED_SUMMARY_FIX}")
             yield cell_dir.name, summary
 
@@ -247,7 +247,7 @@ _DAMAGED_SUMMARY_FIX = ("restore it from a copy, or move it aside (say, to summa
 _NEW_RUN_DIR = "run into a new directory (a --run-dir that does not exist yet, or none)"
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     """JSON's own name for a parsed value's type (as the report's errors name it)."""
     return "null" if value is None else {list: "array", str: "string", bool: "boolean", int: "number",
                                          float: "number"}.get(type(value), type(value).__name__)
