@@ -461,19 +461,20 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
         done = check_resume(cells, rd.completed_cells(), _resume_settings(experiment, cells, client_overrides or {}))
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
+    from raybench.runner import RunOptions, Runner, check_client_capacity, check_workloads
+
+    check_workloads(cells)  # a missing or malformed file is one line before Ray takes its seconds to start
     connected_here = cluster.connect(address)
     handle_sigterm()  # after Ray's own handler, so ours wins
     import ray
 
     from raybench.plan import check_hardware
-    from raybench.runner import RunOptions, Runner, check_client_capacity, check_workloads
 
     run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
                              no_answer_hint_s=no_answer_hint_s,
                              cell_ids=cell_ids, experiment_file=experiment_file,
                              invocation={"argv": list(sys.argv), "options": options or {}})
     try:
-        check_workloads(cells)
         check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
         check_client_capacity(cells, run_options)
     except BaseException:

@@ -55,6 +55,10 @@ SIM_ENGINE_RUN_S = 1.0
 #: output tokens per second one load generator reads from a zero-timing simulator (a guess:
 #: what the simulator and the client reach on one core each).
 ZERO_TIMING_TOKENS_PER_S = 200_000.0
+#: requests a closed loop is simulated with at most: past the first waves a loop of equal requests
+#: repeats itself, so a longer cell's time is the simulated one extended at its last rate
+#: (simulating ten million requests would keep ``raybench plan`` busy for minutes).
+LOOP_SAMPLE_REQUESTS = 8192
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,13 +169,24 @@ class _BackendEstimator:
                        rate_per_s: float) -> float | None:
         if self._cost is None:
             return None
+        def elapsed_s(num_requests: int, concurrency: int) -> float:
+            return closed_loop(self._cost, num_requests=num_requests, prompt_tokens=input_len,
+                               output_tokens=output_len, concurrency=concurrency, rate_per_s=rate_per_s,
+                               tokens_per_chunk=self.sim.tokens_per_chunk).elapsed_s
+
         try:
-            result = closed_loop(self._cost, num_requests=n, prompt_tokens=input_len, output_tokens=output_len,
-                                 concurrency=concurrency, rate_per_s=rate_per_s,
-                                 tokens_per_chunk=self.sim.tokens_per_chunk)
+            # beyond its running cap the engine queues what is sent: the same pace as a loop at the cap
+            running = min(concurrency, self._cost.max_num_seqs)
+            sample = max(LOOP_SAMPLE_REQUESTS, 4 * running)  # several turns of the loop: its steady state
+            if n <= sample:
+                seconds = elapsed_s(n, concurrency)
+            else:
+                half = sample // 2
+                first, whole = elapsed_s(half, running), elapsed_s(sample, running)
+                seconds = whole + (whole - first) / (sample - half) * (n - sample)
         except KvCapacityError:  # the server rejects every request: it tells nothing about time
             return None
-        return max(result.elapsed_s, _rate_floor_s(n, rate_per_s))
+        return max(seconds, _rate_floor_s(n, rate_per_s))
 
     def _fixed_s(self, cell: Cell, n: int, concurrency: int) -> float:
         """ttft, then one chunk of k tokens every k x itl (raybench/sim/timing.FixedScheduler)."""

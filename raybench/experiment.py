@@ -77,6 +77,24 @@ def _positive_int(name: str, value: Any) -> None:
         raise ConfigError.invalid(name, value, "an integer >= 1")
 
 
+# A cell keeps every request's row and every chunk's timestamp until it is written, and builds its
+# prompts and send times up front: beyond these a cell would exhaust memory long before it ended.
+MAX_REQUESTS_PER_CELL = 10_000_000
+MAX_TOKENS = 10_000_000  # a prompt or an output; ten times the longest context any model serves today
+
+
+def _at_most_requests(name: str, value: int, requests: int) -> None:
+    if requests > MAX_REQUESTS_PER_CELL:
+        counted = "" if requests == value else f" (a cell of {requests:,} requests)"
+        raise ConfigError.invalid(name, value, f"at most {MAX_REQUESTS_PER_CELL:,} requests a cell{counted}: a cell "
+                                  "keeps every request and chunk in memory; for more, run repeats (repeats=N)")
+
+
+def _at_most_tokens(name: str, value: int) -> None:
+    if value > MAX_TOKENS:
+        raise ConfigError.invalid(name, value, f"at most {MAX_TOKENS:,} tokens")
+
+
 def _names(name: str, values: Any) -> tuple[str, ...]:
     if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
         raise ConfigError.invalid(name, values, "a tuple of backend names, e.g. ('vllm-h200',)")
@@ -177,6 +195,10 @@ class Online:
         for name in ("input_len", "output_len", "num_prompts", "num_groups", "prompts_per_group", "prefix_len",
                      "num_turns"):
             _positive_int(name, getattr(self, name))
+        for name in ("input_len", "output_len", "prefix_len"):
+            _at_most_tokens(name, getattr(self, name))
+        count = {"prefix": "prompts_per_group", "multiturn": "num_prompts"}.get(self.dataset, "num_prompts")
+        _at_most_requests(count, getattr(self, count), _num_requests(self))
         if self.dataset not in DATASETS:
             raise ConfigError.unknown("dataset", str(self.dataset), DATASETS)
         if not 0 <= _number("range_ratio", self.range_ratio, "a number with 0 <= range_ratio < 1") < 1:
@@ -233,8 +255,11 @@ class Offline:
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", _positive_ints("batch_sizes", self.batch_sizes))
         object.__setattr__(self, "only", _names("only", self.only))
-        _positive_int("input_len", self.input_len)
-        _positive_int("output_len", self.output_len)
+        for bs in self.batch_sizes:
+            _at_most_requests("batch_sizes", bs, bs)
+        for name in ("input_len", "output_len"):
+            _positive_int(name, getattr(self, name))
+            _at_most_tokens(name, getattr(self, name))
         try:
             object.__setattr__(self, "method", OfflineMethod(self.method))
         except ValueError:

@@ -259,6 +259,11 @@ def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle,
     return section, badges, specs
 
 
+def is_run_dir(path: Path) -> bool:
+    """A raybench run (or prediction) directory: its report belongs to its own cells."""
+    return (path / "plan.json").is_file() or (path / "cells").is_dir()
+
+
 def build_report(
     source: str | Path, out_dir: Path | None = None, *, images: bool = True, drilldowns: bool = True
 ) -> ReportResult:
@@ -274,6 +279,10 @@ def build_report(
         if not path.is_dir():
             raise ConfigError(f"{source} is not a run directory: give an output directory for its report")
         out_dir = path
+    elif is_run_dir(out_dir) and not (path.is_dir() and out_dir.resolve() == path.resolve()):
+        # its report.html and charts/ are drawn from its own cells: another source's would replace them
+        raise ConfigError(f"--out {out_dir} is another run directory, whose report would be replaced: give a "
+                          "directory of its own (or `raybench compare` to put the two side by side)")
     unfinished = dict(rows.left_out)
     if not path.is_dir() and rows.usable().height == 0:
         # a run dir's report still shows its metadata and drill-downs; a file's would be an empty page

@@ -27,6 +27,7 @@ from raybench.report.build import (
     REPORT_FILE,
     chart_section,
     draw_charts,
+    is_run_dir,
     make_out_dir,
     output_errors,
     summary_table,
@@ -140,7 +141,7 @@ def _unique_runs(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
 def comparison_dir(out_dir: Path) -> Path:
     """``out_dir``, or its ``comparison/`` where it is a run directory: a run's own report.html and
     charts/ are what ``raybench report`` drew from its cells, and a comparison must not replace them."""
-    if (out_dir / "plan.json").is_file() or (out_dir / "cells").is_dir():
+    if is_run_dir(out_dir):
         return out_dir / COMPARISON_DIR
     return out_dir
 

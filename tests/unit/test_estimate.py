@@ -143,6 +143,25 @@ def test_engine_timing_grows_with_output_and_shrinks_with_concurrency_up_to_the_
     assert c64 > 1.5 * c256 and c512 == pytest.approx(c256, rel=0.02)
 
 
+def test_a_long_cell_is_simulated_in_part_and_extended_at_its_steady_rate(monkeypatch):
+    engine = SimBackend(name="r1", timing="engine", profile="vllm")
+    experiment = _experiment(engine, online=(
+        Online(concurrency=(16,), input_len=512, output_len=64, num_prompts=1200),
+        Online(concurrency=(2000,), input_len=512, output_len=64, num_prompts=1200),
+    ))
+    whole = estimate_plan(experiment, experiment.cells())
+    monkeypatch.setattr("raybench.estimate.LOOP_SAMPLE_REQUESTS", 400)  # c2000: 256 run, 4 x 256 simulated
+    sampled = estimate_plan(experiment, experiment.cells())
+    for cell in ("r1-online-c16-i512-o64", "r1-online-c2000-i512-o64"):
+        assert sampled.cell_seconds(cell) == pytest.approx(whole.cell_seconds(cell), rel=0.03)
+    # ten million requests, the most a cell takes, are estimated from the same sample
+    big = _experiment(engine, online=(Online(concurrency=(16,), input_len=512, output_len=64, num_prompts=10**7),))
+    per_request = (sampled.cell_seconds("r1-online-c16-i512-o64") - 3.0) / 1200
+    assert big.cells()[0].num_prompts == 10**7
+    assert estimate_plan(big, big.cells()).cell_seconds(big.cells()[0].id) == pytest.approx(10**7 * per_request,
+                                                                                            rel=0.03)
+
+
 def test_the_deepseek_r1_plan_is_estimated_whole():
     # how long it takes is benchmarks/sim_speed.py's to print: a timed test fails on a slower machine
     experiment = load_experiment(ROOT / "experiments" / "deepseek_r1.py")

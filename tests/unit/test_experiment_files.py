@@ -94,6 +94,20 @@ def test_any_exception_in_the_file_is_one_line_with_file_line_and_message(tmp_pa
      "only='vllm' is not allowed: a tuple of backend names, e.g. ('vllm-h200',)"),
     ('Online(concurrency=[4.0], input_len=8, output_len=8, num_prompts=4)',
      "concurrency=4.0 is not allowed: each entry an int >= 1, e.g. concurrency=[1, 4, 16]"),
+    # sizes that would exhaust memory building the cell: refused, not a MemoryError mid-run
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=10**7 + 1)',
+     "num_prompts=10000001 is not allowed: at most 10,000,000 requests a cell: a cell keeps every request"),
+    (('Online(concurrency=[4], input_len=80, output_len=8, num_prompts=4, dataset="prefix", num_groups=10**4, '
+      'prompts_per_group=10**4)'),
+     "prompts_per_group=10000 is not allowed: at most 10,000,000 requests a cell (a cell of 100,000,000 requests)"),
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=10**6, dataset="multiturn", num_turns=20)',
+     "num_prompts=1000000 is not allowed: at most 10,000,000 requests a cell (a cell of 20,000,000 requests)"),
+    ('Offline(batch_sizes=[32, 10**8], input_len=8, output_len=8)',
+     "batch_sizes=100000000 is not allowed: at most 10,000,000 requests a cell:"),
+    ('Online(concurrency=[4], input_len=10**10, output_len=8, num_prompts=4)',
+     "input_len=10000000000 is not allowed: at most 10,000,000 tokens"),
+    ('Offline(batch_sizes=[4], input_len=8, output_len=10**8)',
+     "output_len=100000000 is not allowed: at most 10,000,000 tokens"),
 ])
 def test_every_sweep_field_is_validated_by_name(tmp_path, sweep, expected):
     path, msg = _message(tmp_path, f"sweep = {sweep}\n")
@@ -227,3 +241,30 @@ def test_an_experiment_name_must_make_a_run_directory_and_a_metric_tag(tmp_path,
 def test_an_experiment_file_that_exits_is_an_error_not_a_silent_end(tmp_path, code):
     path, msg = _message(tmp_path, f"import sys\nsys.exit({code})\n")
     assert msg.startswith(f"{path}:3: the experiment file called sys.exit({code})"), msg
+
+
+def test_run_reads_the_files_its_cells_replay_before_ray_starts(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from raybench.cli import main
+
+    def refuse(address=None):
+        raise AssertionError("Ray started: the missing file should have been refused before")
+
+    monkeypatch.setattr("raybench.cluster.connect", refuse)
+    missing = tmp_path / "nowhere.json"
+    path = tmp_path / "exp.py"
+    path.write_text(textwrap.dedent(f"""\
+        from raybench.experiment import Experiment, Online, SimBackend
+
+        experiment = Experiment(
+            name="files", model="deepseek-ai/DeepSeek-R1",
+            backends=(SimBackend(name="sim", timing="zero", gpu="H200", num_gpus=8),),
+            online=(Online(concurrency=(2,), input_len=32, output_len=8, num_prompts=8, dataset="sharegpt",
+                           dataset_path={str(missing)!r}),),
+        )
+        """))
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.count("\n") == 1 and str(missing) in result.output, result.output
+    assert not (tmp_path / "runs").exists()

@@ -130,3 +130,17 @@ def test_compare_into_a_run_directory_keeps_that_run_s_report(tmp_path):
     assert (run / "comparison" / "report.html").is_file()
     assert f"the comparison goes to {run / 'comparison'}" in result.output
     assert (run / "comparison" / "ratios.csv").is_file() and not (run / "ratios.csv").exists()
+
+
+def test_a_report_into_another_run_directory_is_refused_and_that_run_s_report_stays(tmp_path):
+    run = write_run_dir(tmp_path / "e" / "run", batch_sizes=())
+    other = write_run_dir(tmp_path / "e" / "other", batch_sizes=())
+    build_report(other, images=False)
+    own = (other / "report.html").read_text()
+    for source in (run, "published"):
+        result = _invoke("report", source, "--out", other, "--no-images")
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert f"--out {other} is another run directory, whose report would be replaced" in result.output
+    assert (other / "report.html").read_text() == own
+    result = _invoke("report", run, "--out", run, "--no-images")  # its own directory, named: as without --out
+    assert result.exit_code == 0, result.output
