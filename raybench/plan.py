@@ -7,11 +7,15 @@ and ``--simulate`` so a plan shows exactly the cells a run with those flags woul
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from raybench.errors import ConfigError
-from raybench.experiment import Cell, Experiment, Hardware, Online, SimBackend
+from raybench.experiment import Cell, Experiment, Hardware, Mode, Online, SimBackend
+from raybench.loadgen.arrivals import ArrivalProcess, cell_schedule, slot_starts
 from raybench.store.outcome import CellOutcome
 from raybench.store.rundir import safe_name
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload, Workload
@@ -108,6 +112,29 @@ def with_prompts(experiment: Experiment, *, tokenizer: str | None = None, tokeni
     if tokenizer_revision is not None:
         changes["tokenizer_revision"] = tokenizer_revision
     return dataclasses.replace(experiment, **changes) if changes else experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a cell's requests may go: each one's release (s from the cell start, by request id)
+    and, under a concurrency ramp, when each slot opens (None: all at the start)."""
+
+    arrivals_s: np.ndarray
+    slot_opens_s: np.ndarray | None
+
+
+def schedule_for(cell: Cell, workload: Workload) -> Schedule:
+    """The cell's schedule, as the run releases its requests (and ``raybench predict`` replays it):
+    a ramp with a request rate ramps the rate, one without ramps the concurrency cap."""
+    rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
+    arrivals = cell_schedule(workload, ArrivalProcess(
+        rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
+        ramp_start_per_s=cell.ramp_start if rate_ramp else None))
+    opens = None
+    if cell.ramp_up is not None and rate_ramp is None:
+        concurrency = cell.concurrency if cell.mode is Mode.ONLINE else cell.batch_size
+        opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
+    return Schedule(arrivals, opens)
 
 
 def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> Workload:

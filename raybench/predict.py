@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,17 +34,19 @@ from raybench.analysis.summary import summarize_cell, summarize_offline, summary
 from raybench.backends.base import BackendKind
 from raybench.errors import ConfigError
 from raybench.experiment import WARMUP_MAX_TOKENS, Backend, Cell, Experiment, Mode
-from raybench.plan import workload_for
+from raybench.plan import Schedule, schedule_for, workload_for
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfigError
 from raybench.sim.engine import EngineCore, KvCapacityError
 from raybench.sim.features import REGIMES, EngineFeatures, Policy, PrefixCache, defaults, sglang_memory_fraction
 from raybench.sim.prefixcache import PrefixStore
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
+from raybench.sim.timing import IDLE_GATHER_S
 from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate, warm_up
 from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
+from raybench.workloads.base import Workload
 from raybench.workloads.reuse import PromptHistory, PromptReuse, prompt_sample
 from raybench.workloads.tokenizer import WORD_TOKENIZER
 
@@ -207,13 +210,42 @@ def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
 
 
 @functools.lru_cache(maxsize=8)  # predict_run reads each file before it writes anything, then predicts from it
+def file_workload(cell: Cell) -> Workload:
+    """The workload of a cell that replays a file, read as ``raybench run --simulate`` reads it with
+    no tokenizer named: prompts counted in words, the simulator's count. A file that is missing or
+    unreadable is a ConfigError, as in a run."""
+    return workload_for(cell, tokenizer=WORD_TOKENIZER, text=False)
+
+
 def file_requests(cell: Cell) -> list[RequestSpec]:
-    """The requests of a cell that replays a file, read as ``raybench run --simulate`` sends them
-    with no tokenizer named: prompts counted in words, the simulator's count; outputs as the file or
-    the cell's forced length says. A file that is missing or unreadable is a ConfigError, as in a run."""
-    workload = workload_for(cell, tokenizer=WORD_TOKENIZER, text=False)
+    """The requests of a cell that replays a file; outputs as the file or the cell's forced length says."""
+    workload = file_workload(cell)
     return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens)
             for spec in workload.build(range(workload.num_requests))]
+
+
+def schedule_of(cell: Cell) -> Schedule | None:
+    """When the run would release the cell's requests (``raybench.plan.schedule_for``: a Poisson or
+    gamma process at its rate, a ramp, a trace's own times); None where it sends them all at once
+    into open slots. Conversations are left to the rate alone: their later turns wait for answers,
+    which the engine model does not follow."""
+    if cell.dataset == "multiturn" or (math.isinf(cell.request_rate) and cell.ramp_up is None
+                                       and cell.dataset != "trace"):
+        return None
+    workload = file_workload(cell) if cell.dataset_path is not None else workload_for(cell)
+    return schedule_for(cell, workload)
+
+
+def simulate_requests(cell: Cell, cost: costmodel.CostModel, requests: Sequence[RequestSpec], concurrency: int,
+                      core: EngineCore | None = None) -> Trace:
+    """The cell's requests through the engine core, released as the run would release them."""
+    schedule = schedule_of(cell)
+    if schedule is None:
+        return simulate(cost, requests, concurrency=concurrency, rate_per_s=cell.request_rate, core=core)
+    # requests that come apart meet an idle engine as they meet the simulator's: one that wakes it
+    # waits a moment for the rest of a burst
+    return simulate(cost, requests, concurrency=concurrency, core=core, arrivals_s=schedule.arrivals_s,
+                    slot_opens_s=schedule.slot_opens_s, gather_s=IDLE_GATHER_S)
 
 
 class Server:
@@ -250,7 +282,7 @@ class Server:
                        for r in requests[:self.warmup_requests]])
         if self.backend.reset_cache:
             core.reset_prefix_cache()
-        trace = simulate(cost, requests, concurrency=concurrency, rate_per_s=cell.request_rate, core=core)
+        trace = simulate_requests(cell, cost, requests, concurrency, core)
         self._plan, self._cache = plan, core.prefix_cache
         return trace
 
@@ -281,7 +313,7 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
         cost = costmodel.build(model, costmodel.GPUS[plan.gpu], plan.num_gpus, profile, plan.features)
         concurrency = (cell.concurrency if cell.mode is Mode.ONLINE else (cell.batch_size or cell.num_prompts)) or 1
         if server is None or cell.runs_in_engine:
-            trace = simulate(cost, requests_for(cell), concurrency=concurrency, rate_per_s=cell.request_rate)
+            trace = simulate_requests(cell, cost, requests_for(cell), concurrency)
         else:
             trace = server.run(cell, plan, cost, requests_for(cell, kept_cache=server.keeps_cache(plan)), concurrency)
     except (SimConfigError, KvCapacityError) as err:

@@ -32,13 +32,12 @@ from raybench.errors import BackendError, RunError, StorageError
 from raybench.environment import run_environment
 from raybench.executor import CellExecutor, CellRun
 from raybench.experiment import Backend, Cell, Experiment, ExternalBackend, Mode
-from raybench.loadgen.arrivals import ArrivalProcess, cell_schedule, slot_starts
 from raybench.loadgen.client import ClientConfig, sent_parameters
 from raybench.loadgen.clock import ClockDrift, estimate_anchor
 from raybench.loadgen.generator import ClientCheck
 from raybench.loadgen.pool import LoadGenPool, PoolResult
 from raybench.loadgen.preflight import check_server
-from raybench.plan import check_resume, run_settings, workload_for
+from raybench.plan import check_resume, run_settings, schedule_for, workload_for
 from raybench.prompting import PromptSource, oov_hint, prompt_sources
 from raybench.search import SEARCH_FILE, Probe, bisect, format_result, judge as judge_search
 from raybench.store.cells import (
@@ -346,13 +345,7 @@ class Runner:
             reused = server.prompts_sent_before(cell.id, workload)
             if reused is not None and reused.flagged:
                 self.report(f"WARNING {reused.line(cell.id)}")
-            rate_ramp = cell.ramp_up if cell.ramp_up is not None and not math.isinf(cell.request_rate) else None
-            arrivals = cell_schedule(workload, ArrivalProcess(
-                rate_per_s=cell.request_rate, burstiness=cell.burstiness, seed=cell.seed, ramp=rate_ramp,
-                ramp_start_per_s=cell.ramp_start if rate_ramp else None))
-            opens = None
-            if cell.ramp_up is not None and rate_ramp is None:
-                opens = slot_starts(concurrency, int(cell.ramp_start), cell.ramp_up_s, cell.ramp_up)
+            schedule = schedule_for(cell, workload)
             writer = CellWriter(cell_dir)
         except BaseException:
             server_metrics.cancel()  # from the `with` below on, leaving the block stops it
@@ -361,8 +354,8 @@ class Runner:
         try:
             with server_metrics:
                 result = pool.run(
-                    client=client, workload=workload, arrivals_s=arrivals, concurrency=concurrency, sink=writer,
-                    slot_starts_s=opens,
+                    client=client, workload=workload, arrivals_s=schedule.arrivals_s, concurrency=concurrency,
+                    sink=writer, slot_starts_s=schedule.slot_opens_s,
                     timeout_s=self.options.cell_timeout_s, on_progress=self.progress.cell(cell.id, workload.num_requests),
                 )
         except BaseException:

@@ -101,10 +101,19 @@ def warm_up(core: EngineCore, requests: Sequence[RequestSpec]) -> None:
 
 def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: int,
              rate_per_s: float = math.inf, tokens_per_chunk: int = 1,
-             on_step: Callable[[StepResult], None] | None = None, core: EngineCore | None = None) -> Trace:
+             on_step: Callable[[StepResult], None] | None = None, core: EngineCore | None = None,
+             arrivals_s: Sequence[float] | None = None, slot_opens_s: Sequence[float] | None = None,
+             gather_s: float = 0.0) -> Trace:
     """Run the closed loop to its end; raises KvCapacityError if one request can never fit.
 
     Output lengths are forced (ignore_eos), as raybench's load generator forces them.
+    ``arrivals_s``: each request's release in seconds from the start, as the run's schedule has
+    it (a Poisson or gamma process, a ramp, a trace's own times), instead of one every
+    1 / ``rate_per_s``; requests go out in order of release. ``slot_opens_s``: when each of the
+    ``concurrency`` slots opens (a concurrency ramp); default: all at the start. ``gather_s``:
+    an idle engine woken by a request starts its step this much later, with whatever else arrived
+    by then (the real-time simulator's ``IDLE_GATHER_S``, which keeps a burst sent over a few ms
+    in one step).
     ``on_step``: called with every engine step, in order (request ids are indices into
     ``requests``); pure-decode spans then run step by step too, so every token's step is seen.
     ``core``: an engine core over ``cost`` with no work left, whose prefix cache earlier cells
@@ -116,6 +125,16 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         raise ValueError(f"requests={n}, concurrency={concurrency}: expected both >= 1")
     if not rate_per_s > 0:
         raise ValueError(f"rate_per_s={rate_per_s!r}: expected > 0 (inf: all at once)")
+    if arrivals_s is None:
+        interval_s = 0.0 if math.isinf(rate_per_s) else 1.0 / rate_per_s
+        arrivals = [i * interval_s for i in range(n)]
+        order = range(n)
+    else:
+        release = _seconds("arrivals_s", arrivals_s, n)
+        order = np.argsort(release, kind="stable").tolist()
+        arrivals = release[order].tolist()
+    slots = min(concurrency, n)
+    opens = [0.0] * slots if slot_opens_s is None else sorted(_seconds("slot_opens_s", slot_opens_s, concurrency))
     if core is None:
         core = EngineCore(cost, tokens_per_chunk)
     elif core.cost is not cost or core.has_work() or core.tokens_per_chunk != tokens_per_chunk:
@@ -128,29 +147,32 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     first = np.zeros((n, width))
     done = np.zeros((n, width))
     cached = np.zeros(n, dtype=np.int64)
-    interval_s = 0.0 if math.isinf(rate_per_s) else 1.0 / rate_per_s
     coef = cost.coefficients
     now_s = 0.0
     steps = 0
-    next_req = 0
-    free = min(concurrency, n)
+    next_req = 0  # position in ``order``
+    in_flight = 0
+
+    def release_s() -> float:
+        """When the next request may go: its arrival, and a slot open for it."""
+        return max(arrivals[next_req], opens[in_flight])
 
     def send_until(t: float, freed_at: float, at_free: Sequence[float]) -> None:
-        """Send what has arrived by ``t``; a request is sent at its arrival or when a slot freed
+        """Send what has arrived by ``t``; a request is sent at its release or when a slot freed
         (``freed_at``, when the features summed to ``at_free``)."""
-        nonlocal next_req, free
-        while free and next_req < n and next_req * interval_s <= t:
-            spec = requests[next_req]
-            core.add_request(next_req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
-            arrival = next_req * interval_s
-            if arrival <= freed_at:
+        nonlocal next_req, in_flight
+        while in_flight < slots and next_req < n and release_s() <= t:
+            release, req = release_s(), order[next_req]
+            spec = requests[req]
+            core.add_request(req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
+            if release <= freed_at:
                 # as features, not seconds: the trace then holds under any profile's coefficients
-                sent[next_req] = at_free
-            else:  # it went out mid-step, at its arrival (the engine sees it at the step's end)
-                sent[next_req] = cum
-                sent[next_req, -1] -= t - arrival
+                sent[req] = at_free
+            else:  # it went out mid-step, at its release (the engine sees it at the step's end)
+                sent[req] = cum
+                sent[req, -1] -= t - release
             next_req += 1
-            free -= 1
+            in_flight += 1
 
     def add(feats) -> float:
         for i, f in enumerate(feats):
@@ -161,13 +183,18 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         if not core.has_work():
             if next_req == n:
                 break
-            arrival = next_req * interval_s
-            if arrival > now_s:
-                cum[-1] += arrival - now_s
-                now_s = arrival
+            release = release_s()
+            if release > now_s:
+                cum[-1] += release - now_s
+                now_s = release
             send_until(now_s, now_s, cum)
+            if gather_s > 0:
+                start_s, start = now_s, list(cum)
+                cum[-1] += gather_s
+                now_s += gather_s
+                send_until(now_s, start_s, start)
             continue
-        wait_s = math.inf if not free or next_req == n else max(0.0, next_req * interval_s - now_s)
+        wait_s = math.inf if in_flight >= slots or next_req == n else max(0.0, release_s() - now_s)
         span = core.fast_forward_decode(wait_s, emissions=False) if wait_s > 0 and on_step is None else None
         if span is not None:
             start_s, start = now_s, list(cum)
@@ -192,11 +219,18 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
                 done[e.req_id] = cum
                 finished += 1
         send_until(now_s, start_s, start)  # sent during this step: they join the next one
-        free += finished  # slots freed at this step's end: successors go while the next step runs
+        in_flight -= finished  # slots freed at this step's end: successors go while the next step runs
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),
                  output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
                  kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached)
+
+
+def _seconds(name: str, values: Sequence[float], count: int) -> np.ndarray:
+    out = np.asarray(values, dtype=np.float64)
+    if out.shape != (count,) or not (np.isfinite(out).all() and (out >= 0).all()):
+        raise ValueError(f"{name}: expected {count} finite seconds >= 0, got shape {out.shape}")
+    return out
 
 
 def closed_loop(cost: CostModel, *, num_requests: int, prompt_tokens: int, output_tokens: int, concurrency: int,

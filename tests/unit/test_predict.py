@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from raybench.backends import seed
 from raybench.cli import main
 from raybench.errors import ConfigError
 from raybench.experiment import Experiment, Hardware, Mode, Online, load_experiment
-from raybench.plan import resolve
+from raybench.plan import resolve, schedule_for, workload_for
 from raybench.predict import engine_name, extrapolation_lines, launch_features, predict_run
 from raybench.report.sources import load_run_dir
 from raybench.sim.features import Policy, Preemption, PrefixCache
@@ -504,3 +505,29 @@ def test_a_cell_that_replays_a_data_set_is_predicted_with_its_lengths_and_a_miss
     with pytest.raises(ConfigError, match="missing.json does not exist"):
         predict_run(experiment, cells, tmp_path / "out2", report=False)
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_trace_is_predicted_at_its_own_times_and_a_rate_by_the_run_s_arrival_process(tmp_path):
+    stamps_ms = [0, 40, 45, 2000, 2010, 9000]
+    with open(tmp_path / "trace.jsonl", "w") as f:
+        for t in stamps_ms:
+            f.write(json.dumps({"timestamp": t, "input_length": 600, "output_length": 8, "hash_ids": [t]}) + "\n")
+    body = ("import math\n"
+            "from raybench.experiment import Experiment, Online, VLLMBackend\n"
+            "experiment = Experiment(name='times', model='deepseek-ai/DeepSeek-R1',\n"
+            "    backends=(VLLMBackend(name='vllm-h200', tp=8),),\n"
+            f"    online=(Online(concurrency=[64], input_len=3200, output_len=800, num_prompts=6, dataset='trace',\n"
+            f"                   dataset_path={str(tmp_path / 'trace.jsonl')!r}, time_scale=2.0),\n"
+            "            Online(concurrency=[64], input_len=600, output_len=8, num_prompts=40, request_rate=5.0,\n"
+            "                   burstiness=0.5)))\n")
+    (tmp_path / "exp.py").write_text(body)
+    experiment, cells = resolve(load_experiment(tmp_path / "exp.py"))
+    run_dir, _ = predict_run(experiment, cells, tmp_path / "out", report=False)
+    trace_cell, rate_cell = cells
+    sent = pl.read_parquet(run_dir.cell_dir(trace_cell.id) / "requests.parquet").sort("request_id")["t_sent_ns"]
+    # each request goes at its time (twice the trace's, time_scale 2), none waits for a slot
+    assert (sent.to_numpy() / 1e6).tolist() == pytest.approx([2 * t for t in stamps_ms], abs=1e-3)
+    sent = pl.read_parquet(run_dir.cell_dir(rate_cell.id) / "requests.parquet").sort("request_id")["t_sent_ns"]
+    expected = schedule_for(rate_cell, workload_for(rate_cell)).arrivals_s  # gamma gaps, as the run draws them
+    assert np.ptp(np.diff(expected)) > 0.2  # bursty, not one every 0.2 s
+    assert (sent.to_numpy() / 1e9).tolist() == pytest.approx(expected.tolist(), abs=1e-6)

@@ -4,7 +4,7 @@ import pytest
 
 from raybench.sim import OfflineEngine, SimConfig, costmodel
 from raybench.sim.engine import EngineCore, KvCapacityError
-from raybench.sim.virtual import closed_loop
+from raybench.sim.virtual import RequestSpec, closed_loop, simulate
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -128,3 +128,27 @@ def test_on_step_sees_every_step_and_every_token_and_changes_no_time():
         for e in s.emissions:
             tokens[e.req_id] = tokens.get(e.req_id, 0) + e.new_tokens
     assert tokens == {i: spec.output_tokens for i, spec in enumerate(specs)}
+
+
+def test_given_arrivals_go_in_time_order_and_an_idle_engine_gathers_a_burst():
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1)
+    specs = [RequestSpec(prompt_tokens=500, output_tokens=20)] * 3
+    coef = cost.coefficients
+    # request 0 comes last: the trace's rows stay by request, the sends follow the clock
+    trace = simulate(cost, specs, concurrency=3, arrivals_s=[5.0, 0.0, 0.001])
+    sent, first, _ = trace.times_s(coef)
+    assert sent.tolist() == pytest.approx([5.0, 0.0, 0.001])
+    assert first[2] > first[1]  # 1 ms apart: the engine started on request 1 alone
+    gathered = simulate(cost, specs, concurrency=3, arrivals_s=[5.0, 0.0, 0.001], gather_s=0.004)
+    sent, first, _ = gathered.times_s(coef)
+    assert sent.tolist() == pytest.approx([5.0, 0.0, 0.001]) and first[2] == pytest.approx(first[1])
+    # a slot that opens later holds the request back until then, or until a slot frees (a ramp)
+    ramp = simulate(cost, specs[:2], concurrency=2, arrivals_s=[0.0, 0.0], slot_opens_s=[0.0, 0.3])
+    sent, _, done = ramp.times_s(coef)
+    assert sent.tolist() == pytest.approx([0.0, 0.3]) and done[0] > 0.3
+    ramp = simulate(cost, specs[:2], concurrency=2, arrivals_s=[0.0, 0.0], slot_opens_s=[0.0, 30.0])
+    sent, _, done = ramp.times_s(coef)
+    assert sent.tolist() == pytest.approx([0.0, done[0]])
+    for bad in ([0.0, -1.0, 2.0], [0.0, float("nan"), 1.0], [0.0, 1.0]):
+        with pytest.raises(ValueError, match="arrivals_s: expected 3 finite seconds >= 0"):
+            simulate(cost, specs, concurrency=3, arrivals_s=bad)
