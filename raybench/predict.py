@@ -49,6 +49,7 @@ from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
 from raybench.workloads.base import Workload
 from raybench.workloads.reuse import PromptHistory, PromptReuse, prompt_sample
 from raybench.workloads.tokenizer import WORD_TOKENIZER
+from raybench.workloads.trace import TraceWorkload
 
 SUMMARY_FILE = "summary.json"
 #: vLLM V0's chunked-prefill budget for its OpenAI server (EngineArgs, usage context API server)
@@ -218,9 +219,12 @@ def file_workload(cell: Cell) -> Workload:
 
 
 def file_requests(cell: Cell) -> list[RequestSpec]:
-    """The requests of a cell that replays a file; outputs as the file or the cell's forced length says."""
+    """The requests of a cell that replays a file; outputs as the file or the cell's forced length says.
+    A trace's prompts are runs of its blocks, so a prefix cache finds what they share."""
     workload = file_workload(cell)
-    return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens)
+    trace = workload if isinstance(workload, TraceWorkload) else None
+    return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens,
+                        segments=trace.segments(spec.request_id) if trace is not None else ())
             for spec in workload.build(range(workload.num_requests))]
 
 

@@ -214,6 +214,27 @@ class TraceWorkload:
                                      prompt_text=text))
         return specs
 
+    def segments(self, request_id: int) -> tuple[tuple[int, int], ...]:
+        """The request's prompt as ((key, tokens), ...) runs, one a block, keyed by what draws the
+        block's ids and every block before it: two prompts share a key exactly where they share
+        that prefix id for id (as a server's prefix cache sees it). The simulator's engine model
+        caches by these keys (``raybench predict``)."""
+        row = int(self._positions([request_id])[0])
+        rows = self.rows
+        hash_ids = rows.hash_ids[rows.hash_offsets[row]:rows.hash_offsets[row + 1]].tolist()
+        length = int(rows.input_lengths[row])
+        # chained: a block's KV depends on everything before it; a running hash keeps keys small
+        key = hash(("trace", self.seed, self.token_id_low, self.token_id_high, self.block_size))
+        out, have = [], 0
+        for h in hash_ids[: math.ceil(length / self.block_size)]:
+            key = hash((key, h))
+            tokens = min(self.block_size, length - have)
+            out.append((key, tokens))
+            have += tokens
+        if have < length:
+            out.append((hash((key, "pad", int(request_id))), length - have))
+        return tuple(out)
+
     def describe(self) -> dict[str, Any]:
         rows = self.rows
         span_s = float(self.arrivals_s()[-1]) if len(rows) else 0.0

@@ -509,9 +509,8 @@ def test_a_cell_that_replays_a_data_set_is_predicted_with_its_lengths_and_a_miss
 
 def test_a_trace_is_predicted_at_its_own_times_and_a_rate_by_the_run_s_arrival_process(tmp_path):
     stamps_ms = [0, 40, 45, 2000, 2010, 9000]
-    with open(tmp_path / "trace.jsonl", "w") as f:
-        for t in stamps_ms:
-            f.write(json.dumps({"timestamp": t, "input_length": 600, "output_length": 8, "hash_ids": [t]}) + "\n")
+    (tmp_path / "trace.jsonl").write_text("".join(
+        json.dumps({"timestamp": t, "input_length": 600, "output_length": 8, "hash_ids": [t]}) + "\n" for t in stamps_ms))
     body = ("import math\n"
             "from raybench.experiment import Experiment, Online, VLLMBackend\n"
             "experiment = Experiment(name='times', model='deepseek-ai/DeepSeek-R1',\n"

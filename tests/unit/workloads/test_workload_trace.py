@@ -129,3 +129,20 @@ def test_time_scale_must_be_positive(tmp_path):
     path = write_trace(tmp_path / "t.jsonl", mooncake_records(3))
     with pytest.raises(ConfigError, match="time_scale"):
         TraceWorkload.from_file(path, time_scale=0)
+
+
+def test_segments_share_keys_exactly_where_the_prompts_share_ids(tmp_path):
+    records = [{"timestamp": 0, "input_length": 1200, "output_length": 4, "hash_ids": [7, 8, 9]},
+               {"timestamp": 1, "input_length": 1500, "output_length": 4, "hash_ids": [7, 8, 5]},
+               {"timestamp": 2, "input_length": 1700, "output_length": 4, "hash_ids": [8, 9]}]
+    workload = TraceWorkload.from_file(write_trace(tmp_path / "t.jsonl", records))
+    specs = workload.build(range(3))
+    segs = [workload.segments(i) for i in range(3)]
+    assert [sum(t for _, t in s) for s in segs] == [s.prompt_tokens for s in specs] == [1200, 1500, 1700]
+    assert [t for _, t in segs[0]] == [512, 512, 176] and [t for _, t in segs[2]] == [512, 512, 676]
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # keys agree up to the first block whose ids differ
+        ids_a, ids_b = specs[a].prompt_token_ids, specs[b].prompt_token_ids
+        same_ids = next(k for k in range(0, 1536, 512) if not np.array_equal(ids_a[k:k + 512], ids_b[k:k + 512]))
+        same_keys = next(k for k in range(3) if segs[a][k][0] != segs[b][k][0])
+        assert same_keys * 512 == same_ids
+    assert TraceWorkload.from_file(tmp_path / "t.jsonl", seed=1).segments(0)[0][0] != segs[0][0][0]
