@@ -200,6 +200,8 @@ def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
     n = cell.num_prompts or cell.batch_size or 1
     if cell.dataset_path is not None:  # a data set or a trace: its own prompt and output lengths
         return file_requests(cell)
+    if cell.dataset == "multiturn":
+        return conversation_requests(cell)
     if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
         return shared_prefix_requests(n, cell.input_len, cell.prefix_len, cell.output_len, cell.prompts_per_group,
                                       cell.seed)
@@ -228,13 +230,21 @@ def file_requests(cell: Cell) -> list[RequestSpec]:
             for spec in workload.build(range(workload.num_requests))]
 
 
+def conversation_requests(cell: Cell) -> list[RequestSpec]:
+    """A multi-turn cell's turns: each prompt the conversation so far (its session's earlier
+    prompt a cacheable prefix), each later turn waiting for the answer before it."""
+    workload = workload_for(cell)
+    return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens,
+                        segments=workload.segments(spec.request_id),
+                        after=spec.request_id - 1 if spec.turn else -1)
+            for spec in workload.build(range(workload.num_requests))]
+
+
 def schedule_of(cell: Cell) -> Schedule | None:
     """When the run would release the cell's requests (``raybench.plan.schedule_for``: a Poisson or
-    gamma process at its rate, a ramp, a trace's own times); None where it sends them all at once
-    into open slots. Conversations are left to the rate alone: their later turns wait for answers,
-    which the engine model does not follow."""
-    if cell.dataset == "multiturn" or (math.isinf(cell.request_rate) and cell.ramp_up is None
-                                       and cell.dataset != "trace"):
+    gamma process at its rate, a ramp, a trace's own times, a conversation's start); None where it
+    sends them all at once into open slots."""
+    if math.isinf(cell.request_rate) and cell.ramp_up is None and cell.dataset not in ("trace", "multiturn"):
         return None
     workload = file_workload(cell) if cell.dataset_path is not None else workload_for(cell)
     return schedule_for(cell, workload)
@@ -249,7 +259,7 @@ def simulate_requests(cell: Cell, cost: costmodel.CostModel, requests: Sequence[
     # requests that come apart meet an idle engine as they meet the simulator's: one that wakes it
     # waits a moment for the rest of a burst
     return simulate(cost, requests, concurrency=concurrency, core=core, arrivals_s=schedule.arrivals_s,
-                    slot_opens_s=schedule.slot_opens_s, gather_s=IDLE_GATHER_S)
+                    slot_opens_s=schedule.slot_opens_s, gather_s=IDLE_GATHER_S, think_s=cell.think_time_s or 0.0)
 
 
 class Server:

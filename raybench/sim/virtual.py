@@ -19,6 +19,7 @@ With every request released at once the schedule does not depend on what the ste
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class RequestSpec:
     prompt_tokens: int
     output_tokens: int
     segments: tuple = ()
+    after: int = -1  # an earlier request whose answer this one waits for (a conversation's last turn); -1: none
 
 
 def shared_prefix_requests(num_requests: int, input_len: int, prefix_len: int, output_len: int,
@@ -103,7 +105,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
              rate_per_s: float = math.inf, tokens_per_chunk: int = 1,
              on_step: Callable[[StepResult], None] | None = None, core: EngineCore | None = None,
              arrivals_s: Sequence[float] | None = None, slot_opens_s: Sequence[float] | None = None,
-             gather_s: float = 0.0) -> Trace:
+             gather_s: float = 0.0, think_s: float = 0.0) -> Trace:
     """Run the closed loop to its end; raises KvCapacityError if one request can never fit.
 
     Output lengths are forced (ignore_eos), as raybench's load generator forces them.
@@ -113,7 +115,9 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     ``concurrency`` slots opens (a concurrency ramp); default: all at the start. ``gather_s``:
     an idle engine woken by a request starts its step this much later, with whatever else arrived
     by then (the real-time simulator's ``IDLE_GATHER_S``, which keeps a burst sent over a few ms
-    in one step).
+    in one step). A request with ``after`` (a conversation's later turn) goes ``think_s`` after
+    that request's answer ended, on its slot: a slot is busy from a conversation's first send to
+    its last answer, and ``arrivals_s`` time only the requests that follow none.
     ``on_step``: called with every engine step, in order (request ids are indices into
     ``requests``); pure-decode spans then run step by step too, so every token's step is seen.
     ``core``: an engine core over ``cost`` with no work left, whose prefix cache earlier cells
@@ -125,15 +129,20 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         raise ValueError(f"requests={n}, concurrency={concurrency}: expected both >= 1")
     if not rate_per_s > 0:
         raise ValueError(f"rate_per_s={rate_per_s!r}: expected > 0 (inf: all at once)")
+    successor = _chains(requests)
+    starts = [i for i, r in enumerate(requests) if r.after < 0]
     if arrivals_s is None:
         interval_s = 0.0 if math.isinf(rate_per_s) else 1.0 / rate_per_s
-        arrivals = [i * interval_s for i in range(n)]
-        order = range(n)
+        arrivals = [i * interval_s for i in range(len(starts))]
+        order = starts
     else:
-        release = _seconds("arrivals_s", arrivals_s, n)
-        order = np.argsort(release, kind="stable").tolist()
-        arrivals = release[order].tolist()
-    slots = min(concurrency, n)
+        release = _seconds("arrivals_s", arrivals_s, n)[starts]
+        order = [starts[i] for i in np.argsort(release, kind="stable").tolist()]
+        arrivals = np.sort(release, kind="stable").tolist()
+    if not (math.isfinite(think_s) and think_s >= 0):
+        raise ValueError(f"think_s={think_s!r}: expected finite seconds >= 0")
+    n_starts = len(starts)
+    slots = min(concurrency, n_starts)
     opens = [0.0] * slots if slot_opens_s is None else sorted(_seconds("slot_opens_s", slot_opens_s, concurrency))
     if core is None:
         core = EngineCore(cost, tokens_per_chunk)
@@ -151,26 +160,37 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     now_s = 0.0
     steps = 0
     next_req = 0  # position in ``order``
-    in_flight = 0
+    in_flight = 0  # slots busy: a conversation holds one between its turns
+    ready: list[tuple[float, int]] = []  # (release, request): later turns, due think_s after an answer
 
     def release_s() -> float:
         """When the next request may go: its arrival, and a slot open for it."""
         return max(arrivals[next_req], opens[in_flight])
 
+    def next_release_s() -> float:
+        """When anything may go next: a later turn, or a new request into a free slot."""
+        turn = ready[0][0] if ready else math.inf
+        return min(turn, release_s()) if in_flight < slots and next_req < n_starts else turn
+
+    def send(req: int, release: float, t: float, freed_at: float, at_free: Sequence[float]) -> None:
+        spec = requests[req]
+        core.add_request(req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
+        if release <= freed_at:
+            # as features, not seconds: the trace then holds under any profile's coefficients
+            sent[req] = at_free
+        else:  # it went out mid-step, at its release (the engine sees it at the step's end)
+            sent[req] = cum
+            sent[req, -1] -= t - release
+
     def send_until(t: float, freed_at: float, at_free: Sequence[float]) -> None:
         """Send what has arrived by ``t``; a request is sent at its release or when a slot freed
         (``freed_at``, when the features summed to ``at_free``)."""
         nonlocal next_req, in_flight
-        while in_flight < slots and next_req < n and release_s() <= t:
-            release, req = release_s(), order[next_req]
-            spec = requests[req]
-            core.add_request(req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
-            if release <= freed_at:
-                # as features, not seconds: the trace then holds under any profile's coefficients
-                sent[req] = at_free
-            else:  # it went out mid-step, at its release (the engine sees it at the step's end)
-                sent[req] = cum
-                sent[req, -1] -= t - release
+        while ready and ready[0][0] <= t:
+            release, req = heapq.heappop(ready)
+            send(req, release, t, freed_at, at_free)
+        while in_flight < slots and next_req < n_starts and release_s() <= t:
+            send(order[next_req], release_s(), t, freed_at, at_free)
             next_req += 1
             in_flight += 1
 
@@ -181,9 +201,9 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
 
     while True:
         if not core.has_work():
-            if next_req == n:
+            if next_req == n_starts and not ready:
                 break
-            release = release_s()
+            release = next_release_s()
             if release > now_s:
                 cum[-1] += release - now_s
                 now_s = release
@@ -194,7 +214,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
                 now_s += gather_s
                 send_until(now_s, start_s, start)
             continue
-        wait_s = math.inf if in_flight >= slots or next_req == n else max(0.0, release_s() - now_s)
+        wait_s = max(0.0, next_release_s() - now_s)
         span = core.fast_forward_decode(wait_s, emissions=False) if wait_s > 0 and on_step is None else None
         if span is not None:
             start_s, start = now_s, list(cum)
@@ -210,20 +230,38 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         steps += 1
         if on_step is not None:
             on_step(result)
-        finished = 0
+        finished, turns = 0, []
         for e in result.emissions:
             if e.total_tokens == e.new_tokens:
                 first[e.req_id] = cum
                 cached[e.req_id] = e.cached_tokens
             if e.finished:
                 done[e.req_id] = cum
-                finished += 1
+                if e.req_id in successor:
+                    turns.append(successor[e.req_id])
+                else:
+                    finished += 1
         send_until(now_s, start_s, start)  # sent during this step: they join the next one
-        in_flight -= finished  # slots freed at this step's end: successors go while the next step runs
+        # slots freed, answers ended at this step's end: what follows goes while the next step runs
+        in_flight -= finished
+        for req in turns:
+            heapq.heappush(ready, (now_s + think_s, req))
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),
                  output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
                  kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached)
+
+
+def _chains(requests: Sequence[RequestSpec]) -> dict[int, int]:
+    """request -> the request that waits for its answer; ValueError unless each waits on one earlier."""
+    successor: dict[int, int] = {}
+    for i, spec in enumerate(requests):
+        if spec.after < 0:
+            continue
+        if spec.after >= i or spec.after in successor:
+            raise ValueError(f"request {i}: after={spec.after}: expected an earlier request no other one follows")
+        successor[spec.after] = i
+    return successor
 
 
 def _seconds(name: str, values: Sequence[float], count: int) -> np.ndarray:

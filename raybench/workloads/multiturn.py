@@ -106,6 +106,22 @@ class MultiTurnWorkload:
             ))
         return specs
 
+    def segments(self, request_id: int) -> tuple[tuple[int, int], ...]:
+        """The turn's prompt as ((key, tokens), ...) runs, one a message, keyed by what draws its ids
+        and every message before it: a later turn shares its session's earlier prompt, as a
+        server's prefix cache sees it. The simulator's engine model caches by these keys
+        (``raybench predict``)."""
+        check_request_ids([request_id], self.num_requests)
+        session, turn = divmod(int(request_id), self.num_turns)
+        key = hash(("multiturn", self.seed, self.token_id_low, self.token_id_high, session))
+        out = []
+        for k in range(2 * turn + 1):  # user 0, answer 0, user 1, ... as build() joins them
+            message, is_answer = divmod(k, 2)
+            length = self.output_len if is_answer else (self.input_len if message == 0 else self.turn_input_len)
+            key = hash((key, is_answer, length))
+            out.append((key, length))
+        return tuple(out)
+
     def describe(self) -> dict[str, Any]:
         return {"name": "multiturn", **asdict(self), "num_requests": self.num_requests,
                 "prompt_len_by_turn": [self.prompt_len(t) for t in range(self.num_turns)],

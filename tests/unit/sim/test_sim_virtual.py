@@ -1,5 +1,7 @@
 """The virtual-time closed loop, checked against the engine run other ways."""
 
+import dataclasses
+
 import pytest
 
 from raybench.sim import OfflineEngine, SimConfig, costmodel
@@ -152,3 +154,19 @@ def test_given_arrivals_go_in_time_order_and_an_idle_engine_gathers_a_burst():
     for bad in ([0.0, -1.0, 2.0], [0.0, float("nan"), 1.0], [0.0, 1.0]):
         with pytest.raises(ValueError, match="arrivals_s: expected 3 finite seconds >= 0"):
             simulate(cost, specs, concurrency=3, arrivals_s=bad)
+
+
+def test_a_later_turn_waits_for_its_answer_and_a_think_time_on_its_session_s_slot():
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1)
+    turn = RequestSpec(prompt_tokens=500, output_tokens=20)
+    specs = [turn, RequestSpec(prompt_tokens=800, output_tokens=20, after=0), turn,
+             RequestSpec(prompt_tokens=800, output_tokens=20, after=2)]
+    sent, _, done = simulate(cost, specs, concurrency=1, think_s=1.5).times_s(cost.coefficients)
+    assert sent[1] == pytest.approx(done[0] + 1.5)
+    assert sent[2] == pytest.approx(done[1])  # one slot: the second conversation waits for the first
+    assert sent[3] == pytest.approx(done[2] + 1.5)
+    for broken in ([turn, dataclasses.replace(turn, after=1)],  # itself
+                   [turn, dataclasses.replace(turn, after=5)],  # no such request
+                   [turn, specs[1], dataclasses.replace(turn, after=0)]):  # 0 is followed already
+        with pytest.raises(ValueError, match="expected an earlier request no other one follows"):
+            simulate(cost, broken, concurrency=1)

@@ -89,3 +89,18 @@ def test_the_plan_estimate_leaves_sessions_and_files_unknown():
         Online(concurrency=(2,), input_len=8, output_len=4, num_prompts=4)))
     estimate = estimate_plan(experiment, experiment.cells())
     assert estimate.unknown_cells == 1
+
+
+def test_segments_share_keys_exactly_where_a_session_s_turns_share_ids():
+    workload = MultiTurnWorkload(num_sessions=2, num_turns=3, input_len=100, output_len=20, turn_input_len=30)
+    specs = workload.build(range(6))
+    segs = [workload.segments(i) for i in range(6)]
+    assert [sum(t for _, t in s) for s in segs] == [s.prompt_tokens for s in specs] == [100, 150, 200] * 2
+    for a, b in ((0, 1), (1, 2), (0, 2), (0, 3), (2, 5)):
+        shared_ids = next((k for k in range(min(specs[a].prompt_tokens, specs[b].prompt_tokens))
+                           if specs[a].prompt_token_ids[k] != specs[b].prompt_token_ids[k]), None)
+        shared_keys = [k for k, _ in segs[a]][:len(segs[b])] == [k for k, _ in segs[b]][:len(segs[a])]
+        # turns of one session: the earlier prompt is the later one's start, keys and ids alike
+        assert (shared_ids is None) == shared_keys
+    other = MultiTurnWorkload(num_sessions=2, num_turns=3, input_len=100, output_len=20, turn_input_len=30, seed=1)
+    assert other.segments(0)[0][0] != segs[0][0][0]
