@@ -38,7 +38,15 @@ from raybench.plan import Schedule, schedule_for, workload_for
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfigError
 from raybench.sim.engine import EngineCore, KvCapacityError
-from raybench.sim.features import REGIMES, EngineFeatures, Policy, PrefixCache, defaults, sglang_memory_fraction
+from raybench.sim.features import (
+    REGIMES,
+    SGLANG_MAX_PREFILL_TOKENS,
+    EngineFeatures,
+    Policy,
+    PrefixCache,
+    defaults,
+    sglang_memory_fraction,
+)
 from raybench.sim.prefixcache import PrefixStore
 from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
 from raybench.sim.timing import IDLE_GATHER_S
@@ -95,15 +103,17 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
     flags = _flags(getattr(backend, "extra_args", ()))
     if engine == "sglang":
         tp = get("tp") or num_gpus
-        dp = 1
+        dp = get("dp") or tp if get("enable_dp_attention") else 1
         chunk = get("chunked_prefill_size") or _int(flags.get("--chunked-prefill-size")) or 8192
-        if get("enable_dp_attention"):
+        chunked = chunk > 0  # -1 (any size <= 0) turns chunked prefill off
+        if not chunked:  # each rank's scheduler then takes up to --max-prefill-tokens of prompts a step
+            chunk = (_int(flags.get("--max-prefill-tokens")) or SGLANG_MAX_PREFILL_TOKENS) * dp
+        elif get("enable_dp_attention") and not get("dp"):
             # Since sgl-project/sglang#4390 (2025-03-13) DP attention needs --dp-size and gives each
             # rank chunk // dp; before it, --enable-dp-attention alone set dp = tp and gave each rank
             # chunk // 2. A launch without --dp-size starts only on those earlier releases.
-            dp = get("dp") or tp
-            chunk = chunk if get("dp") else chunk // 2 * dp  # the engine splits the step budget over dp ranks
-        f = f.with_(dp_attention=dp, prefill_tokens_per_step=chunk,
+            chunk = chunk // 2 * dp  # the engine splits the step budget over dp ranks
+        f = f.with_(dp_attention=dp, prefill_tokens_per_step=chunk, chunked_prefill=chunked,
                     prefix_cache=PrefixCache.NONE if get("disable_radix_cache") else PrefixCache.RADIX,
                     max_running=get("max_running_requests") or f.max_running,
                     memory_fraction=get("mem_fraction_static") or sglang_memory_fraction(tp),

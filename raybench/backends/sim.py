@@ -120,4 +120,5 @@ def feature_flags(features: EngineFeatures | None) -> list[str]:
     argv.append("--async-output" if f.async_output else "--no-async-output")
     argv.append("--profiled-kv-pool" if f.profiled_kv_pool else "--no-profiled-kv-pool")
     argv.append("--memory-of-free" if f.memory_of_free else "--memory-of-total")
+    argv.append("--oversized-prompt-alone" if f.oversized_prompt_alone else "--oversized-prompt-refused")
     return argv

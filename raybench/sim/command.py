@@ -55,7 +55,7 @@ _FEATURE_OPTIONS = {"policy": "policy", "chunked_prefill": "chunked_prefill", "d
                     "max_model_len": "max_model_len", "cuda_graphs": "cuda_graphs",
                     "graph_max_context": "graph_max_context", "async_output": "async_output",
                     "profiled_kv_pool": "profiled_kv_pool", "memory_of_free": "memory_of_free",
-                    "block_size": "block_tokens"}
+                    "block_size": "block_tokens", "oversized_prompt_alone": "oversized_prompt_alone"}
 
 
 def _features(options: dict):
@@ -119,6 +119,9 @@ def _features(options: dict):
 @click.option("--memory-of-free/--memory-of-total", default=None,
               help="--memory-fraction is a share of the memory the weights leave free, as TensorRT-LLM's "
                    "free_gpu_memory_fraction is, not of the whole GPU [default: engine's].")
+@click.option("--oversized-prompt-alone/--oversized-prompt-refused", default=None,
+              help="Without chunked prefill, a prompt longer than a step's budget runs alone in a step (SGLang) "
+                   "or is refused with a 400 (vLLM, TensorRT-LLM) [default: engine's].")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Cap on running requests [default: backend profile].")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,

@@ -13,7 +13,8 @@ Per step, by ``EngineFeatures.policy``:
   otherwise every running request decodes k tokens.
 - MIXED (vLLM chunked prefill, TensorRT-LLM): every running request decodes first, the rest of
   the budget goes to prompt chunks and then to admissions.
-Without chunked prefill a prompt must fit the rest of a step's budget whole.
+Without chunked prefill a prompt must fit the rest of a step's budget whole; one longer than the
+whole budget runs alone in a step where the engine allows it (SGLang), and is refused elsewhere.
 
 KV: admission charges the prompt tokens not found in the prefix cache plus
 ``admission_output_reserve`` x max_tokens (all of it without preemption); decoding grows a
@@ -142,6 +143,18 @@ class EngineCore(FastForward):
         if prompt_tokens < 1 or not 1 <= target <= max_tokens:
             raise ValueError(f"bad request {req_id}: prompt {prompt_tokens}, target {target}/{max_tokens}")
         total = prompt_tokens + max_tokens
+        # the server's context limit comes first, as its front end refuses before the engine sees it
+        limit = self.features.max_model_len or self.cost.model.max_model_len
+        if total > limit:
+            raise KvCapacityError(
+                f"this model's maximum context length is {limit} tokens, but the request takes {total} "
+                f"({prompt_tokens} in the prompt, {max_tokens} in the completion): shorten the prompt or max_tokens")
+        whole = self.features.prefill_tokens_per_step // self.features.dp_attention
+        if not self.features.chunked_prefill and prompt_tokens > whole and not self.features.oversized_prompt_alone:
+            raise KvCapacityError(
+                f"a prompt of {prompt_tokens} tokens exceeds the {whole} prompt tokens one step takes without chunked "
+                "prefill: shorten it, or launch with chunked prefill or a larger budget (--max-num-batched-tokens, "
+                "--max-num-tokens)")
         capacity = self.cost.kv_capacity_tokens
         if total > capacity:
             raise KvCapacityError(f"prompt_tokens + max_tokens = {total} exceeds the KV capacity of {capacity} tokens")
@@ -151,9 +164,6 @@ class EngineCore(FastForward):
                 f"prompt_tokens + max_tokens = {total} takes up to {need} KV tokens (whole "
                 f"{self.features.block_tokens}-token blocks, the admission's reserve and free margin, "
                 f"a re-admission after a preemption), which exceeds the KV capacity of {capacity} tokens")
-        limit = self.features.max_model_len
-        if limit is not None and total > limit:
-            raise KvCapacityError(f"prompt_tokens + max_tokens = {total} exceeds max_model_len {limit}")
         rank = self._arrivals % self.features.dp_attention  # DP attention: round robin over ranks
         self._arrivals += 1
         self._waiting.append(_Request(req_id, prompt_tokens, target, max_tokens, tuple(segments), rank,
@@ -249,8 +259,10 @@ class EngineCore(FastForward):
             if left <= 0 or budgets[req.rank] <= 0:
                 continue
             chunk = min(left, budgets[req.rank])
-            if chunk < left and not chunked and left <= whole:
-                continue  # a whole prompt or nothing
+            if chunk < left and not chunked:
+                if left <= whole or budgets[req.rank] < whole:
+                    continue  # a whole prompt or nothing
+                chunk = left  # longer than a whole step (re-admitted after a preemption): alone
             out.append((req, chunk))
             budgets[req.rank] -= chunk
         open_ranks = sum(b > 0 for b in budgets)
@@ -262,7 +274,9 @@ class EngineCore(FastForward):
                 continue
             hit = self._lookup(head)
             left = head.prefill_target - hit
-            if not chunked and left > rank_budget and left <= whole:
+            # a prompt longer than a whole step's budget (where the engine runs it at all) goes alone
+            alone = not chunked and left > whole and rank_budget == whole
+            if not chunked and left > rank_budget and not alone:
                 if dp == 1:
                     break
                 budgets[head.rank] = 0
@@ -270,7 +284,7 @@ class EngineCore(FastForward):
                 continue
             if not self._admit(head, hit):
                 break
-            chunk = min(left, rank_budget)
+            chunk = left if alone else min(left, rank_budget)
             out.append((head, chunk))
             budgets[head.rank] -= chunk
             open_ranks -= budgets[head.rank] <= 0

@@ -9,7 +9,9 @@ backend's launch settings onto them (``--enable-dp-attention``, ``--chunked-pref
 Sources: SGLang ``server_args.py`` (chunked_prefill_size 8192: under DP attention each rank takes
 it // dp_size, or // 2 with dp = tp in releases before 2025-03-13; mem_fraction_static by TP size,
 0.81 at TP 8; radix cache on; prefill batches run before decode; retract on KV exhaustion; the
-new-token ratio that reserves part of max_new_tokens at admission decays from 0.7 to 0.1);
+new-token ratio that reserves part of max_new_tokens at admission decays from 0.7 to 0.1;
+``--chunked-prefill-size -1`` turns chunking off, and a step then takes max_prefill_tokens,
+16384, of prompts a rank, the first prompt whatever its length);
 vLLM 0.7 V0 scheduler (prefills first and whole, within max_num_batched_tokens =
 max_model_len when chunked prefill is off; with chunked prefill decodes first, then chunks within
 the budget; block-hash prefix cache of 16-token blocks; preemption by recompute, newest first;
@@ -67,6 +69,9 @@ REGIMES = MappingProxyType({
 })
 
 
+#: SGLang's --max-prefill-tokens default: a rank's prompt tokens a step when chunked prefill is off
+SGLANG_MAX_PREFILL_TOKENS = 16384
+
 #: vLLM's max_seq_len_to_capture default: decode steps with a longer sequence fall back to eager mode
 VLLM_GRAPH_MAX_CONTEXT = 8192
 
@@ -93,6 +98,9 @@ class EngineFeatures:
     graph_max_context: int | None = None  # a decode step whose longest context exceeds this runs eagerly
     async_output: bool = False  # a step's tokens reach the client with the next step's (vLLM V0)
     profiled_kv_pool: bool = False  # the KV pool is what a pass over a full step's prompt tokens leaves (vLLM)
+    # without chunked prefill, a prompt longer than a step's budget runs alone in a step of its own
+    # (SGLang's prefill adder takes the first request whatever its length); otherwise it is refused
+    oversized_prompt_alone: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", _enum(Policy, self.policy, "policy"))
@@ -114,7 +122,7 @@ class EngineFeatures:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SimConfigError(name, value, "None or an integer >= 1")
-        for name in ("cuda_graphs", "async_output", "profiled_kv_pool", "memory_of_free"):
+        for name in ("cuda_graphs", "async_output", "profiled_kv_pool", "memory_of_free", "oversized_prompt_alone"):
             if not isinstance(getattr(self, name), bool):
                 raise SimConfigError(name, getattr(self, name), "true or false")
 
@@ -178,7 +186,8 @@ def defaults(engine: str) -> EngineFeatures:
         return EngineFeatures(policy=Policy.PREFILL_FIRST, prefill_tokens_per_step=8192, chunked_prefill=True,
                               max_running=1024, prefix_cache=PrefixCache.RADIX, block_tokens=1,
                               preemption=Preemption.RETRACT, admission_output_reserve=0.1,
-                              memory_fraction=sglang_memory_fraction(8), cuda_graphs=True)
+                              memory_fraction=sglang_memory_fraction(8), cuda_graphs=True,
+                              oversized_prompt_alone=True)
     # TensorRT-LLM's KV cache takes free_gpu_memory_fraction (0.9) of the memory free once the
     # weights and the runtime's buffers are in place, not of the whole GPU
     if engine == "trtllm":

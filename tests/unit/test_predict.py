@@ -65,6 +65,17 @@ def test_sglang_dp_attention_and_memory_follow_its_server_args():
                            ).memory_fraction == 0.7
 
 
+def test_sglang_without_chunked_prefill_takes_max_prefill_tokens_a_rank_a_step():
+    from dataclasses import replace
+
+    off = replace(seed.SEED_SGLANG_H200, chunked_prefill_size=-1)  # dp attention, dp = tp = 8
+    f = launch_features(off, "sglang", 8)
+    assert (f.chunked_prefill, f.prefill_tokens_per_step, f.dp_attention) == (False, 8 * 16384, 8)
+    f = launch_features(replace(off, enable_dp_attention=False, extra_args=("--max-prefill-tokens", "32768")),
+                        "sglang", 8)
+    assert (f.chunked_prefill, f.prefill_tokens_per_step, f.dp_attention) == (False, 32768, 1)
+
+
 def test_extra_args_reach_the_features():
     from dataclasses import replace
 

@@ -1,5 +1,6 @@
 """The engine core: budget, chunked prefill, running cap, KV admission, k tokens per step."""
 
+import dataclasses
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from raybench.sim import costmodel
 from raybench.sim.config import SimConfig
 from raybench.sim.engine import EngineCore, KvCapacityError
+from raybench.sim.features import Policy, defaults
 
 
 def _core(k=1, **overrides) -> EngineCore:
@@ -22,8 +24,11 @@ def _run(core: EngineCore) -> list:
     return steps
 
 
+CHUNKED = dataclasses.replace(defaults("vllm"), chunked_prefill=True, policy=Policy.MIXED)
+
+
 def test_step_budget_is_never_exceeded():
-    core = _core(max_num_batched_tokens=512, max_num_seqs=64)
+    core = _core(max_num_batched_tokens=512, max_num_seqs=64, features=CHUNKED)
     for i in range(40):
         core.add_request(i, 100 + 37 * i, 20)
     steps = _run(core)
@@ -35,7 +40,7 @@ def test_step_budget_is_never_exceeded():
 
 
 def test_long_prompt_is_prefilled_in_chunks_across_steps():
-    core = _core(max_num_batched_tokens=4096)
+    core = _core(max_num_batched_tokens=4096, features=CHUNKED)
     core.add_request(1, 10_000, 3)
     steps = _run(core)
     assert [s.prefill_chunks for s in steps[:3]] == [((1, 4096),), ((1, 4096),), ((1, 1808),)]
@@ -45,6 +50,22 @@ def test_long_prompt_is_prefilled_in_chunks_across_steps():
     assert steps[3].emissions[0].new_tokens == 1
     # two decodes, then the finished request's extra decode run
     assert len(steps) == 6 and steps[0].duration_s > steps[-1].duration_s
+
+
+def test_without_chunked_prefill_a_prompt_beyond_a_step_is_refused_or_runs_alone_as_the_engine_does():
+    # vLLM V0 and TensorRT-LLM take a prompt whole or not at all
+    core = _core(max_num_batched_tokens=4096)
+    with pytest.raises(KvCapacityError, match="a prompt of 4097 tokens exceeds the 4096 prompt tokens one step "
+                                              "takes without chunked prefill"):
+        core.add_request(1, 4097, 3)
+    # SGLang with --chunked-prefill-size -1: its prefill adder takes the first prompt whatever its
+    # length, in a step of its own; the others wait for the next
+    sglang = dataclasses.replace(defaults("sglang"), chunked_prefill=False, prefill_tokens_per_step=4096)
+    core = _core(features=sglang)
+    core.add_request(1, 1000, 3)
+    core.add_request(2, 10_000, 3)
+    core.add_request(3, 1000, 3)
+    assert [s.prefill_chunks for s in _run(core) if s.prefill_chunks] == [((1, 1000),), ((2, 10_000),), ((3, 1000),)]
 
 
 def test_running_requests_are_capped_and_the_rest_wait():
@@ -138,3 +159,14 @@ def test_fast_forward_stops_at_the_first_step_that_reaches_the_time_limit():
     assert duration_s == pytest.approx(ends_s[20], rel=1e-9)
     # the tokens up to the span's last step: that step's wait for the next step
     assert {e.total_tokens for e in emissions} == {2 + 21 - 1}
+
+
+def test_a_request_beyond_the_context_limit_is_refused_naming_it():
+    core = _core()  # Llama-3.1-8B: 131,072 tokens of context unless the launch sets --max-model-len
+    core.add_request(1, 131_000, 72)
+    with pytest.raises(KvCapacityError, match=r"maximum context length is 131072 tokens, but the request takes "
+                                              r"131073 \(131000 in the prompt, 73 in the completion\)"):
+        core.add_request(2, 131_000, 73)
+    short = _core(features=dataclasses.replace(defaults("vllm"), max_model_len=4096))
+    with pytest.raises(KvCapacityError, match="maximum context length is 4096 tokens"):
+        short.add_request(1, 4000, 97)
