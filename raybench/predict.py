@@ -287,13 +287,14 @@ class Server:
 
     def prompts_sent_before(self, cell: Cell, plan: CellPlan) -> PromptReuse | None:
         """What of the cell's first prompts earlier cells sent this server, as ``raybench run``
-        flags it (a server with a prefix cache that is not reset between cells); None for the
-        workloads the engine model has no prompts of (files, traces, conversations)."""
+        flags it (a server with a prefix cache that is not reset between cells); None for data sets
+        of text, whose ids depend on the tokenizer a run names."""
         if plan != self._plan:  # a server that does not keep the earlier cells' cache
             self._sent.clear()
-        if not self.keeps_cache(plan) or cell.dataset not in ("random", "prefix"):
+        if not self.keeps_cache(plan) or cell.dataset not in ("random", "prefix", "multiturn", "trace"):
             return None
-        return self._sent.check_and_add(cell.id, prompt_sample(workload_for(cell)))
+        workload = file_workload(cell) if cell.dataset == "trace" else workload_for(cell)
+        return self._sent.check_and_add(cell.id, prompt_sample(workload))
 
     def keeps_cache(self, plan: CellPlan) -> bool:
         """Its prefix cache holds what earlier cells sent: it has one, and no reset empties it."""

@@ -14,9 +14,10 @@ from raybench.cli import main
 from raybench.errors import ConfigError
 from raybench.experiment import Experiment, Hardware, Mode, Online, load_experiment
 from raybench.plan import resolve, schedule_for, workload_for
-from raybench.predict import engine_name, extrapolation_lines, launch_features, predict_run
+from raybench.predict import engine_name, extrapolation_lines, launch_features, predict_cell, predict_run
 from raybench.report.sources import load_run_dir
 from raybench.sim.features import Policy, Preemption, PrefixCache
+from raybench.sim.profiles import load_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -541,3 +542,22 @@ def test_a_trace_is_predicted_at_its_own_times_and_a_rate_by_the_run_s_arrival_p
     expected = schedule_for(rate_cell, workload_for(rate_cell)).arrivals_s  # gamma gaps, as the run draws them
     assert np.ptp(np.diff(expected)) > 0.2  # bursty, not one every 0.2 s
     assert (sent.to_numpy() / 1e9).tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_conversations_sent_again_hit_the_cache_and_are_flagged_as_a_run_flags_them(tmp_path):
+    chat = ("Online(concurrency=[{c}], input_len=600, output_len=8, num_prompts=24, dataset='multiturn', "
+            "num_turns=3)")
+    body = ("from raybench.backends import seed\n"
+            "from raybench.experiment import Experiment, Hardware, Online\n"
+            "experiment = Experiment(name='chats', model='deepseek-ai/DeepSeek-R1',\n"
+            "    backends=(seed.SEED_VLLM_H200_PREFIX,), hardware={'vllm-h200-prefix': Hardware(name='H200')},\n"
+            f"    online=({chat.format(c=2)}, {chat.format(c=4)}), warmup_requests=0)\n")
+    (tmp_path / "exp.py").write_text(body)
+    experiment, cells = resolve(load_experiment(tmp_path / "exp.py"))
+    _, summaries = predict_run(experiment, cells, tmp_path / "out", report=False)
+    first, second = summaries
+    assert first["prompts_sent_before"] is None
+    assert second["prompts_sent_before"]["flagged"] and second["prompts_sent_before"]["cells"] == [cells[0].id]
+    # the same conversations again: the first cell left every prompt cached
+    cold = predict_cell(experiment, cells[1], load_profiles(), tmp_path / "cold")
+    assert second["mean_ttft_ms"] < 0.6 * cold["mean_ttft_ms"]
