@@ -32,7 +32,7 @@ from raybench.backends import (  # noqa: F401  (re-exported: experiment files im
 )
 from raybench.errors import ConfigError
 from raybench.search import SloSearch
-from raybench.workloads.base import require_vocab
+from raybench.workloads.base import MAX_TOKENS, require_vocab
 
 
 # workloads an online sweep can send; file datasets need a dataset_path
@@ -80,7 +80,6 @@ def _positive_int(name: str, value: Any) -> None:
 # A cell keeps every request's row and every chunk's timestamp until it is written, and builds its
 # prompts and send times up front: beyond these a cell would exhaust memory long before it ended.
 MAX_REQUESTS_PER_CELL = 10_000_000
-MAX_TOKENS = 10_000_000  # a prompt or an output; ten times the longest context any model serves today
 
 
 def _at_most_requests(name: str, value: int, requests: int) -> None:

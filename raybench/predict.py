@@ -104,7 +104,8 @@ def launch_features(backend: Backend, engine: str, num_gpus: int) -> EngineFeatu
     if engine == "sglang":
         tp = get("tp") or num_gpus
         dp = get("dp") or tp if get("enable_dp_attention") else 1
-        chunk = get("chunked_prefill_size") or _int(flags.get("--chunked-prefill-size")) or 8192
+        chunk = next((c for c in (get("chunked_prefill_size"), _int(flags.get("--chunked-prefill-size")))
+                      if c is not None), 8192)
         chunked = chunk > 0  # -1 (any size <= 0) turns chunked prefill off
         if not chunked:  # each rank's scheduler then takes up to --max-prefill-tokens of prompts a step
             chunk = (_int(flags.get("--max-prefill-tokens")) or SGLANG_MAX_PREFILL_TOKENS) * dp
@@ -355,7 +356,7 @@ def requests_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table
         "node": ["virtual"] * n, "prompt_tokens": trace.prompt_tokens.astype(np.int32),
         "server_prompt_tokens": trace.prompt_tokens.astype(np.int32),
         "max_tokens": trace.output_tokens.astype(np.int32), "output_tokens": trace.output_tokens.astype(np.int32),
-        "cached_tokens": trace.cached_tokens.astype(np.int32), "t_scheduled_ns": to_ns(sent),
+        "cached_tokens": trace.cached_tokens.astype(np.int32), "t_scheduled_ns": to_ns(trace.due_s(profile.coefficients)),
         "t_sent_ns": to_ns(sent), "t_first_ns": to_ns(first), "t_done_ns": to_ns(done),
         "status": ["ok"] * n, "http_status": np.full(n, 200, dtype=np.int16), "error": [None] * n,
     })

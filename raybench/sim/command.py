@@ -121,7 +121,8 @@ def _features(options: dict):
                    "free_gpu_memory_fraction is, not of the whole GPU [default: engine's].")
 @click.option("--oversized-prompt-alone/--oversized-prompt-refused", default=None,
               help="Without chunked prefill, a prompt longer than a step's budget runs alone in a step (SGLang) "
-                   "or is refused with a 400 (vLLM, TensorRT-LLM) [default: engine's].")
+                   "or is refused with a 400 (TensorRT-LLM; vLLM V0 would not start with such a budget) "
+                   "[default: engine's].")
 @click.option("--max-num-seqs", type=click.IntRange(min=1), default=None,
               help="Cap on running requests [default: backend profile].")
 @click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None,

@@ -530,6 +530,13 @@ class EngineCore(FastForward):
         self._kv_used += charge
         req.pinned = pinned
         req.segs_cached = req.hit_segments = len(pinned)
+        if pinned:
+            # a hit that ends inside a segment cached in part (a shorter prompt's last block, a
+            # prefill still going): this prefill extends that entry as it passes its end
+            last, size = pinned[-1], self._cache.cached(req.rank, pinned[-1])
+            if size < req.segments[len(pinned) - 1][1]:
+                req.segs_cached -= 1
+                req.growing, req.growing_tokens = last, size
         req.hit, req.shared_reads = hit, None
         self._admitted += 1
         req.order = self._admitted
@@ -548,8 +555,11 @@ class EngineCore(FastForward):
             key, tokens = req.segments[req.segs_cached]
             passed = min(passed_to - end, tokens)
             if key == req.growing:
-                self._cache.extend(req.rank, key, passed - req.growing_tokens)
-                self._to_cache(req, passed - req.growing_tokens)
+                # another prefill may have extended it further meanwhile: only what is new moves
+                more = passed - self._cache.cached(req.rank, key)
+                if more > 0:
+                    self._cache.extend(req.rank, key, more)
+                    self._to_cache(req, more)
                 req.growing_tokens = passed
             elif self._cache.insert(req.rank, key, passed):
                 req.pinned.append(key)

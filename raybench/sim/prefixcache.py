@@ -3,8 +3,10 @@
 A prompt is a run of segments ((key, tokens), ...) whose keys identify their content and
 everything before it (a shared prefix, chained block hashes). A segment lives in the KV pool
 once; a running request that uses it pins it; an unpinned one is evicted, least recently used
-first over all ranks (the engine counts one pool for them all), when the pool needs room. A segment a prefill has passed in part is cached in part, and
-grows as that prefill goes on: a prompt admitted meanwhile reuses what is computed so far, as
+first over all ranks (the engine counts one pool for them all), when the pool needs room. A
+segment a prefill has passed in part is cached in part, and grows as that prefill, or a later
+one whose hit ends inside it (a shorter prompt cached a cut-short copy), goes on: a prompt
+admitted meanwhile reuses what is computed so far, as
 vLLM's and SGLang's caches hold each block or chunk once it is computed, whatever the grain the
 prompt's segments were described in. A radix cache (SGLang) hits any matching prefix, a
 block-hash cache (vLLM) whole blocks only; the last prompt token is always computed.
@@ -71,6 +73,11 @@ class PrefixStore:
         self._entries[rank, key] = [tokens, 1]
         self.tokens += tokens
         return True
+
+    def cached(self, rank: int, key: object) -> int:
+        """Tokens of the segment the rank's cache holds (0: none)."""
+        entry = self._entries.get((rank, key))
+        return 0 if entry is None else entry[0]
 
     def extend(self, rank: int, key: object, tokens: int) -> None:
         """A segment cached in part: its prefill has computed ``tokens`` more of it."""

@@ -73,11 +73,19 @@ class Trace:
     kv_limited: bool = False  # the KV capacity held something back or evicted a cached prompt (a larger one would differ)
     start_cached_tokens: int = 0  # prompt tokens the prefix cache held when the run began (earlier cells, a warm-up)
     regimes: frozenset[str] = frozenset()  # features.REGIMES the run went through
+    # when each request was due: its arrival, or a later turn's answer before it plus the think
+    # time (sent - due is the wait for a slot, the run's queue time); None: as sent
+    due: np.ndarray | None = None
 
     def times_s(self, coefficients: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sent, first token, done) seconds of every request under these coefficients."""
         c = np.append(np.asarray(coefficients, dtype=np.float64), 1.0)
         return self.sent @ c, self.first @ c, self.done @ c
+
+    def due_s(self, coefficients: Sequence[float]) -> np.ndarray:
+        """When every request was due, in seconds under these coefficients."""
+        c = np.append(np.asarray(coefficients, dtype=np.float64), 1.0)
+        return (self.sent if self.due is None else self.due) @ c
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,8 +147,9 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         release = _seconds("arrivals_s", arrivals_s, n)[starts]
         order = [starts[i] for i in np.argsort(release, kind="stable").tolist()]
         arrivals = np.sort(release, kind="stable").tolist()
-    if not (math.isfinite(think_s) and think_s >= 0):
-        raise ValueError(f"think_s={think_s!r}: expected finite seconds >= 0")
+    for name, value in (("think_s", think_s), ("gather_s", gather_s)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value!r}: expected finite seconds >= 0")
     n_starts = len(starts)
     slots = min(concurrency, n_starts)
     opens = [0.0] * slots if slot_opens_s is None else sorted(_seconds("slot_opens_s", slot_opens_s, concurrency))
@@ -153,6 +162,8 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     width = len(FEATURES) + 1
     cum = [0.0] * width
     sent = np.zeros((n, width))
+    due = np.zeros((n, width))
+    due[order, -1] = arrivals  # a later turn's is its answer's end plus the think time, set below
     first = np.zeros((n, width))
     done = np.zeros((n, width))
     cached = np.zeros(n, dtype=np.int64)
@@ -246,10 +257,12 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         in_flight -= finished
         for req in turns:
             heapq.heappush(ready, (now_s + think_s, req))
+            due[req] = cum
+            due[req, -1] += think_s
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),
                  output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
-                 kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached)
+                 kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached, due=due)
 
 
 def _chains(requests: Sequence[RequestSpec]) -> dict[int, int]:

@@ -22,6 +22,9 @@ from raybench.errors import ConfigError
 # changes meaning. 100000 fits inside the vocabularies of Llama 3 (128k) and DeepSeek (129k).
 DEFAULT_TOKEN_ID_LOW = 1000
 DEFAULT_TOKEN_ID_HIGH = 100_000
+#: longest prompt or output a workload builds: ten times the longest context any model serves
+#: today; beyond it a cell would exhaust memory building prompts long before a server refused them
+MAX_TOKENS = 10_000_000
 _INT32_LIMIT = 2**31
 
 

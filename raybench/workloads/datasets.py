@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from raybench.errors import ConfigError
-from raybench.workloads.base import RequestSpec, check_tokenizer, require_int
+from raybench.workloads.base import MAX_TOKENS, RequestSpec, check_tokenizer, require_int
 from raybench.workloads.files import iter_json_array, iter_jsonl, require_file
 from raybench.workloads.tokenizer import Tokenizer, load_tokenizer
 
@@ -210,8 +210,8 @@ def _custom_record(path: Path, line: int, entry: Any, output_len: Any) -> Record
                 isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in raw):
             raise bad("\"messages\" must be a non-empty list of {\"role\": ..., \"content\": ...}")
         text = "\n".join(m["content"] for m in raw)
-    if isinstance(output_len, bool) or not isinstance(output_len, numbers.Integral) or output_len < 1:
-        raise bad(f"output_tokens={output_len!r} is not an integer >= 1")
+    if isinstance(output_len, bool) or not isinstance(output_len, numbers.Integral) or not 1 <= output_len <= MAX_TOKENS:
+        raise bad(f"output_tokens={output_len!r} is not an integer from 1 to {MAX_TOKENS:,}")
     return Record(line=line, text=text, output_len=int(output_len))
 
 

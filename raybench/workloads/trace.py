@@ -32,6 +32,7 @@ from raybench.errors import ConfigError
 from raybench.workloads.base import (
     DEFAULT_TOKEN_ID_HIGH,
     DEFAULT_TOKEN_ID_LOW,
+    MAX_TOKENS,
     RequestSpec,
     as_text,
     check_tokenizer,
@@ -82,8 +83,8 @@ def _line_error(path: Path, line_no: int, what: str) -> ConfigError:
 
 def _int_field(path: Path, line_no: int, record: dict, name: str, minimum: int) -> int:
     value = record.get(name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise _line_error(path, line_no, f"{name}={value!r} is not an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= MAX_TOKENS:
+        raise _line_error(path, line_no, f"{name}={value!r} is not an integer from {minimum} to {MAX_TOKENS:,}")
     return int(value)
 
 
@@ -119,8 +120,9 @@ def read_mooncake(path: str | Path, limit: int | None = None) -> TraceRows:
                 raise ConfigError(f"{path}:{line_no}: timestamp {stamp} is earlier than the line before ({times[-1]:g}); "
                                   "a trace is replayed in time order: sort it by timestamp")
             ids = record["hash_ids"]
-            if not isinstance(ids, list) or any(isinstance(h, bool) or not isinstance(h, int) or h < 0 for h in ids):
-                raise _line_error(path, line_no, f"hash_ids={ids!r} is not a list of integers >= 0")
+            if not isinstance(ids, list) or any(isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < 2**63
+                                                for h in ids):
+                raise _line_error(path, line_no, f"hash_ids={ids!r} is not a list of integers from 0 to 2**63 - 1")
             times.append(float(stamp))
             inputs.append(_int_field(path, line_no, record, "input_length", 1))
             outputs.append(_int_field(path, line_no, record, "output_length", 1))

@@ -75,6 +75,10 @@ def test_sglang_without_chunked_prefill_takes_max_prefill_tokens_a_rank_a_step()
     f = launch_features(replace(off, enable_dp_attention=False, extra_args=("--max-prefill-tokens", "32768")),
                         "sglang", 8)
     assert (f.chunked_prefill, f.prefill_tokens_per_step, f.dp_attention) == (False, 32768, 1)
+    for zero in ({"chunked_prefill_size": 0}, {"extra_args": ("--chunked-prefill-size", "0")}):  # <= 0: off too
+        f = launch_features(replace(off, **{"enable_dp_attention": False, "chunked_prefill_size": None, **zero}),
+                            "sglang", 8)
+        assert (f.chunked_prefill, f.prefill_tokens_per_step) == (False, 16384)
 
 
 def test_extra_args_reach_the_features():

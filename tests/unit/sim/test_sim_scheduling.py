@@ -118,6 +118,20 @@ def test_a_prefix_longer_than_a_step_is_reused_as_far_as_it_is_computed(mode, bl
     assert core.kv_used_tokens == core.prefix_cache.tokens == 3000 + 3 * 200
 
 
+@pytest.mark.parametrize("mode, block, hits", [(PrefixCache.BLOCK_HASH, 16, [0, 688, 1008]),
+                                               (PrefixCache.RADIX, 1, [0, 700, 1023])])
+def test_a_segment_a_shorter_prompt_cached_in_part_grows_with_the_longer_prompt_that_hits_it(mode, block, hits):
+    # a trace's last block cut short (700 tokens of blocks [0, 1]) and then the same blocks whole:
+    # the second prompt computes the rest of block 1 and the third finds all of it, as the
+    # server finds it in the ids
+    core = _core("sglang", prefix_cache=mode, block_tokens=block)
+    for i, length in enumerate((700, 1024, 1024)):
+        core.add_request(i, length, 4, segments=((("b0",), 512), (("b0", "b1"), length - 512)))
+        firsts = [e.cached_tokens for s in _drain(core) for e in s.emissions if e.total_tokens == e.new_tokens]
+        assert firsts == [hits[i]]
+    assert core.prefix_cache.tokens == 1024 and core.kv_used_tokens == 1024  # block 1 counted once
+
+
 def test_a_block_hash_hit_pins_the_prefix_it_reads_so_a_full_pool_evicts_something_else():
     core = _core(kv=7000, policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=2048,
                  prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64)

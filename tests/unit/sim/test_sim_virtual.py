@@ -161,8 +161,12 @@ def test_a_later_turn_waits_for_its_answer_and_a_think_time_on_its_session_s_slo
     turn = RequestSpec(prompt_tokens=500, output_tokens=20)
     specs = [turn, RequestSpec(prompt_tokens=800, output_tokens=20, after=0), turn,
              RequestSpec(prompt_tokens=800, output_tokens=20, after=2)]
-    sent, _, done = simulate(cost, specs, concurrency=1, think_s=1.5).times_s(cost.coefficients)
+    trace = simulate(cost, specs, concurrency=1, think_s=1.5)
+    sent, _, done = trace.times_s(cost.coefficients)
     assert sent[1] == pytest.approx(done[0] + 1.5)
+    # due: a first turn at once (the second conversation then queues for the slot), a later
+    # turn its think time after the answer before it
+    assert trace.due_s(cost.coefficients).tolist() == pytest.approx([0.0, done[0] + 1.5, 0.0, done[2] + 1.5])
     assert sent[2] == pytest.approx(done[1])  # one slot: the second conversation waits for the first
     assert sent[3] == pytest.approx(done[2] + 1.5)
     for broken in ([turn, dataclasses.replace(turn, after=1)],  # itself
@@ -170,3 +174,11 @@ def test_a_later_turn_waits_for_its_answer_and_a_think_time_on_its_session_s_slo
                    [turn, specs[1], dataclasses.replace(turn, after=0)]):  # 0 is followed already
         with pytest.raises(ValueError, match="expected an earlier request no other one follows"):
             simulate(cost, broken, concurrency=1)
+
+
+@pytest.mark.parametrize("name", ["think_s", "gather_s"])
+def test_think_and_gather_times_must_be_finite_seconds(name):
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"{name}=.*expected finite seconds >= 0"):
+            simulate(cost, [RequestSpec(prompt_tokens=10, output_tokens=2)], concurrency=1, **{name: bad})

@@ -157,6 +157,8 @@ def test_custom_jsonl_takes_prompt_or_messages_and_optional_output_tokens(tmp_pa
     ('{"prompt": "a"}\n{"prompt": \n', r"custom.jsonl:2: not JSON"),
     ('{"prompt": "a"}\n{"text": "b"}\n', r"custom.jsonl:2: a record needs exactly one of \"prompt\" or \"messages\""),
     ('{"prompt": "a", "output_tokens": 0}\n', r"custom.jsonl:1: output_tokens=0"),
+    ('{"prompt": "a", "output_tokens": 100000000000}\n',
+     r"custom.jsonl:1: output_tokens=100000000000 is not an integer from 1 to 10,000,000"),
     ('{"messages": [{"role": "user"}]}\n', r"custom.jsonl:1: \"messages\" must be"),
 ])
 def test_bad_custom_files_name_the_first_bad_line(tmp_path, content, message):

@@ -105,6 +105,13 @@ def test_num_prompts_takes_the_first_records(tmp_path):
     ('{"timestamp": 0, "input_length": 5, "hash_ids": [0]}\n', r"t.jsonl:1: missing output_length"),
     ('{"timestamp": 0, "input_length": 0, "output_length": 2, "hash_ids": [0]}\n', r"t.jsonl:1: input_length=0"),
     ('{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": "ab"}\n', r"t.jsonl:1: hash_ids="),
+    # sizes that would overflow the ids' integers or exhaust memory building the prompt
+    ('{"timestamp": 0, "input_length": 3000000000, "output_length": 2, "hash_ids": [0]}\n',
+     r"t.jsonl:1: input_length=3000000000 is not an integer from 1 to 10,000,000"),
+    ('{"timestamp": 0, "input_length": 5, "output_length": 10000001, "hash_ids": [0]}\n',
+     r"t.jsonl:1: output_length=10000001 is not an integer from 1 to 10,000,000"),
+    ('{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": [9223372036854775808]}\n',
+     r"t.jsonl:1: hash_ids=\[9223372036854775808\] is not a list of integers from 0 to 2\*\*63 - 1"),
     ('{"timestamp": 9, "input_length": 5, "output_length": 2, "hash_ids": [0]}\n'
      '{"timestamp": 3, "input_length": 5, "output_length": 2, "hash_ids": [0]}\n',
      r"t.jsonl:2: timestamp 3 is earlier than the line before \(9\).*sort it by timestamp"),
