@@ -93,15 +93,7 @@ async def test_a_trace_on_a_caching_server_agrees_with_predict_within_2_percent(
     requests = pl.read_parquet(tmp_path / "cell" / "requests.parquet")
     assert requests["cached_tokens"].sum() > 10 * 512  # the later prompts of each group hit its blocks
     print("uncached / cached mean TTFT", uncached["mean_ttft_ms"] / predicted["mean_ttft_ms"])
-    worst = []
-    for _ in range(3):
-        async with SimServer(_sim_config(experiment)) as sim:
-            ratios = _ratios(await _run_cell(sim, cell, workload_for(cell)), predicted)
-        print({k: round(v, 4) for k, v in ratios.items()})
-        worst.append(max(abs(v - 1) for v in ratios.values()))
-        if worst[-1] < 0.02:
-            break
-    assert min(worst) < 0.02, worst
+    assert await _worst_over_http(experiment, cell, predicted) < 0.02
 
 
 async def test_conversations_on_a_caching_server_agree_with_predict_within_2_percent(tmp_path):
@@ -118,6 +110,12 @@ async def test_conversations_on_a_caching_server_agree_with_predict_within_2_per
     # answer and message cached (64-token blocks)
     assert requests["prompt_tokens"].to_list()[:3] == [900, 1812, 2724]
     assert requests["cached_tokens"].to_list()[:3] == [0, 896, 1792]
+    assert await _worst_over_http(experiment, cell, predicted) < 0.02
+
+
+async def _worst_over_http(experiment, cell, predicted) -> float:
+    """The cell over HTTP on a fresh simulator: the largest |measured / predicted - 1| of the best
+    of three tries (a shared machine may be late by a few ms a wave)."""
     worst = []
     for _ in range(3):
         async with SimServer(_sim_config(experiment)) as sim:
@@ -126,7 +124,7 @@ async def test_conversations_on_a_caching_server_agree_with_predict_within_2_per
         worst.append(max(abs(v - 1) for v in ratios.values()))
         if worst[-1] < 0.02:
             break
-    assert min(worst) < 0.02, worst
+    return min(worst)
 
 
 def _sim_config(experiment) -> SimConfig:
