@@ -36,6 +36,7 @@ from raybench.errors import ConfigError
 from raybench.experiment import WARMUP_MAX_TOKENS, Backend, Cell, Experiment, Mode
 from raybench.plan import Schedule, schedule_for, workload_for
 from raybench.sim import costmodel
+from raybench.sim.api import ApiError
 from raybench.sim.config import SimConfigError
 from raybench.sim.engine import EngineCore, KvCapacityError
 from raybench.sim.features import (
@@ -53,7 +54,7 @@ from raybench.sim.timing import IDLE_GATHER_S
 from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate, warm_up
 from raybench.store.outcome import judge
 from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
-from raybench.store.schema import CHUNKS_SCHEMA, requests_from_columns
+from raybench.store.schema import CHUNKS_SCHEMA, RequestStatus, requests_from_columns
 from raybench.workloads.base import Workload
 from raybench.workloads.reuse import PromptHistory, PromptReuse, prompt_sample
 from raybench.workloads.tokenizer import WORD_TOKENIZER
@@ -263,14 +264,25 @@ def schedule_of(cell: Cell) -> Schedule | None:
 
 def simulate_requests(cell: Cell, cost: costmodel.CostModel, requests: Sequence[RequestSpec], concurrency: int,
                       core: EngineCore | None = None) -> Trace:
-    """The cell's requests through the engine core, released as the run would release them."""
+    """The cell's requests through the engine core, released as the run would release them.
+
+    A served cell's server answers a request it cannot take (beyond the context limit or the KV
+    capacity) with a 400 and the run goes on, as over HTTP; a cell whose every request is refused
+    is a KvCapacityError, and so is any refused request of an offline engine's batch."""
     schedule = schedule_of(cell)
+    refuse = not cell.runs_in_engine
     if schedule is None:
-        return simulate(cost, requests, concurrency=concurrency, rate_per_s=cell.request_rate, core=core)
-    # requests that come apart meet an idle engine as they meet the simulator's: one that wakes it
-    # waits a moment for the rest of a burst
-    return simulate(cost, requests, concurrency=concurrency, core=core, arrivals_s=schedule.arrivals_s,
-                    slot_opens_s=schedule.slot_opens_s, gather_s=IDLE_GATHER_S, think_s=cell.think_time_s or 0.0)
+        trace = simulate(cost, requests, concurrency=concurrency, rate_per_s=cell.request_rate, core=core,
+                         refuse=refuse)
+    else:
+        # requests that come apart meet an idle engine as they meet the simulator's: one that wakes
+        # it waits a moment for the rest of a burst
+        trace = simulate(cost, requests, concurrency=concurrency, core=core, arrivals_s=schedule.arrivals_s,
+                         slot_opens_s=schedule.slot_opens_s, gather_s=IDLE_GATHER_S,
+                         think_s=cell.think_time_s or 0.0, refuse=refuse)
+    if len(trace.refused) == len(requests):
+        raise KvCapacityError(f"every request would be refused: {next(iter(trace.refused.values()))}")
+    return trace
 
 
 class Server:
@@ -348,17 +360,29 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
 
 
 def requests_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
+    """One row per request, as a run records it: a refused request is an HTTP 400 with the
+    simulator's error body, no first token and no output."""
     sent, first, done = trace.times_s(profile.coefficients)
     n = len(sent)
     to_ns = lambda s: np.round(s * 1e9).astype(np.int64)  # noqa: E731
+    ok = np.ones(n, dtype=bool)
+    ok[list(trace.refused)] = False
+    first_ns = pa.array(to_ns(first), mask=~ok)
+    answered = lambda values: pa.array(values, mask=~ok)  # noqa: E731
+    errors = [None] * n
+    for req, message in trace.refused.items():
+        errors[req] = f"HTTP 400: {ApiError(400, message).body().decode()}"
     return requests_from_columns({
         "cell_id": [cell.id] * n, "request_id": np.arange(n, dtype=np.uint64), "actor": ["predict"] * n,
         "node": ["virtual"] * n, "prompt_tokens": trace.prompt_tokens.astype(np.int32),
-        "server_prompt_tokens": trace.prompt_tokens.astype(np.int32),
-        "max_tokens": trace.output_tokens.astype(np.int32), "output_tokens": trace.output_tokens.astype(np.int32),
-        "cached_tokens": trace.cached_tokens.astype(np.int32), "t_scheduled_ns": to_ns(trace.due_s(profile.coefficients)),
-        "t_sent_ns": to_ns(sent), "t_first_ns": to_ns(first), "t_done_ns": to_ns(done),
-        "status": ["ok"] * n, "http_status": np.full(n, 200, dtype=np.int16), "error": [None] * n,
+        "server_prompt_tokens": answered(trace.prompt_tokens.astype(np.int32)),
+        "max_tokens": trace.output_tokens.astype(np.int32),
+        "output_tokens": answered(trace.output_tokens.astype(np.int32)),
+        "cached_tokens": answered(trace.cached_tokens.astype(np.int32)),
+        "t_scheduled_ns": to_ns(trace.due_s(profile.coefficients)),
+        "t_sent_ns": to_ns(sent), "t_first_ns": first_ns, "t_done_ns": to_ns(done),
+        "status": np.where(ok, RequestStatus.OK.value, RequestStatus.HTTP_ERROR.value).tolist(),
+        "http_status": np.where(ok, 200, 400).astype(np.int16), "error": errors,
     })
 
 
@@ -368,9 +392,10 @@ def chunks_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
     Enough for TTFT, TPOT, E2E and tokens per second; a prediction at every decode step would
     be millions of rows per cell and say nothing more about those metrics."""
     _, first, done = trace.times_s(profile.coefficients)
-    n = len(first)
-    ids = np.arange(n, dtype=np.uint64)
-    rest = np.maximum(trace.output_tokens - 1, 0).astype(np.int16)
+    ids = np.setdiff1d(np.arange(len(first)), np.fromiter(trace.refused, dtype=np.int64)).astype(np.uint64)
+    first, done = first[ids], done[ids]
+    n = len(ids)
+    rest = np.maximum(trace.output_tokens[ids] - 1, 0).astype(np.int16)
     to_ns = lambda s: np.round(s * 1e9).astype(np.int64)  # noqa: E731
     return pa.Table.from_pydict({
         "cell_id": [cell.id] * (3 * n), "request_id": np.concatenate([ids, ids, ids]),

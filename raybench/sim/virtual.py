@@ -22,12 +22,12 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from raybench.sim.costmodel import FEATURES, CostModel
-from raybench.sim.engine import EngineCore, StepResult
+from raybench.sim.engine import EngineCore, KvCapacityError, StepResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +76,9 @@ class Trace:
     # when each request was due: its arrival, or a later turn's answer before it plus the think
     # time (sent - due is the wait for a slot, the run's queue time); None: as sent
     due: np.ndarray | None = None
+    # requests the server refused (``simulate(refuse=True)``): why, as its 400 says; their rows
+    # hold the send time thrice, and they produced nothing
+    refused: dict[int, str] = field(default_factory=dict)
 
     def times_s(self, coefficients: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sent, first token, done) seconds of every request under these coefficients."""
@@ -113,8 +116,10 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
              rate_per_s: float = math.inf, tokens_per_chunk: int = 1,
              on_step: Callable[[StepResult], None] | None = None, core: EngineCore | None = None,
              arrivals_s: Sequence[float] | None = None, slot_opens_s: Sequence[float] | None = None,
-             gather_s: float = 0.0, think_s: float = 0.0) -> Trace:
-    """Run the closed loop to its end; raises KvCapacityError if one request can never fit.
+             gather_s: float = 0.0, think_s: float = 0.0, refuse: bool = False) -> Trace:
+    """Run the closed loop to its end; raises KvCapacityError if one request can never fit,
+    unless ``refuse``: then the server answers it at once with that error, as over HTTP, and
+    the closed loop goes on (its slot frees; a conversation's next turn follows it).
 
     Output lengths are forced (ignore_eos), as raybench's load generator forces them.
     ``arrivals_s``: each request's release in seconds from the start, as the run's schedule has
@@ -167,6 +172,7 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     first = np.zeros((n, width))
     done = np.zeros((n, width))
     cached = np.zeros(n, dtype=np.int64)
+    refused: dict[int, str] = {}
     coef = cost.coefficients
     now_s = 0.0
     steps = 0
@@ -184,26 +190,47 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
         return min(turn, release_s()) if in_flight < slots and next_req < n_starts else turn
 
     def send(req: int, release: float, t: float, freed_at: float, at_free: Sequence[float]) -> None:
+        nonlocal in_flight
         spec = requests[req]
-        core.add_request(req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
         if release <= freed_at:
             # as features, not seconds: the trace then holds under any profile's coefficients
             sent[req] = at_free
         else:  # it went out mid-step, at its release (the engine sees it at the step's end)
             sent[req] = cum
             sent[req, -1] -= t - release
+        try:
+            core.add_request(req, spec.prompt_tokens, spec.output_tokens, segments=spec.segments)
+        except KvCapacityError as err:
+            if not refuse:
+                raise
+            refused[req] = str(err)
+            first[req] = done[req] = sent[req]
+            if req in successor:  # the conversation goes on after the error, as the run's does
+                nxt = successor[req]
+                due[nxt] = sent[req]
+                due[nxt, -1] += think_s
+                heapq.heappush(ready, (max(release, freed_at) + think_s, nxt))
+            else:
+                in_flight -= 1
 
     def send_until(t: float, freed_at: float, at_free: Sequence[float]) -> None:
         """Send what has arrived by ``t``; a request is sent at its release or when a slot freed
-        (``freed_at``, when the features summed to ``at_free``)."""
+        (``freed_at``, when the features summed to ``at_free``). A refused request frees its
+        slot, or readies its conversation's next turn, at once: so round again until none goes."""
         nonlocal next_req, in_flight
-        while ready and ready[0][0] <= t:
-            release, req = heapq.heappop(ready)
-            send(req, release, t, freed_at, at_free)
-        while in_flight < slots and next_req < n_starts and release_s() <= t:
-            send(order[next_req], release_s(), t, freed_at, at_free)
-            next_req += 1
-            in_flight += 1
+        progress = True
+        while progress:
+            progress = False
+            while ready and ready[0][0] <= t:
+                release, req = heapq.heappop(ready)
+                send(req, release, t, freed_at, at_free)
+                progress = True
+            while in_flight < slots and next_req < n_starts and release_s() <= t:
+                req, release = order[next_req], release_s()
+                next_req += 1
+                in_flight += 1
+                send(req, release, t, freed_at, at_free)
+                progress = True
 
     def add(feats) -> float:
         for i, f in enumerate(feats):
@@ -262,7 +289,8 @@ def simulate(cost: CostModel, requests: Sequence[RequestSpec], *, concurrency: i
     return Trace(sent=sent, first=first, done=done, cached_tokens=cached,
                  prompt_tokens=np.array([r.prompt_tokens for r in requests]),
                  output_tokens=np.array([r.output_tokens for r in requests]), num_steps=steps,
-                 kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached, due=due)
+                 kv_limited=core.kv_limited, regimes=core.regimes(), start_cached_tokens=start_cached, due=due,
+                 refused=refused)
 
 
 def _chains(requests: Sequence[RequestSpec]) -> dict[int, int]:

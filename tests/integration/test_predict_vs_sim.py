@@ -113,13 +113,33 @@ async def test_conversations_on_a_caching_server_agree_with_predict_within_2_per
     assert await _worst_over_http(experiment, cell, predicted) < 0.02
 
 
-async def _worst_over_http(experiment, cell, predicted) -> float:
+async def test_turns_beyond_the_context_limit_are_refused_and_the_conversations_go_on(tmp_path):
+    """A server that refuses a conversation's last turn (beyond --max-model-len) answers it with
+    a 400 at once, and the run goes on: predict records the same refusals, and the rest agrees."""
+    backend = dataclasses.replace(seed.SEED_VLLM_H200_PREFIX, max_model_len=2000)
+    experiment = Experiment(name="chat", model=MODEL, backends=(backend,),
+                            hardware={"vllm-h200-prefix": Hardware(name="H200", count=8)}, warmup_requests=0,
+                            online=(Online(concurrency=(2,), input_len=900, output_len=12, num_prompts=4,
+                                           dataset="multiturn", num_turns=3, think_time_s=0.05),))
+    (cell,) = experiment.cells()
+    predicted = predict_cell(experiment, cell, load_profiles(), tmp_path / "cell")
+    requests = pl.read_parquet(tmp_path / "cell" / "requests.parquet").sort("request_id")
+    refused = requests.filter(pl.col("http_status") == 400)
+    assert refused["prompt_tokens"].to_list() == [2724] * 4  # every third turn: 2724 + 12 > 2000
+    assert refused["error"][0].startswith("HTTP 400: ") and "maximum context length is 2000" in refused["error"][0]
+    assert refused["t_first_ns"].null_count() == 4 and (refused["t_done_ns"] == refused["t_sent_ns"]).all()
+    assert (predicted["completed"], predicted["failed"]) == (8, 4)
+    assert await _worst_over_http(experiment, cell, predicted, completed=8) < 0.02
+
+
+async def _worst_over_http(experiment, cell, predicted, completed: int | None = None) -> float:
     """The cell over HTTP on a fresh simulator: the largest |measured / predicted - 1| of the best
-    of three tries (a shared machine may be late by a few ms a wave)."""
+    of three tries (a shared machine may be late by a few ms a wave). ``completed``: the requests
+    that must complete (default: all)."""
     worst = []
     for _ in range(3):
         async with SimServer(_sim_config(experiment)) as sim:
-            ratios = _ratios(await _run_cell(sim, cell, workload_for(cell)), predicted)
+            ratios = _ratios(await _run_cell(sim, cell, workload_for(cell), completed), predicted)
         print({k: round(v, 4) for k, v in ratios.items()})
         worst.append(max(abs(v - 1) for v in ratios.values()))
         if worst[-1] < 0.02:
@@ -141,7 +161,7 @@ async def _measured_over_predicted(experiment, cell, predicted) -> dict[str, flo
     return _ratios(measured, predicted)
 
 
-async def _run_cell(server, cell, workload) -> dict:
+async def _run_cell(server, cell, workload, completed: int | None = None) -> dict:
     client = ClientConfig(base_url=server.url, model=MODEL)
     n = workload.num_requests
     schedule = schedule_for(cell, workload)  # as the run releases them: all at once, or at the cell's rate
@@ -154,7 +174,8 @@ async def _run_cell(server, cell, workload) -> dict:
     requests_df = pl.from_arrow(pa.Table.from_batches([requests_batch(requests, cell.id, "a", "n", 0)]))
     chunks_df = pl.from_arrow(pa.Table.from_batches([chunks_batch(chunks, cell.id, 0)]))
     measured = summarize_cell(requests_df, chunks_df, target_concurrency=cell.concurrency)
-    assert measured["completed"] == n
+    assert measured["completed"] == (n if completed is None else completed)
+    assert measured["failed"] == n - measured["completed"]
     return measured
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from raybench.sim import OfflineEngine, SimConfig, costmodel
 from raybench.sim.engine import EngineCore, KvCapacityError
+from raybench.sim.features import defaults
 from raybench.sim.virtual import RequestSpec, closed_loop, simulate
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
@@ -174,6 +175,26 @@ def test_a_later_turn_waits_for_its_answer_and_a_think_time_on_its_session_s_slo
                    [turn, specs[1], dataclasses.replace(turn, after=0)]):  # 0 is followed already
         with pytest.raises(ValueError, match="expected an earlier request no other one follows"):
             simulate(cost, broken, concurrency=1)
+
+
+def test_a_refused_request_frees_its_slot_at_once_and_its_conversation_goes_on():
+    cost = _cost(model=LLAMA, gpu="H100", num_gpus=1,
+                 features=dataclasses.replace(defaults("vllm"), max_model_len=1000))
+    ok, long = RequestSpec(prompt_tokens=500, output_tokens=20), RequestSpec(prompt_tokens=990, output_tokens=20)
+    with pytest.raises(KvCapacityError, match="maximum context length is 1000"):
+        simulate(cost, [ok, long, ok], concurrency=1)
+    trace = simulate(cost, [ok, long, ok], concurrency=1, refuse=True)
+    sent, first, done = trace.times_s(cost.coefficients)
+    assert list(trace.refused) == [1] and "maximum context length is 1000" in trace.refused[1]
+    assert sent[1] == first[1] == done[1] == pytest.approx(done[0])
+    assert sent[2] == pytest.approx(done[0])  # the slot it held was free again at once
+    # a refused turn: the next one follows it after the think time, on the same slot
+    chat = [ok, dataclasses.replace(long, after=0), dataclasses.replace(ok, after=1), ok]
+    trace = simulate(cost, chat, concurrency=1, think_s=0.5, refuse=True)
+    sent, _, done = trace.times_s(cost.coefficients)
+    assert list(trace.refused) == [1]
+    assert sent[1] == pytest.approx(done[0] + 0.5) and sent[2] == pytest.approx(sent[1] + 0.5)
+    assert sent[3] == pytest.approx(done[2])
 
 
 @pytest.mark.parametrize("name", ["think_s", "gather_s"])
