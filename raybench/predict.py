@@ -204,14 +204,16 @@ def profile_for(plan: CellPlan, profiles: Mapping[str, EngineProfile], source: s
     return profile
 
 
-def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
+def requests_for(cell: Cell, *, kept_cache: bool = False, text_block: int | None = None) -> list[RequestSpec]:
     """The cell's requests as the engine core sees them: cacheable segments keyed by what draws
     their content, a shared prefix and a question. ``kept_cache``: the server's prefix cache holds
     what earlier cells sent (no reset between cells), so a random prompt is a segment too, and a
-    cell that sends an earlier cell's prompts again (the same seed) finds them, as over HTTP."""
+    cell that sends an earlier cell's prompts again (the same seed) finds them, as over HTTP.
+    ``text_block``: the words a block of a data set's prompt holds in the server's prefix cache
+    (``text_block_of``); None: the server keeps none."""
     n = cell.num_prompts or cell.batch_size or 1
     if cell.dataset_path is not None:  # a data set or a trace: its own prompt and output lengths
-        return file_requests(cell)
+        return file_requests(cell, text_block)
     if cell.dataset == "multiturn":
         return conversation_requests(cell)
     if cell.dataset == "prefix" and cell.prefix_len and cell.prompts_per_group:
@@ -224,6 +226,18 @@ def requests_for(cell: Cell, *, kept_cache: bool = False) -> list[RequestSpec]:
     return [RequestSpec(prompt_tokens=cell.input_len, output_tokens=cell.output_len)] * n
 
 
+#: the finest block a data set's prompt is keyed by: a radix cache matches to the token, but
+#: 16-word blocks keep a prompt to a few dozen segments and miss at most 15 tokens of a hit
+TEXT_BLOCK_WORDS = 16
+
+
+def text_block_of(features: EngineFeatures) -> int | None:
+    """The words a block of a data set's prompt holds in a server's prefix cache; None: no cache."""
+    if features.prefix_cache is PrefixCache.NONE:
+        return None
+    return max(features.block_tokens, TEXT_BLOCK_WORDS)
+
+
 @functools.lru_cache(maxsize=8)  # predict_run reads each file before it writes anything, then predicts from it
 def file_workload(cell: Cell) -> Workload:
     """The workload of a cell that replays a file, read as ``raybench run --simulate`` reads it with
@@ -232,14 +246,34 @@ def file_workload(cell: Cell) -> Workload:
     return workload_for(cell, tokenizer=WORD_TOKENIZER, text=False)
 
 
-def file_requests(cell: Cell) -> list[RequestSpec]:
+def file_requests(cell: Cell, text_block: int | None = None) -> list[RequestSpec]:
     """The requests of a cell that replays a file; outputs as the file or the cell's forced length says.
-    A trace's prompts are runs of its blocks, so a prefix cache finds what they share."""
+    A trace's prompts are runs of its blocks, so a prefix cache finds what they share; a data set's
+    prompts, with ``text_block``, runs of that many words keyed by every word up to their end, as
+    the simulator's server keys a text prompt, so prompts that begin alike (a template, a system
+    prompt, a prompt sent again) hit as they do over HTTP."""
     workload = file_workload(cell)
-    trace = workload if isinstance(workload, TraceWorkload) else None
-    return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens,
-                        segments=trace.segments(spec.request_id) if trace is not None else ())
-            for spec in workload.build(range(workload.num_requests))]
+    specs = workload.build(range(workload.num_requests))
+    if isinstance(workload, TraceWorkload):
+        segments = [workload.segments(spec.request_id) for spec in specs]
+    elif text_block is not None:
+        segments = [text_segments(spec.prompt_token_ids, text_block) for spec in specs]
+    else:
+        segments = [()] * len(specs)
+    return [RequestSpec(prompt_tokens=spec.prompt_tokens, output_tokens=spec.max_tokens, segments=seg)
+            for spec, seg in zip(specs, segments)]
+
+
+def text_segments(ids: np.ndarray, block: int) -> tuple[tuple[int, int], ...]:
+    """((key, words), ...) of a prompt's word ids, ``block`` at a time; a key chains every block
+    before it, so equal keys mean equal prefixes."""
+    ids = np.asarray(ids)
+    out, key = [], hash(("text", block))
+    for start in range(0, len(ids), block):
+        part = ids[start:start + block]
+        key = hash((key, part.tobytes()))
+        out.append((key, len(part)))
+    return tuple(out)
 
 
 def conversation_requests(cell: Cell) -> list[RequestSpec]:
@@ -300,13 +334,14 @@ class Server:
 
     def prompts_sent_before(self, cell: Cell, plan: CellPlan) -> PromptReuse | None:
         """What of the cell's first prompts earlier cells sent this server, as ``raybench run``
-        flags it (a server with a prefix cache that is not reset between cells); None for data sets
-        of text, whose ids depend on the tokenizer a run names."""
+        flags it (a server with a prefix cache that is not reset between cells); None on a server
+        that keeps no cache or resets it. A data set's prompts are compared as its words, where a run
+        compares its tokenizer's ids: equal texts are equal either way."""
         if plan != self._plan:  # a server that does not keep the earlier cells' cache
             self._sent.clear()
-        if not self.keeps_cache(plan) or cell.dataset not in ("random", "prefix", "multiturn", "trace"):
+        if not self.keeps_cache(plan):
             return None
-        workload = file_workload(cell) if cell.dataset == "trace" else workload_for(cell)
+        workload = file_workload(cell) if cell.dataset_path is not None else workload_for(cell)
         return self._sent.check_and_add(cell.id, prompt_sample(workload))
 
     def keeps_cache(self, plan: CellPlan) -> bool:
@@ -350,10 +385,13 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
     try:
         cost = costmodel.build(model, costmodel.GPUS[plan.gpu], plan.num_gpus, profile, plan.features)
         concurrency = (cell.concurrency if cell.mode is Mode.ONLINE else (cell.batch_size or cell.num_prompts)) or 1
+        # an offline engine's simulator keeps no prefix cache of text
+        text_block = None if cell.runs_in_engine else text_block_of(plan.features)
         if server is None or cell.runs_in_engine:
-            trace = simulate_requests(cell, cost, requests_for(cell), concurrency)
+            trace = simulate_requests(cell, cost, requests_for(cell, text_block=text_block), concurrency)
         else:
-            trace = server.run(cell, plan, cost, requests_for(cell, kept_cache=server.keeps_cache(plan)), concurrency)
+            requests = requests_for(cell, kept_cache=server.keeps_cache(plan), text_block=text_block)
+            trace = server.run(cell, plan, cost, requests, concurrency)
     except (SimConfigError, KvCapacityError) as err:
         raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
     return trace, profile, plan

@@ -31,6 +31,7 @@ from raybench.sim import SimConfig, SimServer
 from raybench.sim.profiles import load_profiles
 from raybench.warmup import warm_up
 from raybench.workloads import RandomWorkload, SharedPrefixWorkload
+from raybench.workloads.tokenizer import WORD_TOKENIZER
 
 MODEL = "deepseek-ai/DeepSeek-R1"
 
@@ -113,6 +114,29 @@ async def test_conversations_on_a_caching_server_agree_with_predict_within_2_per
     assert await _worst_over_http(experiment, cell, predicted) < 0.02
 
 
+async def test_a_data_set_whose_prompts_share_a_template_agrees_with_predict_within_2_percent(tmp_path):
+    """Custom prompts behind one 700-word template, one of them sent twice, on vLLM with prefix
+    caching: the server finds the template by the words of the text, and so must predict."""
+    template = " ".join(f"rule{i}" for i in range(700))
+    questions = [" ".join(f"q{j}w{i}" for i in range(100 + 7 * j)) for j in range(11)] + ["q3"]
+    records = [{"prompt": f"{template} {q}", "output_tokens": 12} for q in questions]
+    records[-1]["prompt"] = records[3]["prompt"]  # sent again whole
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    experiment = Experiment(name="template", model=MODEL, backends=(seed.SEED_VLLM_H200_PREFIX,),
+                            hardware={"vllm-h200-prefix": Hardware(name="H200", count=8)}, warmup_requests=0,
+                            online=(Online(concurrency=(4,), input_len=1, output_len=12, num_prompts=12,
+                                           dataset="custom", dataset_path=str(tmp_path / "prompts.jsonl")),))
+    (cell,) = experiment.cells()
+    predicted = predict_cell(experiment, cell, load_profiles(), tmp_path / "cell")
+    requests = pl.read_parquet(tmp_path / "cell" / "requests.parquet")
+    # the first three fill the first step's 2048-token budget and miss; the rest hit the template's
+    # ten whole 64-word blocks, and the prompt sent again its twelve
+    cached = sorted(requests["cached_tokens"].to_list())
+    assert cached == [0] * 3 + [640] * 8 + [768], cached
+    # as `raybench run --simulate` sends a data set: its text, counted in words
+    assert await _worst_over_http(experiment, cell, predicted, tokenizer=WORD_TOKENIZER) < 0.02
+
+
 async def test_turns_beyond_the_context_limit_are_refused_and_the_conversations_go_on(tmp_path):
     """A server that refuses a conversation's last turn (beyond --max-model-len) answers it with
     a 400 at once, and the run goes on: predict records the same refusals, and the rest agrees."""
@@ -132,14 +156,14 @@ async def test_turns_beyond_the_context_limit_are_refused_and_the_conversations_
     assert await _worst_over_http(experiment, cell, predicted, completed=8) < 0.02
 
 
-async def _worst_over_http(experiment, cell, predicted, completed: int | None = None) -> float:
+async def _worst_over_http(experiment, cell, predicted, completed: int | None = None, **prompt_params) -> float:
     """The cell over HTTP on a fresh simulator: the largest |measured / predicted - 1| of the best
     of three tries (a shared machine may be late by a few ms a wave). ``completed``: the requests
-    that must complete (default: all)."""
+    that must complete (default: all); ``prompt_params``: how the workload's prompts are made."""
     worst = []
     for _ in range(3):
         async with SimServer(_sim_config(experiment)) as sim:
-            ratios = _ratios(await _run_cell(sim, cell, workload_for(cell), completed), predicted)
+            ratios = _ratios(await _run_cell(sim, cell, workload_for(cell, **prompt_params), completed), predicted)
         print({k: round(v, 4) for k, v in ratios.items()})
         worst.append(max(abs(v - 1) for v in ratios.values()))
         if worst[-1] < 0.02:

@@ -565,3 +565,35 @@ def test_conversations_sent_again_hit_the_cache_and_are_flagged_as_a_run_flags_t
     # the same conversations again: the first cell left every prompt cached
     cold = predict_cell(experiment, cells[1], load_profiles(), tmp_path / "cold")
     assert second["mean_ttft_ms"] < 0.6 * cold["mean_ttft_ms"]
+
+
+def test_a_data_set_sent_again_hits_the_cache_and_is_flagged_as_a_run_flags_it(tmp_path):
+    prompts = [" ".join(f"p{j}w{i}" for i in range(300 + 20 * j)) for j in range(8)]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p, "output_tokens": 8}) + "\n"
+                                                    for p in prompts))
+    cell = "Online(concurrency=[{c}], input_len=1, output_len=8, num_prompts=8, dataset='custom', dataset_path={path!r})"
+    body = ("from raybench.backends import seed\n"
+            "from raybench.experiment import Experiment, Hardware, Online\n"
+            "experiment = Experiment(name='texts', model='deepseek-ai/DeepSeek-R1',\n"
+            "    backends=({backend},), hardware={{'{name}': Hardware(name='H200')}},\n"
+            "    online=({one}, {two}), warmup_requests=0)\n")
+    path = str(tmp_path / "prompts.jsonl")
+    summaries, ids = {}, {}
+    for backend, name in (("seed.SEED_VLLM_H200_PREFIX", "vllm-h200-prefix"), ("seed.SEED_SGLANG_H200", "sglang-h200")):
+        (tmp_path / "exp.py").write_text(body.format(backend=backend, name=name, one=cell.format(c=2, path=path),
+                                                     two=cell.format(c=4, path=path)))
+        experiment, cells = resolve(load_experiment(tmp_path / "exp.py"))
+        _, summaries[name] = predict_run(experiment, cells, tmp_path / name, report=False)
+        ids[name] = [c.id for c in cells]
+    first, second = summaries["vllm-h200-prefix"]
+    assert first["prompts_sent_before"] is None
+    # the run's share counts whole 16-token blocks of its sample: all but the prompts' last ones
+    assert second["prompts_sent_before"]["flagged"] and second["prompts_sent_before"]["share"] > 0.95
+    assert second["prompts_sent_before"]["cells"] == ids["vllm-h200-prefix"][:1]
+    (path,) = (tmp_path / "vllm-h200-prefix").glob(f"*/*/cells/{ids['vllm-h200-prefix'][1]}/requests.parquet")
+    requests = pl.read_parquet(path)
+    # every prompt's whole 64-word blocks come from the first cell, but for one token to compute
+    # (the 320-word prompt computes its last block again)
+    assert requests["cached_tokens"].to_list() == [(n - 1) // 64 * 64 for n in requests["prompt_tokens"].to_list()]
+    # SGLang's seed launch flushes its cache before each cell: nothing to flag, nothing cached
+    assert [s["prompts_sent_before"] for s in summaries["sglang-h200"]] == [None, None]
