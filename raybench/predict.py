@@ -397,6 +397,10 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
     return trace, profile, plan
 
 
+#: the most tokens one chunk row holds (CHUNKS_SCHEMA's n_tokens is an int16)
+CHUNK_TOKENS_MAX = int(np.iinfo(np.int16).max)
+
+
 def requests_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
     """One row per request, as a run records it: a refused request is an HTTP 400 with the
     simulator's error body, no first token and no output."""
@@ -428,19 +432,26 @@ def chunks_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
     """Per request its first token, the rest of its tokens at its end, and the end of its stream.
 
     Enough for TTFT, TPOT, E2E and tokens per second; a prediction at every decode step would
-    be millions of rows per cell and say nothing more about those metrics."""
+    be millions of rows per cell and say nothing more about those metrics. A chunk holds at most
+    CHUNK_TOKENS_MAX tokens (the schema's int16), so a longer rest is several chunks at its end."""
     _, first, done = trace.times_s(profile.coefficients)
-    ids = np.setdiff1d(np.arange(len(first)), np.fromiter(trace.refused, dtype=np.int64)).astype(np.uint64)
-    first, done = first[ids], done[ids]
-    n = len(ids)
-    rest = np.maximum(trace.output_tokens[ids] - 1, 0).astype(np.int16)
+    ids = np.setdiff1d(np.arange(len(first)), np.fromiter(trace.refused, dtype=np.int64))
+    rest = np.maximum(trace.output_tokens[ids] - 1, 0).astype(np.int64)
+    pieces = np.maximum(1, -(-rest // CHUNK_TOKENS_MAX))  # at least one, as for a one-token output
+    rows = pieces + 2
+    starts = np.cumsum(rows) - rows
+    seq = np.arange(int(rows.sum())) - np.repeat(starts, rows)
+    last = np.repeat(rows - 1, rows)
+    piece = seq - 1  # which part of the rest a middle row holds
+    rest_rows = np.repeat(rest, rows)
+    n_tokens = np.where(seq == 0, 1, np.where(seq == last, 0,
+                        np.minimum(CHUNK_TOKENS_MAX, rest_rows - piece * CHUNK_TOKENS_MAX)))
     to_ns = lambda s: np.round(s * 1e9).astype(np.int64)  # noqa: E731
+    t_ns = np.where(seq == 0, np.repeat(to_ns(first[ids]), rows), np.repeat(to_ns(done[ids]), rows))
     return pa.Table.from_pydict({
-        "cell_id": [cell.id] * (3 * n), "request_id": np.concatenate([ids, ids, ids]),
-        "seq": np.repeat(np.arange(3, dtype=np.int32), n),
-        "t_ns": np.concatenate([to_ns(first), to_ns(done), to_ns(done)]),
-        "n_tokens": np.concatenate([np.ones(n, dtype=np.int16), rest, np.zeros(n, dtype=np.int16)]),
-        "kind": ["token"] * n + ["token"] * n + ["done"] * n,
+        "cell_id": [cell.id] * len(seq), "request_id": np.repeat(ids, rows).astype(np.uint64),
+        "seq": seq.astype(np.int32), "t_ns": t_ns, "n_tokens": n_tokens.astype(np.int16),
+        "kind": np.where(seq == last, "done", "token").tolist(),
     }, schema=CHUNKS_SCHEMA)
 
 
@@ -464,7 +475,11 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
         from raybench.store.cells import read_cell
 
         requests, chunks = read_cell(cell_dir)
-        summary = summarize_cell(requests, chunks, compat=experiment.compat, target_concurrency=cell.concurrency)
+        # as the run summarises it (forced lengths: the engine model makes every output its max_tokens)
+        summary = summarize_cell(requests, chunks, compat=experiment.compat, target_concurrency=cell.concurrency,
+                                 request_rate_per_s=None if math.isinf(cell.request_rate) else cell.request_rate,
+                                 burstiness=cell.burstiness, goodput_slos_ms=experiment.goodput_slos_ms or None,
+                                 forced_output_len=True)
         # two token chunks per request: the gap between them is no inter-chunk latency anyone saw
         summary.update({k: None for k in summary if "itl" in k and "per_token" not in k})
     # every planned request is a row of the prediction: judged like a measured cell, so resume,

@@ -163,7 +163,7 @@ class EngineCore(FastForward):
             raise KvCapacityError(
                 f"prompt_tokens + max_tokens = {total} takes up to {need} KV tokens (whole "
                 f"{self.features.block_tokens}-token blocks, the admission's reserve and free margin, "
-                f"a re-admission after a preemption), which exceeds the KV capacity of {capacity} tokens")
+                f"a prompt held in the prefix cache, a re-admission after a preemption), which exceeds the KV capacity of {capacity} tokens")
         rank = self._arrivals % self.features.dp_attention  # DP attention: round robin over ranks
         self._arrivals += 1
         self._waiting.append(_Request(req_id, prompt_tokens, target, max_tokens, tuple(segments), rank,
@@ -283,7 +283,13 @@ class EngineCore(FastForward):
                 open_ranks -= 1
                 continue
             if not self._admit(head, hit):
-                break
+                # alone on an idle engine, a request whose hit pins more than the pool can spare
+                # beside it (the cached segment is held whole, its tail too) goes in as a miss,
+                # its segments evictable, rather than wait for room that never comes
+                if not (hit and not self._running and self._admit(head, 0)):
+                    break
+                hit, left = 0, head.prefill_target
+                alone = not chunked and left > whole and rank_budget == whole
             chunk = left if alone else min(left, rank_budget)
             out.append((head, chunk))
             budgets[head.rank] -= chunk
@@ -502,6 +508,10 @@ class EngineCore(FastForward):
         its end. ``add_request`` refuses what exceeds the pool, so every request runs at last."""
         probe = _Request(-1, prompt_tokens, max_tokens, max_tokens, (), 0)
         needs = [self._blocks(prompt_tokens + max_tokens)]
+        if self._cache.enabled:
+            # a prompt in the prefix cache is held there to the token, and the outputs in whole
+            # blocks of their own after it
+            needs.append(prompt_tokens + self._blocks(max_tokens))
         preemptible = self.features.preemption is not Preemption.NONE
         for generated in (0, max_tokens - 1) if preemptible else (0,):
             probe.generated, probe.prefill_target = generated, prompt_tokens + generated
@@ -512,7 +522,10 @@ class EngineCore(FastForward):
         charge, need = self._admission(req, hit)
         # the hit's segments are pinned before room is made, or freeing it could evict them
         pinned = self._cache.pin_hits(req.rank, req.segments, hit)
-        if need > self._free(need):
+        # a request that will not fit evicts nothing: vLLM and SGLang check first, and evict what
+        # they allocate in place of
+        free = self.cost.kv_capacity_tokens - self._kv_used - self._reserved
+        if need > free + self._cache.evictable() or need > self._free(need):
             self._cache.unpin(req.rank, pinned)
             self.kv_limited = True
             return False

@@ -119,10 +119,13 @@ class FastForward:
         bt = self.features.block_tokens
         if free >= len(reqs) * (upper * k + bt):  # a request grows by fewer tokens than that
             return upper
-        slack = np.fromiter((r.charge - r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
+        private = np.fromiter((r.private_kv for r in reqs), dtype=np.int64, count=len(reqs))
+        charge = np.fromiter((r.charge for r in reqs), dtype=np.int64, count=len(reqs))
 
-        def growth(steps: int) -> int:  # whole blocks beyond what each request holds
-            return int((np.maximum(-((slack - steps * k) // bt), 0) * bt).sum())
+        def growth(steps: int) -> int:
+            # as _grow: a request that outgrows its charge holds whole blocks of its own KV, and a
+            # charge need not be whole blocks (what its prefill moved into the prefix cache left it)
+            return int(np.maximum(-(-(private + steps * k) // bt) * bt - charge, 0).sum())
 
         if growth(upper) <= free:
             return upper

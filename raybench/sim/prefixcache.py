@@ -29,6 +29,7 @@ class PrefixStore:
         self.ranks = ranks
         self._entries: OrderedDict = OrderedDict()  # (rank, key) -> [tokens, pins], least recently used first
         self.tokens = 0
+        self._unpinned = 0  # tokens of entries no request pins: what evict() may free
 
     @property
     def enabled(self) -> bool:
@@ -59,6 +60,8 @@ class PrefixStore:
             entry = self._entries.get((rank, key))
             if covered >= hit or entry is None:
                 break
+            if not entry[1]:
+                self._unpinned -= entry[0]
             entry[1] += 1
             self._entries.move_to_end((rank, key))
             keys.append(key)
@@ -81,17 +84,23 @@ class PrefixStore:
 
     def extend(self, rank: int, key: object, tokens: int) -> None:
         """A segment cached in part: its prefill has computed ``tokens`` more of it."""
-        self._entries[rank, key][0] += tokens
+        entry = self._entries[rank, key]
+        entry[0] += tokens
         self.tokens += tokens
+        if not entry[1]:
+            self._unpinned += tokens
 
     def unpin(self, rank: int, keys: Sequence) -> None:
         for key in keys:
             entry = self._entries.get((rank, key))
             if entry is not None:
                 entry[1] -= 1
+                if not entry[1]:
+                    self._unpinned += entry[0]
 
     def evictable(self) -> int:
-        return sum(e[0] for e in self._entries.values() if e[1] == 0)
+        """Tokens of cached segments no running request reads: what eviction could free."""
+        return self._unpinned
 
     def evict(self, need: int) -> int:
         """Evict unpinned segments, least recently used first, until ``need`` tokens are freed."""
@@ -101,4 +110,5 @@ class PrefixStore:
             if freed >= need:
                 break
         self.tokens -= freed
+        self._unpinned -= freed
         return freed

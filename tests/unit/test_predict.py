@@ -534,10 +534,14 @@ def test_a_trace_is_predicted_at_its_own_times_and_a_rate_by_the_run_s_arrival_p
             f"    online=(Online(concurrency=[64], input_len=3200, output_len=800, num_prompts=6, dataset='trace',\n"
             f"                   dataset_path={str(tmp_path / 'trace.jsonl')!r}, time_scale=2.0),\n"
             "            Online(concurrency=[64], input_len=600, output_len=8, num_prompts=40, request_rate=5.0,\n"
-            "                   burstiness=0.5)))\n")
+            "                   burstiness=0.5)), goodput_slos_ms={'ttft': 500.0})\n")
     (tmp_path / "exp.py").write_text(body)
     experiment, cells = resolve(load_experiment(tmp_path / "exp.py"))
-    run_dir, _ = predict_run(experiment, cells, tmp_path / "out", report=False)
+    run_dir, summaries = predict_run(experiment, cells, tmp_path / "out", report=False)
+    # the summary says what the run's would: the rate and burstiness it was sent at, goodput by the SLOs
+    assert (summaries[1]["request_rate_per_s"], summaries[1]["burstiness"]) == (5.0, 0.5)
+    assert summaries[0]["request_rate_per_s"] is None and summaries[0]["request_rate"] == "inf"
+    assert 0 < summaries[1]["request_goodput"] <= summaries[1]["request_throughput"]
     trace_cell, rate_cell = cells
     sent = pl.read_parquet(run_dir.cell_dir(trace_cell.id) / "requests.parquet").sort("request_id")["t_sent_ns"]
     # each request goes at its time (twice the trace's, time_scale 2), none waits for a slot
@@ -597,3 +601,19 @@ def test_a_data_set_sent_again_hits_the_cache_and_is_flagged_as_a_run_flags_it(t
     assert requests["cached_tokens"].to_list() == [(n - 1) // 64 * 64 for n in requests["prompt_tokens"].to_list()]
     # SGLang's seed launch flushes its cache before each cell: nothing to flag, nothing cached
     assert [s["prompts_sent_before"] for s in summaries["sglang-h200"]] == [None, None]
+
+
+def test_an_output_longer_than_a_chunk_can_count_is_several_chunks_and_summarises_right(tmp_path):
+    backend = seed.SEED_SGLANG_H200
+    experiment = Experiment(name="long", model="deepseek-ai/DeepSeek-R1", backends=(backend,),
+                            hardware={backend.name: Hardware(name="H200", count=8)}, warmup_requests=0,
+                            online=(Online(concurrency=(2,), input_len=1000, output_len=70000, num_prompts=3),))
+    (cell,) = experiment.cells()
+    summary = predict_cell(experiment, cell, load_profiles(), tmp_path / "cell")
+    chunks = pl.read_parquet(tmp_path / "cell" / "chunks.parquet")
+    per_request = chunks.group_by("request_id").agg(pl.col("n_tokens").sum(), pl.len(), pl.col("seq").max())
+    # 1 + 32767 + 32767 + 4465 tokens in four chunks, then the stream's end
+    assert per_request["n_tokens"].to_list() == [70000] * 3 and per_request["len"].to_list() == [5] * 3
+    assert per_request["seq"].to_list() == [4] * 3 and (chunks["n_tokens"] >= 0).all()
+    assert summary["total_output_tokens"] == 3 * 70000
+    assert summary["mean_tpot_ms"] == pytest.approx((summary["mean_e2el_ms"] - summary["mean_ttft_ms"]) / 69999, rel=1e-6)

@@ -152,6 +152,70 @@ def test_a_block_hash_hit_pins_the_prefix_it_reads_so_a_full_pool_evicts_somethi
     assert firsts[2] == 0 and firsts[3] == 1984  # request 1 still reads the prefix: question 0 was evicted
 
 
+def test_a_request_that_does_not_fit_yet_waits_without_evicting_the_cache():
+    core = _core(kv=7000, policy=Policy.MIXED, chunked_prefill=True, prefill_tokens_per_step=4096,
+                 prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=16)
+    system = (("system", 0), 1000)
+    core.add_request(0, 1000, 4, segments=(system,))
+    _drain(core)  # the system prompt stays cached, unused
+    core.add_request(1, 3000, 400)
+    core.step()
+    # 4000 + the watermark exceed the free KV and the cache together: it waits, and evicting the
+    # cache would not have let it in
+    core.add_request(2, 4000, 4)
+    for _ in range(5):
+        core.step()
+    assert core.num_waiting == 1 and core.prefix_cache.tokens == 1000
+    core.add_request(3, 1200, 4, segments=(system, (("question", 3), 200)))
+    firsts = {e.req_id: e.cached_tokens for s in _drain(core) for e in s.emissions if e.total_tokens == e.new_tokens}
+    assert firsts == {2: 0, 3: 992}  # once 1 is done, 2 fits beside the cache, and 3 finds it
+
+
+def test_fast_forward_grows_kv_by_whole_blocks_after_a_prompt_went_into_the_cache():
+    """A prompt that moved into the prefix cache leaves its request a charge of part of a block;
+    a decode span must grow it as a step does, or the span overfills the pool and skips a preemption."""
+    def run(fast: bool) -> tuple:
+        core = _core(kv=908, prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=64, async_output=False,
+                     prefill_tokens_per_step=4096)
+        core.add_request(0, 600, 150)
+        core.add_request(1, 100, 80, segments=((("doc", 0), 100),))
+        total_s, peak, preempted = 0.0, 0, 0
+        while core.has_work():
+            span = core.fast_forward_decode() if fast else None
+            if span is None:
+                step = core.step()
+                total_s, preempted = total_s + step.duration_s, preempted + len(step.preempted)
+            else:
+                total_s += span.duration_s
+            peak = max(peak, core.kv_used_tokens)
+        return peak, preempted, total_s
+    stepped, fast = run(False), run(True)
+    assert stepped[0] <= 908 and stepped[1] == 1
+    assert fast[:2] == stepped[:2] and fast[2] == pytest.approx(stepped[2], rel=1e-9)
+
+
+@pytest.mark.parametrize("preemption", [Preemption.NONE, Preemption.RECOMPUTE])
+def test_every_request_a_caching_engine_accepts_runs_to_its_end(preemption):
+    def core(kv: int, block: int) -> EngineCore:
+        return _core(kv=kv, prefix_cache=PrefixCache.BLOCK_HASH, block_tokens=block, async_output=False,
+                     prefill_tokens_per_step=4096, preemption=preemption)
+    doc = lambda n: ((("doc", n), n),)  # noqa: E731
+    # a cached prompt is held to the token and the outputs take blocks of their own after it:
+    # 499 + two 64-token blocks would not fit 600, and the request is refused, not left to stall
+    with pytest.raises(KvCapacityError, match="a prompt held in the prefix cache"):
+        core(600, 64).add_request(0, 499, 67, segments=doc(499))
+    lone = core(600, 64)
+    lone.add_request(0, 499, 40, segments=doc(499))
+    _drain(lone)
+    # the second prompt's hit pins the first one's cached segment, and beside it there is no room:
+    # alone on the idle engine it goes in as a miss
+    pair = core(427, 16)
+    pair.add_request(0, 400, 10, segments=doc(400))
+    pair.add_request(1, 400, 13, segments=doc(400))
+    done = {e.req_id for s in _drain(pair) for e in s.emissions if e.finished}
+    assert done == {0, 1}
+
+
 def test_evicting_a_cached_prompt_marks_the_run_as_shaped_by_the_kv_pool():
     for kv, evicts in ((5000, True), (100_000, False)):
         core = _core(kv=kv, prefix_cache=PrefixCache.BLOCK_HASH)
