@@ -466,12 +466,19 @@ def fit_groups(fits: Sequence[PairFit]) -> dict[str, list[RowError]]:
 
 
 def check_out(out: Path, references: Sequence[str]) -> None:
-    """ConfigError where ``--out`` would overwrite a measured input: a ``--reference`` file, or a
-    file inside a ``--reference`` run directory. Checked before the fit, which reads them."""
+    """ConfigError where ``--out`` would overwrite a measured input (a ``--reference`` file, the
+    bundled published results, or a file inside a ``--reference`` run directory) or any file that
+    is not a profiles file, or names no file at all. Checked before the fit, which reads them."""
+    from raybench.report.sources import published_csv
+    from raybench.sim.config import SimConfigError
+    from raybench.sim.profiles import load_profiles
+
+    if not out.name or out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is no file name: give the profiles file to write, e.g. profiles.json")
     target = out.resolve()
     for source in references:
-        path = Path(source)
-        if source == "published" or not path.exists():
+        path = published_csv() if source == "published" else Path(source)
+        if not path.exists():
             continue
         ref = path.resolve()
         same = target == ref or (out.is_file() and path.is_file() and os.path.samefile(out, path))  # hard links
@@ -479,6 +486,12 @@ def check_out(out: Path, references: Sequence[str]) -> None:
             what = "is" if same else "is a file of"
             raise ConfigError(f"--out {out} {what} --reference {source}: writing the profiles there would replace "
                               "measured results; give another --out file")
+    if out.exists():
+        try:
+            load_profiles(out)
+        except SimConfigError:
+            raise ConfigError(f"--out {out} exists and is not a profiles file: writing there would replace it; give "
+                              "another --out file, or remove it first") from None
 
 
 def write_profiles(fits: Sequence[PairFit], out: Path) -> None:

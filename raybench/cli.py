@@ -645,7 +645,9 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
     if reference:
         from raybench.calibration import load_reference
 
-        reference_frame = load_reference(reference, report=lambda line: click.echo(line, err=True))
+        # a prediction against a prediction would print an error table of nothing measured
+        reference_frame = load_reference(reference, report=lambda line: click.echo(line, err=True),
+                                         measured_only=True)
     run_dir, summaries = predict_run(experiment, cells, out, profiles_path=profiles, report=write_report)
     click.echo(f"predicted {len(cells)} cells in {time.perf_counter() - t0:.1f} s (virtual time; every number "
                "is a prediction)", err=True)

@@ -230,10 +230,16 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
 def load_reference_csv(path: Path, *, run: str | None = None) -> pl.DataFrame:
     """dstack's tidy results (the columns of reference/README.md) as a report frame."""
     # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would glue onto "mode"
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        records = list(reader)
-        columns = reader.fieldnames or []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            records = list(reader)
+            columns = reader.fieldnames or []
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}): save the results as a "
+                          "UTF-8 CSV") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     needed = {"mode", "hardware", "backend", "output_len", "total_throughput_tok_s"}
     if not needed <= set(columns):
         raise ConfigError(f"{path} lacks the columns {sorted(needed - set(columns))} of dstack's tidy results "

@@ -282,8 +282,9 @@ def test_calibrate_on_a_raybench_run_fits_each_backend_s_own_engine(raybench_run
 
 
 def test_predict_against_a_raybench_run_matches_its_cells_by_engine(raybench_run, tmp_path):
+    run_dir = as_measured(raybench_run, tmp_path / "run")
     result = CliRunner().invoke(main, ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), *RUN_CELLS,
-                                       "--reference", raybench_run, "--out", str(tmp_path), "--no-report"])
+                                       "--reference", str(run_dir), "--out", str(tmp_path), "--no-report"])
     assert result.exit_code == 0, result.stderr
     # the same cells predicted twice: every one matched, and nothing differs
     (total,) = [line for line in result.stdout.splitlines() if line.startswith("ALL ")]
@@ -617,3 +618,42 @@ def test_an_output_longer_than_a_chunk_can_count_is_several_chunks_and_summarise
     assert per_request["seq"].to_list() == [4] * 3 and (chunks["n_tokens"] >= 0).all()
     assert summary["total_output_tokens"] == 3 * 70000
     assert summary["mean_tpot_ms"] == pytest.approx((summary["mean_e2el_ms"] - summary["mean_ttft_ms"]) / 69999, rel=1e-6)
+
+
+def test_calibrate_out_never_replaces_results_or_a_file_that_is_no_profiles_file(tmp_path, monkeypatch):
+    from raybench.report import sources
+
+    published = tmp_path / "published.csv"
+    shutil.copy(sources.published_csv(), published)
+    monkeypatch.setattr(sources, "published_csv", lambda: published)
+    keep = tmp_path / "keep.json"
+    keep.write_text('{"keep": 1}')
+    for out, expected in ((published, "is --reference published"), (keep, "exists and is not a profiles file"),
+                          ("", "is no file name")):
+        result = CliRunner().invoke(main, ["calibrate", "--reference", "published", "--only", "backend=vllm,"
+                                           "hardware=MI300X,output_len=800", "--out", str(out)])
+        assert result.exit_code != 0 and expected in result.stderr, (out, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert published.read_bytes() == sources.published_csv().read_bytes() and keep.read_text() == '{"keep": 1}'
+    assert pl.read_csv(published).height == 117
+
+
+def test_a_reference_that_is_no_utf8_text_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("mode,hardware,backend,output_len,total_throughput_tok_s\nonline,H200,vllm né,800,1\n"
+                    .encode("latin-1"))
+    for args in (["calibrate", "--reference", str(bad), "--out", str(tmp_path / "p.json")],
+                 ["report", str(bad), "--out", str(tmp_path / "r")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0 and "is not UTF-8 text" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_predict_refuses_a_prediction_as_its_reference(tmp_path):
+    args = ["predict", str(ROOT / "experiments" / "deepseek_r1.py"), "--only", "backend=vllm-h200,concurrency=4",
+            "--no-report"]
+    first = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.stderr
+    run_dir = first.stdout.strip().splitlines()[-1]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--reference", run_dir])
+    assert result.exit_code != 0 and "not measurements" in result.stderr, result.stderr
