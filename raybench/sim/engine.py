@@ -163,7 +163,8 @@ class EngineCore(FastForward):
             raise KvCapacityError(
                 f"prompt_tokens + max_tokens = {total} takes up to {need} KV tokens (whole "
                 f"{self.features.block_tokens}-token blocks, the admission's reserve and free margin, "
-                f"a prompt held in the prefix cache, a re-admission after a preemption), which exceeds the KV capacity of {capacity} tokens")
+                "a prompt held in the prefix cache, a re-admission after a preemption), which exceeds the KV "
+                f"capacity of {capacity} tokens")
         rank = self._arrivals % self.features.dp_attention  # DP attention: round robin over ranks
         self._arrivals += 1
         self._waiting.append(_Request(req_id, prompt_tokens, target, max_tokens, tuple(segments), rank,
