@@ -23,10 +23,10 @@ import raybench
 from raybench.errors import ConfigError, StorageError
 from raybench.report import html as h
 from raybench.report.charts import CHARTS, ChartDef
-from raybench.report.drilldown import FlagLevel, cell_drilldown, cell_flags, drilldown_data
+from raybench.report.drilldown import DrillData, FlagLevel, cell_drilldown, cell_flags, drilldown_data
 from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
-from raybench.report.sources import read_source
+from raybench.report.sources import read_source, rerun_advice
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.rundir import safe_name, tmp_path
 
@@ -214,8 +214,6 @@ def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle,
     Returns the section, each cell's badge (for the summary table) and the drill-down specs by
     cell id (for charts/cells/). A cell whose rows cannot be read gets a line in ``warnings``.
     """
-    from raybench.store.cells import read_cell
-
     parts, badges, specs, embedded = [], {}, {}, {}
     for row in frame.iter_rows(named=True):
         cell_id = row["cell_id"]
@@ -225,23 +223,13 @@ def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle,
         worst = min((f.level for f in flags), key=list(FlagLevel).index)
         badges[cell_id] = f'<span class="badge {worst.value}">{worst.value}</span>'
         text = "".join(f'<p class="flag {f.level.value}">{f.level.value}: {h.esc(f.text)}</p>' for f in flags)
-        data, unreadable = None, None
-        if (cell_dir / "requests.parquet").is_file() and (cell_dir / "chunks.parquet").is_file():
-            try:
-                requests, chunks = read_cell(cell_dir)
-            except Exception as err:  # noqa: BLE001 -- polars, pyarrow and the OS each raise their own
-                # the summary was computed before the damage: its numbers stand, only the drill-down is lost
-                unreadable = (f"cell {cell_id}: its rows in {cell_dir} are unreadable ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); no drill-down is drawn, its "
-                              "summary's numbers stand; restore requests.parquet and chunks.parquet from a copy "
-                              "to draw it")
-                warnings.append(unreadable)
-            else:
-                data = drilldown_data(requests, chunks, summary) if requests.height else None
-        if unreadable is not None:
-            chart = f'<p class="flag warning">{h.esc(unreadable)}</p>'
+        data, lost = _drill_data(path, cell_id, summary)
+        if lost is not None:
+            warnings.append(lost)
+            chart = f'<p class="flag warning">{h.esc(lost)}</p>'
         elif data is None:
-            chart = '<p class="skipped">no streamed chunks in this cell (offline engine mode: one batched generate)</p>'
+            why = "offline engine mode: one batched generate" if _in_engine(summary) else "no request streamed a token"
+            chart = f'<p class="skipped">no streamed chunks in this cell ({why})</p>'
         else:
             block = h.ChartBlock(
                 id=f"cell-{safe_name(cell_id)}",
@@ -257,6 +245,41 @@ def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle,
         parts.append(f"<details{opened}><summary>{h.esc(cell_id)}{badges[cell_id]}</summary>{text}{chart}</details>")
     section = h.Section(id="cells", title="Cells (drill-down)", body="".join(parts), embedded=embedded)
     return section, badges, specs
+
+
+def _drill_data(run_dir: Path, cell_id: str, summary: Mapping[str, Any]) -> tuple[DrillData | None, str | None]:
+    """A cell's drill-down data (None where it streamed nothing), or the line that says why its rows are lost.
+
+    The summary was computed before the rows went missing or were damaged: its numbers stand,
+    only the drill-down is lost.
+    """
+    from raybench.store.cells import read_cell
+
+    cell_dir = run_dir / "cells" / safe_name(cell_id)
+    # every cell writes both tables, an in-process engine's too (its chunks table is empty)
+    missing = [name for name in ("requests.parquet", "chunks.parquet") if not (cell_dir / name).is_file()]
+    if missing:
+        files = " and ".join(missing)
+        return None, (f"cell {cell_id}: {files} {'is' if len(missing) == 1 else 'are'} missing from {cell_dir}, so "
+                      "no drill-down is drawn; its summary's numbers stand; the run dir is incomplete (copied in "
+                      f"part?): restore {files} from a copy of the run, or rename its summary.json to measure the "
+                      f"cell again: {rerun_advice(run_dir)}")
+    try:
+        requests, chunks = read_cell(cell_dir)
+    except Exception as err:  # noqa: BLE001 -- polars, pyarrow and the OS each raise their own
+        return None, (f"cell {cell_id}: its rows in {cell_dir} are unreadable ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); no drill-down is drawn, its "
+                      "summary's numbers stand; restore requests.parquet and chunks.parquet from a copy "
+                      "to draw it")
+    return (drilldown_data(requests, chunks, summary) if requests.height else None), None
+
+
+def _in_engine(summary: Mapping[str, Any]) -> bool:
+    """An offline cell of an in-process engine: one batched generate, which streams no chunk."""
+    cell = summary.get("cell")
+    if isinstance(cell, dict) and cell.get("offline_method"):
+        return cell["offline_method"] == "engine"
+    return "elapsed_s" in summary and "duration_s" not in summary  # as raybench_row tells such a summary apart
 
 
 def is_run_dir(path: Path) -> bool:

@@ -72,14 +72,14 @@ def load_source(source: str | Path, *, run: str | None = None) -> pl.DataFrame:
 def read_source(source: str | Path, *, run: str | None = None) -> SourceRows:
     """``load_source``'s frame with the rows to leave out of charts, comparisons and fits."""
     if str(source) == PUBLISHED:
-        return SourceRows(frame=load_reference_csv(published_csv(), run=run or PUBLISHED_RUN))
+        return read_reference_csv(published_csv(), run=run or PUBLISHED_RUN)
     path = Path(source)
     if path.is_dir():
         return read_run_dir(path, run=run)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: give a run directory, a results file, or {PUBLISHED!r}")
     if path.suffix.lower() == ".csv":
-        return SourceRows(frame=load_reference_csv(path, run=run))
+        return read_reference_csv(path, run=run)
     if path.suffix.lower() in (".json", ".jsonl"):
         return read_results_file(path, run=run)
     raise ConfigError.invalid(
@@ -100,9 +100,9 @@ def read_run_dir(path: Path, *, run: str | None = None) -> SourceRows:
         raise ConfigError(f"{path} has no cells/*/summary.json: is it a raybench run directory?")
     name = run or run_name(path)
     order = _plan_order(path)
-    summaries = [_cell_summary(f) for f in files]
-    summaries.sort(key=lambda s: order.get(s.get("cell_id"), len(order)))
-    frame = report_frame([raybench_row(s, run=name) for s in summaries])
+    cells = [_cell_row(f, run=name) for f in files]
+    cells.sort(key=lambda c: order.get(c[0].get("cell_id"), len(order)))
+    frame = report_frame([row for _, row in cells])
     # every summary is a readable object by now, which is what cell_outcomes needs
     return SourceRows(frame=frame, left_out={**unfinished_cells(path), **_cells_without_summary(path)})
 
@@ -119,11 +119,11 @@ def _cells_without_summary(path: Path) -> dict[str, str]:
         if rows:
             out[cell_dir.name] = (f"cell {cell_dir.name}: no summary.json beside {', '.join(rows)} (the run stopped "
                                   "before writing it, or it was removed), so nothing says the cell completed; "
-                                  f"{_resume_keeps(path)}")
+                                  f"{rerun_advice(path)}")
     return out
 
 
-def _resume_keeps(run_dir: Path) -> str:
+def rerun_advice(run_dir: Path) -> str:
     # resuming keeps a cell's earlier files: the runner moves them to attempts/<n>/ before it runs the cell again
     return (f"`raybench run <experiment file> --resume --run-dir {run_dir}` measures it again and keeps "
             "the cell's present files under its attempts/")
@@ -150,10 +150,23 @@ def run_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
-def _cell_summary(path: Path) -> dict[str, Any]:
+def _way_out(path: Path) -> str:
     # the cell's rows beside a damaged summary are intact: the way out must not delete them
-    way_out = (f"restore it from a copy, or rename it (the cell then counts as not run) and resume the run: "
-               f"{_resume_keeps(path.parent.parent.parent)}")
+    return (f"restore it from a copy, or rename it (the cell then counts as not run) and resume the run: "
+            f"{rerun_advice(path.parent.parent.parent)}")
+
+
+def _cell_row(path: Path, *, run: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A cell's summary.json and its report row; ConfigError naming the file and the field that is damaged."""
+    summary = _cell_summary(path)
+    try:
+        return summary, raybench_row(summary, run=run)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}; correct the value, or {_way_out(path)}") from None
+
+
+def _cell_summary(path: Path) -> dict[str, Any]:
+    way_out = _way_out(path)
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -176,70 +189,119 @@ def _plan_order(path: Path) -> dict[str, int]:
 
 
 def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
-    """One raybench cell summary (summary.json) as a report row."""
+    """One raybench cell summary (summary.json) as a report row.
+
+    ConfigError naming the field where a value is one raybench never writes (text or NaN for a
+    number, a negative time or count): the caller names the file.
+    """
     cell = summary.get("cell") or {}
-    mode = cell.get("mode") or summary.get("mode") or CellMode.ONLINE.value
+    if not isinstance(cell, Mapping):
+        raise ConfigError(f"cell={cell!r} is not the cell's settings (a JSON object)")
+    mode = _summary_text(cell, "mode", "cell.") or _summary_text(summary, "mode") or CellMode.ONLINE.value
+    if mode not in {m.value for m in CellMode}:
+        raise ConfigError.unknown("mode", mode, [m.value for m in CellMode])
     hardware = hardware_name(cell.get("hardware") or summary.get("hardware"))
-    prefix_len = int(cell.get("prefix_len") or 0)
+    num = _summary_number
+
+    def setting(key: str, *fallbacks: str) -> int | None:
+        # a cell's settings, or the summary's own record of them (an older summary has no "cell")
+        value = num(cell, key, where="cell.", whole=True)
+        for fallback in fallbacks:
+            value = value or num(summary, fallback, whole=True)
+        return value
+
+    prefix_len = setting("prefix_len") or 0
     row: dict[str, Any] = {
         "run": run,
         "source": SourceKind.RAYBENCH.value,
         "cell_id": summary.get("cell_id") or cell.get("id"),
-        "backend": cell.get("backend") or summary.get("backend") or "unknown",
-        "engine": cell.get("engine"),
+        "backend": _summary_text(cell, "backend", "cell.") or _summary_text(summary, "backend") or "unknown",
+        "engine": _summary_text(cell, "engine", "cell."),
         "hardware": hardware,
         "mode": mode,
-        "concurrency": cell.get("concurrency"),
-        "batch_size": cell.get("batch_size"),
-        "num_prompts": cell.get("num_prompts") or summary.get("num_prompts") or summary.get("num_requests"),
-        "input_len": cell.get("input_len") or summary.get("nominal_input_len"),
-        "output_len": cell.get("output_len") or summary.get("nominal_output_len"),
+        "concurrency": setting("concurrency"),
+        "batch_size": setting("batch_size"),
+        "num_prompts": setting("num_prompts", "num_prompts", "num_requests"),
+        "input_len": setting("input_len", "nominal_input_len"),
+        "output_len": setting("output_len", "nominal_output_len"),
         "prefix_len": prefix_len,
         "prefix_cached": cell.get("dataset") == "prefix" or prefix_len > 0,
-        "client_saturated": summary.get("client_saturated"),
-        "host_contended": summary.get("host_contended"),
-        "repeat": cell.get("repeat"),
+        "client_saturated": _summary_flag(summary, "client_saturated"),
+        "host_contended": _summary_flag(summary, "host_contended"),
+        "repeat": setting("repeat"),
     }
     if summary.get("prediction"):  # raybench predict: never shown as a measurement
         row["label"] = series_label(row["backend"], hardware) + PREDICTED
         row["extrapolated"] = ", ".join(summary.get("extrapolated") or ()) or None
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
-            completed=summary.get("num_requests"),
+            completed=num(summary, "num_requests", whole=True),
             failed=0,
-            duration_s=summary["elapsed_s"],
-            request_throughput_per_s=summary.get("requests_per_second"),
-            input_throughput_tokens_per_s=summary.get("input_tokens_per_s"),
-            output_throughput_tokens_per_s=summary.get("output_tokens_per_s"),
-            total_throughput_tokens_per_s=summary.get("tokens_per_second"),
+            duration_s=num(summary, "elapsed_s"),
+            request_throughput_per_s=num(summary, "requests_per_second"),
+            input_throughput_tokens_per_s=num(summary, "input_tokens_per_s"),
+            output_throughput_tokens_per_s=num(summary, "output_tokens_per_s"),
+            total_throughput_tokens_per_s=num(summary, "tokens_per_second"),
         )
         return row
     row.update(
-        completed=summary.get("completed"),
-        failed=summary.get("failed"),
-        duration_s=summary.get("duration_s"),
-        request_throughput_per_s=summary.get("request_throughput_per_s"),
-        input_throughput_tokens_per_s=summary.get("input_throughput_tokens_per_s"),
-        output_throughput_tokens_per_s=summary.get("output_throughput_tokens_per_s"),
-        total_throughput_tokens_per_s=summary.get("total_token_throughput"),
+        completed=num(summary, "completed", whole=True),
+        failed=num(summary, "failed", whole=True),
+        duration_s=num(summary, "duration_s"),
+        request_throughput_per_s=num(summary, "request_throughput_per_s"),
+        input_throughput_tokens_per_s=num(summary, "input_throughput_tokens_per_s"),
+        output_throughput_tokens_per_s=num(summary, "output_throughput_tokens_per_s"),
+        total_throughput_tokens_per_s=num(summary, "total_token_throughput"),
     )
-    row.update(_latency_columns(summary, _VLLM_LATENCY_KEYS, convert=lambda value, key: value))
+    row.update(_latency_columns(summary, _VLLM_LATENCY_KEYS, convert=lambda value, key: num(summary, key)))
     return row
+
+
+def _summary_number(mapping: Mapping[str, Any], key: str, *, where: str = "", whole: bool = False) -> Any:
+    """A number of a raybench summary, None where null (a metric without samples).
+
+    raybench writes every time, count, rate and latency as a finite number >= 0, and null where
+    there is none; anything else (text, a list, true, NaN, -5) was written by something else or
+    damaged: ConfigError naming the field, rather than a polars error or a value drawn as measured.
+    """
+    value = mapping.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}{key}={value!r} is not a number")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}{key}={value} is not a finite number (raybench writes null for a metric "
+                          "without samples)")
+    if value < 0:
+        raise ConfigError(f"{where}{key}={value} is impossible (a measured cell has {key} >= 0)")
+    if whole and value != int(value):
+        raise ConfigError(f"{where}{key}={value} is not a whole number")
+    return int(value) if whole else value
+
+
+def _summary_text(mapping: Mapping[str, Any], key: str, where: str = "") -> str | None:
+    value = mapping.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}{key}={value!r} is not a name (a JSON string)")
+    return value
+
+
+def _summary_flag(mapping: Mapping[str, Any], key: str) -> bool | None:
+    value = mapping.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not true, false or null")
+    return value
 
 
 def load_reference_csv(path: Path, *, run: str | None = None) -> pl.DataFrame:
     """dstack's tidy results (the columns of reference/README.md) as a report frame."""
-    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would glue onto "mode"
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            records = list(reader)
-            columns = reader.fieldnames or []
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}): save the results as a "
-                          "UTF-8 CSV") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    return read_reference_csv(path, run=run).frame
+
+
+def read_reference_csv(path: Path, *, run: str | None = None) -> SourceRows:
+    """``load_reference_csv``'s rows, with a row in which no request completed left out and a row
+    with failed requests marked, as ``read_results_file`` does. Errors name the line an editor shows."""
+    columns, records = _csv_records(path)
     needed = {"mode", "hardware", "backend", "output_len", "total_throughput_tok_s"}
     if not needed <= set(columns):
         raise ConfigError(f"{path} lacks the columns {sorted(needed - set(columns))} of dstack's tidy results "
@@ -247,13 +309,51 @@ def load_reference_csv(path: Path, *, run: str | None = None) -> pl.DataFrame:
     if not records:
         raise ConfigError(f"{path} has a header but no rows")
     name = run or (PUBLISHED_RUN if path.name == PUBLISHED_FILE else path.stem)
-    rows = []
-    for i, record in enumerate(records):
+    rows, left_out, marked = [], {}, []
+    for line, record in records:
         try:
-            rows.append(_csv_row(record, i, name))
+            rows.append(_csv_row(record, name))
         except ConfigError as err:
-            raise ConfigError(f"{path} line {i + 2}: {err}") from None  # line 1 is the header
-    return report_frame(rows)
+            raise ConfigError(f"{path} line {line}: {err}") from None
+        failures = _failed_requests(rows[-1], f"line {line}")
+        if failures is not None and rows[-1]["completed"] == 0:
+            left_out[str(rows[-1]["cell_id"])] = failures
+        elif failures is not None:
+            marked.append(failures)
+    return SourceRows(frame=report_frame(rows), left_out=left_out, marked=tuple(marked))
+
+
+def _csv_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and each row with the line it starts on, counted as an editor counts (the header is line 1).
+
+    csv.DictReader skips blank lines without counting them and spreads a row with one value too
+    many over the wrong columns, so rows are read one by one here.
+    """
+    records = []
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark that would glue onto "mode"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            columns = next(reader, [])
+            while True:
+                line = reader.line_num + 1
+                values = next(reader, None)
+                if values is None:
+                    break
+                if not values:
+                    continue  # a blank line
+                if len(values) != len(columns):
+                    raise ConfigError(f"{path} line {line} has {len(values)} values for the {len(columns)} columns "
+                                      "of its header: quote a value that holds a comma, or correct the row")
+                records.append((line, dict(zip(columns, values, strict=True))))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}): save the results as a "
+                          "UTF-8 CSV") from None
+    except csv.Error as err:
+        raise ConfigError(f"{path} line {reader.line_num}: not CSV ({err})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+    return columns, records
 
 
 def _number(value: Any, key: str, *, whole: bool = False) -> Any:
@@ -276,7 +376,12 @@ def _num(record: Mapping[str, Any], key: str, *, whole: bool = False) -> Any:
     return _number(record.get(key), key, whole=whole)
 
 
-def _csv_row(r: Mapping[str, str], i: int, run: str) -> dict[str, Any]:
+def _csv_row(r: Mapping[str, str], run: str) -> dict[str, Any]:
+    # report_frame checks these too, but by row index: here the caller can name the line
+    if r["mode"] not in {m.value for m in CellMode}:
+        raise ConfigError.unknown("mode", r["mode"], [m.value for m in CellMode])
+    if not r["backend"]:
+        raise ConfigError("backend is empty: name the engine that served the row (vllm, sglang, trt-llm)")
     online = r["mode"] == CellMode.ONLINE.value
     size = f"c{r.get('max_concurrency')}" if online else f"b{r.get('batch_size')}"
     prefix = _num(r, "shared_prefix_len", whole=True) or 0
@@ -325,6 +430,9 @@ _CSV_AT_LEAST = {"max_concurrency": 1, "batch_size": 1, "num_prompts": 1, "input
 # until the last one, and a throughput of 0 measured nothing
 _CSV_POSITIVE = ("duration_s", "total_throughput_tok_s", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms",
                  "mean_e2e_latency_ms", "median_e2e_latency_ms", "p99_e2e_latency_ms")
+# ... and those that are 0 or empty where no request completed (the clients write 0 there); the
+# time the run took is not among them: it passes whether requests complete or fail
+_CSV_NOTHING_MEASURED = tuple(k for k in _CSV_AT_LEAST if k.endswith(("_req_s", "_tok_s", "_ms")))
 
 
 def _check_csv_values(record: Mapping[str, str], row: Mapping[str, Any]) -> None:
@@ -335,7 +443,16 @@ def _check_csv_values(record: Mapping[str, str], row: Mapping[str, Any]) -> None
         if value is not None and value < least:
             raise ConfigError(f"{key}={record[key]} is impossible (a measured row has {key} >= {least}): "
                               "correct the row or remove it")
-    if row.get("completed") == 0:
+    completed, sent = row.get("completed"), row.get("num_prompts")
+    if completed is not None and sent is not None and completed > sent:
+        raise ConfigError(f"completed={completed} is impossible with num_prompts={sent} (more requests completed "
+                          "than were sent): correct the row")
+    if completed == 0:
+        # the row is left out as measuring nothing: a rate or latency beside it says completed is mistyped
+        for key in _CSV_NOTHING_MEASURED:
+            if _num(record, key):
+                raise ConfigError(f"completed=0 but {key}={record[key]}: a row whose requests all failed measured "
+                                  "no rate or latency; correct completed, or the row")
         return
     for key in _CSV_POSITIVE:
         if _num(record, key) == 0:
@@ -381,7 +498,7 @@ def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
         except ConfigError as err:
             where = "" if str(err).startswith("record ") else f"record {i + 1}: "
             raise ConfigError(f"{path}: {where}{err}") from None
-        failures = _failed_requests(rows[-1], i)
+        failures = _failed_requests(rows[-1], f"record {i + 1}")
         if failures is not None and rows[-1]["completed"] == 0:
             left_out[str(rows[-1]["cell_id"])] = failures
         elif failures is not None:
@@ -396,8 +513,8 @@ _MEASURED_COLUMNS = ("duration_s", "request_throughput_per_s", "input_throughput
                      *(f"{stat}_{metric}_ms" for metric in LATENCY_METRICS for stat in LATENCY_STATS))
 
 
-def _failed_requests(row: dict[str, Any], index: int) -> str | None:
-    """A line for a vLLM / SGLang result with failed requests (None without).
+def _failed_requests(row: dict[str, Any], where: str) -> str | None:
+    """A line for a result with failed requests (None without), starting with ``where`` it is in the file.
 
     Where none completed, the clients still write 0 for every latency and throughput: those are
     cleared here, so that no table shows them as measured.
@@ -408,10 +525,10 @@ def _failed_requests(row: dict[str, Any], index: int) -> str | None:
     if completed == 0:
         row.update(dict.fromkeys(_MEASURED_COLUMNS))
         row["failed"] = failed
-        return (f"record {index + 1}: no request completed ({failed if failed is not None else '?'} of "
+        return (f"{where}: no request completed ({failed if failed is not None else '?'} of "
                 f"{total if total is not None else '?'} failed), so nothing was measured")
     if failed:
-        return (f"record {index + 1}: {failed} of {failed + (completed or 0)} requests failed; its throughput and "
+        return (f"{where}: {failed} of {failed + (completed or 0)} requests failed; its throughput and "
                 f"latencies cover only the {completed} that completed, at a lower load than was sent")
     return None
 
