@@ -401,6 +401,24 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
 CHUNK_TOKENS_MAX = int(np.iinfo(np.int16).max)
 
 
+#: the latest virtual time a prediction can write: a run's timestamps are int64 nanoseconds
+LAST_TIMESTAMP_S = float(np.iinfo(np.int64).max) / 1e9
+
+
+def check_fits_timestamps(cell: Cell, trace: Trace, profile: EngineProfile, source: str) -> None:
+    """A ConfigError for a prediction whose times a run directory cannot hold (non-finite, or
+    past the ~292 years int64 ns reach), rather than tables of wrapped-around garbage."""
+    times = np.concatenate([trace.due_s(profile.coefficients), *trace.times_s(profile.coefficients)])
+    last = float(np.max(np.abs(times), initial=0.0)) if np.isfinite(times).all() else math.inf
+    if last < LAST_TIMESTAMP_S:
+        return
+    rate = "" if math.isinf(cell.request_rate) else f"request_rate {cell.request_rate:g}/s, "
+    raise ConfigError(
+        f"cell {cell.id}: its prediction reaches {last:.3g} s of virtual time, beyond the {LAST_TIMESTAMP_S:.3g} s "
+        f"(~292 years) a run's nanosecond timestamps hold; check the cell's {rate}arrival times and "
+        f"the {profile.key} profile's coefficients in {source}")
+
+
 def requests_table(cell: Cell, trace: Trace, profile: EngineProfile) -> pa.Table:
     """One row per request, as a run records it: a refused request is an HTTP 400 with the
     simulator's error body, no first token and no output."""
@@ -462,6 +480,7 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
     if server is not None and not cell.runs_in_engine:
         reused = server.prompts_sent_before(cell, cell_plan(experiment, cell))
     trace, profile, plan = simulate_cell(experiment, cell, profiles, source, server)
+    check_fits_timestamps(cell, trace, profile, source)
     table = requests_table(cell, trace, profile)
     cell_dir.mkdir(parents=True, exist_ok=True)
     write_table_atomic(cell_dir / "requests.parquet", table)

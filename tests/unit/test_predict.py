@@ -659,3 +659,21 @@ def test_predict_refuses_a_prediction_as_its_reference(tmp_path):
     run_dir = first.stdout.strip().splitlines()[-1]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--reference", run_dir])
     assert result.exit_code != 0 and "not measurements" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("rate, fixed_step_ms", [(1e-9, None), (float("inf"), 1e300)])
+def test_a_prediction_past_what_ns_timestamps_hold_is_a_one_line_error_and_writes_nothing(tmp_path, rate, fixed_step_ms):
+    from dataclasses import replace
+
+    backend = seed.SEED_VLLM_H200
+    experiment = Experiment(name="slow", model="deepseek-ai/DeepSeek-R1", backends=(backend,),
+                            hardware={backend.name: Hardware(name="H200", count=8)}, warmup_requests=0,
+                            online=(Online(concurrency=(4,), input_len=100, output_len=10, num_prompts=20,
+                                           request_rate=rate),))
+    (cell,) = experiment.cells()
+    profiles = dict(load_profiles())
+    if fixed_step_ms is not None:
+        profiles["vllm/H200"] = replace(profiles["vllm/H200"], fixed_step_ms=fixed_step_ms)
+    with pytest.raises(ConfigError, match=r"beyond the 9.22e\+09 s \(~292 years\).*vllm/H200 profile"):
+        predict_cell(experiment, cell, profiles, tmp_path / "cell")
+    assert not (tmp_path / "cell").exists()
