@@ -173,11 +173,18 @@ class ItlLists:
     ``per_chunk_ms``: one gap per selected chunk after a request's first (the mode's ITL).
     ``per_token_ms``: raybench's per-token ITL in every mode: each gap between token-bearing
     chunks divided evenly over the n_tokens of the later chunk (n entries of gap/n), so a chunk
-    of 3 speculative tokens gives three ITLs; tokens of the first chunk get none.
+    of 3 speculative tokens gives three ITLs; tokens of the first chunk get none. It is kept
+    as ``token_gap_ms`` (gap/n per chunk) and ``token_gap_tokens`` (n): statistics take it from
+    those (``stats.describe_repeated``), as the list itself holds one float per output token.
     """
 
     per_chunk_ms: np.ndarray
-    per_token_ms: np.ndarray
+    token_gap_ms: np.ndarray
+    token_gap_tokens: np.ndarray
+
+    @property
+    def per_token_ms(self) -> np.ndarray:
+        return np.repeat(self.token_gap_ms, self.token_gap_tokens)
 
 
 def _gaps(chunks: pl.DataFrame) -> pl.DataFrame:
@@ -205,8 +212,8 @@ def pooled_itl(tables: CellTables, rules: CompatRules) -> ItlLists:
     per_chunk = _gaps(ch.filter(rules.itl_chunks.predicate()))
     tokens = _gaps(ch.filter(ChunkSelector.TOKEN_BEARING.predicate()))
     n = tokens["n_tokens"].to_numpy()
-    per_token = np.repeat(tokens["gap_ns"].to_numpy() / _NS_PER_MS / n, n)
     return ItlLists(
         per_chunk_ms=per_chunk["gap_ns"].to_numpy().astype(np.float64) / _NS_PER_MS,
-        per_token_ms=per_token.astype(np.float64),
+        token_gap_ms=(tokens["gap_ns"].to_numpy() / _NS_PER_MS / n).astype(np.float64),
+        token_gap_tokens=n.astype(np.int64),
     )

@@ -67,6 +67,50 @@ def describe(values: np.ndarray | Sequence[float], percentiles: Sequence[float])
     )
 
 
+def describe_repeated(values: np.ndarray | Sequence[float], counts: np.ndarray | Sequence[int],
+                      percentiles: Sequence[float]) -> Stats:
+    """``describe(np.repeat(values, counts), percentiles)`` without building the repeated list.
+
+    A per-token ITL list repeats each chunk's gap once per token it carried; a cell of long
+    chunks (a prediction's, a speculative decoder's) would otherwise hold one float per output
+    token, gigabytes at a million requests. Percentiles interpolate between the same order
+    statistics as ``np.percentile``'s linear method, in its arithmetic, so they match it exactly;
+    the mean and std match to rounding (a weighted sum rather than numpy's pairwise one).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    reps = np.asarray(counts, dtype=np.int64)
+    keep = reps > 0
+    arr, reps = arr[keep], reps[keep]
+    n = int(reps.sum())
+    if n == 0:
+        return describe((), percentiles)
+    order = np.argsort(arr, kind="stable")
+    arr, reps = arr[order], reps[order]
+    ends = np.cumsum(reps)  # the repeated sorted list's index just past each value's copies
+
+    def nth(index: np.ndarray) -> np.ndarray:
+        return arr[np.searchsorted(ends, index, side="right")]
+
+    mean = float(np.dot(arr, reps) / n)
+    pct: list[float] = []
+    if percentiles:
+        virtual = np.asarray(percentiles, dtype=np.float64) / 100 * (n - 1)
+        below = np.floor(virtual)
+        t = virtual - below
+        a, b = nth(below.astype(np.int64)), nth(np.minimum(below.astype(np.int64) + 1, n - 1))
+        diff = b - a
+        pct = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t).tolist()
+    middle = nth(np.array([(n - 1) // 2, n // 2]))
+    return Stats(
+        count=n,
+        mean=mean,
+        median=float(middle.mean()),
+        std=float(np.sqrt(np.dot(reps, (arr - mean) ** 2) / n)),
+        max=float(arr[-1]),
+        percentiles={float(p): float(v) for p, v in zip(percentiles, pct)},
+    )
+
+
 def stats_fields(stats: Stats, name: str, *, with_max: bool = False) -> dict[str, float | int | None]:
     """Flatten into ``mean_{name}_ms``, ``median_…``, ``std_…``, ``pXX_…`` and ``count_{name}``."""
     out: dict[str, float | int | None] = {

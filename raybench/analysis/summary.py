@@ -31,6 +31,7 @@ from raybench.analysis.metrics import CellTables, ItlLists, per_request_frame, p
 from raybench.analysis.stats import (
     SGLANG_PERCENTILES,
     describe,
+    describe_repeated,
     safe_rate,
     stats_fields,
     validate_percentiles,
@@ -278,7 +279,8 @@ def _latency_fields(ok: pl.DataFrame, itl: ItlLists, pcts: Sequence[float]) -> d
         **stats_fields(describe(itl.per_chunk_ms, pcts), "itl", with_max=True),
         **stats_fields(e2e, "e2el"),
         **sglang_e2e,
-        **stats_fields(describe(itl.per_token_ms, pcts), "itl_per_token", with_max=True),
+        **stats_fields(describe_repeated(itl.token_gap_ms, itl.token_gap_tokens, pcts), "itl_per_token",
+                       with_max=True),
         **stats_fields(describe(column("queue_time_ms"), pcts), "queue_time"),
     }
 
