@@ -232,7 +232,10 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
     }
     if summary.get("prediction"):  # raybench predict: never shown as a measurement
         row["label"] = series_label(row["backend"], hardware) + PREDICTED
-        row["extrapolated"] = ", ".join(summary.get("extrapolated") or ()) or None
+        regimes = summary.get("extrapolated")
+        if regimes is not None and not (isinstance(regimes, list) and all(isinstance(r, str) for r in regimes)):
+            raise ConfigError(f"extrapolated={regimes!r} is not a list of the regimes a prediction needed (names)")
+        row["extrapolated"] = ", ".join(regimes or ()) or None
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
             completed=num(summary, "num_requests", whole=True),

@@ -4,6 +4,7 @@ import json
 import re
 from html import escape as html_escape
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from report_fixtures import write_run_dir
@@ -151,3 +152,16 @@ def test_an_online_cell_without_its_rows_is_said_to_miss_them_not_to_be_offline(
     assert html_escape(line) in html and "rename its summary.json" in html
     # the offline engine cell still says why it has no drill-down
     assert html.count("offline engine mode: one batched generate") == 1
+
+
+@pytest.mark.parametrize("regimes, ok", [(["kv_full"], True), (None, True), (5, False), (["kv_full", 3], False)])
+def test_a_prediction_s_extrapolated_regimes_are_names_or_a_one_line_error(tmp_path, regimes, ok):
+    run = write_run_dir(tmp_path / "e" / "run", batch_sizes=())
+    _damage(run, C4, "prediction", True)
+    path = _damage(run, C4, "extrapolated", regimes)
+    if ok:
+        [value] = read_source(run).frame.filter(pl.col("cell_id") == C4)["extrapolated"].to_list()
+        assert value == (None if regimes is None else "kv_full")
+    else:
+        with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: extrapolated=.* is not a list"):
+            read_source(run)
