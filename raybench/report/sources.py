@@ -318,11 +318,7 @@ def read_reference_csv(path: Path, *, run: str | None = None) -> SourceRows:
             rows.append(_csv_row(record, name))
         except ConfigError as err:
             raise ConfigError(f"{path} line {line}: {err}") from None
-        failures = _failed_requests(rows[-1], f"line {line}")
-        if failures is not None and rows[-1]["completed"] == 0:
-            left_out[str(rows[-1]["cell_id"])] = failures
-        elif failures is not None:
-            marked.append(failures)
+        _note_failures(rows[-1], f"line {line}", left_out, marked)
     return SourceRows(frame=report_frame(rows), left_out=left_out, marked=tuple(marked))
 
 
@@ -501,11 +497,7 @@ def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
         except ConfigError as err:
             where = "" if str(err).startswith("record ") else f"record {i + 1}: "
             raise ConfigError(f"{path}: {where}{err}") from None
-        failures = _failed_requests(rows[-1], f"record {i + 1}")
-        if failures is not None and rows[-1]["completed"] == 0:
-            left_out[str(rows[-1]["cell_id"])] = failures
-        elif failures is not None:
-            marked.append(failures)
+        _note_failures(rows[-1], f"record {i + 1}", left_out, marked)
     if not rows:
         raise ConfigError(f"{path} holds no result record")
     return SourceRows(frame=report_frame(rows), left_out=left_out, marked=tuple(marked))
@@ -514,6 +506,15 @@ def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
 _MEASURED_COLUMNS = ("duration_s", "request_throughput_per_s", "input_throughput_tokens_per_s",
                      "output_throughput_tokens_per_s", "total_throughput_tokens_per_s",
                      *(f"{stat}_{metric}_ms" for metric in LATENCY_METRICS for stat in LATENCY_STATS))
+
+
+def _note_failures(row: dict[str, Any], where: str, left_out: dict[str, str], marked: list[str]) -> None:
+    """A row in which no request completed goes to ``left_out``, one with failed requests to ``marked``."""
+    failures = _failed_requests(row, where)
+    if failures is not None and row["completed"] == 0:
+        left_out[str(row["cell_id"])] = failures
+    elif failures is not None:
+        marked.append(failures)
 
 
 def _failed_requests(row: dict[str, Any], where: str) -> str | None:
