@@ -83,11 +83,12 @@ def test_skewed_actor_clocks_are_put_back_on_the_driver_timeline(ray_local, tmp_
     )
     print(per_actor)
     # end to end, each actor's sends and first tokens sit where the server saw them, a loopback
-    # trip later (under 1 ms on a quiet machine, a few on a busy one; never before them by more
-    # than the anchor's error), where a clock left 50 ms off would put them 50 ms away
+    # trip later (under 1 ms on a quiet machine, a few on a busy one, more where the machine
+    # stalls during a wave; never before them by more than the anchor's error), where a clock
+    # left 50 ms off would put them 50 ms away
     for trip in ("request_trip_ms", "response_trip_ms"):
         assert per_actor[trip].min() > -1.0, per_actor
-        assert per_actor[trip].max() < 5.0, per_actor
+        assert per_actor[trip].max() < 10.0, per_actor
 
 
 def test_a_clock_that_moves_during_the_cell_is_recorded_and_flagged(ray_local, tmp_path, monkeypatch):

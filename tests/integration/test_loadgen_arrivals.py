@@ -51,15 +51,18 @@ async def test_poisson_arrivals_are_kept_when_slots_are_free(loop_stalls):
     np.testing.assert_array_equal([r["send_lateness_ns"] / 1e6 for r in rows], lateness_ms)
 
 
-async def test_sends_due_while_the_client_loop_stalls_are_measured_late():
+async def test_sends_due_while_the_client_loop_stalls_are_measured_late(loop_stalls):
     arrivals = np.arange(1, 41) * 0.005  # one request every 5 ms for 200 ms
     _, rows = await run(SimConfig(timing="zero"), arrivals, concurrency=40, block_loop_at_s=0.05)
     late_ms = np.array([r["send_lateness_ns"] / 1e6 for r in rows])
     due_s = np.array(arrivals)
     stalled = (due_s > 0.055) & (due_s < 0.10)  # due inside the stall, well clear of its edges
     assert (late_ms[stalled] > 5).all(), late_ms
-    assert late_ms.max() > 30 and late_ms.max() < 200
-    assert np.median(late_ms[~stalled & (due_s > 0.15)]) < 5
+    # upper bounds: the machine's own stalls (measured on this loop) come on top of the 60 ms one
+    assert late_ms.max() > 30 and late_ms.max() < 200 + loop_stalls.max_ms
+    excused_ms = np.array([loop_stalls.excused_ms(r["t_scheduled_ns"]) for r in rows])
+    after = ~stalled & (due_s > 0.15)
+    assert np.median(late_ms[after] - excused_ms[after]) < 5, (late_ms[after], excused_ms[after])
 
 
 async def test_a_full_concurrency_cap_becomes_queue_time(loop_stalls):

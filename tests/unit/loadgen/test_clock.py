@@ -23,7 +23,7 @@ def test_anchors_of_many_clocks_are_estimated_at_once_and_keep_their_order():
     def reader(skew_ns):
         def read():
             threads.add(threading.get_ident())
-            time.sleep(0.005)  # a round trip: serial anchoring of 8 clocks x 8 samples would take 320 ms
+            time.sleep(0.005)  # a round trip: serial anchoring of 8 clocks x 16 samples would take 640 ms
             return time.perf_counter_ns() + skew_ns
         return read
 
@@ -35,7 +35,7 @@ def test_anchors_of_many_clocks_are_estimated_at_once_and_keep_their_order():
     anchors = estimate_anchors([reader(s) for s in skews] + [broken])
     elapsed_s = time.perf_counter() - t0
     assert len(threads) > 1
-    assert elapsed_s < 0.25
+    assert elapsed_s < 0.4  # in parallel ~85 ms (16 samples x 5 ms); 0.4 s leaves room for a stalled machine
     assert isinstance(anchors[-1], RuntimeError)
     for skew, anchor in zip(skews, anchors[:-1]):
         assert isinstance(anchor, ClockAnchor)
