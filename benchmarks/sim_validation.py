@@ -10,10 +10,11 @@ regimes of the model it needed that the fit never saw. About 12 CPU-seconds.
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 from raybench.calibration import (calibrate, error_table, load_reference, observations, predicted_row_error, row_label,
                                   seed_launches, select_rows)
+from raybench.errors import ConfigError
 
 
 def main(only: str) -> None:
@@ -36,4 +37,11 @@ def main(only: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "output_len=800,prefix_len=0")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="?", default="output_len=800,prefix_len=0",
+                        help="the rows to fit on, as calibrate --only takes them (default: the shipped split)")
+    args = parser.parse_args()
+    try:
+        main(args.only)
+    except ConfigError as err:
+        parser.error(str(err))
