@@ -64,6 +64,12 @@ def test_the_summary_and_its_table_say_when_sends_fell_behind():
     assert "Sends fell behind schedule:              YES: p99 > 5 ms" in format_summary_table(summary)
     warnings = [f.text for f in cell_flags(summary) if f.level is FlagLevel.WARNING]
     assert any("sends fell behind schedule" in w for w in warnings)
+    assert not any("leaves the machine itself" in w for w in warnings)  # the self-check's verdicts are unknown
+    # a client neither saturated nor contended: what is left is the machine's own stalls
+    checked = {**summary, "client_saturated": False, "host_contended": False}
+    assert any("leaves the machine itself" in f.text for f in cell_flags(checked))
+    contended = {**checked, "host_contended": True, "actors": []}
+    assert not any("leaves the machine itself" in f.text for f in cell_flags(contended))
 
     relaxed = summarize_cell(requests_frame(rows), chunks, target_concurrency=4, late_send_threshold_ms=20)
     assert relaxed["sends_late"] is False
