@@ -201,6 +201,7 @@ def _token_fields(
         else "every successful request's output tokens come from server usage"
     )
     return {
+        **_chunk_count_fields(ok),
         "total_input_tokens": total_in,
         "total_server_prompt_tokens": int(server_in.sum()) if server_in.len() else None,
         "server_prompt_tokens_requests": int(server_in.len()),
@@ -223,6 +224,28 @@ def _token_fields(
         "total_throughput": safe_rate(total_in + total_out, duration_s),
         "total_throughput_tokens_per_s": safe_rate(total_in + total_out, duration_s),
     }
+
+
+def _chunk_count_fields(ok: pl.DataFrame) -> dict[str, Any]:
+    """Where the server's usage and the tokens its events were counted as part (requests with usage only).
+
+    A server that sends usage only at the end (no ``continuous_usage_stats``) gets one token
+    counted per text event; with speculative decoding, or tokens whose text is held back, an
+    event carries more. Per-token ITL, peak and steady-state output tokens/s are then counts of
+    events, not tokens: the note says so and by how much, rather than leaving them as measured.
+    """
+    with_usage = ok.filter(~pl.col("output_tokens_fallback"))
+    usage_n = int(with_usage["output_tokens_used"].sum())
+    events_n = int(with_usage["chunk_tokens"].sum())
+    apart = int((with_usage["output_tokens_used"] != with_usage["chunk_tokens"]).sum())
+    note = None
+    if apart:
+        note = (f"{apart} of {with_usage.height} successful requests' usage counts {usage_n} output tokens where their "
+                f"events carried {events_n} ({(usage_n - events_n) / max(events_n, 1):+.1%}): ITL/token, peak and "
+                "steady-state output tok/s follow the events' counts (one token per text event from a server that "
+                "sends usage only at the end); where the server has it, ask for usage per event "
+                "(stream_options.continuous_usage_stats)")
+    return {"output_tokens_usage_vs_events_requests": apart, "output_tokens_per_event_note": note}
 
 
 def _load_fields(

@@ -209,6 +209,8 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     if errors:
         lines.append(_banner("First Errors", "-"))
         lines += [e[:_WIDTH * 2] for e in errors]
+    if summary.get("output_tokens_per_event_note"):
+        lines.append(f"Note: {summary['output_tokens_per_event_note']}")
     if summary.get("hint"):
         lines.append(f"Hint: {summary['hint']}")
     lines.append("=" * _WIDTH)

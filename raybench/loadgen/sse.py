@@ -34,11 +34,19 @@ def _text_of(choice: dict[str, Any]) -> Any:
     return text
 
 
+def _calls_tool(choice: dict[str, Any]) -> bool:
+    """A chat delta that streams a tool call: tokens without text (no client counts it as text)."""
+    delta = choice.get("delta") or choice.get("message")
+    return bool(delta and (delta.get("tool_calls") or delta.get("function_call")))
+
+
 class SseReader:
     """Parses one streamed response into event rows and the request's usage.
 
     ``tokens`` counts output tokens seen so far: the server's running ``completion_tokens``
-    where it sends continuous usage stats, else one per text-bearing event.
+    where it sends continuous usage stats, else one per text-bearing event. Once an event was
+    counted as one (``counts_events``), a usage that arrives later is the request's total, never
+    that event's share: it sets ``output_tokens`` and leaves the events' counts as they are.
     """
 
     __slots__ = (
@@ -51,6 +59,7 @@ class SseReader:
         "cached_tokens",
         "finished",
         "done",
+        "counts_events",
         "t_ns",
         "codes",
         "_pending",
@@ -66,6 +75,7 @@ class SseReader:
         self.cached_tokens: int | None = None
         self.finished = False  # a finish_reason was seen
         self.done = False  # [DONE] was seen
+        self.counts_events = False  # a token event came without usage: one token per event from then on
         self.t_ns = array.array("q")
         self.codes = array.array("i")  # pack_code(n_tokens, kind) per event
         self._pending = b""
@@ -80,9 +90,10 @@ class SseReader:
         if self._pending:
             data = self._pending + data
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        events = data.split(b"\n\n")
-        self._pending = events.pop()
+            events = self._split_cr(data)
+        else:
+            events = data.split(b"\n\n")
+            self._pending = events.pop()
         loads = orjson.loads
         t_append, code_append = self.t_ns.append, self.codes.append
         for event in events:
@@ -90,11 +101,13 @@ class SseReader:
             if event[:7] == b"data: {":
                 try:
                     obj = loads(event[6:])
-                except orjson.JSONDecodeError as err:
-                    raise StreamError(f"malformed SSE event (not JSON): {event[6:86]!r}") from err
+                except orjson.JSONDecodeError:
+                    # one event of several lines (data split over lines, a comment or id line) or bad JSON
+                    self._event(event, t_ns)
+                    continue
                 choices = obj.get("choices")
                 usage = obj.get("usage")
-                if choices and usage and "error" not in obj:
+                if choices and usage and "error" not in obj and not self.counts_events:
                     choice = choices[0]
                     text = choice.get("text")
                     if text is None:
@@ -127,12 +140,21 @@ class SseReader:
         if tail:
             self._event(tail, t_ns)
 
+    def _split_cr(self, data: bytes) -> list[bytes]:
+        """Events of a read whose lines end in CRLF or a lone CR (both are SSE line ends)."""
+        # a CRLF split across two reads must end one line, not two: a trailing CR waits for the next read
+        held = b"\r" if data[-1:] == b"\r" else b""
+        if held:
+            data = data[:-1]
+        events = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n")
+        self._pending = events.pop() + held
+        return events
+
     def _event(self, event: bytes, t_ns: int) -> None:
-        if event.startswith(b"data:"):
+        if event.startswith(b"data:") and b"\n" not in event:
             payload = event[5:].strip()
-        elif event.startswith(b":"):
-            return  # an SSE comment: keep-alive ping
         else:
+            # comment (keep-alive) lines, id/event/retry fields, a data value over several lines
             payload = self._data_lines(event)
             if payload is None:
                 return
@@ -172,11 +194,17 @@ class SseReader:
             return
         choice = choices[0]
         kind = K_TOKEN if _text_of(choice) else K_EMPTY
-        if usage and usage.get("completion_tokens") is not None:
+        if usage and usage.get("completion_tokens") is not None and not self.counts_events:
             n = usage["completion_tokens"] - self.tokens
+            if n < 0:
+                raise StreamError(f"completion_tokens went down from {self.tokens} to {usage['completion_tokens']}")
             self._usage(usage)
         else:
-            n = 1 if kind == K_TOKEN else 0
+            n = 1 if kind == K_TOKEN or _calls_tool(choice) else 0
+            if n:
+                self.counts_events = True
+            if usage:
+                self._usage(usage)
         if choice.get("finish_reason") is not None:
             self.finished = True
         self._add(t_ns, n, kind)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 from analysis_tables import chunks_frame, requests_frame
 
-from raybench.analysis import CompatMode, itl_lists, request_metrics, summarize_cell
+from raybench.analysis import CompatMode, format_summary_table, itl_lists, request_metrics, summarize_cell
 from raybench.errors import ConfigError
 
 STREAM = {
@@ -115,3 +115,20 @@ def test_unknown_mode_suggests_the_close_one():
     req, ch = _tables(output_tokens=7)
     with pytest.raises(ConfigError, match="Did you mean 'vllm'"):
         request_metrics(req, ch, "vlm")
+
+
+def test_usage_beyond_the_events_counts_is_a_note_on_the_per_token_figures():
+    # the stream's events carry 7 tokens; a usage of 14 (MTP tokens the events were counted one each for) is
+    # what the request generated, so per-token figures that follow the events are marked, not left as measured
+    req, ch = _tables(output_tokens=14)
+    summary = summarize_cell(req, ch, target_concurrency=1, request_rate_per_s=None, goodput_slos_ms=None)
+    assert summary["total_output_tokens"] == 14 and summary["total_output_tokens_from_chunks"] == 7
+    assert summary["output_tokens_usage_vs_events_requests"] == 1
+    note = summary["output_tokens_per_event_note"]
+    assert "1 of 1 successful requests' usage counts 14 output tokens where their events carried 7 (+100.0%)" in note
+    assert "Note: 1 of 1" in format_summary_table(summary)
+    agreeing = summarize_cell(*_tables(output_tokens=7), target_concurrency=1, request_rate_per_s=None,
+                              goodput_slos_ms=None)
+    assert agreeing["output_tokens_usage_vs_events_requests"] == 0
+    assert agreeing["output_tokens_per_event_note"] is None
+    assert "Note:" not in format_summary_table(agreeing)

@@ -95,3 +95,76 @@ def test_non_streamed_body_is_one_chunk_with_the_usage_count():
     reader = SseReader(0)
     reader.complete_body({"choices": [{"text": "a b c"}], "usage": {"completion_tokens": 3, "prompt_tokens": 2}}, 9)
     assert [r[3] for r in rows(reader)] == [3] and reader.t_first_ns == 9 and reader.output_tokens == 3
+
+
+def read(stream: bytes, *, split_at: int | None = None) -> SseReader:
+    reader = SseReader(0)
+    parts = [stream] if split_at is None else [stream[:split_at], stream[split_at:]]
+    for t, part in enumerate(parts):
+        reader.feed(part, 1 + t)
+    reader.close(9)
+    return reader
+
+
+TWO_TOKENS = {"choices": [{"index": 0, "text": " a", "finish_reason": None}], "usage": {"completion_tokens": 2}}
+
+
+@pytest.mark.parametrize("stream", [
+    # a keep-alive comment line opening the event: the event's data is still read
+    b": keep-alive\n" + event(TWO_TOKENS),
+    # a comment, an id or a retry line after the data line (first the fast path's prefix)
+    event(TWO_TOKENS)[:-1] + b": keep-alive\n\n",
+    event(TWO_TOKENS)[:-1] + b"id: 7\n\n",
+    event(TWO_TOKENS).replace(b"data: ", b"data:")[:-1] + b"retry: 10\n\n",
+    # the value over two data lines: joined with a newline, which JSON takes as whitespace
+    b'data: {"choices": [{"index": 0, "text": " a"}],\ndata: "usage": {"completion_tokens": 2}}\n\n',
+], ids=["comment-first", "comment-after", "id-after", "retry-after-nospace", "two-data-lines"])
+def test_an_event_of_several_lines_is_read_as_the_sse_standard_frames_it(stream):
+    reader = read(stream)
+    assert [(r[3], r[4]) for r in rows(reader)] == [(2, "token")]
+    assert reader.output_tokens == 2 and reader.t_first_ns == 1
+
+
+def test_lone_cr_line_ends_at_any_split():
+    stream = (completion(" a") + completion(" b") + b": ping\n\n" + b"data: [DONE]\n\n").replace(b"\n", b"\r")
+    for cut in range(len(stream) + 1):
+        reader = read(stream, split_at=cut)
+        assert [r[4] for r in rows(reader)] == ["token", "token", "done"], cut
+
+
+def test_crlf_split_between_its_cr_and_lf_ends_one_line_not_two():
+    # two data lines of one event: a CR held back as a line end of its own would split the event
+    stream = b'data: {"choices": [{"index": 0, "text": " a"}],\r\ndata: "usage": {"completion_tokens": 1}}\r\n\r\n'
+    cut = stream.index(b"\r") + 1
+    reader = read(stream, split_at=cut)
+    assert [(r[3], r[4]) for r in rows(reader)] == [(1, "token")]
+
+
+@pytest.mark.parametrize("space", [b"data: ", b"data:"])
+def test_completion_tokens_going_down_is_refused_on_either_path(space):
+    stream = completion(" a", {"completion_tokens": 3}) + completion(" b", {"completion_tokens": 2})
+    with pytest.raises(StreamError, match="went down from 3 to 2"):
+        read(stream.replace(b"data: ", space))
+
+
+def test_tool_call_deltas_count_a_token_each_without_usage_but_are_no_text():
+    call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{\"x\""}}
+    stream = (event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+              + event({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+              + event({"choices": [{"index": 0, "delta": {"tool_calls": []}}]})
+              + event({"choices": [{"index": 0, "delta": {"function_call": {"arguments": "1}"}}}]})
+              + b"data: [DONE]\n\n")
+    reader = read(stream)
+    # kind stays empty: SGLang's client, which times text only, does not count them
+    assert [(r[3], r[4]) for r in rows(reader)] == [(0, "empty"), (1, "empty"), (0, "empty"), (1, "empty"), (0, "done")]
+    assert reader.tokens == 2 and reader.t_first_ns == 1
+
+
+def test_usage_after_events_counted_one_each_is_the_total_not_the_last_events_share():
+    # a server without per-event usage that puts the total on its last text event (an MTP server's 6 tokens)
+    stream = (completion(" a") + completion(" b")
+              + completion(" c", {"prompt_tokens": 4, "completion_tokens": 6}, finish="length")
+              + b"data: [DONE]\n\n")
+    reader = read(stream)
+    assert [r[3] for r in rows(reader)] == [1, 1, 1, 0]
+    assert reader.output_tokens == 6 and reader.prompt_tokens == 4 and reader.finished

@@ -69,6 +69,9 @@ def test_flags_name_failures_saturation_and_a_missing_steady_state():
     never = cell_flags({"failed": 0, "steady_state_target_in_flight": 64, "steady_state_start_s": None})
     assert [f.level for f in never] == [FlagLevel.WARNING] and "never reached" in never[0].text
     assert [f.level for f in cell_flags({"failed": 0})] == [FlagLevel.OK]
+    note = "1 of 1 successful requests' usage counts 14 output tokens where their events carried 7"
+    events = cell_flags({"failed": 0, "output_tokens_per_event_note": note})
+    assert [(f.level, f.text) for f in events] == [(FlagLevel.WARNING, note)]
 
 
 def test_in_flight_is_reduced_to_at_most_a_few_hundred_points():
