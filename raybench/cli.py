@@ -166,7 +166,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--num-turns", type=click.IntRange(min=1), default=4, help="multiturn: turns per session.")
 @click.option("--think-time", type=click.FloatRange(min=0), default=0.0, help="multiturn: seconds between an answer's end and the next turn.")
 @click.option("--input-len", type=click.IntRange(min=1), default=1024, help="Prompt tokens (prefix: prefix + question).")
-@click.option("--output-len", type=click.IntRange(min=1), default=None, help="Output tokens, forced with ignore_eos and min_tokens. Default: 128; sharegpt: each reply's length; custom: each record's output_tokens (else 128).")
+@click.option("--output-len", type=click.IntRange(min=1), default=None, help="Output tokens, forced with ignore_eos and min_tokens. Default: 128; sharegpt: each reply's length; custom: each record's output_tokens (else 128); trace: each line's output_length. Given, it replaces the file's lengths for sharegpt, custom and trace.")
 @click.option("--range-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Lengths drawn from [L(1-r), L(1+r)] (vLLM's meaning); 0 = exact.")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests in the cell. Default: 100; trace: every record (else the first N); prefix: groups x prompts-per-group instead.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Cap on requests in flight (the client's semaphore). Default: no cap.")
@@ -248,7 +248,7 @@ def bench(**opts) -> None:
         request_rate=opts["request_rate"], burstiness=opts["burstiness"], num_groups=opts["prefix_groups"],
         prompts_per_group=opts["prompts_per_group"], prefix_len=opts["prefix_len"],
         dataset_path=None if opts["dataset_path"] is None else str(opts["dataset_path"]), time_scale=opts["time_scale"],
-        force_output_len=opts["dataset"] in ("sharegpt", "custom") and opts["output_len"] is not None,
+        force_output_len=opts["dataset"] in ("sharegpt", "custom", "trace") and opts["output_len"] is not None,
         num_turns=opts["num_turns"], think_time_s=opts["think_time"],
         ramp_up=opts["ramp_up"], ramp_start=opts["ramp_up_start"], ramp_up_s=opts["ramp_up_duration"] or 0.0,
     )

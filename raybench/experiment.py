@@ -171,7 +171,7 @@ class Online:
     prompts_per_group: int = 50
     prefix_len: int = 2000
     # file datasets (sharegpt, custom, trace): the file; num_prompts is then at most this many of
-    # its records. sharegpt/custom take output lengths from the file unless force_output_len
+    # its records. sharegpt/custom/trace take output lengths from the file unless force_output_len
     # (custom records without output_tokens get output_len)
     dataset_path: str | None = None
     force_output_len: bool = False
@@ -293,7 +293,7 @@ class Cell:
     num_groups: int | None = None
     prompts_per_group: int | None = None
     dataset_path: str | None = None
-    force_output_len: bool = False  # sharegpt/custom: output_len for every request, not the file's
+    force_output_len: bool = False  # sharegpt/custom/trace: output_len for every request, not the file's
     time_scale: float | None = None  # trace only
     num_turns: int | None = None  # multiturn only (num_prompts is then turns of every session)
     think_time_s: float | None = None  # multiturn only
@@ -577,10 +577,10 @@ class Experiment:
 
 def _workload_tag(s: Online) -> str:
     """The workload's part of a cell id: the synthetic lengths, or the file and its replay settings."""
+    output = f"-o{s.output_len}" if s.force_output_len else ""
     if s.dataset == "trace":
-        return f"trace-{Path(s.dataset_path).stem}-n{s.num_prompts}-x{s.time_scale:g}"
+        return f"trace-{Path(s.dataset_path).stem}-n{s.num_prompts}-x{s.time_scale:g}{output}"
     if s.dataset in FILE_DATASETS:
-        output = f"-o{s.output_len}" if s.force_output_len else ""
         return f"{s.dataset}-{Path(s.dataset_path).stem}-n{s.num_prompts}{output}"
     if s.dataset == "multiturn":
         return f"mt{s.num_prompts}x{s.num_turns}-i{s.input_len}-o{s.output_len}"

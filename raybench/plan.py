@@ -142,6 +142,7 @@ def workload_for(cell: Cell, seed: int | None = None, **prompt_params: Any) -> W
     seed = cell.seed if seed is None else seed
     if cell.dataset == "trace":
         return TraceWorkload.from_file(cell.dataset_path, num_prompts=cell.num_prompts, time_scale=cell.time_scale,
+                                       output_len=cell.output_len if cell.force_output_len else None,
                                        seed=seed, **prompt_params)
     if cell.dataset in ("sharegpt", "custom"):
         return load_dataset(cell.dataset, cell.dataset_path, num_prompts=cell.num_prompts, seed=seed,

@@ -6,8 +6,11 @@ The rules (docs/workloads.md, "Tokenizers"):
 - else a ``token_id_range`` (``--token-id-range``) means ids from that range, no tokenizer;
 - else the simulator counts words (:data:`WORD_TOKENIZER`), so it needs no model;
 - else the model's own tokenizer (its name) is tried; when it cannot be loaded (offline, no
-  tokenizer.json) random prompts fall back to the default id range, said once in the output
-  and recorded in env.json. A chat endpoint cannot fall back: its text must be the model's.
+  tokenizer.json) prompts sent as ids fall back to the default id range, said once in the
+  output and recorded in env.json. A chat endpoint cannot fall back: its text must be the model's.
+
+With a tokenizer, every synthetic workload (random, prefix, trace, multiturn) draws its ids from
+the tokenizer's vocabulary; the id range is used only where there is none.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class PromptSources:
                 if explicit:
                     raise
                 self._tried[key] = err
-                self._report(f"{err}; random prompts use token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} "
+                self._report(f"{err}; prompts use token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} "
                              "instead (give --tokenizer NAME_OR_PATH to draw from the model's vocabulary, or "
                              "--token-id-range LOW:HIGH)")
         return self._tried[key]
@@ -139,8 +142,11 @@ def oov_hint(error: str, workload: Workload | None) -> str:
     params = workload.describe() if workload is not None else {}
     low, high = params.get("token_id_low", DEFAULT_TOKEN_ID_LOW), params.get("token_id_high", DEFAULT_TOKEN_ID_HIGH)
     used = params.get("tokenizer")
+    what = params.get("name", "the")
     if used and used != WORD_TOKENIZER:
-        return (f" (prompt ids came from tokenizer {used}: is it the served model's? check --tokenizer)")
-    return (f" (random prompt ids were drawn from the token-id range {low}..{high - 1}, beyond this model's "
+        # file prompts are the file's text encoded, synthetic ones ids from the vocabulary
+        origin = "the file's text encoded with" if what in ("sharegpt", "custom") else "ids drawn from the vocabulary of"
+        return f" ({what} prompts were {origin} tokenizer {used}: is it the served model's? check --tokenizer)"
+    return (f" ({what} prompt ids were drawn from the token-id range {low}..{high - 1}, beyond this model's "
             "vocabulary: give --tokenizer NAME_OR_PATH to draw from the model's own vocabulary, or "
             "--token-id-range LOW:HIGH within it)")

@@ -61,6 +61,9 @@ class RequestSpec:
                 f"array(dtype={ids.dtype}, shape={ids.shape})",
                 "a 1-D int32 array",
             )
+        if ids.size < 1:
+            raise ConfigError(f"request {self.request_id}: its prompt has no tokens, and no server takes an empty "
+                              "prompt; give prompts at least 1 token long (check the workload's lengths or the file)")
         if self.prompt_tokens != ids.size:
             raise ConfigError.invalid(
                 "prompt_tokens", self.prompt_tokens, f"the number of prompt ids ({ids.size})"
@@ -207,18 +210,3 @@ def require_vocab(prefix: str, low: object, high: object) -> tuple[int, int]:
             f"an integer above token_id_low ({low_int}) and at most {_INT32_LIMIT} (int32 ids)",
         )
     return low_int, high_int
-
-
-def as_text(ids: np.ndarray, tokenizer: str | None, revision: str | None) -> tuple[np.ndarray, str]:
-    """``ids`` as the text a tokenizer decodes them to, and that text's own ids (what is counted).
-
-    For workloads whose prompts are ids by construction (trace blocks, conversation histories)
-    when text must be sent (chat). With the simulator's word tokenizer the round trip is exact;
-    with a model's tokenizer the recorded length is the text's, which may differ slightly.
-    """
-    from raybench.workloads.tokenizer import WordTokenizer, load_tokenizer
-
-    counter = WordTokenizer() if tokenizer is None else load_tokenizer(tokenizer, revision=revision)
-    text = counter.decode(ids.tolist())
-    return np.asarray(counter.encode(text), dtype=np.int32), text
-

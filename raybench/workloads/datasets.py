@@ -166,10 +166,11 @@ def _sharegpt(path: Path, count: Callable[[str], int], output_len: int | None,
               default_output_len: int) -> Iterator[tuple[int, Candidate | None]]:
     for line, entry in iter_json_array(path, SHAREGPT_EXAMPLE):
         turns = entry.get("conversations") if isinstance(entry, dict) else None
-        if not isinstance(turns, list):
-            raise ConfigError(f"{path}:{line}: a record without a \"conversations\" list; expected e.g. {SHAREGPT_EXAMPLE}")
-        if len(turns) < 2 or not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns[:2]):
-            yield line, None  # read, but vLLM skips conversations shorter than a prompt and its reply
+        # read, but skipped as vLLM skips them: no conversation, or one shorter than a prompt and
+        # its reply (ShareGPT dumps hold such records; a file of nothing else fails in load_dataset)
+        if not isinstance(turns, list) or len(turns) < 2 or not all(
+                isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns[:2]):
+            yield line, None
             continue
         yield line, (lambda p=turns[0]["value"], r=turns[1]["value"], ln=line: _sharegpt_pair(ln, p, r, count, output_len))
 
@@ -217,7 +218,8 @@ def _custom_record(path: Path, line: int, entry: Any, output_len: Any) -> Record
 
 READERS = {"sharegpt": _sharegpt, "custom": _custom}
 FILTERS = {
-    "sharegpt": f"prompt {MIN_TOKENS}..{MAX_PROMPT_TOKENS} tokens, reply >= {MIN_TOKENS}, both <= {MAX_TOTAL_TOKENS}, "
+    "sharegpt": "a \"conversations\" list whose first 2 turns have a text \"value\", "
+                f"prompt {MIN_TOKENS}..{MAX_PROMPT_TOKENS} tokens, reply >= {MIN_TOKENS}, both <= {MAX_TOTAL_TOKENS}, "
                 "as vLLM's ShareGPT sampling",
     "custom": "a non-empty prompt",
 }

@@ -7,6 +7,7 @@ it at all (workloads send each actor only its requests' records).
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ import orjson
 
 from raybench.errors import ConfigError
 
-_CHUNK_CHARS = 1 << 18
+_CHUNK_BYTES = 1 << 18
+# a token cut by the buffer's end fails at its own start: "tru" (true), "1.5e", "\\u12"; none is longer
+_LAST_TOKEN_CHARS = 8
 _DECODER = json.JSONDecoder()
 
 
@@ -42,18 +45,25 @@ def iter_jsonl(path: Path, example: str) -> Iterator[tuple[int, Any]]:
 
 
 def iter_json_array(path: Path, example: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, element)`` of a file holding one JSON array, decoded element by element."""
-    with path.open("r", encoding="utf-8", errors="replace") as f:
+    """``(line number, element)`` of a file holding one JSON array, decoded element by element.
+
+    The file must be UTF-8 (a leading byte order mark is skipped); other bytes stop the read
+    with their position, as custom and trace files do, rather than becoming U+FFFD in a prompt.
+    """
+    with path.open("rb") as f:
         reader = _ArrayReader(f, path, example)
         yield from reader.elements()
 
 
 class _ArrayReader:
-    """A JSON array read from a text stream in chunks; tracks the line each element starts on."""
+    """A JSON array read from a byte stream in chunks; tracks the line each element starts on."""
 
     def __init__(self, stream: Any, path: Path, example: str) -> None:
         self._stream, self._path, self._example = stream, path, example
         self._buf, self._pos, self._line, self._eof = "", 0, 1, False
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._bytes_read, self._lines_read = 0, 0  # for where a byte that is not UTF-8 sits
+        self._first_text = True  # no character decoded yet (where a byte order mark may be)
 
     def elements(self) -> Iterator[tuple[int, Any]]:
         if self._next_char() != "[":
@@ -77,11 +87,13 @@ class _ArrayReader:
             try:
                 value, end = _DECODER.raw_decode(self._buf, self._pos)
             except json.JSONDecodeError as err:
-                if self._eof:
-                    self._line += self._buf.count("\n", self._pos, err.pos)
-                    raise self._error(f"not JSON ({err.msg})") from None
-                self._fill()  # the element may run past the buffer: read on and try again
-                continue
+                if not self._eof and _runs_off(err, len(self._buf)):
+                    self._fill()  # the element runs past the buffer: read on and try again
+                    continue
+                # a mistake inside the buffer: more of the file would not mend it, so stop here
+                # rather than read (and hold) the rest of a file of hundreds of MB
+                self._line += self._buf.count("\n", self._pos, err.pos)
+                raise self._error(f"not JSON ({err.msg})") from None
             if end == len(self._buf) and not self._eof:
                 self._fill()  # a number at the buffer's end may go on
                 continue
@@ -101,10 +113,31 @@ class _ArrayReader:
             self._fill()
 
     def _fill(self) -> None:
-        chunk = self._stream.read(_CHUNK_CHARS)
+        # at least as much as is still unread: an element that runs on doubles the buffer each
+        # time, so a long one is copied a bounded number of times over, not once per chunk
+        raw = self._stream.read(max(_CHUNK_BYTES, len(self._buf) - self._pos))
+        seen = self._utf8.getstate()[0] + raw  # with the bytes of a character the last read split
+        try:
+            chunk = self._utf8.decode(raw, final=not raw)
+        except UnicodeDecodeError as err:
+            where = self._bytes_read + len(raw) - len(seen) + err.start
+            line = self._lines_read + seen[: err.start].count(b"\n") + 1
+            raise ConfigError(f"{self._path}:{line}: byte {where} (0x{seen[err.start]:02x}) is not UTF-8 ({err.reason}); "
+                              "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        if self._first_text and chunk:
+            self._first_text = False
+            chunk = chunk.removeprefix("\ufeff")  # a byte order mark, as some editors write: not JSON
+        self._bytes_read += len(raw)
+        self._lines_read += raw.count(b"\n")
         self._buf = self._buf[self._pos:] + chunk
         self._pos = 0
-        self._eof = not chunk
+        self._eof = not raw
 
     def _error(self, what: str) -> ConfigError:
         return ConfigError(f"{self._path}:{self._line}: {what}; expected e.g. {self._example}")
+
+
+def _runs_off(err: json.JSONDecodeError, size: int) -> bool:
+    """Whether a decode error may only mean the element goes on past the buffer's end: a string
+    still open (its error points at its start), or an error within the last token's reach."""
+    return err.msg.startswith("Unterminated string") or err.pos >= size - _LAST_TOKEN_CHARS

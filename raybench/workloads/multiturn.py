@@ -5,6 +5,10 @@ followed by its own new user message, so a server's prefix cache can reuse every
 newest exchange. The answers in the history are stand-ins of the requested output length,
 drawn from the seed (not the text the server produced): every prompt is then known before the
 clock starts, the same on any server, for any number of actors, and exactly as long as planned.
+Without a tokenizer (or with the simulator's word count) ids come from ``[token_id_low,
+token_id_high)``; with a model's tokenizer from its vocabulary, each message fitted behind the
+conversation before it (:func:`raybench.workloads.prompts.fit_chained`), so a turn's text encodes
+back to exactly its ids and starts with the previous turn's ids and text.
 
 Request ``session * num_turns + turn`` is one turn. A session goes to one actor whole, and its
 turns are sent one after another: the next after the previous answer ended plus
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,12 +31,13 @@ from raybench.workloads.base import (
     DEFAULT_TOKEN_ID_HIGH,
     DEFAULT_TOKEN_ID_LOW,
     RequestSpec,
-    as_text,
     check_request_ids,
     check_tokenizer,
     require_int,
     require_vocab,
 )
+from raybench.workloads.prompts import ChainLink, fit_chained
+from raybench.workloads.tokenizer import Tokenizer, WordTokenizer, load_tokenizer
 
 _USER_STREAM = 1
 _ANSWER_STREAM = 2
@@ -56,7 +61,7 @@ class MultiTurnWorkload:
     seed: int = 0
     token_id_low: int = DEFAULT_TOKEN_ID_LOW
     token_id_high: int = DEFAULT_TOKEN_ID_HIGH
-    tokenizer: str | None = None  # used only with text: the ids' text and its count
+    tokenizer: str | None = None  # a name or path for load_tokenizer; None: the id range
     tokenizer_revision: str | None = None
     text: bool = False
 
@@ -88,23 +93,42 @@ class MultiTurnWorkload:
 
     def build(self, request_ids: Sequence[int]) -> list[RequestSpec]:
         check_request_ids(request_ids, self.num_requests)
+        turns = [divmod(int(request_id), self.num_turns) for request_id in request_ids]
+        tokenizer = None if self.tokenizer is None else load_tokenizer(self.tokenizer, revision=self.tokenizer_revision)
+        if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
+            prompts = self._fitted(tokenizer, turns)
+        else:
+            prompts = self._drawn(tokenizer, turns)
+        return [RequestSpec(request_id=int(request_id), prompt_token_ids=ids, prompt_tokens=int(ids.size),
+                            max_tokens=self.output_len, group=session, session=session, turn=turn,
+                            think_time_s=self.think_time_s if turn else 0.0, prompt_text=text if self.text else None)
+                for request_id, (session, turn), (ids, text) in zip(request_ids, turns, prompts)]
+
+    def _drawn(self, tokenizer: Tokenizer | None, turns: list[tuple[int, int]]) -> list[tuple[np.ndarray, str | None]]:
+        """Ids from the id range, each message drawn once a session; text in the word tokenizer's form."""
         histories: dict[int, list[np.ndarray]] = {}
-        specs = []
-        for request_id in request_ids:
-            session, turn = divmod(int(request_id), self.num_turns)
+        out = []
+        for session, turn in turns:
             parts = histories.setdefault(session, [])
             while len(parts) < 2 * turn + 1:  # user 0, answer 0, user 1, ... up to this turn's user message
-                k, is_answer = divmod(len(parts), 2)
-                parts.append(self._answer(session, k) if is_answer else self._user(session, k))
-            ids, text = np.concatenate(parts[: 2 * turn + 1]), None
-            if self.text:
-                ids, text = as_text(ids, self.tokenizer, self.tokenizer_revision)
-            specs.append(RequestSpec(
-                request_id=int(request_id), prompt_token_ids=ids, prompt_tokens=int(ids.size),
-                max_tokens=self.output_len, group=session, session=session, turn=turn,
-                think_time_s=self.think_time_s if turn else 0.0, prompt_text=text,
-            ))
-        return specs
+                parts.append(self._message_ids(session, len(parts)))
+            ids = np.concatenate(parts[: 2 * turn + 1])
+            # the word form is only built when it is sent; the word tokenizer reads it back id for id
+            out.append((ids, tokenizer.decode(ids.tolist()) if self.text and tokenizer is not None else None))
+        return out
+
+    def _fitted(self, tokenizer: Tokenizer, turns: list[tuple[int, int]]) -> list[tuple[np.ndarray, str]]:
+        """Prompts from the tokenizer's vocabulary, each message fitted behind the conversation
+        before it (:func:`fit_chained`): a turn's prompt starts with the previous turn's ids and
+        text exactly, and its text encodes back to exactly :meth:`prompt_len` ids."""
+        links: dict[Hashable, ChainLink] = {}
+        for session, turn in turns:
+            for k in range(2 * turn + 1):
+                if (session, k) not in links:
+                    links[(session, k)] = ChainLink(parent=(session, k - 1) if k else None,
+                                                    seed=self._message_seed(session, k), length=self._message_len(k))
+        fitted = fit_chained(tokenizer, links)
+        return [(fitted[(session, 2 * turn)].ids, fitted[(session, 2 * turn)].text) for session, turn in turns]
 
     def segments(self, request_id: int) -> tuple[tuple[int, int], ...]:
         """The turn's prompt as ((key, tokens), ...) runs, one a message, keyed by what draws its ids
@@ -116,9 +140,8 @@ class MultiTurnWorkload:
         key = hash(("multiturn", self.seed, self.token_id_low, self.token_id_high, session))
         out = []
         for k in range(2 * turn + 1):  # user 0, answer 0, user 1, ... as build() joins them
-            message, is_answer = divmod(k, 2)
-            length = self.output_len if is_answer else (self.input_len if message == 0 else self.turn_input_len)
-            key = hash((key, is_answer, length))
+            length = self._message_len(k)
+            key = hash((key, k % 2, length))
             out.append((key, length))
         return tuple(out)
 
@@ -127,13 +150,15 @@ class MultiTurnWorkload:
                 "prompt_len_by_turn": [self.prompt_len(t) for t in range(self.num_turns)],
                 "history_answers": "stand-ins of output_len tokens drawn from the seed"}
 
-    def _user(self, session: int, turn: int) -> np.ndarray:
-        length = self.input_len if turn == 0 else self.turn_input_len
-        return self._ids((self.seed, _USER_STREAM, session, turn), length)
+    def _message_len(self, k: int) -> int:
+        """Tokens of message ``k`` of a session (user 0, answer 0, user 1, ...)."""
+        message, is_answer = divmod(k, 2)
+        return self.output_len if is_answer else (self.input_len if message == 0 else self.turn_input_len)
 
-    def _answer(self, session: int, turn: int) -> np.ndarray:
-        return self._ids((self.seed, _ANSWER_STREAM, session, turn), self.output_len)
+    def _message_seed(self, session: int, k: int) -> tuple[int, ...]:
+        message, is_answer = divmod(k, 2)
+        return (self.seed, _ANSWER_STREAM if is_answer else _USER_STREAM, session, message)
 
-    def _ids(self, key: tuple[int, ...], length: int) -> np.ndarray:
-        rng = np.random.default_rng(list(key))
-        return rng.integers(self.token_id_low, self.token_id_high, size=length, dtype=np.int32)
+    def _message_ids(self, session: int, k: int) -> np.ndarray:
+        rng = np.random.default_rng(list(self._message_seed(session, k)))
+        return rng.integers(self.token_id_low, self.token_id_high, size=self._message_len(k), dtype=np.int32)

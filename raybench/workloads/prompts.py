@@ -14,7 +14,7 @@ server the same prompt, of the length recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,3 +95,40 @@ def _next_tail(job: PromptJob, head: list[int], tail: list[int], text: str, ids:
 
 def _draw(rng: np.random.Generator, pool: np.ndarray, count: int) -> list[int]:
     return pool[rng.integers(0, pool.size, size=count)].tolist()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainLink:
+    """A piece of a prompt that follows another piece (its ``parent``), fitted behind it.
+
+    Trace blocks and conversation messages are chains: a prompt is its pieces joined, and
+    prompts that share their first pieces must share those pieces' ids and text exactly (that
+    is the prefix a server's cache reuses).
+    """
+
+    parent: Hashable | None  # the key of the piece this one follows; None: the prompt's start
+    seed: tuple[int, ...]  # default_rng key of this piece's own draws
+    length: int  # tokens this piece adds
+
+
+def fit_chained(tokenizer: Tokenizer, links: Mapping[Hashable, ChainLink]) -> dict[Hashable, TextPrompt]:
+    """Every link fitted behind its parent's fitted prompt: ``result[key]`` is the whole prompt up
+    to and including that link, with ``encode(text) == ids``.
+
+    A link's result depends only on its own chain of links (each piece draws from its own
+    seed), never on which other links are fitted with it, so any actor building any subset of
+    requests gets the same prompts. Links are fitted a depth at a time, each depth one batch.
+    """
+    done: dict[Hashable, TextPrompt] = {}
+    pending = dict(links)
+    while pending:
+        ready = [key for key, link in pending.items() if link.parent is None or link.parent in done]
+        if not ready:
+            missing = next(link.parent for link in pending.values())
+            raise ValueError(f"chain link parent {missing!r} is not among the links")
+        jobs = [PromptJob(rng=np.random.default_rng(list(pending[key].seed)), length=pending[key].length,
+                          prefix=None if pending[key].parent is None else done[pending[key].parent]) for key in ready]
+        done.update(zip(ready, fit_prompts(tokenizer, jobs)))
+        for key in ready:
+            del pending[key]
+    return done

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from tiny_tokenizer import make_tokenizer  # noqa: E402
 from vocab_server import VocabServer  # noqa: E402
 
-FALLBACK_LINE = "random prompts use token ids 1000..99999 instead"
+FALLBACK_LINE = "; prompts use token ids 1000..99999 instead"
 
 
 @pytest.fixture(scope="module")

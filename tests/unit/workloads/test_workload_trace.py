@@ -153,3 +153,36 @@ def test_segments_share_keys_exactly_where_the_prompts_share_ids(tmp_path):
         same_keys = next(k for k in range(3) if segs[a][k][0] != segs[b][k][0])
         assert same_keys * 512 == same_ids
     assert TraceWorkload.from_file(tmp_path / "t.jsonl", seed=1).segments(0)[0][0] != segs[0][0][0]
+
+
+def test_a_forced_output_length_replaces_the_traces_from_an_experiment(tmp_path):
+    from raybench.experiment import Experiment, Online, SimBackend
+    from raybench.plan import resolve, workload_for
+
+    path = write_trace(tmp_path / "t.jsonl", [{"timestamp": 0, "input_length": 20, "output_length": 300, "hash_ids": [0]}])
+    def sweep(force):
+        return Online(concurrency=(1,), dataset="trace", dataset_path=str(path), num_prompts=1, input_len=8, output_len=64,
+                      force_output_len=force)
+    for force, sent in ((True, 64), (False, 300)):
+        _, cells = resolve(Experiment(name="t", model="meta-llama/Llama-3.1-8B-Instruct", backends=(SimBackend(name="sim"),), online=(sweep(force),)))
+        workload = workload_for(cells[0], tokenizer="raybench:words", text=False)
+        assert workload.output_len == (64 if force else None) and workload.build([0])[0].max_tokens == sent
+        # two sweeps of one trace that differ in the forced length are two cells, not one id run twice
+        assert cells[0].id.endswith("-x1-o64" if force else "-x1")
+
+
+@pytest.mark.parametrize("flags, forced", [(["--output-len", "64"], True), ([], False)])
+def test_the_cli_output_len_applies_to_a_trace(tmp_path, monkeypatch, flags, forced):
+    from click.testing import CliRunner
+
+    from raybench import cli
+
+    path = write_trace(tmp_path / "t.jsonl", [{"timestamp": 0, "input_length": 20, "output_length": 300, "hash_ids": [0]}])
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda experiment, **_: seen.append(experiment))
+    result = CliRunner().invoke(cli.main, ["bench", "--backend", "sim", "--dataset", "trace", "--dataset-path", str(path),
+                                           "--num-prompts", "1", *flags])
+    assert result.exit_code == 0, result.output
+    sweep = seen[0].online[0]
+    assert sweep.force_output_len is forced and sweep.output_len == (64 if forced else 128)
+    assert "trace: each line's output_length" in " ".join(CliRunner().invoke(cli.main, ["bench", "--help"]).output.split())
