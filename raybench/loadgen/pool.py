@@ -37,6 +37,10 @@ _START_SLACK_S = 0.2  # lets every actor's "go" land before the common start tim
 _CALL_TIMEOUT_S = 60.0
 _ANCHOR_TIMEOUT_S = 10.0  # a clock read is instant; an actor that takes this long is not answering
 _WAIT_REPORT_S = 5.0  # the progress display's pace
+_START_PLACE_S = _CALL_TIMEOUT_S * 5  # a cell's actors may wait this long for room before it starts
+# a replacement is placed while the other actors wait to be polled (their rows pile up, the
+# progress stands still): it gets this long to find room, not the cell's start-up allowance
+_REPLACE_PLACE_S = 30.0
 
 
 class BatchSink(Protocol):
@@ -199,7 +203,7 @@ class LoadGenPool:
         cell = _Cell(client=client, workload=workload, arrivals_s=np.asarray(arrivals_s, dtype=np.float64),
                      sink=sink, replacements_left=self.max_replacements)
         early, self._early = self._early, None
-        members = self._place(early) if early is not None else self._start_actors(self.num_actors)
+        members = self._place(early, _START_PLACE_S) if early is not None else self._start_actors(self.num_actors)
         timed_out = False
         try:
             self._anchor(members)
@@ -235,8 +239,8 @@ class LoadGenPool:
         return PoolResult(actors=tuple(_report(m) for m in members), timed_out=timed_out,
                           t_start_ns=cell.t_start_ns, abandoned_requests=cell.abandoned)
 
-    def _start_actors(self, n: int) -> list[_Member]:
-        return self._place(self._create(n))
+    def _start_actors(self, n: int, *, place_limit_s: float = _START_PLACE_S) -> list[_Member]:
+        return self._place(self._create(n), place_limit_s)
 
     def _create(self, n: int) -> list[_Member]:
         options = placement_options()
@@ -250,10 +254,10 @@ class LoadGenPool:
             members.append(_Member(name=name, handle=handle, ready=handle.ready.remote()))
         return members
 
-    def _place(self, members: list[_Member]) -> list[_Member]:
+    def _place(self, members: list[_Member], limit_s: float) -> list[_Member]:
         """``members`` once every one has started (its node known)."""
         try:
-            nodes = _wait_placed(self.cell_id, [m.ready for m in members], self.on_wait)
+            nodes = _wait_placed(self.cell_id, [m.ready for m in members], self.on_wait, limit_s=limit_s)
         except BaseException:
             for m in members:  # none is left holding a CPU share
                 ray.kill(m.handle, no_restart=True)
@@ -346,8 +350,8 @@ class LoadGenPool:
             return None
         cell.replacements_left -= 1
         try:
-            (new,) = self._start_actors(1)
-        except (RayActorError, GetTimeoutError) as err:
+            (new,) = self._start_actors(1, place_limit_s=_REPLACE_PLACE_S)
+        except (RayActorError, GetTimeoutError, RunError) as err:  # RunError: no room on the cluster in time
             log.error("cell %s: the replacement for %s did not start: %s", self.cell_id, m.name, err)
             return None
         try:
@@ -373,7 +377,7 @@ class LoadGenPool:
 
 
 def _wait_placed(cell_id: str, refs: list, on_wait: Callable[[str], None], *,
-                 limit_s: float = _CALL_TIMEOUT_S * 5, every_s: float = _WAIT_REPORT_S) -> list:
+                 limit_s: float = _START_PLACE_S, every_s: float = _WAIT_REPORT_S) -> list:
     """The actors' ``ready()`` answers; a line every ``every_s`` while some wait for room, a RunError at ``limit_s``."""
     t0 = time.monotonic()
     while True:

@@ -144,3 +144,38 @@ def test_an_actor_that_stops_answering_is_killed_before_its_rows_are_dropped(ray
             time.sleep(0.2)
     rows = _rows(rd)
     assert sorted(rows["request_id"].to_list()) == list(range(32)) and summary["outcome"] == "complete"
+
+
+def test_a_replacement_that_finds_no_room_leaves_the_cell_incomplete_and_the_run_goes_on(ray_local, tmp_path,
+                                                                                        monkeypatch):
+    from raybench.loadgen import pool as pool_module
+
+    # the cell's own actors place as usual; the replacement asks for a resource no node has, as a
+    # cluster whose freed CPU share another job took at once: it waits, and is given up
+    original = pool_module.placement_options
+    calls: list[int] = []
+
+    def nowhere_after_the_first():
+        calls.append(1)
+        return original() if len(calls) == 1 else {"resources": {"raybench_test_no_such_node": 1}}
+
+    monkeypatch.setattr(pool_module, "placement_options", nowhere_after_the_first)
+    monkeypatch.setattr(pool_module, "_REPLACE_PLACE_S", 2.0)
+    rd = RunDir.create(tmp_path, "lost")
+    killed: list = []
+    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
+    lines: list[str] = []
+    [summary] = Runner(_experiment(), rd, RunOptions(actors=2), report=lines.append).run()
+    thread.join(timeout=5)
+    assert killed and len(calls) == 2  # the replacement was tried
+    assert summary["outcome"] == "incomplete" and summary["requests_abandoned"] > 0
+    assert f"load generators lost and not replaced: {VICTIM}" in summary["outcome_reason"]
+    # the other actor's requests all have their rows: it was polled to the end
+    survivor = _rows_of_parts_or_final(rd).filter(pl.col("actor") == f"raybench:{CELL}:0")
+    assert survivor.height == 16 and set(survivor["status"]) == {"ok"}
+
+
+def _rows_of_parts_or_final(rd: RunDir) -> pl.DataFrame:
+    final = rd.cell_dir(CELL) / "requests.parquet"
+    return pl.read_parquet(final if final.is_file() else rd.cell_dir(CELL) / "parts" / "requests-*.parquet").with_columns(
+        pl.col("status").cast(pl.String))

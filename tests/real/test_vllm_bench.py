@@ -64,6 +64,32 @@ def test_bench_against_vllm_every_request_ok_with_exact_usage_counts(vllm_server
     assert summary["failed"] == 0 and summary["output_tokens_fallback_requests"] == 0
 
 
+def test_trace_and_multiturn_prompts_are_in_vocabulary_and_exactly_as_long_as_planned(vllm_server, tiny_model, tmp_path):
+    """Prompts built of ids (trace blocks, conversation turns) come from the model's vocabulary and
+    reach the server at the planned length; ids from the default range would be out of this vocabulary."""
+    trace = tmp_path / "trace.jsonl"
+    lines = [(0, 600, [0, 1]), (20, 520, [0, 2]), (40, 300, [3])]  # the first two share block 0
+    trace.write_text("".join(json.dumps({"timestamp": t, "input_length": n, "output_length": 4, "hash_ids": h}) + "\n"
+                             for t, n, h in lines))
+    runs = {
+        "trace": (("--dataset", "trace", "--dataset-path", str(trace)), [n for _, n, _ in lines]),
+        # turn 1: the first message, its 8-token answer and a new 64-token message
+        "multiturn": (("--dataset", "multiturn", "--num-sessions", "2", "--num-turns", "2", "--input-len", "64",
+                       "--output-len", "8"), [64, 64 + 8 + 64] * 2),
+    }
+    for name, (flags, planned) in runs.items():
+        proc = subprocess.run(
+            raybench_cmd("bench", "--url", vllm_server, "--model", SERVED_NAME, "--tokenizer", str(tiny_model),
+                         "--no-report", "--out", str(tmp_path / name), *flags),
+            capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        requests, _ = read_cell(only_cell(run_dir_of(proc.stdout)))
+        requests = requests.sort("request_id")
+        assert requests["status"].cast(pl.String).to_list() == ["ok"] * len(planned), requests["error"].to_list()
+        assert requests["server_prompt_tokens"].to_list() == planned, name
+
+
 def vllm_bench_serve(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: int, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     argv = [str(vllm_env.vllm_executable()), "bench", "serve", "--backend", "vllm", "--base-url", url,
