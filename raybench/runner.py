@@ -262,6 +262,8 @@ class Runner:
         try:
             info = handle.start()
             self.report(f"  {backend.name} ready at {info.url} on node {info.node_ip}")
+            for warning in info.warnings:
+                self.report(f"WARNING {backend.name}: {warning}")
             record = {**dataclasses.asdict(info), "version": admin.server_version(info.url, backend.endpoints.version)}
             record["argv"] = redact_argv(record["argv"])
             write_json_atomic(log_path.with_suffix(".json"), record)
@@ -269,7 +271,8 @@ class Runner:
                 started=True, version=record["version"], argv=record["argv"], node_ip=info.node_ip,
                 gpu_ids=list(info.gpu_ids), visible_devices=info.visible_devices)
             write_json_atomic(self.run_dir.env_json, self.env)
-            yield _Server(backend, info.url, handle, version=record["version"])
+            # trtllm-serve may list a local checkpoint by its directory's name: requests carry what it listed
+            yield _Server(backend.with_listed_model(info.model), info.url, handle, version=record["version"])
         finally:
             handle.stop()
             guard.discard(handle)

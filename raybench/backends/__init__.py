@@ -10,18 +10,18 @@
 This package's top level imports no Ray: experiment files and unit tests load it cheaply.
 """
 
-from raybench.backends.base import BackendKind, Dialect, Endpoints, Placement, Platform, ProcessBackend
+from raybench.backends.base import BackendKind, Dialect, Endpoints, LogFindings, Placement, Platform, ProcessBackend
 from raybench.backends.container import Container, ContainerRuntime
 from raybench.backends.external import ExternalBackend
 from raybench.backends.sglang import SGLangBackend
 from raybench.backends.sim import SimBackend
-from raybench.backends.trtllm import TRTLLMBackend, TRTLLMRuntime
+from raybench.backends.trtllm import TRTLLMBackend, TRTLLMEngineFlag, TRTLLMRuntime
 from raybench.backends.vllm import VLLMBackend
 
 Backend = SGLangBackend | VLLMBackend | TRTLLMBackend | SimBackend | ExternalBackend
 
 __all__ = [
     "Backend", "BackendKind", "Container", "ContainerRuntime", "Dialect", "Endpoints", "ExternalBackend",
-    "Placement", "Platform", "ProcessBackend", "SGLangBackend", "SimBackend", "TRTLLMBackend", "TRTLLMRuntime",
-    "VLLMBackend",
+    "LogFindings", "Placement", "Platform", "ProcessBackend", "SGLangBackend", "SimBackend", "TRTLLMBackend",
+    "TRTLLMEngineFlag", "TRTLLMRuntime", "VLLMBackend",
 ]

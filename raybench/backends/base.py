@@ -93,6 +93,14 @@ class Endpoints:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LogFindings:
+    """What a server's log, read once it is ready, says about how it really runs."""
+
+    facts: Mapping[str, str | None] = field(default_factory=dict)  # for the server's record, e.g. the attention backend
+    warnings: tuple[str, ...] = ()  # one line each, for the run's report
+
+
+@dataclass(frozen=True, kw_only=True)
 class LaunchSpec:
     """The process a ServerActor starts, resolved on the node it runs on."""
 
@@ -163,8 +171,22 @@ class ProcessBackend:
         """The name /v1/models lists and requests carry."""
         return model
 
+    def served_model_names(self, model: str) -> tuple[str, ...]:
+        """Every name the server may list in /v1/models, preferred first; readiness accepts any of them."""
+        return (self.served_model(model),)
+
+    def with_listed_model(self, name: str) -> ProcessBackend:
+        """This backend with requests carrying ``name``, the one its running server listed; the same
+        backend where ``served_model`` already knows it."""
+        return self
+
     def server_env(self) -> dict[str, str]:
         return dict(self.env)
+
+    def read_startup_log(self, log: str) -> LogFindings:
+        """What the server's log up to readiness says of settings it may have overridden in silence;
+        nothing unless the backend knows the lines its server prints."""
+        return LogFindings()
 
     def may_cache_prefixes(self, version: str | None) -> bool:
         """Whether the server, at ``version`` (None: not known), may answer a prompt it saw before

@@ -1,10 +1,11 @@
 """Offline engine mode: one batched generate on the backend's in-process engine, on a GPU node.
 
 This is what the seed's ``benchmark_throughput.py`` scripts did: build ``vllm.LLM`` /
-``sglang.Engine`` / ``tensorrt_llm.LLM`` with the server's settings, then time exactly one
-``generate`` of B token-id prompts whose output lengths are forced (``ignore_eos``), and count
-tokens from what the engine returned. Building the engine is not timed. The simulator's
-``OfflineEngine`` meets the same interface, in simulated time.
+``sglang.Engine`` / TensorRT-LLM's ``LLM`` (the class of the backend's runtime) with the
+server's settings, then time exactly one ``generate`` of B token-id prompts whose output
+lengths are forced (``ignore_eos``), and count tokens from what the engine returned. Building
+the engine is not timed. The simulator's ``OfflineEngine`` meets the same interface, in
+simulated time.
 
 The ``EngineActor`` asks Ray for the same GPUs and resources as the backend's server, so it
 can only run while that server is down; the runner runs a backend's engine cells after its
@@ -16,6 +17,7 @@ environment's interpreter (``engine_process.py``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -125,9 +127,60 @@ def generate_sglang(backend: Any, model: str, prompts: list[list[int]], max_toke
     return elapsed, [m["prompt_tokens"] for m in meta], [m["completion_tokens"] for m in meta]
 
 
+# Where each release keeps the LLM class of each runtime. 1.x moved the TensorRT engine flow to
+# tensorrt_llm._tensorrt_engine and made tensorrt_llm.LLM the PyTorch flow (its _torch.LLM only
+# raises, "deprecated"); before that tensorrt_llm.LLM was the engine flow and _torch.LLM (the
+# seed-era serve.py's PyTorchLLM) the PyTorch one.
+_TRTLLM_LLM_CLASSES = {
+    "1.x": {"pytorch": "tensorrt_llm", "tensorrt": "tensorrt_llm._tensorrt_engine"},
+    "before 1.0": {"pytorch": "tensorrt_llm._torch", "tensorrt": "tensorrt_llm"},
+}
+
+
+def trtllm_llm_class(trtllm: Any, runtime: str, node: str) -> Any:
+    """The ``LLM`` class that runs ``runtime`` ("pytorch" or "tensorrt") in the installed release."""
+    try:
+        split = importlib.util.find_spec("tensorrt_llm._tensorrt_engine") is not None
+    except (ImportError, ValueError):  # a tensorrt_llm that is not a package
+        split = False
+    layout = "1.x" if split else "before 1.0"
+    module_name = _TRTLLM_LLM_CLASSES[layout][runtime]
+    try:
+        return importlib.import_module(module_name).LLM
+    except (ImportError, AttributeError) as err:
+        raise BackendError(
+            f"offline engine mode: TensorRT-LLM {getattr(trtllm, '__version__', '(version unknown)')} on node {node} "
+            f"has no LLM class for runtime={runtime} ({module_name}.LLM: {err}); install a release that has "
+            "that flow, or set runtime= to one it has") from err
+
+
+def trtllm_llm_kwargs(kwargs: dict[str, Any], extra_llm_api_options: str | None, node: str) -> dict[str, Any]:
+    """``kwargs`` as trtllm-serve hands them to the LLM: the KV fraction as a KvCacheConfig, then the YAML over them."""
+    kwargs = dict(kwargs)
+    if isinstance(kwargs.get("kv_cache_config"), dict):
+        kwargs["kv_cache_config"] = importlib.import_module("tensorrt_llm.llmapi").KvCacheConfig(**kwargs["kv_cache_config"])
+    if extra_llm_api_options is None:
+        return kwargs
+    import yaml  # a dependency of tensorrt_llm, whose node this runs on
+
+    try:
+        with open(extra_llm_api_options) as f:
+            extra = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise BackendError(f"extra_llm_api_options={extra_llm_api_options!r} cannot be read on node {node}: "
+                           f"{err}".replace("\n", " ")) from err
+    if not isinstance(extra, dict):
+        raise BackendError(f"extra_llm_api_options={extra_llm_api_options!r} holds {type(extra).__name__}, "
+                           "not a mapping of LLM argument names to values")
+    # serve.py's own merge builds the config classes (kv_cache_config, ...) from the YAML's dicts
+    update = getattr(importlib.import_module("tensorrt_llm.llmapi.llm_utils"), "update_llm_args_with_extra_dict", None)
+    return update(kwargs, extra) if update is not None else {**kwargs, **extra}
+
+
 def generate_trtllm(backend: Any, model: str, prompts: list[list[int]], max_tokens: list[int], node: str) -> Generated:
     trtllm = import_engine_package("tensorrt_llm", node)
-    llm = trtllm.LLM(**backend.engine_kwargs(model))
+    llm_class = trtllm_llm_class(trtllm, backend.runtime.value, node)
+    llm = llm_class(**trtllm_llm_kwargs(backend.engine_kwargs(model), backend.extra_llm_api_options, node))
     try:
         params = [trtllm.SamplingParams(max_tokens=m, ignore_eos=True, temperature=TEMPERATURE, top_p=TOP_P)
                   for m in max_tokens]

@@ -39,7 +39,11 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class ServerProcess:
-    """Starts ``argv``, waits until ``base_url`` serves ``model``, and stops it for sure."""
+    """Starts ``argv``, waits until ``base_url`` serves ``model``, and stops it for sure.
+
+    ``aliases`` are other names the server may list instead (trtllm-serve lists a local
+    directory by its last component); once ready, ``model`` is the name it listed.
+    """
 
     def __init__(
         self,
@@ -49,6 +53,7 @@ class ServerProcess:
         base_url: str,
         model: str,
         log_path: Path,
+        aliases: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         env_remove: Sequence[str] = (),
         ready_timeout_s: float = 600.0,
@@ -58,12 +63,14 @@ class ServerProcess:
         self.argv = list(argv)
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.aliases = tuple(a for a in aliases if a != model)
         self.log_path = log_path
         self.env = dict(env or {})
         self.env_remove = tuple(env_remove)  # inherited variables the server must not see
         self.ready_timeout_s = ready_timeout_s
         self.stop_grace_s = stop_grace_s
         self._proc: subprocess.Popen[bytes] | None = None
+        self._last_listed: list[str] | None = None  # what /v1/models listed at the last poll, for the timeout error
 
     @property
     def pid(self) -> int | None:
@@ -118,8 +125,8 @@ class ServerProcess:
                 return
             if time.monotonic() > deadline:
                 raise BackendError(
-                    f"{self.name} not ready after {self.ready_timeout_s:g} s; last lines of {self.log_path}:\n"
-                    + log_tail(self.log_path)
+                    f"{self.name} not ready after {self.ready_timeout_s:g} s{self._listing_note()}; "
+                    f"last lines of {self.log_path}:\n" + log_tail(self.log_path)
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
@@ -133,7 +140,18 @@ class ServerProcess:
                 models = [m.get("id") for m in json.load(r).get("data", [])]
         except (urllib.error.URLError, OSError, ValueError):
             return False
-        return self.model in models
+        self._last_listed = models
+        listed = next((name for name in (self.model, *self.aliases) if name in models), None)
+        if listed is None:
+            return False
+        self.model = listed
+        return True
+
+    def _listing_note(self) -> str:
+        if self._last_listed is None:
+            return ""
+        wanted = " or ".join(repr(name) for name in (self.model, *self.aliases))
+        return f" (/v1/models lists {self._last_listed}, not {wanted})"
 
     def stop(self) -> int | None:
         """SIGTERM the whole process group, SIGKILL it after the grace period; returns the exit code."""

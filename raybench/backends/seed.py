@@ -43,6 +43,11 @@ SEED_SGLANG_MI300X = SGLangBackend(
 #   --trust-remote-code --tensor-parallel-size 8; shm_size 32GB. The task first replaced the
 #   image's vLLM 0.7.3 with a nightly wheel (the README reports 0.7.4.dev181+gf35f8e22): build
 #   an image with that wheel and put its tag here to match.
+#   AS GIVEN, THESE H200 vLLM CONSTANTS DO NOT RUN FLASHMLA. vLLM 0.7.3 has no FLASHMLA backend
+#   (vllm/platforms/interface.py, _Backend); it ignores the name (attention/selector.py returns
+#   None for it) and runs DeepSeek-R1's MLA on Triton MLA (platforms/cuda.py logs "Using Triton
+#   MLA backend."). raybench reads that line once the server is ready: the run's report says
+#   WARNING, and servers/<name>.json records the backend under from_log.attention_backend.
 SEED_VLLM_H200 = VLLMBackend(
     name="vllm-h200", tp=8, trust_remote_code=True, attention_backend="FLASHMLA",
     container=Container(image="vllm/vllm-openai:v0.7.3", shm_size="32g"),

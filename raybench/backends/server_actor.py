@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from raybench.priority import current as current_niceness
 from raybench.priority import run_at_normal_priority
 
 LOG_CHUNK_BYTES = 4 * 2**20
+STARTUP_LOG_BYTES = 64 * 2**20  # what the backend reads of the log once ready (vLLM's start-up is far less)
 _PUMP_INTERVAL_S = 1.0
 _CALL_TIMEOUT_S = 60.0
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -50,7 +51,7 @@ class ServerInfo:
     name: str
     kind: str
     url: str
-    model: str  # the name /v1/models lists
+    model: str  # the name /v1/models lists (requests carry it: ProcessBackend.with_listed_model)
     node_id: str
     node_ip: str
     pid: int
@@ -59,6 +60,8 @@ class ServerInfo:
     argv: tuple[str, ...]
     container: str | None = None
     niceness: int = 0  # the server's CPU niceness (it inherits the actor's; Ray's workers start at 15)
+    from_log: dict[str, str | None] = field(default_factory=dict)  # what its log says it runs (ProcessBackend.read_startup_log)
+    warnings: tuple[str, ...] = ()  # where its log contradicts the settings, one line each
 
 
 class ServerHost:
@@ -89,8 +92,9 @@ class ServerHost:
         spec = b.launch_spec(model=self.model, host=bind, port=port, python=sys.executable, gpu_ids=self.gpu_ids)
         remove = self._ray_only_env(spec.env)
         visible = {k: os.environ[k] for k in _VISIBLE_DEVICE_VARS if k in os.environ and k not in remove}
+        names = b.served_model_names(self.model)
         process = ServerProcess(
-            name=b.name, argv=spec.argv, base_url=f"http://{url_host}:{port}", model=b.served_model(self.model),
+            name=b.name, argv=spec.argv, base_url=f"http://{url_host}:{port}", model=names[0], aliases=names[1:],
             log_path=self.log_path, env=spec.env, env_remove=remove, ready_timeout_s=b.ready_timeout_s,
             stop_grace_s=b.stop_grace_s,
         )
@@ -118,10 +122,11 @@ class ServerHost:
             process.wait_ready()
         except BackendError as err:
             raise BackendError(f"[node {self.node_ip}] " + str(err).replace(str(self.log_path), self.log_label)) from err
+        findings = b.read_startup_log(self.read_log(0, STARTUP_LOG_BYTES).decode(errors="replace"))
         return ServerInfo(
             name=b.name, kind=b.kind.value, url=process.base_url, model=process.model, node_id=self.node_id,
             node_ip=self.node_ip, pid=pid, gpu_ids=self.gpu_ids, visible_devices=visible, argv=tuple(spec.argv),
-            container=spec.container_name, niceness=niceness,
+            container=spec.container_name, niceness=niceness, from_log=dict(findings.facts), warnings=findings.warnings,
         )
 
     def _ray_only_env(self, env: dict[str, str] | Any) -> tuple[str, ...]:

@@ -3,10 +3,13 @@
 Flags are vLLM's engine and frontend arguments (docs: "Engine Arguments" and ``vllm serve
 --help``; source: ``vllm/engine/arg_utils.py``, ``vllm/entrypoints/openai/cli_args.py``).
 Environment: ``VLLM_ATTENTION_BACKEND`` picks the attention kernels (the seed's H200 run used
-FLASHMLA); on ROCm the seed set ``VLLM_USE_TRITON_FLASH_ATTN=0`` and ``VLLM_FP8_PADDING=0``
-(``vllm/envs.py``). ``POST /reset_prefix_cache`` exists only when the server runs with
-``VLLM_SERVER_DEV_MODE=1`` (``vllm/entrypoints/openai/api_server.py``), so ``reset_cache=True``
-sets it. Version: ``GET /version`` -> ``{"version": ...}``.
+FLASHMLA). vLLM ignores a name it does not know (0.7.3: ``backend_name_to_enum`` returns None,
+and an MLA model then gets Triton MLA), so ``read_startup_log`` compares the name with the
+"Using ... backend" line vLLM logs and warns when they differ. On ROCm the seed set
+``VLLM_USE_TRITON_FLASH_ATTN=0`` and ``VLLM_FP8_PADDING=0`` (``vllm/envs.py``).
+``POST /reset_prefix_cache`` exists only when the server runs with ``VLLM_SERVER_DEV_MODE=1``
+(``vllm/entrypoints/openai/api_server.py``), so ``reset_cache=True`` sets it. Version:
+``GET /version`` -> ``{"version": ...}``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import ClassVar
 from raybench.backends.base import (
     BackendKind,
     Endpoints,
+    LogFindings,
     ProcessBackend,
     check_fraction,
     check_positive,
@@ -87,6 +91,16 @@ class VLLMBackend(ProcessBackend):
             env.setdefault("VLLM_SERVER_DEV_MODE", "1")
         return env
 
+    def read_startup_log(self, log: str) -> LogFindings:
+        """The attention backend vLLM says it uses, and a warning when ``attention_backend`` asked for another."""
+        logged = logged_attention_backend(log)
+        wanted = self.server_env().get("VLLM_ATTENTION_BACKEND")
+        if not (wanted and logged and _attention_key(wanted) != _attention_key(logged)):
+            return LogFindings(facts={"attention_backend": logged})
+        warning = (f"VLLM_ATTENTION_BACKEND={wanted} was set, but vLLM's log says it uses {logged}: this vLLM "
+                   f"does not run {wanted} for this model, so the results measure {logged}")
+        return LogFindings(facts={"attention_backend": logged}, warnings=(warning,))
+
     def may_cache_prefixes(self, version: str | None) -> bool:
         flags = {a.split("=", 1)[0] for a in self.extra_args}
         if "--no-enable-prefix-caching" in flags:
@@ -121,3 +135,28 @@ def _release(version: str | None) -> tuple[int, int] | None:
     """(major, minor) of a version string such as "0.7.4.dev181+gf35f8e22"; None if it has none."""
     match = re.match(r"v?(\d+)\.(\d+)", version or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+# "Using Triton MLA backend." (0.7.x), "Using FlashMLA backend on V1 engine." (0.8-0.10),
+# "Using AttentionBackendEnum.FLASHMLA backend." and "Using FLASHMLA attention backend out of potential
+# backends: [...]." (vllm/platforms/cuda.py, later releases); a worker's prefix may come before it
+_ATTENTION_LINE = re.compile(r"\bUsing (?P<name>[\w.\- ]+?) (?:attention )?backend"
+                             r"(?: on V1 engine)?(?: out of potential backends: .*)?\.?\s*$", re.MULTILINE)
+_NOT_ATTENTION = {"TRANSFORMERS"}  # "Using Transformers backend.": the model's implementation, not its attention
+
+
+def logged_attention_backend(log: str) -> str | None:
+    """The attention backend named by the first such line in vLLM's log, as vLLM wrote it; None if none."""
+    for match in _ATTENTION_LINE.finditer(log):
+        name = re.sub(r"^(?:AttentionBackendEnum|_Backend)\.", "", match.group("name").strip())
+        if _attention_key(name) not in _NOT_ATTENTION:
+            return name
+    return None
+
+
+def _attention_key(name: str) -> str:
+    """One spelling for the enum name and the log's words: FLASH_ATTN and "Flash Attention" -> FLASH,
+    TRITON_MLA and "Triton MLA" -> TRITONMLA, ROCM_FLASH and "ROCmFlashAttention" -> ROCMFLASH."""
+    key = re.sub(r"[^A-Z0-9]", "", name.upper())
+    key = re.sub(r"(?:VLLMV1|V1)$", "", key).replace("ATTENTION", "ATTN")
+    return key.removesuffix("ATTN") or key

@@ -39,7 +39,9 @@ SERVER_METRICS_SCHEMA = pa.schema([
 
 #: Names read from each backend's /metrics, checked against the backends' own source:
 #: vLLM   vllm/v1/metrics/loggers.py, PrometheusStatLogger (vllm-project/vllm @ 005a810b);
-#:        gpu_cache_usage_perc and gpu_prefix_cache_* are the names before 0.9 (deprecated there)
+#:        gpu_cache_usage_perc and gpu_prefix_cache_* are the names before 0.9 (deprecated there);
+#:        the V0 engine (0.7.x, the seed's) publishes the gauge gpu_prefix_cache_hit_rate instead of
+#:        counters (vllm/engine/metrics.py @ v0.7.3)
 #: SGLang python/sglang/srt/metrics/collector.py, SchedulerMetricsCollector and
 #:        TokenizerMetricsCollector (sgl-project/sglang @ 00ae9c15)
 #: sim    raybench/sim/metrics.py
@@ -47,7 +49,7 @@ BACKEND_METRICS: Mapping[str, tuple[str, ...]] = {
     "vllm": (
         "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
         "vllm:gpu_cache_usage_perc", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
-        "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total",
+        "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_hit_rate",
         "vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:num_preemptions_total",
         "vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_bucket",
         "vllm:e2e_request_latency_seconds_bucket",
@@ -70,13 +72,16 @@ BACKEND_METRICS: Mapping[str, tuple[str, ...]] = {
 class _Field:
     names: tuple[str, ...]  # the first one a server publishes wins
     mean: bool = False  # mean over series (a fraction per engine); else the sum
+    fraction: bool = False  # only values in [0, 1] count: vLLM V0 publishes -1 for "no prefix cache"
 
 
 _RUNNING = _Field(names=("vllm:num_requests_running", "sglang:num_running_reqs", "sim:num_requests_running"))
 _WAITING = _Field(names=("vllm:num_requests_waiting", "sglang:num_queue_reqs", "sim:num_requests_waiting"))
 _KV = _Field(names=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage",
                     "sim:kv_cache_usage_perc"), mean=True)
-_HIT_RATE = _Field(names=("sglang:cache_hit_rate",), mean=True)
+# vLLM V0's gauge is the hit rate since the server started (CacheMetricData in vllm/core/block/common.py),
+# not over the interval; -1 means prefix caching is off. Counters, where published, replace it (_rates).
+_HIT_RATE = _Field(names=("sglang:cache_hit_rate", "vllm:gpu_prefix_cache_hit_rate"), mean=True, fraction=True)
 _HITS = _Field(names=("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total", "sim:prefix_cache_hits_total"))
 _QUERIES = _Field(names=("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total",
                          "sim:prefix_cache_queries_total"))
@@ -124,7 +129,7 @@ def _label_end(line: str, start: int) -> int:
 
 def _read(samples: Mapping[str, list[float]], field: _Field) -> float | None:
     for name in field.names:
-        values = [v for v in samples.get(name, ()) if not math.isnan(v)]
+        values = [v for v in samples.get(name, ()) if not math.isnan(v) and (not field.fraction or 0 <= v <= 1)]
         if values:
             return sum(values) / len(values) if field.mean else sum(values)
     return None

@@ -34,6 +34,7 @@ from raybench.workloads import RandomWorkload
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 from fakebin import MARK_VAR, install, marked_pids  # noqa: E402
+from upstream_servers import install as install_upstream  # noqa: E402
 
 MODEL = "deepseek-ai/DeepSeek-R1"
 H200 = Placement(resources={"H200": 8})
@@ -129,6 +130,25 @@ def test_cell_runs_with_the_server_on_the_gpu_node_and_load_on_the_client_node(n
     if os.geteuid() == 0:
         assert record["niceness"] == 0 and "runs at niceness" not in log
         assert {a["niceness"] for s in summaries for a in s["actors"]} == {0}
+
+
+def test_what_the_servers_really_run_reaches_requests_records_and_the_report(nodes, fake_env, tmp_path):
+    """trtllm-serve lists a local checkpoint by its directory's name; vLLM 0.7.3 runs Triton MLA when asked for FLASHMLA."""
+    checkpoint = tmp_path / "models" / "DeepSeek-R1"  # on the GPU node: this cluster's nodes share the disk
+    checkpoint.mkdir(parents=True)
+    env = {**fake_env, **install_upstream(tmp_path / "upstream-bin"), "RAYBENCH_FAKE_ATTENTION": "Triton MLA"}
+    trtllm = TRTLLMBackend(model_path=str(checkpoint), placement=H200, env=env, ready_timeout_s=60)
+    vllm = VLLMBackend(attention_backend="FLASHMLA", placement=H200, env=env, ready_timeout_s=60)
+    experiment = Experiment(name="upstream", model=MODEL, backends=(trtllm, vllm),
+                            online=(Online(concurrency=(2,), input_len=16, output_len=8, num_prompts=4),))
+    rd = RunDir.create(tmp_path, "upstream")
+    reports: list[str] = []
+    summaries = Runner(experiment, rd, RunOptions(actors=1), report=reports.append).run()
+    assert [s["completed"] for s in summaries] == [4, 4]  # the simulator answers 404 to a name it does not serve
+    assert json.loads(rd.server_log("trtllm").with_suffix(".json").read_text())["model"] == "DeepSeek-R1"
+    record = json.loads(rd.server_log("vllm").with_suffix(".json").read_text())
+    assert record["from_log"] == {"attention_backend": "Triton MLA"} and len(record["warnings"]) == 1
+    assert [r for r in reports if r.startswith("WARNING vllm: VLLM_ATTENTION_BACKEND=FLASHMLA was set")]
 
 
 def test_a_server_that_takes_8_s_to_start_is_waited_for(nodes, fake_env, tmp_path):

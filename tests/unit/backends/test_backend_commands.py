@@ -30,6 +30,7 @@ from raybench.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 from fake_servers import parse  # noqa: E402
+from trtllm_serve_releases import flow  # noqa: E402
 
 MODEL = "deepseek-ai/DeepSeek-R1"
 HOST, PORT = "10.0.0.5", 8123
@@ -76,6 +77,20 @@ def test_a_local_checkpoint_is_served_under_the_experiments_model_name():
     assert parsed("trtllm", argv(backend))[1] == "deepseek" == backend.served_model(MODEL)
 
 
+def test_trtllm_waits_for_a_local_directory_under_its_path_or_its_name():
+    """trtllm-serve lists an existing directory by its last component; the driver cannot see that node's disk."""
+    assert TRTLLMBackend(model_path="/models/DeepSeek-R1/").served_model_names(MODEL) == (
+        "/models/DeepSeek-R1/", "DeepSeek-R1")
+    assert TRTLLMBackend().served_model_names(MODEL) == (MODEL, "DeepSeek-R1")  # a local dir of that name, or the hub's
+    assert TRTLLMBackend(model_path="deepseek").served_model_names(MODEL) == ("deepseek",)
+    assert VLLMBackend(model_path="/models/r1").served_model_names(MODEL) == (MODEL,)
+    # once the server has listed one, requests carry it; the options stay what they were
+    backend = TRTLLMBackend(model_path="/models/DeepSeek-R1")
+    listed = backend.with_listed_model("DeepSeek-R1")
+    assert listed.served_model(MODEL) == "DeepSeek-R1" and backend.served_model(MODEL) == "/models/DeepSeek-R1"
+    assert listed == backend and listed.server_argv(model=MODEL, host=HOST, port=PORT, python="p") == argv(backend)
+
+
 def test_vllm_environment():
     backend = VLLMBackend(attention_backend="FLASHMLA", reset_cache=True, env={"NCCL_DEBUG": "INFO"})
     assert backend.server_env() == {"NCCL_DEBUG": "INFO", "VLLM_ATTENTION_BACKEND": "FLASHMLA",
@@ -103,14 +118,33 @@ def test_sglang_flags_parse_to_the_options():
 def test_trtllm_flags_parse_to_the_options():
     backend = TRTLLMBackend(tp=8, pp=1, ep=4, max_batch_size=512, max_num_tokens=16384, max_seq_len=16384,
                             kv_cache_free_gpu_memory_fraction=0.8, trust_remote_code=True,
-                            extra_llm_api_options="/etc/extra.yaml", runtime="tensorrt")
+                            extra_llm_api_options="/etc/extra.yaml", runtime="tensorrt", engine_flag="trt")
     args = argv(backend)
     assert args[:2] == ["trtllm-serve", MODEL]
     ns, served = parsed("trtllm", args)
-    assert (ns.backend, ns.tp_size, ns.pp_size, ns.ep_size) == ("tensorrt", 8, 1, 4)
+    assert (ns.backend, ns.tp_size, ns.pp_size, ns.ep_size) == ("trt", 8, 1, 4)
     assert (ns.max_batch_size, ns.max_num_tokens, ns.max_seq_len) == (512, 16384, 16384)
     assert (ns.free_gpu_memory_fraction, ns.trust_remote_code, ns.extra_llm_api_options) == (0.8, True, "/etc/extra.yaml")
     assert (ns.host, ns.port, served) == (HOST, PORT, MODEL)
+
+
+@pytest.mark.parametrize(
+    "release, engine_flag",
+    [("seed", "omit"), ("later", "trt"), ("1.x", "trt")],
+)
+def test_trtllm_runtime_selects_the_flow_on_each_release(release, engine_flag):
+    """--backend tensorrt parses on none of them; the seed's build has no engine spelling but the default."""
+    engine = TRTLLMBackend(model_path="/engines/r1", runtime="tensorrt", engine_flag=engine_flag)
+    assert flow(release, argv(engine)) == "tensorrt"
+    assert flow(release, argv(TRTLLMBackend(engine_flag=engine_flag))) == "pytorch"
+
+
+def test_trtllm_engine_flag_default_is_the_seeds_build():
+    engine = TRTLLMBackend(runtime="tensorrt")
+    assert "--backend" not in argv(engine) and flow("seed", argv(engine)) == "tensorrt"
+    with pytest.raises(SystemExit):  # click refuses what the seed's build does not declare
+        flow("seed", argv(TRTLLMBackend(runtime="tensorrt", engine_flag="trt")))
+    assert flow("1.x", argv(engine)) == "pytorch"  # hence engine_flag="trt" on later releases
 
 
 @pytest.mark.parametrize(
@@ -201,6 +235,7 @@ def test_placement_and_actor_options():
         (lambda: Placement(resources={"H200": 0}), "placement.resources"),
         (lambda: Container(image=""), "container.image"),
         (lambda: TRTLLMBackend(runtime="onnx"), "unknown runtime 'onnx'; available: pytorch, tensorrt"),
+        (lambda: TRTLLMBackend(engine_flag="tensorrt"), "unknown engine_flag 'tensorrt'; available: omit, trt"),
         (lambda: VLLMBackend(platform="metal"), "unknown platform 'metal'; available: cuda, rocm"),
         (lambda: Container(image="i", runtime="lxc"), "unknown container.runtime 'lxc'"),
         (lambda: SimBackend(timing="slow"), "unknown sim timing 'slow'"),

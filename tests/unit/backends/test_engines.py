@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -95,29 +96,60 @@ def test_sglang_engine_counts_from_meta_info_and_shuts_down(monkeypatch):
     assert (prompt_tokens, output_tokens, calls["shutdown"]) == ([3, 2], [4, 6], True)
 
 
-def test_trtllm_engine(monkeypatch):
-    calls = {}
+TRTLLM_RELEASES = Path(__file__).resolve().parents[2] / "fakes" / "trtllm_releases"
 
-    class LLM:
-        def __init__(self, **kwargs):
-            calls["init"] = kwargs
 
-        def generate(self, prompts, sampling_params):
-            return [_RequestOutput(p, [_Completion([0] * s.max_tokens)]) for p, s in zip(prompts, sampling_params)]
+@pytest.fixture
+def trtllm_release(monkeypatch):
+    """Puts one fake tensorrt_llm release (tests/fakes/trtllm_releases) on sys.path; returns what it built."""
+    monkeypatch.syspath_prepend(str(TRTLLM_RELEASES))
+    import fake_trtllm_core
 
-        def shutdown(self):
-            calls["shutdown"] = True
+    def install(release):
+        for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.syspath_prepend(str(TRTLLM_RELEASES / release))
+        fake_trtllm_core.BUILT.clear()
+        return fake_trtllm_core
 
-    class SamplingParams:
-        def __init__(self, **kwargs):
-            self.__dict__.update(kwargs)
+    yield install
+    for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
+        del sys.modules[name]
 
-    _fake_module("tensorrt_llm", monkeypatch, LLM=LLM, SamplingParams=SamplingParams)
-    backend = TRTLLMBackend(tp=8, ep=4, max_batch_size=512, max_num_tokens=16384, max_seq_len=16384)
+
+@pytest.mark.parametrize("release", ["before_1_0", "v1"])
+@pytest.mark.parametrize("runtime", ["pytorch", "tensorrt"])
+def test_trtllm_engine_runs_the_runtimes_flow_with_the_servers_settings(trtllm_release, tmp_path, release, runtime):
+    core = trtllm_release(release)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("enable_attention_dp: true\nmax_batch_size: 256\n")
+    backend = TRTLLMBackend(tp=8, ep=4, max_batch_size=512, max_num_tokens=16384, max_seq_len=16384, runtime=runtime,
+                            kv_cache_free_gpu_memory_fraction=0.8, extra_llm_api_options=str(extra))
     _, prompt_tokens, output_tokens = generate_trtllm(backend, MODEL, PROMPTS, MAX_TOKENS, "n")
-    assert calls["init"] == {"model": MODEL, "tensor_parallel_size": 8, "moe_expert_parallel_size": 4,
-                             "max_batch_size": 512, "max_num_tokens": 16384, "max_seq_len": 16384}
-    assert (prompt_tokens, output_tokens, calls["shutdown"]) == ([3, 2], [4, 6], True)
+    assert (prompt_tokens, output_tokens) == ([3, 2], [4, 6])
+    [(flow, kwargs)] = core.BUILT
+    assert flow == runtime
+    # as trtllm-serve: --kv_cache_free_gpu_memory_fraction becomes a KvCacheConfig, the YAML's keys win
+    assert kwargs == {"model": MODEL, "tensor_parallel_size": 8, "moe_expert_parallel_size": 4,
+                      "max_batch_size": 256, "max_num_tokens": 16384, "max_seq_len": 16384,
+                      "kv_cache_config": core.KvCacheConfig(free_gpu_memory_fraction=0.8), "enable_attention_dp": True}
+
+
+def test_trtllm_engine_without_the_runtimes_flow_names_runtime_and_release(trtllm_release, monkeypatch):
+    trtllm_release("before_1_0")
+    monkeypatch.setitem(sys.modules, "tensorrt_llm._torch", None)  # a release from before the PyTorch flow
+    with pytest.raises(BackendError) as err:
+        generate_trtllm(TRTLLMBackend(), MODEL, PROMPTS, MAX_TOKENS, "10.0.0.5")
+    message = str(err.value)
+    assert "TensorRT-LLM 0.17.0.post1 on node 10.0.0.5 has no LLM class for runtime=pytorch" in message
+    assert "\n" not in message
+
+
+def test_trtllm_engine_with_an_unreadable_options_file_says_which(trtllm_release, tmp_path):
+    trtllm_release("v1")
+    backend = TRTLLMBackend(extra_llm_api_options=str(tmp_path / "missing.yaml"))
+    with pytest.raises(BackendError, match=r"extra_llm_api_options='.*missing\.yaml' cannot be read on node n: "):
+        generate_trtllm(backend, MODEL, PROMPTS, MAX_TOKENS, "n")
 
 
 def test_the_simulators_engine_meets_the_same_interface():

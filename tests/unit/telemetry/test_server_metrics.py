@@ -89,6 +89,31 @@ def test_the_simulators_own_text_reads_back():
     assert set(parse_prometheus_text(text1.decode())) <= set(BACKEND_METRICS["sim"])
 
 
+# vLLM 0.7.3's V0 engine (the seed's): a hit-rate gauge instead of counters, and the old usage name
+# (vllm/engine/metrics.py: gauge_gpu_prefix_cache_hit_rate; -1 when the block manager has no prefix cache)
+VLLM_V0 = """# HELP vllm:gpu_prefix_cache_hit_rate GPU prefix cache block hit rate.
+# TYPE vllm:gpu_prefix_cache_hit_rate gauge
+vllm:gpu_prefix_cache_hit_rate{{model_name="deepseek-ai/DeepSeek-R1"}} {rate}
+vllm:cpu_prefix_cache_hit_rate{{model_name="deepseek-ai/DeepSeek-R1"}} -1.0
+vllm:gpu_cache_usage_perc{{model_name="deepseek-ai/DeepSeek-R1"}} 0.3
+vllm:num_requests_running{{model_name="deepseek-ai/DeepSeek-R1"}} 7.0
+vllm:generation_tokens_total{{model_name="deepseek-ai/DeepSeek-R1"}} {generated}
+"""
+
+
+def test_vllm_v0_reports_its_prefix_cache_hit_rate_gauge():
+    timeline = ServerTimeline("cell-v0")
+    first = timeline.add(0, 1.0, VLLM_V0.format(rate=0.62, generated=100))
+    second = timeline.add(1_000_000_000, 1.0, VLLM_V0.format(rate=0.625, generated=600))
+    assert (first["source"], first["running"], first["kv_cache_usage"]) == ("vllm", 7, 0.3)
+    assert (first["prefix_cache_hit_rate"], second["prefix_cache_hit_rate"]) == (0.62, 0.625)
+    assert second["output_tokens_per_s"] == pytest.approx(500.0)
+    # prefix caching off: V0 publishes -1, which is no rate at all
+    assert ServerTimeline("off").add(0, 1.0, VLLM_V0.format(rate=-1.0, generated=0))["prefix_cache_hit_rate"] is None
+    assert set(parse_prometheus_text(VLLM_V0.format(rate=0, generated=0))) - set(BACKEND_METRICS["vllm"]) == {
+        "vllm:cpu_prefix_cache_hit_rate"}
+
+
 class Sink:
     def __init__(self):
         self.values = {}
