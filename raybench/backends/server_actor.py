@@ -245,6 +245,9 @@ class _LogPump:
         while not self._stop.is_set():
             try:
                 full = self._pull() >= LOG_CHUNK_BYTES
+            except GetTimeoutError:
+                # the actor still waits for a node (GPUs busy with another job): its log starts once it runs
+                continue
             except Exception:  # noqa: BLE001 (actor lost or Ray shut down: finish() says what is left)
                 return
             if not full:
@@ -339,7 +342,9 @@ class ServerHandle:
 
 def check_placement(backend: ProcessBackend) -> None:
     """Fail at once when no node could ever hold the server, instead of waiting forever for one."""
-    want = {"GPU": float(backend.reserved_gpus), **{k: float(v) for k, v in backend.placement.resources.items()}}
+    # every resource actor_options() asks for: a CPU count no node has leaves the actor pending for good too
+    want = {"GPU": float(backend.reserved_gpus), "CPU": float(backend.placement.num_cpus),
+            **{k: float(v) for k, v in backend.placement.resources.items()}}
     want = {k: v for k, v in want.items() if v > 0}
     if not want:
         return
@@ -347,7 +352,7 @@ def check_placement(backend: ProcessBackend) -> None:
     if any(all(res.get(k, 0.0) >= v for k, v in want.items()) for res in nodes):
         return
     offered = "; ".join(
-        ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k == "GPU" or not k.startswith(("node:", "memory", "object_store")))
+        ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k in ("GPU", "CPU") or not k.startswith(("node:", "memory", "object_store")))
         for res in nodes
     )
     raise BackendError(f"{backend.name} needs {want} on one node, and no node of this cluster has that "

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -235,6 +236,39 @@ def test_a_placement_no_node_offers_fails_at_once(nodes):
     backend = VLLMBackend(tp=8, placement=Placement(resources={"MI300X": 8}))
     with pytest.raises(BackendError, match=r"needs \{'GPU': 8.0, 'MI300X': 8.0\} on one node.*H200=8") :
         ServerHandle(backend, model=MODEL, log_path=Path("/nonexistent/never.log")).start()
+    # the CPUs it asks for count too: an actor no node can hold would wait for ever, without a word
+    backend = VLLMBackend(tp=8, placement=Placement(resources={"H200": 8}, num_cpus=64))
+    with pytest.raises(BackendError, match=r"needs \{'GPU': 8.0, 'CPU': 64.0, 'H200': 8.0\} on one node.*CPU=2"):
+        ServerHandle(backend, model=MODEL, log_path=Path("/nonexistent/never.log")).start()
+
+
+def test_the_log_copy_waits_while_the_server_waits_for_its_gpus(nodes, fake_env, tmp_path, monkeypatch):
+    from raybench.backends import server_actor
+
+    # each pull of the log waits this long for an answer; a pending actor gives none
+    monkeypatch.setattr(server_actor, "_CALL_TIMEOUT_S", 1.0)
+
+    @ray.remote(num_gpus=8, num_cpus=0)
+    class GpuHolder:  # another job's actor holding the node's GPUs for a while
+        def ping(self) -> int:
+            return 1
+
+    holder = GpuHolder.remote()
+    ray.get(holder.ping.remote())
+    release = threading.Timer(4.0, lambda: ray.kill(holder, no_restart=True))
+    release.start()
+    log = tmp_path / "vllm.log"
+    handle = ServerHandle(VLLMBackend(tp=8, placement=H200, env=fake_env), model=MODEL, log_path=log)
+    try:
+        handle.start()  # pending for ~4 s: four pulls time out meanwhile
+        deadline = time.monotonic() + 15
+        while (not log.exists() or log.stat().st_size == 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # copied while the server runs, not only when it stops
+        assert log.stat().st_size > 0 and handle._pump._thread.is_alive()
+    finally:
+        release.join()
+        handle.stop()
 
 
 def test_engine_mode_without_the_package_names_it_and_the_node(nodes):
