@@ -61,18 +61,24 @@ def _signal_actor_when_busy(name: str, sig: int, box: list, rd: RunDir) -> threa
     return thread
 
 
+def _run_killing_the_victim(tmp_path, options: RunOptions) -> tuple[dict, RunDir, list[str]]:
+    """The cell run with VICTIM killed (-9) once its first rows are on disk; its summary, run dir and report lines."""
+    rd = RunDir.create(tmp_path, "lost")
+    killed: list = []
+    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
+    lines: list[str] = []
+    [summary] = Runner(_experiment(), rd, options, report=lines.append).run()
+    thread.join(timeout=5)
+    assert killed, "the actor was never killed"
+    return summary, rd, lines
+
+
 def _rows(rd: RunDir) -> pl.DataFrame:
     return pl.read_parquet(rd.cell_dir(CELL) / "requests.parquet").with_columns(pl.col("status").cast(pl.String))
 
 
 def test_an_actor_killed_mid_cell_is_replaced_and_every_request_has_one_row(ray_local, tmp_path):
-    rd = RunDir.create(tmp_path, "lost")
-    killed: list = []
-    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
-    lines: list[str] = []
-    [summary] = Runner(_experiment(), rd, RunOptions(actors=2), report=lines.append).run()
-    thread.join(timeout=5)
-    assert killed, "the actor was never killed"
+    summary, rd, _ = _run_killing_the_victim(tmp_path, RunOptions(actors=2))
     rows = _rows(rd)
     assert sorted(rows["request_id"].to_list()) == list(range(32))  # one row each, none twice
     assert summary["outcome"] == "complete" and (summary["planned_requests"], summary["recorded_requests"]) == (32, 32)
@@ -90,13 +96,7 @@ def test_an_actor_killed_mid_cell_is_replaced_and_every_request_has_one_row(ray_
 
 
 def test_without_a_replacement_the_cell_is_incomplete_says_so_and_a_resume_completes_it(ray_local, tmp_path):
-    rd = RunDir.create(tmp_path, "lost")
-    killed: list = []
-    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
-    lines: list[str] = []
-    [summary] = Runner(_experiment(), rd, RunOptions(actors=2, max_replacements=0), report=lines.append).run()
-    thread.join(timeout=5)
-    assert killed
+    summary, rd, lines = _run_killing_the_victim(tmp_path, RunOptions(actors=2, max_replacements=0))
     assert summary["outcome"] == "incomplete" and summary["recorded_requests"] < 32
     assert f"load generators lost and not replaced: {VICTIM}" in summary["outcome_reason"]
     assert any(line.startswith(f"WARNING cell {CELL}: incomplete") for line in lines), lines
@@ -161,13 +161,8 @@ def test_a_replacement_that_finds_no_room_leaves_the_cell_incomplete_and_the_run
 
     monkeypatch.setattr(pool_module, "placement_options", nowhere_after_the_first)
     monkeypatch.setattr(pool_module, "_REPLACE_PLACE_S", 2.0)
-    rd = RunDir.create(tmp_path, "lost")
-    killed: list = []
-    thread = _signal_actor_when_busy(VICTIM, signal.SIGKILL, killed, rd)
-    lines: list[str] = []
-    [summary] = Runner(_experiment(), rd, RunOptions(actors=2), report=lines.append).run()
-    thread.join(timeout=5)
-    assert killed and len(calls) == 2  # the replacement was tried
+    summary, rd, _ = _run_killing_the_victim(tmp_path, RunOptions(actors=2))
+    assert len(calls) == 2  # the replacement was tried
     assert summary["outcome"] == "incomplete" and summary["requests_abandoned"] > 0
     assert f"load generators lost and not replaced: {VICTIM}" in summary["outcome_reason"]
     # the other actor's requests all have their rows: it was polled to the end
