@@ -199,7 +199,8 @@ class Runner:
             for c in cells
             if (self.run_dir.cell_dir(c.id) / SUMMARY_FILE).is_file()
         ]
-        write_table_atomic(self.run_dir.summary_parquet, summary_frame(summaries).to_arrow())
+        # every cell of the run dir, not only this invocation's (an --only or --resume adds to earlier ones)
+        write_table_atomic(self.run_dir.summary_parquet, summary_frame(self.run_dir.summaries()).to_arrow())
         self.progress.finish(summaries)
         return summaries
 

@@ -144,8 +144,11 @@ def _turn_rows(summary: Mapping[str, Any]) -> list[str]:
     turns = summary.get("ttft_by_turn") or []
     if not turns:
         return []
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"  # a turn none of whose requests succeeded
+
     return [_banner("TTFT per Turn", "-"),
-            *(_row(f"Turn {t['turn']} mean / P99 TTFT (ms):", f"{t['mean_ttft_ms']:.2f} / {t['p99_ttft_ms']:.2f}")
+            *(_row(f"Turn {t['turn']} mean / P99 TTFT (ms):", f"{ms(t['mean_ttft_ms'])} / {ms(t['p99_ttft_ms'])}")
               for t in turns)]
 
 

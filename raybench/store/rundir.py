@@ -239,6 +239,14 @@ class RunDir:
         """The cells that completed (every planned request accounted for)."""
         return sorted(self.completed_cells())
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every cell's summary.json, complete or not, in plan.json's order (cells it does not list
+        last): what summary.parquet holds, whichever invocations (--only, --resume) wrote them."""
+        cells = self._plan().get("cells")
+        order = {c.get("id"): i for i, c in enumerate(cells if isinstance(cells, list) else []) if isinstance(c, dict)}
+        found = [summary for _, summary in self._cell_summaries()]
+        return sorted(found, key=lambda summary: order.get(summary.get("cell_id"), len(order)))
+
 
 # A cell without summary.json is run again by a resume, and set_aside() first moves every file
 # it holds to attempts/<n>/: the rows stay on disk, unlike after deleting the cell's directory.

@@ -7,6 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import polars as pl
+
 from raybench.experiment import load_experiment
 from raybench.plan import resolve
 from raybench.runner import RunOptions, Runner
@@ -35,6 +37,8 @@ def test_selected_cells_run_and_a_rerun_runs_only_the_unfinished(ray_local, tmp_
     assert sorted(rd.cell_ids()) == sorted(first + third)
     # plan.json holds every cell the run dir was asked for, over all three invocations
     assert [c["id"] for c in json.loads(rd.plan_json.read_text())["cells"]] == first + third
+    # and summary.parquet every cell that has a summary, not only the last invocation's
+    assert pl.read_parquet(rd.summary_parquet)["cell_id"].to_list() == first + third
 
 
 def test_a_resume_with_other_sampling_or_prompt_ids_is_refused_before_any_cell_runs(ray_local, tmp_path):

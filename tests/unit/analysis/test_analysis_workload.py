@@ -40,3 +40,18 @@ def test_the_table_shows_turns_and_lateness():
     summary = {**summarize_cell(requests, chunks), **turn_fields(requests, chunks)}
     table = format_summary_table(summary)
     assert "Turn 1 mean / P99 TTFT (ms):" in table and "Sends fell behind schedule:" in table
+
+
+def test_a_turn_none_of_whose_requests_succeeded_prints_as_na_in_the_table():
+    from raybench.analysis.summary import summarize_cell
+
+    # turn 1 of each session was refused (say, beyond the context length): its statistics are null
+    rows = [{"request_id": 2 * s + t, "sent": 0.0, "done": 20.0, "output_tokens": 2 if t == 0 else None,
+             "session": s, "turn": t, **({"status": "http_error", "http_status": 400} if t else {})}
+            for s in range(2) for t in range(2)]
+    streams = {2 * s: [(5.0, "token", 1), (20.0, "token", 1)] for s in range(2)}
+    requests, chunks = requests_frame(rows), chunks_frame(streams)
+    summary = {**summarize_cell(requests, chunks), **turn_fields(requests, chunks)}
+    assert {t["turn"]: t["mean_ttft_ms"] for t in summary["ttft_by_turn"]} == {0: pytest.approx(5.0), 1: None}
+    table = format_summary_table(summary)
+    assert "Turn 1 mean / P99 TTFT (ms):" in table and "n/a / n/a" in table
