@@ -309,10 +309,15 @@ def prompt_identity(record: Mapping[str, Any]) -> str:
     return f"{said} (fallback: tokenizer {tried} did not load)" if tried else said
 
 
-def run_settings(prompts: Mapping[str, Any], sampling: Mapping[str, Any]) -> dict[str, Any]:
+def run_settings(prompts: Mapping[str, Any], sampling: Mapping[str, Any],
+                 simulator: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a backend's cells share besides their Cell fields, recorded beside them in plan.json and
-    summary.json so a resume compares it too: how prompts were made, what every request sampled with."""
-    return {"prompts": prompt_identity(prompts), "sampling": dict(sampling)}
+    summary.json so a resume compares it too: how prompts were made, what every request sampled with,
+    and for a simulated server its timing (``Backend.timing_identity``)."""
+    settings: dict[str, Any] = {"prompts": prompt_identity(prompts), "sampling": dict(sampling)}
+    if simulator is not None:
+        settings["simulator"] = dict(simulator)
+    return settings
 
 
 def _differences(key: str, there: Any, now: Any) -> list[str]:

@@ -168,7 +168,8 @@ class Runner:
             cells = [c for c in cells if c.id in self.options.cell_ids]
         # tokenizers resolve before any server starts: a named one that does not load stops the run here
         self.sources = self._prompt_sources(cells)
-        self.settings = {name: run_settings(source.record, self.experiment.sampling.to_json())
+        self.settings = {name: run_settings(source.record, self.experiment.sampling.to_json(),
+                                            self.experiment.backend(name).timing_identity())
                          for name, source in self.sources.items()}
         done = check_resume(cells, self.run_dir.completed_cells(), self.settings)
         write_json_atomic(self.run_dir.plan_json, {"experiment": self.experiment.name, "cells": self._run_dir_plan(cells)})

@@ -188,6 +188,11 @@ class ProcessBackend:
         nothing unless the backend knows the lines its server prints."""
         return LogFindings()
 
+    def timing_identity(self) -> dict[str, Any] | None:
+        """What decides the times a simulated server gives, for a resume to compare (None: a real
+        server, whose times are its own: a resume compares its cells' settings, not the server's)."""
+        return None
+
     def may_cache_prefixes(self, version: str | None) -> bool:
         """Whether the server, at ``version`` (None: not known), may answer a prompt it saw before
         from a prefix cache; True unless its launch or version says it does not."""

@@ -39,3 +39,6 @@ class ExternalBackend:
 
     def may_cache_prefixes(self, version: str | None) -> bool:
         return True  # someone else's server: nothing says it does not
+
+    def timing_identity(self) -> None:
+        return None  # its times are its own (raybench sim started by hand included: nothing says so)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from raybench.backends.base import BackendKind, Endpoints, ProcessBackend, check_positive
 from raybench.errors import ConfigError
@@ -59,6 +59,16 @@ class SimBackend(ProcessBackend):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3.6e6:
                 raise ConfigError.invalid(name, value, "a number of milliseconds in 0..3600000")
+
+    def timing_identity(self) -> dict[str, Any]:
+        """zero, fixed and engine timings give numbers of different meaning: cells of one must not
+        pass for cells of another in one run dir (fixed: its delays; engine: its cost model)."""
+        identity: dict[str, Any] = {"timing": self.timing, "tokens_per_chunk": self.tokens_per_chunk}
+        if self.timing == "fixed":
+            identity.update(ttft_ms=self.ttft_ms, itl_ms=self.itl_ms)
+        elif self.timing == "engine":
+            identity.update(gpu=self.gpu, num_gpus=self.num_gpus, profile=self.profile, profiles=self.profiles)
+        return identity
 
     def may_cache_prefixes(self, version: str | None) -> bool:
         """Only engine timing holds requests in an engine core, with the prefix cache of its features."""

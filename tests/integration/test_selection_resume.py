@@ -56,6 +56,10 @@ def test_a_resume_with_other_sampling_or_prompt_ids_is_refused_before_any_cell_r
         (dataclasses.replace(experiment, sampling=Sampling(temperature=0.5)), "sampling.temperature=0.0 there, 0.5 now"),
         (dataclasses.replace(experiment, token_id_range=(2000, 3000)),
          "prompts=\"the simulator's word count (ids [1000, 100000])\" there, 'token ids 2000..2999' now"),
+        # --sim-timing on a resume: zero timing's cells would pass for measured ones among fixed-timing cells
+        (dataclasses.replace(experiment, backends=(SimBackend(name="s", timing="fixed", ttft_ms=5, itl_ms=1),)),
+         "simulator.timing='zero' there, 'fixed' now; simulator.ttft_ms=None there, 5 now; "
+         "simulator.itl_ms=None there, 1 now"),
     ]:
         with pytest.raises(ConfigError) as info:
             Runner(changed, rd, RunOptions(), report=lambda line: None).run()
