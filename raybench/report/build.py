@@ -28,6 +28,7 @@ from raybench.report.frame import combine_repeats
 from raybench.report.slices import NothingToDraw
 from raybench.report.sources import read_source, rerun_advice
 from raybench.report.style import SeriesStyle, series_style
+from raybench.store.outcome import OutcomeKind, outcome_of
 from raybench.store.rundir import safe_name, tmp_path
 
 REPORT_FILE = "report.html"
@@ -158,7 +159,8 @@ def _source_line(env: Mapping[str, Any]) -> str | None:
     return f"{source.get('path')}" + (f" at {git}" if git else "")
 
 
-def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
+def _metadata_section(path: Path, frame: pl.DataFrame, completed: int) -> h.Section:
+    """``completed``: the cells whose outcome is complete (a failed or incomplete cell has a summary too)."""
     if not path.is_dir():
         items = {"source": str(path), "cells": frame.height, "series": ", ".join(frame["series"].unique().to_list())}
         return h.Section(id="metadata", title="Run metadata", body=h.definition_list(items))
@@ -169,7 +171,7 @@ def _metadata_section(path: Path, frame: pl.DataFrame) -> h.Section:
     items = {
         "run directory": str(path.resolve()),
         "experiment": plan.get("experiment"),
-        "cells planned / completed": f"{len(plan.get('cells', []))} / {frame.height}",
+        "cells planned / completed": f"{len(plan.get('cells', []))} / {completed}",
         "raybench": env.get("raybench_version"),
         "python": env.get("python"),
         "platform": env.get("platform"),
@@ -223,8 +225,11 @@ def _drilldowns(path: Path, frame: pl.DataFrame, style: SeriesStyle,
         worst = min((f.level for f in flags), key=list(FlagLevel).index)
         badges[cell_id] = f'<span class="badge {worst.value}">{worst.value}</span>'
         text = "".join(f'<p class="flag {f.level.value}">{f.level.value}: {h.esc(f.text)}</p>' for f in flags)
-        data, lost = _drill_data(path, cell_id, summary)
-        if lost is not None:
+        no_rows = _failed_before_any_row(summary)
+        data, lost = (None, None) if no_rows else _drill_data(path, cell_id, summary)
+        if no_rows:  # its flag above says why it failed
+            chart = '<p class="skipped">no drill-down: the cell recorded no request rows</p>'
+        elif lost is not None:
             warnings.append(lost)
             chart = f'<p class="flag warning">{h.esc(lost)}</p>'
         elif data is None:
@@ -272,6 +277,20 @@ def _drill_data(run_dir: Path, cell_id: str, summary: Mapping[str, Any]) -> tupl
                       "summary's numbers stand; restore requests.parquet and chunks.parquet from a copy "
                       "to draw it")
     return (drilldown_data(requests, chunks, summary) if requests.height else None), None
+
+
+def _failed_before_any_row(summary: Mapping[str, Any]) -> bool:
+    """A cell that failed before recording any row, so has none to draw.
+
+    Such a cell (its warm-up refused, an executor error) never wrote requests.parquet or
+    chunks.parquet: their absence is no damage, nothing is to be restored, and the cell is listed
+    once, with the cells that are not complete.
+    """
+    try:
+        outcome = outcome_of(summary)
+    except ConfigError:  # a damaged summary: read_source has already named it
+        return False
+    return outcome.kind is OutcomeKind.FAILED and outcome.recorded_requests == 0
 
 
 def _in_engine(summary: Mapping[str, Any]) -> bool:
@@ -323,7 +342,7 @@ def build_report(
                   + _unfinished_note(unfinished, resume=path.is_dir()) + _warning_note(warnings)
                   + _extrapolated_note(frame)),
         chart_section(charts, skipped, images=images),
-        _metadata_section(path, frame),
+        _metadata_section(path, frame, completed=rows.usable().height),
         *([cells] if cells is not None else []),
     ]
     name = frame["run"][0] if frame.height else str(source)

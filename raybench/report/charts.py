@@ -32,6 +32,9 @@ from raybench.report.style import SeriesStyle, series_style
 WIDTH, HEIGHT = 600, 340
 TPUT = "total_throughput_tokens_per_s"
 TPUT_TITLE = "Throughput, input + output (tokens/s)"
+# what every chart keeps of a cell beside its point: which cell it is, and the regimes a predicted
+# point extrapolates, which _tooltip shows (a chart that dropped it showed such a point as measured)
+_CELL = ("cell_id", "extrapolated")
 
 
 def _prepare(frame: pl.DataFrame, style: SeriesStyle | None) -> tuple[pl.DataFrame, SeriesStyle]:
@@ -51,6 +54,8 @@ def _points(data: pl.DataFrame, needed: Sequence[str], what: str) -> pl.DataFram
     data = data.drop_nulls(list(needed)).filter(pl.all_horizontal(pl.col(c).is_finite() for c in needed))
     if data.is_empty():
         raise NothingToDraw(f"the cells for {what} have no values for {', '.join(needed)}")
+    if "extrapolated" in data.columns and data["extrapolated"].null_count() == data.height:
+        data = data.drop("extrapolated")  # a measured chart's data says nothing of predictions
     return data
 
 
@@ -107,7 +112,7 @@ def online_throughput_vs_latency(frame: pl.DataFrame, *, style: SeriesStyle | No
     frame, style = _prepare(frame, style)
     cells, pick = concurrency_sweep(frame)
     data = cells.select(
-        "series", "concurrency", (pl.col("mean_e2e_latency_ms") / 1e3).alias("mean_e2e_latency_s"), TPUT, "cell_id"
+        "series", "concurrency", (pl.col("mean_e2e_latency_ms") / 1e3).alias("mean_e2e_latency_s"), TPUT, *_CELL
     )
     levels = sorted(data["concurrency"].unique().to_list())
     title = _title(
@@ -125,7 +130,7 @@ def offline_throughput_vs_latency(frame: pl.DataFrame, *, style: SeriesStyle | N
     """Offline throughput (input + output tok/s) vs the batch's elapsed time (s), by batch size."""
     frame, style = _prepare(frame, style)
     cells, pick = batch_sweep(frame)
-    data = cells.select("series", "batch_size", pl.col("duration_s").alias("elapsed_s"), TPUT, "cell_id")
+    data = cells.select("series", "batch_size", pl.col("duration_s").alias("elapsed_s"), TPUT, *_CELL)
     levels = sorted(data["batch_size"].unique().to_list())
     title = _title(
         f"Offline throughput (tokens/s) vs end-to-end latency (s) @ batch size {_values(levels)}",
@@ -144,7 +149,7 @@ def _online_vs_output(
 ) -> alt.Chart:
     frame, style = _prepare(frame, style)
     cells, pick = output_sweep_online(frame, concurrency)
-    data = cells.select("series", "output_len", (pl.col(column) * scale).alias(y), "cell_id")
+    data = cells.select("series", "output_len", (pl.col(column) * scale).alias(y), *_CELL)
     title = _title(
         f"{heading} vs output token length @ concurrency {pick['concurrency']}",
         f"online, input {pick['input_len']} tokens",
@@ -158,7 +163,7 @@ def _offline_vs_output(
 ) -> alt.Chart:
     frame, style = _prepare(frame, style)
     cells, pick = output_sweep_offline(frame, batch_size)
-    data = cells.select("series", "output_len", pl.col(column).alias(y), "cell_id")
+    data = cells.select("series", "output_len", pl.col(column).alias(y), *_CELL)
     title = _title(
         f"{heading} vs output token length @ batch size {pick['batch_size']}",
         f"offline, input {pick['input_len']} tokens",
@@ -200,7 +205,7 @@ def _vs_concurrency(
 ) -> alt.Chart:
     frame, style = _prepare(frame, style)
     cells, pick = concurrency_sweep(frame)
-    data = cells.select("series", "concurrency", (pl.col(column) * scale).alias(y), "cell_id")
+    data = cells.select("series", "concurrency", (pl.col(column) * scale).alias(y), *_CELL)
     levels = sorted(data["concurrency"].unique().to_list())
     title = _title(
         f"{heading} @ concurrency {_values(levels)}",
@@ -248,8 +253,7 @@ def _prefix_chart(
             pl.when(pl.col("prefix_cached")).then(pl.lit(CACHED)).otherwise(pl.lit(NO_CACHE)).alias("cache"),
             (pl.col(column) * scale).alias(y),
             "prefix_len",
-            "cell_id",
-            "extrapolated",
+            *_CELL,
         ),
         [y], heading,
     ).sort("series", "cache")

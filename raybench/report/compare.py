@@ -3,9 +3,13 @@
 Cells match when they ran the same workload: the same mode, concurrency (online) or batch size
 (offline), output length and prefix caching, and input lengths within 5 % (a tool that reports
 the measured mean prompt length, as SGLang's shared-prefix runs do, still matches the nominal
-one). Where the reference has a cell of the same backend × hardware, only that one is compared;
-otherwise the cell is compared with every reference series at that workload, so a simulated or
-new cluster is set beside each published H200 and MI300X line.
+one). Where the reference has a cell of the same engine (vllm, sglang, trt-llm) and hardware, only
+that one is compared; otherwise the cell is compared with every reference series at that
+workload, so a simulated or new cluster is set beside each published H200 and MI300X line. The
+engine is a raybench cell's ``engine`` (its backend's kind), else the backend's name (what the
+published CSV and the clients' files record): a backend named ``vllm-h200`` is vLLM, not a label
+that no published series has. The simulator is no engine: a simulated cell pairs only with
+simulated cells of the same backend name.
 
 A ratio is run / reference: above 1 means more throughput, or a longer latency.
 """
@@ -34,7 +38,7 @@ from raybench.report.build import (
     write_images,
     write_text_atomic,
 )
-from raybench.report.frame import CellMode, as_report_frame, combine_runs
+from raybench.report.frame import ENGINE_NAMES, CellMode, as_report_frame, combine_runs
 from raybench.report.sources import read_source
 from raybench.report.style import series_style
 
@@ -52,8 +56,23 @@ class CompareResult:
     images: tuple[Path, ...]
 
 
+def _engine(column: str) -> pl.Expr:
+    # the simulator ("sim") is no engine a reference ran: it maps to none
+    return pl.col(column).str.to_lowercase().replace_strict(ENGINE_NAMES, default=None)
+
+
 def _with_size(frame: pl.DataFrame) -> pl.DataFrame:
     return as_report_frame(frame).with_columns(
+        # what "the same backend × hardware" compares: the engine and the GPU, never the label's text.
+        # A source that names no engine names it as its backend (the published CSV, the clients'
+        # files); a cell that records the simulator or an external server pairs only with cells of
+        # that engine and backend name, even a simulator named "vllm"
+        pl.when(pl.col("engine").is_null())
+        .then(pl.coalesce(_engine("backend"), pl.col("backend").str.to_lowercase()))
+        .otherwise(pl.coalesce(_engine("engine"), pl.concat_str([pl.col("engine").str.to_lowercase(), pl.lit(":"),
+                                                                 pl.col("backend").str.to_lowercase()])))
+        .alias("engine_kind"),
+        pl.col("hardware").str.to_lowercase().alias("gpu"),
         pl.coalesce("concurrency", "batch_size").alias("size"),
         # offline cells have no per-request latency: the batch's elapsed time stands for it
         pl.when(pl.col("mode") == CellMode.OFFLINE.value)
@@ -65,7 +84,7 @@ def _with_size(frame: pl.DataFrame) -> pl.DataFrame:
 
 def ratio_table(reference: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     """Each run cell against the reference cells of the same workload (see the module doc)."""
-    cols = ["run", "series", "label", "cell_id", *_KEYS, "input_len", "total_throughput_tokens_per_s",
+    cols = ["run", "series", "engine_kind", "gpu", "cell_id", *_KEYS, "input_len", "total_throughput_tokens_per_s",
             "mean_ttft_ms", "mean_tpot_ms", "latency_ms"]
     ref = _with_size(reference).select(cols)
     run = _with_size(runs).select(cols)
@@ -74,8 +93,8 @@ def ratio_table(reference: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
         | pl.col("input_len_ref").is_null()
         | ((pl.col("input_len") - pl.col("input_len_ref")).abs() <= INPUT_TOLERANCE * pl.col("input_len_ref"))
     )
-    same = (pl.col("label") == pl.col("label_ref")).any().over(["run", "cell_id"])
-    pairs = pairs.filter(~same | (pl.col("label") == pl.col("label_ref")))
+    matched = (pl.col("engine_kind") == pl.col("engine_kind_ref")) & pl.col("gpu").eq_missing(pl.col("gpu_ref"))
+    pairs = pairs.filter(~matched.any().over(["run", "cell_id"]) | matched)
 
     def ratio(name: str) -> pl.Expr:
         return pl.when(pl.col(f"{name}_ref") > 0).then(pl.col(name) / pl.col(f"{name}_ref")).otherwise(None)

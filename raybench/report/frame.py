@@ -35,6 +35,18 @@ class SourceKind(str, enum.Enum):
     SGLANG = "sglang"  # SGLang bench_serving JSONL
 
 
+# How a label ends where its numbers were not measured on a real server: charts, tables and
+# comparisons must never show them as measurements.
+PREDICTED = " (predicted)"  # a raybench predict cell: the simulator's engine core, in virtual time
+SIMULATED = " (simulated)"  # a cell served by the simulator (raybench run --simulate, a SimBackend)
+UNMEASURED_MARKERS = (PREDICTED, SIMULATED)
+
+# the names sources give an engine (a raybench cell's engine, the published CSV's and the clients'
+# backend column) -> the engine, as BackendKind spells it (report/ never imports the backends)
+ENGINE_NAMES = {"vllm": "vllm", "sglang": "sglang", "sglang-native": "sglang", "sglang-oai": "sglang",
+                "trt-llm": "trtllm", "trtllm": "trtllm", "tensorrt-llm": "trtllm", "tensorrt_llm": "trtllm",
+                "trt": "trtllm", "trt-torch-flow": "trtllm"}
+
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e_latency")
 LATENCY_STATS = ("mean", "median", "p99")
 
@@ -194,7 +206,8 @@ def as_report_frame(frame: pl.DataFrame) -> pl.DataFrame:
 def combine_runs(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
     """Several sources in one frame, one series per run and backend × hardware.
 
-    A run with a single label is one series named after the run; otherwise ``run: label``.
+    A run with a single label is one series named after the run (with the label's
+    predicted/simulated marker, which the run's name may not show); otherwise ``run: label``.
     """
     parts = []
     for frame in frames:
@@ -202,8 +215,9 @@ def combine_runs(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
         for run in frame["run"].unique(maintain_order=True).to_list():
             part = frame.filter(pl.col("run") == run)
             single = part["label"].n_unique() == 1
+            marker = next((m for m in UNMEASURED_MARKERS if single and part["label"][0].endswith(m)), "")
             part = part.with_columns(
-                pl.lit(run).alias("series")
+                pl.lit(run + marker).alias("series")
                 if single
                 else pl.concat_str([pl.lit(f"{run}: "), pl.col("label")]).alias("series")
             )

@@ -17,7 +17,7 @@ import csv
 import importlib.resources
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,16 @@ from typing import Any
 import polars as pl
 
 from raybench.errors import ConfigError
-from raybench.report.frame import (LATENCY_METRICS, LATENCY_STATS, CellMode, SourceKind, hardware_name,
-                                   report_frame, series_label)
+from raybench.report.frame import (LATENCY_METRICS, LATENCY_STATS, PREDICTED, SIMULATED, CellMode, SourceKind,
+                                   hardware_name, report_frame, series_label)
 from raybench.store.outcome import outcome_of
 from raybench.store.rundir import RunDir, json_type
 
 PUBLISHED = "published"  # the name that stands for the packaged CSV on the command line
 PUBLISHED_RUN = "dstack (published)"
 PUBLISHED_FILE = "dstack_deepseek_r1_results.csv"
-PREDICTED = " (predicted)"  # ends the label of a raybench predict cell: never shown as a measurement
+# the engine a cell served by the simulator records (BackendKind.SIM; report/ never imports the backends)
+SIM_ENGINE = "sim"
 
 
 def published_csv() -> Path:
@@ -93,14 +94,20 @@ def load_run_dir(path: Path, *, run: str | None = None) -> pl.DataFrame:
 
 
 def read_run_dir(path: Path, *, run: str | None = None) -> SourceRows:
-    """A run dir's cells, with its unfinished ones and those without a summary left out."""
+    """A run dir's cells, with its unfinished ones and those without a summary left out.
+
+    A run dir with a plan but no summary yet (stopped in its first cell) has no rows; its
+    ``left_out`` names the stopped cells. Without plan.json either, it is no run dir: ConfigError.
+    """
     cells = path / "cells"
     files = sorted(cells.glob("*/summary.json")) if cells.is_dir() else []
-    if not files:
+    # the report lists a stopped first cell; compare, calibrate and predict --reference refuse no rows
+    if not files and not (path / "plan.json").is_file():
         raise ConfigError(f"{path} has no cells/*/summary.json: is it a raybench run directory?")
     name = run or run_name(path)
     order = _plan_order(path)
-    cells = [_cell_row(f, run=name) for f in files]
+    simulators = _simulated_backends(path)
+    cells = [_cell_row(f, run=name, simulators=simulators) for f in files]
     cells.sort(key=lambda c: order.get(c[0].get("cell_id"), len(order)))
     frame = report_frame([row for _, row in cells])
     # every summary is a readable object by now, which is what cell_outcomes needs
@@ -111,7 +118,9 @@ def _cells_without_summary(path: Path) -> dict[str, str]:
     """Cell directories holding rows but no summary.json and no parts/ (those are unfinished_cells')."""
     from raybench.store.cells import PARTS_DIR
 
-    out = {}
+    out: dict[str, str] = {}
+    if not (path / "cells").is_dir():  # a run stopped before its first cell began
+        return out
     for cell_dir in sorted(p for p in (path / "cells").iterdir() if p.is_dir()):
         if (cell_dir / "summary.json").exists() or (cell_dir / PARTS_DIR).is_dir():
             continue
@@ -156,11 +165,23 @@ def _way_out(path: Path) -> str:
             f"{rerun_advice(path.parent.parent.parent)}")
 
 
-def _cell_row(path: Path, *, run: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _simulated_backends(path: Path) -> frozenset[str]:
+    """The backends env.json records as the simulator (``servers.<name>.kind``); none where it is
+    missing or unreadable (a cell's own engine says so too, in summaries that record it)."""
+    try:
+        servers = json.loads((path / "env.json").read_text()).get("servers")
+        return frozenset(name for name, server in servers.items()
+                         if isinstance(server, dict) and server.get("kind") == SIM_ENGINE)
+    except (OSError, ValueError, AttributeError):
+        return frozenset()
+
+
+def _cell_row(path: Path, *, run: str,
+              simulators: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Any]]:
     """A cell's summary.json and its report row; ConfigError naming the file and the field that is damaged."""
     summary = _cell_summary(path)
     try:
-        return summary, raybench_row(summary, run=run)
+        return summary, raybench_row(summary, run=run, simulators=simulators)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}; correct the value, or {_way_out(path)}") from None
 
@@ -188,9 +209,12 @@ def _plan_order(path: Path) -> dict[str, int]:
         return {}
 
 
-def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
+def raybench_row(summary: Mapping[str, Any], *, run: str, simulators: Collection[str] = ()) -> dict[str, Any]:
     """One raybench cell summary (summary.json) as a report row.
 
+    A cell served by the simulator (its engine ``sim``, or its backend in ``simulators``: those
+    env.json records as the simulator, for a summary that names no engine) is labelled
+    ``(simulated)``, a prediction ``(predicted)``: neither is a measurement of a real server.
     ConfigError naming the field where a value is one raybench never writes (text or NaN for a
     number, a negative time or count): the caller names the file.
     """
@@ -201,6 +225,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
     if mode not in {m.value for m in CellMode}:
         raise ConfigError.unknown("mode", mode, [m.value for m in CellMode])
     hardware = hardware_name(cell.get("hardware") or summary.get("hardware"))
+    engine = _summary_text(cell, "engine", "cell.")
     num = _summary_number
 
     def setting(key: str, *fallbacks: str) -> int | None:
@@ -216,7 +241,7 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         "source": SourceKind.RAYBENCH.value,
         "cell_id": summary.get("cell_id") or cell.get("id"),
         "backend": _summary_text(cell, "backend", "cell.") or _summary_text(summary, "backend") or "unknown",
-        "engine": _summary_text(cell, "engine", "cell."),
+        "engine": engine,
         "hardware": hardware,
         "mode": mode,
         "concurrency": setting("concurrency"),
@@ -236,6 +261,8 @@ def raybench_row(summary: Mapping[str, Any], *, run: str) -> dict[str, Any]:
         if regimes is not None and not (isinstance(regimes, list) and all(isinstance(r, str) for r in regimes)):
             raise ConfigError(f"extrapolated={regimes!r} is not a list of the regimes a prediction needed (names)")
         row["extrapolated"] = ", ".join(regimes or ()) or None
+    elif engine == SIM_ENGINE or (engine is None and row["backend"] in simulators):
+        row["label"] = series_label(row["backend"], hardware) + SIMULATED
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
             completed=num(summary, "num_requests", whole=True),

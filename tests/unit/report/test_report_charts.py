@@ -217,3 +217,18 @@ def test_a_prefix_caching_launch_of_its_own_is_drawn_as_its_engine_with_the_cach
     # without an engine (other tools' results) series pair only with themselves
     anonymous = [{k: v for k, v in c.items() if k != "engine"} for c in cells]
     assert {p["series"] for p in chart_data(C.prefix_cache_throughput(report_frame(anonymous)))} == {"H200-sglang-h200"}
+
+
+def test_every_chart_shows_a_points_extrapolated_regimes_in_its_tooltip(frame):
+    # docs/reports.md: when any point of a chart has `extrapolated`, its tooltip shows it; a
+    # chart whose data dropped the column showed a predicted point as if nothing were extrapolated
+    marked = frame.with_columns(
+        pl.when(pl.col("series") == "H200-vLLM").then(pl.lit("mixed_steps")).otherwise(None).alias("extrapolated"))
+    for chart in CHARTS:
+        drawn = chart.draw(marked)
+        spec = drawn.to_dict()
+        tips = [layer.get("encoding", {}).get("tooltip") for layer in spec.get("layer", [spec])]
+        assert any("extrapolated" in str(t) for t in tips), chart.name
+        points = chart_data(drawn)
+        assert {p["extrapolated"] for p in points if p["series"] == "H200-vLLM"} == {"mixed_steps"}, chart.name
+        assert {p["extrapolated"] for p in points if p["series"] != "H200-vLLM"} == {None}, chart.name

@@ -116,3 +116,44 @@ def test_compare_needs_two_sources(tmp_path):
         compare_sources(["published"], tmp_path)
     result = CliRunner().invoke(main, ["compare", "published", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "at least two" in result.output
+
+
+def _set_engine(run, engine):
+    """The cells' engine, as `raybench run` records it: the backend's kind (vllm, sglang, sim)."""
+    for path in run.glob("cells/*/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["cell"]["engine"] = engine
+        path.write_text(json.dumps(summary))
+    return run
+
+
+@pytest.mark.parametrize("backend, engine, published", [("vllm-h200", "vllm", "H200-vLLM"),
+                                                        ("my-sglang", "sglang", "H200-SGLang")])
+def test_a_named_backend_is_compared_with_the_published_series_of_its_engine_and_gpu(tmp_path, backend, engine,
+                                                                                       published):
+    # experiments/deepseek_r1.py names its backends vllm-h200, ...: their label (H200-vllm-h200) is no
+    # published label, but the engine and GPU are the published H200-vLLM's
+    run = _set_engine(write_run_dir(tmp_path / "e" / "h200", backend=backend, hardware="H200", concurrencies=(128,),
+                                    batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0),
+                      engine)
+    result = compare_sources([run], tmp_path / "c", reference="published", images=False)
+    assert result.ratios["reference_series"].to_list() == [f"dstack (published): {published}"]
+
+
+def test_a_simulated_run_is_marked_in_the_comparison(tmp_path):
+    # `raybench run --simulate` keeps the backends' names; its cells record the simulator as their engine
+    run = _set_engine(write_run_dir(tmp_path / "e" / "sim", backend="vllm-h200", hardware="H200", concurrencies=(128,),
+                                    batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0),
+                      "sim")
+    result = compare_sources([run], tmp_path / "c", reference="published", images=False)
+    assert set(result.ratios["series"]) == {"e/sim (simulated)"}
+    assert "e/sim (simulated)" in result.table
+    # the simulator is no engine the published results ran: set beside every published series
+    assert result.ratios.height == 5
+
+
+def test_a_simulated_backend_named_after_an_engine_is_not_that_engine(tmp_path):
+    run = _set_engine(write_run_dir(tmp_path / "e" / "sim", backend="vllm", hardware="H200", concurrencies=(128,),
+                                    batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0),
+                      "sim")
+    assert compare_sources([run], tmp_path / "c", reference="published", images=False).ratios.height == 5

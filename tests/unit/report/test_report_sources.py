@@ -194,3 +194,27 @@ def test_runs_combined_name_one_series_per_run(tmp_path):
     b = load_source(write_run_dir(tmp_path / "e" / "b", batch_sizes=()))
     both = combine_runs([a, b, load_source("published")])
     assert set(both["series"]) >= {"e/a", "e/b", "dstack (published): H200-vLLM"}
+
+
+def _with_engine(run, engine):
+    for path in run.glob("cells/*/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["cell"]["engine"] = engine
+        path.write_text(json.dumps(summary))
+    return run
+
+
+def test_a_run_of_the_simulator_is_labelled_simulated(tmp_path):
+    # `raybench run --simulate` keeps the backend's name and hardware; only its engine says "sim"
+    sim = _with_engine(write_run_dir(tmp_path / "e" / "sim", backend="vllm-h200", hardware="H200"), "sim")
+    real = _with_engine(write_run_dir(tmp_path / "e" / "real", backend="vllm-h200", hardware="H200"), "vllm")
+    assert set(load_source(sim)["label"]) == {"H200-vllm-h200 (simulated)"}
+    assert set(load_source(real)["label"]) == {"H200-vllm-h200"}
+    # a summary written before cells recorded their engine: env.json says which servers were simulators
+    older = write_run_dir(tmp_path / "e" / "older", backend="vllm-h200", hardware="H200")
+    env = json.loads((older / "env.json").read_text())
+    env["servers"] = {"vllm-h200": {"kind": "sim"}, "other": {"kind": "vllm"}}
+    (older / "env.json").write_text(json.dumps(env))
+    assert set(load_source(older)["label"]) == {"H200-vllm-h200 (simulated)"}
+    assert set(load_source("published")["label"]) == {"H200-vLLM", "H200-SGLang", "H200-TRT-LLM", "MI300X-vLLM",
+                                                      "MI300X-SGLang"}
