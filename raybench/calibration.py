@@ -30,6 +30,7 @@ from raybench.backends.base import BackendKind
 from raybench.errors import ConfigError
 from raybench.experiment import Backend, Experiment
 from raybench.predict import engine_name, launch_features
+from raybench.report.frame import ENGINE_NAMES
 from raybench.sim import costmodel
 from raybench.sim.calibrate import METRICS, Observation, PairFit, fit_pair, metric_vectors, predict_metrics
 from raybench.sim.features import EngineFeatures, defaults
@@ -39,9 +40,7 @@ from raybench.sim.virtual import RequestSpec, shared_prefix_requests, simulate
 FILTER_KEYS = ("backend", "hardware", "mode", "concurrency", "batch_size", "input_len", "output_len", "prefix_len")
 # engine names as the sources write them: raybench's cells (engine), the seed's CSV, and the
 # backend names of vLLM's and SGLang's benchmark clients (dstack's trt-torch-flow among them)
-_KINDS = {"vllm": BackendKind.VLLM, "sglang": BackendKind.SGLANG, "sglang-native": BackendKind.SGLANG,
-          "sglang-oai": BackendKind.SGLANG, "trt-llm": BackendKind.TRTLLM, "trtllm": BackendKind.TRTLLM,
-          "tensorrt-llm": BackendKind.TRTLLM, "trt": BackendKind.TRTLLM, "trt-torch-flow": BackendKind.TRTLLM}
+_KINDS = {name: BackendKind(kind) for name, kind in ENGINE_NAMES.items()}
 _MEASURED = {"throughput": "total_throughput_tokens_per_s", "ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms",
              "e2e": "mean_e2e_latency_ms"}
 #: what a raybench run dir adds to its rows: the launch each ran with (JSON), and the cell's shared-prefix groups
@@ -62,7 +61,7 @@ def experiment_launches(experiment: Experiment) -> list[tuple[Backend, str]]:
 
 
 def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | None = None,
-                   measured_only: bool = False) -> pl.DataFrame:
+                   measured_only: bool = False, needs_measured: str = "calibrate fits") -> pl.DataFrame:
     """Every row of every source with a measured total throughput; ConfigError if none has one.
 
     A cell that did not complete is left out, as compare leaves it out, whether in its run dir or
@@ -72,7 +71,8 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
     does not have. So are cells of the simulator with ``--timing zero`` or ``fixed``: their
     latencies are the simulator's settings, not an engine's. ``report`` gets one line for each,
     and one for each result kept that has failed requests.
-    ``measured_only``: a source that holds predictions (raybench predict's cells) is a ConfigError."""
+    ``measured_only``: a source that holds predictions (raybench predict's cells) is a ConfigError,
+    whose line says why by ``needs_measured`` (the command that uses measured results, and how)."""
     from raybench.report.sources import PREDICTED, read_source
 
     if not sources:
@@ -83,7 +83,7 @@ def load_reference(sources: Sequence[str], *, report: Callable[[str], None] | No
         frame = rows.frame
         if measured_only and frame["label"].str.ends_with(PREDICTED).any():
             raise ConfigError(f"--reference {source} holds predictions (raybench predict), not measurements: "
-                              "calibrate fits measured results (a raybench run, a results file, or published)")
+                              f"{needs_measured} measured results (a raybench run, a results file, or published)")
         left_out = dict(rows.left_out)
         if Path(source).is_dir():
             summaries = _cell_summaries(Path(source))

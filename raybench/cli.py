@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import signal
 import sys
 import threading
@@ -32,25 +33,42 @@ def _raise_terminated() -> None:
     raise _Terminated()
 
 
-def _on_sigterm(signum, frame) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        _raise_terminated()
-    # raised in whatever task step the signal lands in, the interrupt would also be stored on that
-    # task, which asyncio then reports with a traceback as never retrieved: raise it between
-    # callbacks instead, where it ends the loop as asyncio's own Ctrl-C handling does
-    loop.call_soon_threadsafe(_raise_terminated)
+class _SigtermHandler:
+    """SIGTERM stops a run like Ctrl-C, and is remembered: the exit code and the line say which came.
 
-
-def handle_sigterm() -> None:
-    """SIGTERM stops a run like Ctrl-C: cells in flight are cancelled, completed ones kept, one line.
-
-    Called again once Ray is up: its core worker installs a native handler for SIGTERM that
-    prints a stack dump; the last ``signal.signal`` wins.
+    The type of the interrupt cannot say it: while the driver waits in ``ray.get`` (most of a
+    cell), Ray runs the handler from its own signal check, catches the interrupt as a
+    KeyboardInterrupt and raises a plain one in its place.
     """
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum, frame) -> None:
+        self.received = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _raise_terminated()
+        # raised in whatever task step the signal lands in, the interrupt would also be stored on that
+        # task, which asyncio then reports with a traceback as never retrieved: raise it between
+        # callbacks instead, where it ends the loop as asyncio's own Ctrl-C handling does
+        loop.call_soon_threadsafe(_raise_terminated)
+
+
+def handle_sigterm(handler: object = None) -> _SigtermHandler | None:
+    """Make SIGTERM stop a run like Ctrl-C: cells in flight are cancelled, completed ones kept, one line.
+
+    ``handler``: the one installed before (``signal.getsignal``), installed again if it is ours,
+    so that what it remembers is kept; else a new one. Called again once Ray is up: its core
+    worker installs a native handler for SIGTERM that prints a stack dump; the last
+    ``signal.signal`` wins. Signals go to the main thread only: elsewhere nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    ours = handler if isinstance(handler, _SigtermHandler) else _SigtermHandler()
+    signal.signal(signal.SIGTERM, ours)
+    return ours
 
 
 class _RedactingEcho(logging.Handler):
@@ -79,20 +97,21 @@ class _Group(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
-        handle_sigterm()
+        sigterm = handle_sigterm()  # a new one each time: an earlier invocation's SIGTERM is not this one's
         _route_logs()
         try:
             return super().invoke(ctx)
         except RaybenchError as err:
             raise click.ClickException(redact_text(str(err))) from None
         except KeyboardInterrupt as err:
-            signame = "SIGTERM" if isinstance(err, _Terminated) else "Ctrl-C"
+            terminated = isinstance(err, _Terminated) or (sigterm is not None and sigterm.received)
+            signame = "SIGTERM" if terminated else "Ctrl-C"
             if ctx.invoked_subcommand == "run":  # the one command that writes cells as it goes and resumes
                 click.echo(f"interrupted: completed cells are kept in the run directory; "
                            f"run again with --resume for the rest ({signame})", err=True)
             else:
                 click.echo(f"interrupted ({signame})", err=True)
-            sys.exit(143 if isinstance(err, _Terminated) else 130)
+            sys.exit(143 if terminated else 130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -108,6 +127,48 @@ def main() -> None:
     """
 
 
+def _is_slo_word(word: str) -> bool:
+    """Whether a word reads as SLOs (``tpot:100``, ``ttft:1,tpot:2``): the test for a word after --goodput's value."""
+    pieces = re.split(r"[\s,]+", word.strip())
+    for piece in pieces:
+        key, sep, value = piece.partition(":")
+        if not (sep and re.fullmatch(r"[A-Za-z]\w*", key)):
+            return False
+        try:
+            float(value)
+        except ValueError:
+            return False
+    return bool(word.strip())
+
+
+class _SloWordsOption(click.Option):
+    """A repeatable option that also takes the words after its value while they read as ``name:number``.
+
+    vLLM's ``--goodput ttft:2000 tpot:100`` is one option with several words; a click option takes
+    one, and the second word would be an unexpected extra argument. The test on each word keeps a
+    positional argument that follows (an experiment file) out of the option. ``--goodput ttft:1
+    --goodput tpot:2`` and ``--goodput "ttft:1 tpot:2"`` work as before.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "multiple": True})
+
+    def add_to_parser(self, parser, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        # click's parser has no hook for an option of several words: wrap the parser's record of
+        # this option (the same object for each of its spellings), which stores each value taken
+        mine = {o for o in (*parser._long_opt.values(), *parser._short_opt.values()) if o.obj is self}
+        for parsed in mine:
+            store = parsed.process
+
+            def process(value, state, store=store) -> None:
+                store(value, state)
+                while state.rargs and _is_slo_word(state.rargs[0]):
+                    store(state.rargs.pop(0), state)
+
+            parsed.process = process
+
+
 def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
     slos: dict[str, float] = {}
     for item in " ".join(values).replace(",", " ").split():
@@ -118,8 +179,10 @@ def _parse_goodput(values: tuple[str, ...]) -> dict[str, float]:
             slos[key] = float(value)
         except ValueError:
             raise click.BadParameter(f"{item!r}: {value!r} is not a number of milliseconds", param_hint="--goodput") from None
-        if not slos[key] > 0:
-            raise click.BadParameter(f"{item!r}: the SLO must be > 0 ms", param_hint="--goodput")
+        # inf (or nan) would pass here and fail only once the cell ran, and every resume again
+        if not (math.isfinite(slos[key]) and slos[key] > 0):
+            raise click.BadParameter(f"{item!r}: the SLO must be a finite number of milliseconds > 0, e.g. {key}:500",
+                                     param_hint="--goodput")
     return slos
 
 
@@ -175,7 +238,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--prefix-groups", type=click.IntRange(min=1), default=10, help="prefix dataset: number of shared prefixes.")
 @click.option("--prompts-per-group", type=click.IntRange(min=1), default=50, help="prefix dataset: prompts per prefix.")
 @click.option("--prefix-len", type=click.IntRange(min=1), default=2000, help="prefix dataset: shared prefix tokens.")
-@click.option("--goodput", multiple=True, help="SLOs as vLLM takes them: ttft:MS tpot:MS e2el:MS.")
+@click.option("--goodput", cls=_SloWordsOption, metavar="KEY:MS...", help="SLOs as vLLM takes them: ttft:MS tpot:MS e2el:MS (one --goodput, several words; or --goodput per SLO).")
 @click.option("--ramp-up-strategy", "ramp_up", type=click.Choice(["linear", "exponential"]), default=None, help="Ramp the load up (vLLM's flag): with --request-rate the rate goes from --ramp-up-start to it over the cell's requests; without, the concurrency cap goes from --ramp-up-start to --concurrency over --ramp-up-duration seconds.")
 @click.option("--ramp-up-start", type=click.FloatRange(min=0, min_open=True), default=None, help="--ramp-up-strategy: the starting request rate (or concurrency).")
 @click.option("--ramp-up-duration", type=click.FloatRange(min=0, min_open=True), default=None, help="--ramp-up-strategy without --request-rate: seconds the concurrency ramp takes.")
@@ -225,6 +288,10 @@ def bench(**opts) -> None:
         raise click.UsageError("give exactly one of --url (a running server) or --backend sim")
     if opts["dataset"] == "prefix" and opts["prefix_len"] >= opts["input_len"]:
         raise click.BadParameter(f"{opts['prefix_len']} must be below --input-len ({opts['input_len']})", param_hint="--prefix-len")
+    if not math.isfinite(opts["burstiness"]):  # inf would fail only once the cell ran, and on every resume
+        raise click.BadParameter(f"{opts['burstiness']}: the gamma shape must be finite (1 = Poisson, < 1 burstier)",
+                                 param_hint="--burstiness")
+    _check_ramp_flags(opts)
     goodput = _parse_goodput(opts["goodput"])
     token_id_range = _parse_token_id_range(opts["token_id_range"])
     if token_id_range is not None and opts["tokenizer"] is not None:
@@ -267,6 +334,23 @@ def bench(**opts) -> None:
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
 
 
+def _check_ramp_flags(opts: dict) -> None:
+    """The ramp's flags go together; named as flags here (the sweep would name its fields, ramp_start...)."""
+    given = [flag for flag, key in (("--ramp-up-start", "ramp_up_start"), ("--ramp-up-duration", "ramp_up_duration"))
+             if opts[key] is not None]
+    if opts["ramp_up"] is None:
+        if given:  # a duration alone was silently ignored: no ramp ran
+            raise click.UsageError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --ramp-up-strategy "
+                                   "linear|exponential; give it too, or leave them out")
+        return
+    if opts["ramp_up_start"] is None:
+        raise click.UsageError("--ramp-up-strategy needs --ramp-up-start: the request rate (with --request-rate) "
+                               "or the concurrency the ramp starts from, e.g. --ramp-up-start 1")
+    if math.isinf(opts["request_rate"]) and opts["ramp_up_duration"] is None:
+        raise click.UsageError("--ramp-up-strategy without --request-rate ramps the concurrency cap: give "
+                               "--ramp-up-duration, the seconds it takes, e.g. --ramp-up-duration 60")
+
+
 def _bench_search(opts: dict, goodput: dict[str, float], *, default_concurrency: int):
     """The SloSearch of --search (or None) and the sweep's concurrency values."""
     from raybench.search import SloSearch
@@ -277,7 +361,7 @@ def _bench_search(opts: dict, goodput: dict[str, float], *, default_concurrency:
             raise click.UsageError("--search-grid goes with --search concurrency|request_rate")
         return None, (given,)
     if not goodput:
-        raise click.UsageError("--search needs the SLOs to meet: give --goodput, e.g. ttft:500 tpot:50")
+        raise click.UsageError("--search needs the SLOs to meet, e.g. --goodput ttft:500 tpot:50")
     try:
         grid = [float(v) for v in (opts["search_grid"] or "").replace(",", " ").split()]
     except ValueError:
@@ -464,8 +548,9 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.runner import RunOptions, Runner, check_client_capacity, check_workloads
 
     check_workloads(cells)  # a missing or malformed file is one line before Ray takes its seconds to start
+    sigterm = signal.getsignal(signal.SIGTERM)
     connected_here = cluster.connect(address)
-    handle_sigterm()  # after Ray's own handler, so ours wins
+    handle_sigterm(sigterm)  # after Ray's own handler, so ours wins (the same one, which remembers a SIGTERM)
     import ray
 
     from raybench.plan import check_hardware
@@ -538,7 +623,8 @@ def _resume_settings(experiment, cells, client_overrides: dict) -> dict:
     chat = "chat" in client_overrides.get("endpoint", ClientConfig.endpoint)
     # quiet: the runner resolves them again and says a fallback then
     sources = prompt_sources(experiment, {c.backend for c in cells}, chat=chat, report=lambda line: None)
-    return {name: run_settings(source.record, experiment.sampling.to_json()) for name, source in sources.items()}
+    return {name: run_settings(source.record, experiment.sampling.to_json(), experiment.backend(name).timing_identity())
+            for name, source in sources.items()}
 
 
 def _chosen_run_dir(out: Path, experiment_name: str, run_dir: Path | None, resume: bool):
@@ -646,8 +732,8 @@ def predict_command(experiment_file: Path, only: str | None, num_prompts: int | 
         from raybench.calibration import load_reference
 
         # a prediction against a prediction would print an error table of nothing measured
-        reference_frame = load_reference(reference, report=lambda line: click.echo(line, err=True),
-                                         measured_only=True)
+        reference_frame = load_reference(reference, report=lambda line: click.echo(line, err=True), measured_only=True,
+                                         needs_measured="predict --reference compares the prediction with")
     run_dir, summaries = predict_run(experiment, cells, out, profiles_path=profiles, report=write_report)
     click.echo(f"predicted {len(cells)} cells in {time.perf_counter() - t0:.1f} s (virtual time; every number "
                "is a prediction)", err=True)

@@ -204,8 +204,10 @@ class Online:
             raise ConfigError.invalid("range_ratio", self.range_ratio, "a number with 0 <= range_ratio < 1")
         if not _number("request_rate", self.request_rate, "a number > 0 (math.inf = all at once)") > 0:
             raise ConfigError.invalid("request_rate", self.request_rate, "a number > 0 (math.inf = all at once)")
-        if not _number("burstiness", self.burstiness, "a number > 0 (1 = Poisson)") > 0:
-            raise ConfigError.invalid("burstiness", self.burstiness, "a number > 0 (1 = Poisson)")
+        # inf would pass here and fail only once the cell ran (and again on every resume)
+        burstiness_allowed = "a finite number > 0 (1 = Poisson, < 1 burstier)"
+        if not (math.isfinite(_number("burstiness", self.burstiness, burstiness_allowed)) and self.burstiness > 0):
+            raise ConfigError.invalid("burstiness", self.burstiness, burstiness_allowed)
         if self.dataset == "prefix" and self.prefix_len >= self.input_len:
             raise ConfigError.invalid("prefix_len", self.prefix_len, f"below input_len ({self.input_len}): "
                                       "input_len counts the shared prefix plus the question")
@@ -463,11 +465,13 @@ class Experiment:
 
     def _check_goodput(self) -> None:
         slos = self.goodput_slos_ms
-        allowed = 'keys ttft, tpot, e2el mapped to milliseconds > 0, e.g. {"ttft": 2000, "tpot": 100}'
+        allowed = 'keys ttft, tpot, e2el mapped to finite milliseconds > 0, e.g. {"ttft": 2000, "tpot": 100}'
         if not isinstance(slos, Mapping):
             raise ConfigError.invalid("goodput_slos_ms", slos, allowed)
         for key, value in slos.items():
-            if key not in ("ttft", "tpot", "e2el") or not _number("goodput_slos_ms", value, allowed) > 0:
+            # an infinite SLO would pass here and fail only once the cell ran (and again on every resume)
+            if key not in ("ttft", "tpot", "e2el") or not (math.isfinite(_number("goodput_slos_ms", value, allowed))
+                                                           and value > 0):
                 raise ConfigError.invalid("goodput_slos_ms", dict(slos), allowed)
 
     def _check_search(self) -> None:

@@ -26,7 +26,7 @@ from raybench.cli import main
         (["--backend", "sim", "--dataset-path", "x.json"], "--dataset-path goes with --dataset sharegpt, custom or trace"),
         (["--backend", "sim", "--goodput", "ttft=5"], "expected KEY:MS"),
         (["--backend", "sim", "--goodput", "latency:5"], "expected KEY:MS with KEY one of ttft, tpot, e2el"),
-        (["--backend", "sim", "--goodput", "ttft:-1"], "the SLO must be > 0 ms"),
+        (["--backend", "sim", "--goodput", "ttft:-1"], "the SLO must be a finite number of milliseconds > 0"),
         (["--backend", "sim", "--dataset", "prefix", "--input-len", "100", "--prefix-len", "200"], "must be below --input-len"),
         ([], "give exactly one of --url"),
         (["--backend", "sim", "--url", "http://127.0.0.1:1"], "give exactly one of --url"),
@@ -37,6 +37,33 @@ def test_bench_rejects_bad_values_with_one_line(args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        # a duration alone was ignored: the cell ran without a ramp
+        (["--ramp-up-duration", "5"], ("Error: --ramp-up-duration goes with --ramp-up-strategy linear|exponential; "
+                                       "give it too, or leave them out")),
+        (["--ramp-up-start", "2", "--ramp-up-duration", "5"],
+         ("Error: --ramp-up-start and --ramp-up-duration go with --ramp-up-strategy linear|exponential; give it too, "
+          "or leave them out")),
+        # these named the sweep's fields (ramp_start=None, ramp_up_s=0.0), not the flags
+        (["--ramp-up-strategy", "linear"], ("Error: --ramp-up-strategy needs --ramp-up-start: the request rate (with "
+                                            "--request-rate) or the concurrency the ramp starts from, e.g. --ramp-up-start 1")),
+        (["--ramp-up-strategy", "linear", "--ramp-up-start", "1"],
+         ("Error: --ramp-up-strategy without --request-rate ramps the concurrency cap: give --ramp-up-duration, the "
+          "seconds it takes, e.g. --ramp-up-duration 60")),
+        # an infinite shape passed and failed only once the cell ran
+        (["--request-rate", "4", "--burstiness", "inf"],
+         "Error: Invalid value for --burstiness: inf: the gamma shape must be finite (1 = Poisson, < 1 burstier)"),
+    ],
+)
+def test_bench_ramp_and_burstiness_flags_are_named(monkeypatch, args, line):
+    monkeypatch.setattr("raybench.cli._run", lambda *a, **kw: pytest.fail("the cell would have run"))
+    result = CliRunner().invoke(main, ["bench", "--backend", "sim", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == line
 
 
 def test_bad_url_is_a_config_error_not_a_traceback():

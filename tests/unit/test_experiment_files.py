@@ -87,7 +87,10 @@ def test_any_exception_in_the_file_is_one_line_with_file_line_and_message(tmp_pa
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, request_rate=0)',
      "request_rate=0 is not allowed: a number > 0 (math.inf = all at once)"),
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, burstiness=None)',
-     "burstiness=None is not allowed: a number > 0 (1 = Poisson)"),
+     "burstiness=None is not allowed: a finite number > 0 (1 = Poisson, < 1 burstier)"),
+    # inf passed validation and failed only once the cell ran, and again on every resume
+    ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, request_rate=10, burstiness=float("inf"))',
+     "burstiness=inf is not allowed: a finite number > 0 (1 = Poisson, < 1 burstier)"),
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, dataset="prefix", prefix_len=8)',
      "prefix_len=8 is not allowed: below input_len (8): input_len counts the shared prefix plus the question"),
     ('Online(concurrency=[4], input_len=8, output_len=8, num_prompts=4, only="vllm")',
@@ -120,6 +123,8 @@ def test_every_sweep_field_is_validated_by_name(tmp_path, sweep, expected):
      "online=Online("),
     ("backends=(VLLMBackend(name='v', tp=8),), online=(), offline=(), goodput_slos_ms={'ttft_ms': 5}",
      "goodput_slos_ms={'ttft_ms': 5} is not allowed: keys ttft, tpot, e2el"),
+    ("backends=(VLLMBackend(name='v', tp=8),), online=(), offline=(), goodput_slos_ms={'ttft': float('inf')}",
+     "goodput_slos_ms={'ttft': inf} is not allowed: keys ttft, tpot, e2el mapped to finite milliseconds > 0"),
 ])
 def test_experiment_fields_are_validated_by_name(tmp_path, fields, expected):
     path, msg = _message(tmp_path, f"experiment = Experiment(name='x', model='m', {fields})\n")
