@@ -26,8 +26,8 @@ def skew_actors(monkeypatch, skews_ns, *, drift_ns=0):
     place, poll = pool_module.LoadGenPool._place, pool_module.LoadGenPool._poll
     drifted = []
 
-    def place_skewed(self, members):
-        members = place(self, members)
+    def place_skewed(self, members, limit_s):
+        members = place(self, members, limit_s)
         ray.get([m.handle.shift_clock.remote(s) for m, s in zip(members, skews_ns)])
         return members
 
