@@ -349,6 +349,10 @@ def _check_ramp_flags(opts: dict) -> None:
     if math.isinf(opts["request_rate"]) and opts["ramp_up_duration"] is None:
         raise click.UsageError("--ramp-up-strategy without --request-rate ramps the concurrency cap: give "
                                "--ramp-up-duration, the seconds it takes, e.g. --ramp-up-duration 60")
+    if not math.isinf(opts["request_rate"]) and opts["ramp_up_duration"] is not None:
+        # a rate ramp spans the cell's requests (vLLM's meaning): a duration would be ignored
+        raise click.UsageError("--ramp-up-duration times a concurrency ramp; with --request-rate the rate ramps "
+                               "over the cell's requests: leave --ramp-up-duration out")
 
 
 def _bench_search(opts: dict, goodput: dict[str, float], *, default_concurrency: int):

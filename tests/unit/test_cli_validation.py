@@ -54,6 +54,10 @@ def test_bench_rejects_bad_values_with_one_line(args, message):
         (["--ramp-up-strategy", "linear", "--ramp-up-start", "1"],
          ("Error: --ramp-up-strategy without --request-rate ramps the concurrency cap: give --ramp-up-duration, the "
           "seconds it takes, e.g. --ramp-up-duration 60")),
+        # a rate ramp spans the requests: the duration was ignored
+        (["--ramp-up-strategy", "linear", "--ramp-up-start", "1", "--request-rate", "4", "--ramp-up-duration", "5"],
+         ("Error: --ramp-up-duration times a concurrency ramp; with --request-rate the rate ramps over the cell's "
+          "requests: leave --ramp-up-duration out")),
         # an infinite shape passed and failed only once the cell ran
         (["--request-rate", "4", "--burstiness", "inf"],
          "Error: Invalid value for --burstiness: inf: the gamma shape must be finite (1 = Poisson, < 1 burstier)"),
