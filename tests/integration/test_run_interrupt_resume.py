@@ -35,6 +35,25 @@ def _raybench(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def _signal_when(proc: subprocess.Popen, ready, signum: int, *, delay_s: float = 0.0) -> str:
+    """Send ``signum`` once the output so far satisfies ``ready`` (after ``delay_s``); all the output, once it exits."""
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if ready("".join(lines)):
+                time.sleep(delay_s)
+                proc.send_signal(signum)
+                break
+        rest, _ = proc.communicate(timeout=120)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return "".join(lines)
+
+
 def _started_cells(output: str) -> list[str]:
     """The cells a run started: its "cell <id>" lines (the final table's header also starts with "cell")."""
     return [m[1] for m in re.finditer(r"^cell (\S+)$", output, re.MULTILINE)]
@@ -52,20 +71,7 @@ def test_interrupted_run_resumes_only_the_unfinished_cells(tmp_path, signum, exi
     out = tmp_path / "runs"
     common = ["run", str(DEEPSEEK), *SELECTION, "--sim-timing", "zero", "--no-report", "--out", str(out)]
     proc = _raybench(*common)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if len(_started_cells("".join(lines))) == INTERRUPT_AT + 1:
-                proc.send_signal(signum)
-                break
-        rest, _ = proc.communicate(timeout=120)
-        lines.append(rest)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    first = "".join(lines)
+    first = _signal_when(proc, lambda output: len(_started_cells(output)) == INTERRUPT_AT + 1, signum)
     assert proc.returncode == exit_code, first
     assert len(re.findall(r"^interrupted: ", first, re.MULTILINE)) == 1 and "Traceback" not in first, first
     assert f"interrupted: completed cells are kept in the run directory; run again with --resume for the rest ({name})" in first
@@ -126,3 +132,25 @@ def test_a_resume_with_other_settings_is_refused_before_anything_starts(tmp_path
         "engine='sim' there, 'vllm' now). Resume with the options the run was started with (see its env.json "
         "\"options\"), or start a new run directory")
     assert sorted(p.name for p in rd.path.iterdir()) == ["cells", "plan.json"]  # nothing written, no Ray started
+
+
+# fixed timing: each request takes 0.1 s + 100 x 0.05 s = 5.1 s, two rounds of two: about 10 s a cell,
+# long enough that the signal lands while the driver polls
+SLOW_CELL = ["bench", "--backend", "sim", "--sim-timing", "fixed", "--sim-ttft-ms", "100", "--sim-itl-ms", "50",
+             "--input-len", "16", "--output-len", "100", "--num-prompts", "4", "--concurrency", "2", "--no-report"]
+
+
+def test_sigterm_while_the_driver_waits_in_ray_get_exits_143_and_says_sigterm(tmp_path):
+    """During a cell the driver is nearly always blocked in ``ray.get`` on the actors' polls. Ray checks
+    for signals there and turns whatever interrupt the handler raises into a plain KeyboardInterrupt,
+    so the exception's type alone cannot tell SIGTERM from Ctrl-C."""
+    proc = _raybench(*SLOW_CELL, "--out", str(tmp_path / "runs"))
+    # a progress line: the cell's requests are under way and the driver is in its poll loop. Sent at
+    # once, the signal would land in the print of this very line; half a poll later (a poll waits up
+    # to 1 s), it lands inside ray.get
+    output = _signal_when(proc, lambda output: re.search(r"\d+/4 done", output) is not None, signal.SIGTERM,
+                          delay_s=0.5)
+    assert re.search(r"\d+/4 done", output), output  # the signal was sent mid-cell
+    assert proc.returncode == 143, output
+    assert "interrupted (SIGTERM)\n" in output and "(Ctrl-C)" not in output, output
+    assert "Traceback" not in output, output
