@@ -349,6 +349,11 @@ def _check_ramp_flags(opts: dict) -> None:
     if math.isinf(opts["request_rate"]) and opts["ramp_up_duration"] is None:
         raise click.UsageError("--ramp-up-strategy without --request-rate ramps the concurrency cap: give "
                                "--ramp-up-duration, the seconds it takes, e.g. --ramp-up-duration 60")
+    start, cap = opts["ramp_up_start"], opts["concurrency"]
+    if math.isinf(opts["request_rate"]) and (start != int(start) or (cap is not None and start > cap)):
+        most = "" if cap is None else f" up to --concurrency ({cap})"
+        raise click.UsageError(f"--ramp-up-start {start:g}: without --request-rate it is the concurrency the cap "
+                               f"starts from, a whole number{most}")
     if not math.isinf(opts["request_rate"]) and opts["ramp_up_duration"] is not None:
         # a rate ramp spans the cell's requests (vLLM's meaning): a duration would be ignored
         raise click.UsageError("--ramp-up-duration times a concurrency ramp; with --request-rate the rate ramps "

@@ -5,11 +5,13 @@ Cells match when they ran the same workload: the same mode, concurrency (online)
 the measured mean prompt length, as SGLang's shared-prefix runs do, still matches the nominal
 one). Where the reference has a cell of the same engine (vllm, sglang, trt-llm) and hardware, only
 that one is compared; otherwise the cell is compared with every reference series at that
-workload, so a simulated or new cluster is set beside each published H200 and MI300X line. The
-engine is a raybench cell's ``engine`` (its backend's kind), else the backend's name (what the
-published CSV and the clients' files record): a backend named ``vllm-h200`` is vLLM, not a label
-that no published series has. The simulator is no engine: a simulated cell pairs only with
-simulated cells of the same backend name.
+workload, so a new cluster is set beside each published H200 and MI300X line. The engine is a
+raybench cell's ``engine`` (its backend's kind), else the backend's name (what the published CSV
+and the clients' files record): a backend named ``vllm-h200`` is vLLM, not a label that no
+published series has. The simulator is no engine: a simulated cell pairs with simulated cells of
+the same backend name, else with the engine its profile imitates on the same GPU (a ``raybench
+run --simulate`` of the seed's vLLM server beside the published H200-vLLM line), else with every
+reference series.
 
 A ratio is run / reference: above 1 means more throughput, or a longer latency.
 """
@@ -17,6 +19,7 @@ A ratio is run / reference: above 1 means more throughput, or a longer latency.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +87,8 @@ def _with_size(frame: pl.DataFrame) -> pl.DataFrame:
 
 def ratio_table(reference: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     """Each run cell against the reference cells of the same workload (see the module doc)."""
-    cols = ["run", "series", "engine_kind", "gpu", "cell_id", *_KEYS, "input_len", "total_throughput_tokens_per_s",
-            "mean_ttft_ms", "mean_tpot_ms", "latency_ms"]
+    cols = ["run", "series", "engine_kind", "simulates", "gpu", "cell_id", *_KEYS, "input_len",
+            "total_throughput_tokens_per_s", "mean_ttft_ms", "mean_tpot_ms", "latency_ms"]
     ref = _with_size(reference).select(cols)
     run = _with_size(runs).select(cols)
     pairs = run.join(ref, on=_KEYS, how="inner", suffix="_ref", nulls_equal=True).filter(
@@ -93,8 +96,14 @@ def ratio_table(reference: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
         | pl.col("input_len_ref").is_null()
         | ((pl.col("input_len") - pl.col("input_len_ref")).abs() <= INPUT_TOLERANCE * pl.col("input_len_ref"))
     )
-    matched = (pl.col("engine_kind") == pl.col("engine_kind_ref")) & pl.col("gpu").eq_missing(pl.col("gpu_ref"))
-    pairs = pairs.filter(~matched.any().over(["run", "cell_id"]) | matched)
+    same_gpu = pl.col("gpu").eq_missing(pl.col("gpu_ref"))
+    # 2: the same engine; 1: the engine a simulated cell imitates; 0: any (each best level wins alone)
+    level = (pl.when((pl.col("engine_kind") == pl.col("engine_kind_ref")) & same_gpu).then(2)
+             .when((pl.col("simulates").str.to_lowercase().replace_strict(ENGINE_NAMES, default=None)
+                    == pl.col("engine_kind_ref")) & same_gpu).then(1)
+             .otherwise(0))
+    pairs = pairs.with_columns(level.alias("_level"))
+    pairs = pairs.filter(pl.col("_level") == pl.col("_level").max().over(["run", "cell_id"])).drop("_level")
 
     def ratio(name: str) -> pl.Expr:
         return pl.when(pl.col(f"{name}_ref") > 0).then(pl.col(name) / pl.col(f"{name}_ref")).otherwise(None)
@@ -157,6 +166,20 @@ def _unique_runs(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
     return out
 
 
+def _untimed_simulator_cells(source: str | Path) -> list[str]:
+    """The cells of a run dir the simulator served with ``--timing zero`` or ``fixed``, a line each."""
+    lines = []
+    for path in sorted(Path(source).glob("cells/*/summary.json")) if Path(source).is_dir() else ():
+        try:
+            cell = json.loads(path.read_text()).get("cell") or {}
+            timing = (cell.get("simulator") or {}).get("timing")
+        except (OSError, ValueError, AttributeError):
+            continue  # read_source has named any damaged summary already
+        if cell.get("engine") == "sim" and timing in ("zero", "fixed"):
+            lines.append(f"cell {cell.get('id')}: simulator timing {timing}")
+    return lines
+
+
 def comparison_dir(out_dir: Path) -> Path:
     """``out_dir``, or its ``comparison/`` where it is a run directory: a run's own report.html and
     charts/ are what ``raybench report`` drew from its cells, and a comparison must not replace them."""
@@ -200,6 +223,11 @@ def compare_sources(
         table += "\nleft out, not complete:\n" + "\n".join(f"  {line}" for line in left_out)
     if marked:
         table += "\ncompared, but with failed requests:\n" + "\n".join(f"  {line}" for line in marked)
+    untimed = [f"{s}: {line}" for s in sources for line in _untimed_simulator_cells(s)]
+    if untimed:
+        table += ("\ncompared, but no engine timed them (the simulator answered as fast as it could, or after set "
+                  "delays; rerun with --sim-timing engine to compare its model):\n"
+                  + "\n".join(f"  {line}" for line in untimed))
     out_dir = comparison_dir(out_dir)
     make_out_dir(out_dir)
     style = series_style(combined)

@@ -56,6 +56,7 @@ COLUMNS: dict[str, pl.DataType] = {
     "cell_id": pl.String(),
     "backend": pl.String(),
     "engine": pl.String(),  # the serving engine a raybench cell's backend runs (vllm, sglang, ...); null elsewhere
+    "simulates": pl.String(),  # a simulated cell: the engine its simulator's profile imitates; null elsewhere
     "hardware": pl.String(),
     "label": pl.String(),  # backend × hardware, e.g. "H200-vLLM" (or the backend alone)
     "series": pl.String(),  # what a chart's line stands for (label, or run + label in a comparison)
@@ -82,8 +83,8 @@ COLUMNS: dict[str, pl.DataType] = {
 }
 
 # what a cell's repeats share; every other column is a measurement, averaged over the repeats
-_REPEAT_KEYS = ("run", "source", "backend", "engine", "hardware", "label", "series", "mode", "concurrency",
-                "batch_size", "num_prompts", "input_len", "output_len", "prefix_len", "prefix_cached")
+_REPEAT_KEYS = ("run", "source", "backend", "engine", "simulates", "hardware", "label", "series", "mode",
+                "concurrency", "batch_size", "num_prompts", "input_len", "output_len", "prefix_len", "prefix_cached")
 
 # How backends are written in labels, as the seed's legends write them.
 _BACKEND_DISPLAY = {

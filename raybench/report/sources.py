@@ -17,7 +17,7 @@ import csv
 import importlib.resources
 import json
 import math
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,19 +165,27 @@ def _way_out(path: Path) -> str:
             f"{rerun_advice(path.parent.parent.parent)}")
 
 
-def _simulated_backends(path: Path) -> frozenset[str]:
-    """The backends env.json records as the simulator (``servers.<name>.kind``); none where it is
-    missing or unreadable (a cell's own engine says so too, in summaries that record it)."""
+def _simulated_backends(path: Path) -> dict[str, dict[str, str]]:
+    """The backends env.json records as the simulator (``servers.<name>.kind``), each with the
+    engine its profile imitates per mode (``simulator.modes``; empty where not recorded); none where
+    env.json is missing or unreadable (a cell's own engine says so too, in summaries that record it)."""
     try:
         servers = json.loads((path / "env.json").read_text()).get("servers")
-        return frozenset(name for name, server in servers.items()
-                         if isinstance(server, dict) and server.get("kind") == SIM_ENGINE)
+        return {name: _imitated_engines(server) for name, server in servers.items()
+                if isinstance(server, dict) and server.get("kind") == SIM_ENGINE}
     except (OSError, ValueError, AttributeError):
-        return frozenset()
+        return {}
+
+
+def _imitated_engines(server: Mapping[str, Any]) -> dict[str, str]:
+    simulator = server.get("simulator")
+    modes = simulator.get("modes") if isinstance(simulator, Mapping) else None
+    return {mode: launch["engine"] for mode, launch in (modes if isinstance(modes, Mapping) else {}).items()
+            if isinstance(launch, Mapping) and isinstance(launch.get("engine"), str)}
 
 
 def _cell_row(path: Path, *, run: str,
-              simulators: frozenset[str] = frozenset()) -> tuple[dict[str, Any], dict[str, Any]]:
+              simulators: Mapping[str, Mapping[str, str]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A cell's summary.json and its report row; ConfigError naming the file and the field that is damaged."""
     summary = _cell_summary(path)
     try:
@@ -209,12 +217,15 @@ def _plan_order(path: Path) -> dict[str, int]:
         return {}
 
 
-def raybench_row(summary: Mapping[str, Any], *, run: str, simulators: Collection[str] = ()) -> dict[str, Any]:
+def raybench_row(summary: Mapping[str, Any], *, run: str,
+                 simulators: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """One raybench cell summary (summary.json) as a report row.
 
     A cell served by the simulator (its engine ``sim``, or its backend in ``simulators``: those
     env.json records as the simulator, for a summary that names no engine) is labelled
     ``(simulated)``, a prediction ``(predicted)``: neither is a measurement of a real server.
+    ``simulators`` maps each to the engine its profile imitates per mode, which the row carries
+    as ``simulates`` (compare sets it beside that engine's measurements).
     ConfigError naming the field where a value is one raybench never writes (text or NaN for a
     number, a negative time or count): the caller names the file.
     """
@@ -261,8 +272,9 @@ def raybench_row(summary: Mapping[str, Any], *, run: str, simulators: Collection
         if regimes is not None and not (isinstance(regimes, list) and all(isinstance(r, str) for r in regimes)):
             raise ConfigError(f"extrapolated={regimes!r} is not a list of the regimes a prediction needed (names)")
         row["extrapolated"] = ", ".join(regimes or ()) or None
-    elif engine == SIM_ENGINE or (engine is None and row["backend"] in simulators):
+    elif engine == SIM_ENGINE or (engine is None and row["backend"] in (simulators or {})):
         row["label"] = series_label(row["backend"], hardware) + SIMULATED
+        row["simulates"] = (simulators or {}).get(row["backend"], {}).get(mode)
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
             completed=num(summary, "num_requests", whole=True),

@@ -54,6 +54,12 @@ def test_bench_rejects_bad_values_with_one_line(args, message):
         (["--ramp-up-strategy", "linear", "--ramp-up-start", "1"],
          ("Error: --ramp-up-strategy without --request-rate ramps the concurrency cap: give --ramp-up-duration, the "
           "seconds it takes, e.g. --ramp-up-duration 60")),
+        # these named the sweep's field, ramp_start
+        (["--ramp-up-strategy", "linear", "--ramp-up-start", "2.5", "--ramp-up-duration", "5"],
+         "Error: --ramp-up-start 2.5: without --request-rate it is the concurrency the cap starts from, a whole number"),
+        (["--ramp-up-strategy", "linear", "--ramp-up-start", "6", "--ramp-up-duration", "5", "--concurrency", "4"],
+         ("Error: --ramp-up-start 6: without --request-rate it is the concurrency the cap starts from, a whole number "
+          "up to --concurrency (4)")),
         # a rate ramp spans the requests: the duration was ignored
         (["--ramp-up-strategy", "linear", "--ramp-up-start", "1", "--request-rate", "4", "--ramp-up-duration", "5"],
          ("Error: --ramp-up-duration times a concurrency ramp; with --request-rate the rate ramps over the cell's "

@@ -152,6 +152,47 @@ def test_a_simulated_run_is_marked_in_the_comparison(tmp_path):
     assert result.ratios.height == 5
 
 
+def _simulating(run, imitates, timing="engine"):
+    """env.json and the cells as `raybench run --simulate` leaves them: each server the simulator,
+    with the engine its profile imitates; each cell served with ``timing``."""
+    env = json.loads((run / "env.json").read_text())
+    backends = {json.loads(p.read_text())["cell"]["backend"] for p in run.glob("cells/*/summary.json")}
+    env["servers"] = {name: {"kind": "sim", "simulator": {"model": "m", "gpu": "H200", "num_gpus": 8, "modes": {
+        "online": {"engine": imitates, "features": {}}}}} for name in backends}
+    (run / "env.json").write_text(json.dumps(env))
+    for path in run.glob("cells/*/summary.json"):
+        summary = json.loads(path.read_text())
+        summary["cell"]["simulator"] = {"timing": timing}
+        path.write_text(json.dumps(summary))
+    return _set_engine(run, "sim")
+
+
+@pytest.mark.parametrize("backend, imitates, published", [("vllm-h200", "vllm", "H200-vLLM"),
+                                                          ("vllm", "sglang", "H200-SGLang")])
+def test_a_simulated_run_is_compared_with_the_engine_it_imitates(tmp_path, backend, imitates, published):
+    # before, a `raybench run --simulate` cell was set beside all five published series
+    run = _simulating(write_run_dir(tmp_path / "e" / "sim", backend=backend, hardware="H200", concurrencies=(128,),
+                                    batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0),
+                      imitates)
+    result = compare_sources([run], tmp_path / "c", reference="published", images=False)
+    assert result.ratios["reference_series"].to_list() == [f"dstack (published): {published}"]
+    assert "no engine timed them" not in result.table
+    # a simulated reference of the same backend still comes first, not the published series beside it
+    again = compare_sources([run, "published"], tmp_path / "d", reference=run, images=False)
+    assert again.ratios.filter(pl.col("run") == "e/sim (2)")["reference_run"].to_list() == ["e/sim"]
+
+
+def test_a_simulator_timed_zero_is_compared_but_said_to_time_no_engine(tmp_path):
+    run = _simulating(write_run_dir(tmp_path / "e" / "sim", backend="vllm-h200", hardware="H200", concurrencies=(128,),
+                                    batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0),
+                      "vllm", timing="zero")
+    result = compare_sources([run], tmp_path / "c", reference="published", images=False)
+    assert result.ratios.height == 1
+    assert (f"compared, but no engine timed them (the simulator answered as fast as it could, or after set delays; "
+            f"rerun with --sim-timing engine to compare its model):\n  {run}: cell vllm-h200-online-c128-i3200-o800: "
+            "simulator timing zero") in result.table
+
+
 def test_a_simulated_backend_named_after_an_engine_is_not_that_engine(tmp_path):
     run = _set_engine(write_run_dir(tmp_path / "e" / "sim", backend="vllm", hardware="H200", concurrencies=(128,),
                                     batch_sizes=(), num_prompts=256, input_len=3200, output_len=800, itl_ms=50.0),
