@@ -69,15 +69,30 @@ class SteadyState:
         return self.output_tokens / self.duration_s
 
 
-def effective_target(target_concurrency: int | None, num_requests: int) -> int | None:
-    """The in-flight level a cell can reach: the concurrency cap, or fewer requests than that."""
+def concurrent_streams(requests: pl.DataFrame) -> int:
+    """How many requests of the cell can be in flight at once, whatever the cap.
+
+    One per row, except that a multi-turn session sends its turns one after another: its rows
+    (those sharing a non-null ``session``) count once. Tables without the column count rows.
+    """
+    if "session" not in requests.columns:
+        return requests.height
+    session = pl.col("session")
+    return int(requests.select(session.drop_nulls().n_unique() + session.null_count()).item())
+
+
+def effective_target(target_concurrency: int | None, max_in_flight: int) -> int | None:
+    """The in-flight level a cell can reach: the concurrency cap, or ``max_in_flight`` if fewer.
+
+    ``max_in_flight`` is :func:`concurrent_streams`: the requests that can overlap at all.
+    """
     if target_concurrency is None:
         return None
     if isinstance(target_concurrency, bool) or not isinstance(target_concurrency, int) or (
         target_concurrency < 1
     ):
         raise ConfigError.invalid("target_concurrency", target_concurrency, "an int >= 1 or None")
-    return min(target_concurrency, num_requests)
+    return min(target_concurrency, max_in_flight)
 
 
 def steady_state(
@@ -86,9 +101,11 @@ def steady_state(
     """Output tokens/s while in-flight ≥ 90 % of ``target_in_flight``; None if never reached.
 
     Tokens are counted from chunk arrivals (Σ n_tokens of successful requests' chunks with
-    start ≤ t < end), since server usage has no time axis.
+    start ≤ t < end), since server usage has no time axis. Failed requests held slots, so they
+    can open the window; but where no successful request carried a token there is no output
+    rate to measure, and the answer is None, as for the peak, never a measured-looking 0.
     """
-    if target_in_flight is None or flight.count.size == 0:
+    if target_in_flight is None or flight.count.size == 0 or not ok_chunks["n_tokens"].sum():
         return None
     threshold = STEADY_STATE_FRACTION * target_in_flight
     above = flight.count >= threshold

@@ -1,8 +1,9 @@
 """Which events the metrics read, per reference client.
 
-SGLang's ``bench_serving.py`` and vLLM's ``vllm bench serve`` disagree on four choices: which
+SGLang's ``bench_serving.py`` and vLLM's ``vllm bench serve`` disagree on five choices: which
 streamed event starts the clock for TTFT, which one ends E2E latency, which gaps make the ITL
-list, and how many output tokens a request had when the server sent no usage. raybench stores
+list, how many output tokens a request had when the server sent no usage, and whose count of
+prompt tokens the input totals sum (the workload's, or the server's usage). raybench stores
 every event, so it can answer under either tool's rules (or its own) from the same raw rows.
 The choices are data here (:class:`CompatRules`); ``metrics.py`` turns them into Polars filters.
 
@@ -59,9 +60,22 @@ class TokenFallback(str, enum.Enum):
     MAX_TOKENS = "max_tokens"  # the requested max_tokens (SGLang's initial output_len)
 
 
+class PromptTokenSource(str, enum.Enum):
+    """Whose count of a request's prompt tokens the input totals sum.
+
+    The two differ for chat, where the server counts the chat template's tokens and the workload
+    counts the message content only.
+    """
+
+    WORKLOAD = "workload"  # what the workload built (SGLang's dataset prompt_len)
+    # usage.prompt_tokens where the server sent it, else the workload's (vLLM's endpoint_request_func
+    # overwrites prompt_len with it: ``if (pt := usage.get("prompt_tokens")) is not None``)
+    SERVER_USAGE = "server_usage"
+
+
 @dataclass(frozen=True, kw_only=True)
 class CompatRules:
-    """The four choices one compat mode makes, plus the upstream file it follows.
+    """The five choices one compat mode makes, plus the upstream file it follows.
 
     ``fallback_on_zero`` is vLLM's ``if not output_len``: a usage count of 0 is treated like a
     missing one. ``reference`` is printed in summaries so a reader can check the source.
@@ -73,6 +87,7 @@ class CompatRules:
     itl_chunks: ChunkSelector
     token_fallback: TokenFallback
     fallback_on_zero: bool
+    prompt_tokens: PromptTokenSource
     reference: str
 
 
@@ -97,6 +112,7 @@ def compat_rules(mode: CompatMode | str) -> CompatRules:
             itl_chunks=ChunkSelector.TOKEN_TEXT,
             token_fallback=TokenFallback.MAX_TOKENS,
             fallback_on_zero=False,
+            prompt_tokens=PromptTokenSource.WORKLOAD,
             reference=(
                 "dstackai/benchmarks@b9c6659 Deepseek-R1/bench_serving.py "
                 "(async_request_openai_completions; = sglang@0033168 python/sglang/bench_serving.py)"
@@ -110,6 +126,7 @@ def compat_rules(mode: CompatMode | str) -> CompatRules:
             itl_chunks=ChunkSelector.CHOICES,
             token_fallback=TokenFallback.SUM_N_TOKENS,
             fallback_on_zero=True,
+            prompt_tokens=PromptTokenSource.SERVER_USAGE,
             reference=(
                 "vllm@02cfb53 vllm/benchmarks/lib/endpoint_request_func.py + "
                 "vllm@009e6d4 vllm/benchmarks/serve.py"
@@ -122,5 +139,6 @@ def compat_rules(mode: CompatMode | str) -> CompatRules:
         itl_chunks=ChunkSelector.TOKEN_BEARING,
         token_fallback=TokenFallback.SUM_N_TOKENS,
         fallback_on_zero=False,
+        prompt_tokens=PromptTokenSource.WORKLOAD,
         reference="raybench METRICS.md",
     )

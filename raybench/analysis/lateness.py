@@ -5,9 +5,12 @@ A request is due at its scheduled arrival, or later when it had to wait for a co
 sent is the client's own delay: a timer that woke late, an event loop busy with other streams,
 the HTTP library building the request. Rate-based and trace arrivals promise the server a
 schedule; a cell whose sends fell behind it did not offer the load it says it did, so it is
-flagged rather than trusted. A burst (every request due at the same instant, rate inf) has no
+flagged rather than trusted. A burst (requests due at the same instant, rate inf) has no
 schedule to fall behind: its lateness is still measured (how long the burst took to leave, some
-100 µs of client work per request) but never flagged.
+100 µs of client work per request) but never flagged. A multi-turn cell at rate inf opens with
+such a burst (every session's first turn is due at the cell start) and then gives each later
+turn its own due time (think time after the previous answer): only those later sends can fall
+behind, so only they are judged.
 """
 
 from __future__ import annotations
@@ -36,29 +39,58 @@ def check_late_send_threshold(threshold_ms: float) -> float:
 def send_lateness_fields(
     requests: pl.DataFrame, *, threshold_ms: float = DEFAULT_LATE_SEND_THRESHOLD_MS
 ) -> dict[str, Any]:
-    """p50, p99 and max send lateness (ms) over every request, and the cell's flag.
+    """p50, p99 and max send lateness (ms) over the sends that had a schedule, and the cell's flag.
 
-    ``sends_late`` is True when p99 exceeds ``threshold_ms``, None for a burst (no schedule);
-    ``late_sends`` counts the requests beyond it. Tables without the column (an engine cell, an
-    older run) give None for each figure: not measured, never 0.
+    ``sends_late`` is True when their p99 exceeds ``threshold_ms``; ``late_sends`` counts the
+    sends beyond it. The cell's opening burst (see :func:`_in_start_burst`) is left out of the
+    figures when later sends had a schedule, and is all there is to describe otherwise: then
+    both are None (nothing to fall behind). ``burst_sends`` and ``max_burst_send_lateness_ms``
+    say how many sends the burst held and how long it took to leave. Tables without the column
+    (an engine cell, an older run) give None for each figure: not measured, never 0.
     """
     limit = check_late_send_threshold(threshold_ms)
-    values = (
-        requests["send_lateness_ns"].drop_nulls().to_numpy().astype(np.float64) / _NS_PER_MS
-        if "send_lateness_ns" in requests.columns
-        else np.zeros(0)
-    )
-    out: dict[str, Any] = {"late_send_threshold_ms": limit, "count_send_lateness": int(values.size)}
-    if values.size == 0:
-        return {**out, "median_send_lateness_ms": None, "p99_send_lateness_ms": None,
-                "max_send_lateness_ms": None, "late_sends": None, "sends_late": None}
-    p50, p99 = np.percentile(values, [50, 99])
-    burst = "t_scheduled_ns" in requests.columns and requests["t_scheduled_ns"].n_unique() == 1
+    out: dict[str, Any] = {"late_send_threshold_ms": limit}
+    if "send_lateness_ns" not in requests.columns:
+        return {**out, **_figures(np.zeros(0), limit, judged=False), "burst_sends": None,
+                "max_burst_send_lateness_ms": None}
+    sends = requests.select(
+        (pl.col("send_lateness_ns").cast(pl.Float64) / _NS_PER_MS).alias("lateness_ms"),
+        _in_start_burst(requests).alias("burst"),
+    ).drop_nulls("lateness_ms")
+    burst_ms = sends.filter(pl.col("burst"))["lateness_ms"].to_numpy()
+    scheduled_ms = sends.filter(~pl.col("burst"))["lateness_ms"].to_numpy()
+    judged = scheduled_ms.size > 0
     return {
         **out,
+        **_figures(scheduled_ms if judged else burst_ms, limit, judged=judged),
+        "burst_sends": int(burst_ms.size),
+        "max_burst_send_lateness_ms": float(burst_ms.max()) if burst_ms.size else None,
+    }
+
+
+def _in_start_burst(requests: pl.DataFrame) -> pl.Expr:
+    """True for the requests of the burst the cell opens with.
+
+    They share the cell's first ``t_scheduled``; a lone request there is a burst only when it is
+    the whole cell (rate inf, one request), otherwise it is the first arrival of a schedule.
+    """
+    if "t_scheduled_ns" not in requests.columns:
+        return pl.lit(False)
+    at_start = pl.col("t_scheduled_ns") == pl.col("t_scheduled_ns").min()
+    return at_start & ((at_start.sum() > 1) | (pl.len() == 1))
+
+
+def _figures(lateness_ms: np.ndarray, limit_ms: float, *, judged: bool) -> dict[str, Any]:
+    """The statistics of ``lateness_ms``; the flag only where ``judged`` (they had a schedule)."""
+    if lateness_ms.size == 0:
+        return {"count_send_lateness": 0, "median_send_lateness_ms": None, "p99_send_lateness_ms": None,
+                "max_send_lateness_ms": None, "late_sends": None, "sends_late": None}
+    p50, p99 = np.percentile(lateness_ms, [50, 99])
+    return {
+        "count_send_lateness": int(lateness_ms.size),
         "median_send_lateness_ms": float(p50),
         "p99_send_lateness_ms": float(p99),
-        "max_send_lateness_ms": float(values.max()),
-        "late_sends": None if burst else int((values > limit).sum()),
-        "sends_late": None if burst else bool(p99 > limit),
+        "max_send_lateness_ms": float(lateness_ms.max()),
+        "late_sends": int((lateness_ms > limit_ms).sum()) if judged else None,
+        "sends_late": bool(p99 > limit_ms) if judged else None,
     }

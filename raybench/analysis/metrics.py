@@ -20,6 +20,7 @@ from raybench.analysis.compat import (
     ChunkSelector,
     CompatMode,
     CompatRules,
+    PromptTokenSource,
     TokenFallback,
     compat_rules,
 )
@@ -109,6 +110,8 @@ def request_metrics(
     """One row per request with its latencies (ms) and the output-token count it is credited.
 
     Columns: the request's identity, status, ``ok``, times (ns), prompt/server prompt tokens,
+    ``prompt_tokens_used`` (the count the mode's input totals sum: ``prompt_tokens``, or in vllm
+    mode the server's count where it sent one),
     ``output_tokens_used`` and ``output_tokens_fallback`` (True where the server sent no usage
     and the mode's fallback supplied the count), ``chunk_tokens`` (Σ n_tokens), ``ttft_ms``,
     ``e2e_ms``, ``tpot_ms`` (null unless output_tokens_used > 1), ``short_output`` (a successful
@@ -138,12 +141,16 @@ def per_request_frame(tables: CellTables, rules: CompatRules) -> pl.DataFrame:
     ttft = (pl.col("t_ttft_ns") - pl.col("t_sent_ns")) / _NS_PER_MS
     e2e = (pl.col("t_end_ns") - pl.col("t_sent_ns")) / _NS_PER_MS
     used = pl.col("output_tokens_used")
+    prompt_used = pl.col("prompt_tokens")
+    if rules.prompt_tokens is PromptTokenSource.SERVER_USAGE:
+        prompt_used = pl.coalesce("server_prompt_tokens", "prompt_tokens")
     return (
         req.join(events, on=KEY, how="left")
         .with_columns(pl.col("chunk_tokens").fill_null(0))
         .with_columns(
             (pl.col("status") == RequestStatus.OK.value).alias("ok"),
             missing.alias("output_tokens_fallback"),
+            prompt_used.alias("prompt_tokens_used"),
             pl.when(missing).then(fallback).otherwise(usage).alias("output_tokens_used"),
             ttft.alias("ttft_ms"),
             e2e.alias("e2e_ms"),
@@ -159,7 +166,7 @@ def per_request_frame(tables: CellTables, rules: CompatRules) -> pl.DataFrame:
         )
         .select(
             *KEY, "status", "ok", "t_scheduled_ns", "t_sent_ns", "t_done_ns", "prompt_tokens",
-            "server_prompt_tokens", "max_tokens", "output_tokens", "output_tokens_used",
+            "server_prompt_tokens", "prompt_tokens_used", "max_tokens", "output_tokens", "output_tokens_used",
             "output_tokens_fallback", "short_output", "chunk_tokens", "ttft_ms", "e2e_ms", "tpot_ms",
             "queue_time_ms", "http_status", "error",
         )

@@ -18,6 +18,7 @@ import polars as pl
 
 from raybench.analysis.cell import (
     InFlight,
+    concurrent_streams,
     effective_target,
     first_errors,
     good_requests,
@@ -88,7 +89,8 @@ def summarize_cell(
         raise ConfigError.invalid("burstiness", burstiness, "a finite number > 0")
     tables = CellTables.from_raw(requests, chunks)
     cell_id = _single_cell(tables.requests)
-    target = effective_target(target_concurrency, tables.requests.height)
+    # the raw table: normalising drops ``session``, which bounds what a multi-turn cell has in flight
+    target = effective_target(target_concurrency, concurrent_streams(requests))
     per = per_request_frame(tables, rules)
     ok = per.filter(pl.col("ok"))
     t0 = int(tables.requests["t_sent_ns"].min())
@@ -145,6 +147,7 @@ def _mode_fields(rules: CompatRules) -> dict[str, Any]:
         "ttft_trigger": rules.ttft_trigger.value,
         "e2e_end_event": rules.e2e_end.value,
         "itl_chunks": rules.itl_chunks.value,
+        "prompt_tokens_source": rules.prompt_tokens.value,
     }
 
 
@@ -185,7 +188,7 @@ def _retried(requests: pl.DataFrame) -> int:
 def _token_fields(
     ok: pl.DataFrame, tables: CellTables, rules: CompatRules, duration_s: float
 ) -> dict[str, Any]:
-    total_in = int(ok["prompt_tokens"].sum())
+    total_in = int(ok["prompt_tokens_used"].sum())  # the mode's count: workload or server usage
     total_out = int(ok["output_tokens_used"].sum())
     server_in = ok["server_prompt_tokens"].drop_nulls()
     fallback_n = int(ok["output_tokens_fallback"].sum())

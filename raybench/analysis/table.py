@@ -134,6 +134,10 @@ def _lateness_rows(summary: Mapping[str, Any]) -> list[str]:
         _row("Max send lateness (ms):", summary.get("max_send_lateness_ms")),
         _row("Sends fell behind schedule:", verdict),
     ]
+    if late is not None and summary.get("burst_sends"):
+        # the opening burst was left out of the figures above: say so, and how long it took
+        rows.append(_row("Opening burst, not judged:", f"{summary['burst_sends']} sends, "
+                         f"max {summary['max_burst_send_lateness_ms']:.2f} ms"))
     if summary.get("clock_drift_flagged"):
         rows.append(_row("Clock drift during cell (ms):", f"{summary['clock_drift_max_ms']:.2f} FLAGGED"))
     return rows

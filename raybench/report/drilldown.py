@@ -116,7 +116,9 @@ def cell_flags(summary: Mapping[str, Any]) -> list[Flag]:
         flags.append(Flag(level=FlagLevel.WARNING, text=str(summary.get("output_tokens_note"))))
     if summary.get("output_tokens_per_event_note"):
         flags.append(Flag(level=FlagLevel.WARNING, text=str(summary["output_tokens_per_event_note"])))
-    if summary.get("steady_state_target_in_flight") and summary.get("steady_state_start_s") is None:
+    # with no completed request there is no rate to take a window of: its failures say what happened
+    if summary.get("steady_state_target_in_flight") and summary.get("steady_state_start_s") is None \
+            and summary.get("completed"):
         flags.append(Flag(level=FlagLevel.WARNING, text=(
             f"never reached 90 % of {summary['steady_state_target_in_flight']} requests in flight: "
             "no steady-state window")))

@@ -132,3 +132,28 @@ def test_usage_beyond_the_events_counts_is_a_note_on_the_per_token_figures():
     assert agreeing["output_tokens_usage_vs_events_requests"] == 0
     assert agreeing["output_tokens_per_event_note"] is None
     assert "Note:" not in format_summary_table(agreeing)
+
+
+@pytest.mark.parametrize(("mode", "input_tokens"), [
+    (CompatMode.RAYBENCH, 100 + 100 + 50),  # the workload's counts, as SGLang sums its dataset lengths
+    (CompatMode.SGLANG, 100 + 100 + 50),
+    (CompatMode.VLLM, 112 + 112 + 50),  # usage.prompt_tokens where the server sent it, else the workload's
+])
+def test_input_totals_follow_the_modes_prompt_token_count(mode, input_tokens):
+    # chat: the server counts the template's 12 tokens the workload's count of the content leaves out
+    rows = [{"request_id": 0, "sent": 0, "done": 100, "output_tokens": 4, "prompt_tokens": 100,
+             "server_prompt_tokens": 112},
+            {"request_id": 1, "sent": 0, "done": 100, "output_tokens": 4, "prompt_tokens": 100,
+             "server_prompt_tokens": 112},
+            {"request_id": 2, "sent": 0, "done": 100, "output_tokens": 4, "prompt_tokens": 50},
+            {"request_id": 3, "sent": 0, "done": 100, "status": "http_error", "prompt_tokens": 40,
+             "server_prompt_tokens": 52}]  # failed: in no token total, whoever counted it
+    streams = {i: [(10, "empty", 0), (20, "token", 2), (60, "token", 2), (90, "usage", 0)] for i in range(3)}
+    s = summarize_cell(requests_frame(rows), chunks_frame(streams), compat=mode.value)
+    assert s["total_input_tokens"] == input_tokens
+    assert s["input_throughput"] == s["input_throughput_tokens_per_s"] == pytest.approx(input_tokens / 0.1)
+    assert s["total_token_throughput"] == s["total_throughput"] == pytest.approx((input_tokens + 12) / 0.1)
+    assert s["total_server_prompt_tokens"] == 224  # the server's own count stays beside, in every mode
+    assert s["prompt_tokens_source"] == ("server_usage" if mode is CompatMode.VLLM else "workload")
+    per = request_metrics(requests_frame(rows), chunks_frame(streams), compat=mode.value)
+    assert per.sort("request_id")["prompt_tokens"].to_list() == [100, 100, 50, 40]  # the workload's, kept

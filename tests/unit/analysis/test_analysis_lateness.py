@@ -86,3 +86,47 @@ def test_a_clock_that_drifted_is_a_warning_in_the_report():
     flags = cell_flags({"failed": 0, "clock_drift_flagged": True, "clock_drift_max_ms": 3.25})
     assert [f.level for f in flags] == [FlagLevel.WARNING]
     assert "drifted 3.25 ms" in flags[0].text
+
+
+def _multi_turn_at_rate_inf(second_turn_late_ms):
+    """128 sessions × 2 turns at rate inf: the first turns leave as one burst at the cell start
+    (0.1 ms of client work each), each second turn is due its think time after its first."""
+    from analysis_tables import requests_frame
+
+    rows = []
+    for s in range(128):
+        rows.append({"request_id": 2 * s, "sched": 0, "sent": 0.1 * s, "done": 500 + s, "late": 0.1 * s,
+                     "session": s, "turn": 0})
+        due = 600 + 3.0 * s
+        rows.append({"request_id": 2 * s + 1, "sched": due, "sent": due + second_turn_late_ms,
+                     "done": due + 500, "late": second_turn_late_ms, "session": s, "turn": 1})
+    return requests_frame(rows)
+
+
+def test_a_multi_turn_burst_is_not_judged_but_the_later_turns_are():
+    on_time = send_lateness_fields(_multi_turn_at_rate_inf(0.05))
+    assert on_time["sends_late"] is False and on_time["late_sends"] == 0
+    assert on_time["count_send_lateness"] == 128  # the second turns, which had a schedule
+    assert on_time["p99_send_lateness_ms"] == pytest.approx(0.05)
+    # the burst took 12.7 ms to leave: reported beside, never flagged
+    assert (on_time["burst_sends"], on_time["max_burst_send_lateness_ms"]) == (128, pytest.approx(12.7))
+    behind = send_lateness_fields(_multi_turn_at_rate_inf(8.0))
+    assert behind["sends_late"] is True and behind["late_sends"] == 128
+
+
+def test_a_lone_first_arrival_is_part_of_the_schedule_not_a_burst():
+    f = send_lateness_fields(frame([9.0, 0.1, 0.1], scheduled_ns=[0, 5, 9]))
+    assert f["burst_sends"] == 0 and f["max_burst_send_lateness_ms"] is None
+    assert f["late_sends"] == 1 and f["count_send_lateness"] == 3
+
+
+def test_the_table_says_the_opening_burst_was_left_out():
+    from analysis_tables import chunks_frame
+
+    from raybench.analysis.summary import format_summary_table, summarize_cell
+
+    requests = _multi_turn_at_rate_inf(0.05)
+    chunks = chunks_frame({int(r): [(700.0, "token", 1)] for r in requests["request_id"]})
+    table = format_summary_table(summarize_cell(requests, chunks, target_concurrency=128))
+    assert "Sends fell behind schedule:              no" in table
+    assert "Opening burst, not judged:               128 sends, max 12.70 ms" in table

@@ -152,3 +152,48 @@ def test_tables_must_hold_one_cell_and_some_rows():
                        target_concurrency=None, request_rate_per_s=None, goodput_slos_ms=None)
     with pytest.raises(ConfigError, match="elapsed_s"):
         summarize_offline(0, [1], [1], 1, 1)
+
+
+def test_a_multi_turn_cell_targets_one_request_per_session_in_flight():
+    # 4 sessions × 3 turns under a cap of 8: a session's turns run one after another, so 4 is the
+    # most that can be in flight (not min(8, 12 rows)); the window at ≥ 3.6 opens at the 4th start
+    rows, streams = [], {}
+    for session in range(4):
+        for turn in range(3):
+            rid, start = 3 * session + turn, 1000 * turn + session
+            rows.append({"request_id": rid, "sent": start, "done": start + 900, "output_tokens": 9,
+                         "session": session, "turn": turn})
+            streams[rid] = [(start + 100 * k, "token", 1) for k in range(1, 10)]
+    s = summarize_cell(requests_frame(rows), chunks_frame(streams), target_concurrency=8)
+    assert s["max_concurrent_requests"] == 4
+    assert s["steady_state_target_in_flight"] == 4
+    assert s["steady_state_threshold_in_flight"] == pytest.approx(3.6)
+    # open when session 3's first turn starts (3 ms); close when session 0's last turn ends (2900 ms)
+    assert (s["steady_state_start_s"], s["steady_state_end_s"]) == (pytest.approx(0.003), pytest.approx(2.9))
+    # every token but each session's last, at 2900-2903 ms: the window's open end
+    assert s["steady_state_output_tokens"] == 4 * 3 * 9 - 4
+    # a cap below the session count still rules
+    assert summarize_cell(requests_frame(rows), chunks_frame(streams),
+                          target_concurrency=2)["steady_state_target_in_flight"] == 2
+
+
+def test_rows_outside_a_session_each_count_as_one_stream():
+    from raybench.analysis.cell import concurrent_streams
+
+    rows = [{"request_id": i, "sent": 0, "done": 10, "session": session}
+            for i, session in enumerate([0, 0, 0, 1, 1, None, None])]
+    assert concurrent_streams(requests_frame(rows)) == 2 + 2
+    assert concurrent_streams(requests_frame(rows).drop("session")) == 7  # an older table: one per row
+
+
+def test_no_successful_token_means_no_steady_state_rate_not_a_measured_zero():
+    # both slots were busy the whole cell, so the in-flight level was reached, but both requests failed
+    rows = [{"request_id": 0, "sent": 0, "done": 10, "status": "http_error", "http_status": 500},
+            {"request_id": 1, "sent": 0, "done": 20, "status": "timeout"}]
+    s = summarize_cell(requests_frame(rows), chunks_frame({1: [(5, "token", 1)]}), target_concurrency=2)
+    assert s["peak_output_tokens_per_s"] is None
+    assert s["steady_state_output_throughput_tokens_per_s"] is None
+    assert s["steady_state_start_s"] is None and s["steady_state_output_tokens"] is None
+    table = format_summary_table(s)
+    assert "Steady-state output tput (tok/s):        n/a" in table
+    assert "Steady-state window (s):                 n/a" in table

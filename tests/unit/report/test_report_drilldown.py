@@ -66,8 +66,12 @@ def test_flags_name_failures_saturation_and_a_missing_steady_state():
     assert levels.count(FlagLevel.ERROR) == 1 and levels.count(FlagLevel.WARNING) == 1
     assert "2 of 8 requests failed (http_error 2)" in flags[0].text and "boom" in flags[0].text
     assert "120 ms" in flags[1].text
-    never = cell_flags({"failed": 0, "steady_state_target_in_flight": 64, "steady_state_start_s": None})
+    never = cell_flags({"failed": 0, "completed": 8, "steady_state_target_in_flight": 64, "steady_state_start_s": None})
     assert [f.level for f in never] == [FlagLevel.WARNING] and "never reached" in never[0].text
+    # every request failed: no rate to take a window of, and the failures are what the flag says
+    lost = cell_flags({"failed": 8, "completed": 0, "steady_state_target_in_flight": 4, "steady_state_start_s": None,
+                       "failure_reasons": {"http_error": 8}})
+    assert not any("never reached" in f.text for f in lost)
     assert [f.level for f in cell_flags({"failed": 0})] == [FlagLevel.OK]
     note = "1 of 1 successful requests' usage counts 14 output tokens where their events carried 7"
     events = cell_flags({"failed": 0, "output_tokens_per_event_note": note})
