@@ -279,6 +279,8 @@ class RowSetting:
     features: EngineFeatures
     num_gpus: int = 8
     model: str = SEED_MODEL
+    #: the engine name the row gave where raybench knows no such engine (fitted as "generic"); None: known
+    unknown_engine: str | None = None
 
 
 def engine_kind(row: Mapping[str, Any]) -> BackendKind | None:
@@ -316,7 +318,8 @@ def row_setting(row: Mapping[str, Any], launches: Sequence[tuple[Backend, str]])
     engine = kind.value if kind is not None else "generic"
     if kind is BackendKind.TRTLLM and mode is Mode.OFFLINE:
         engine = "trtllm-engine"
-    return RowSetting(engine=engine, gpu=gpu, features=defaults(engine))
+    unknown = None if kind is not None else str(row.get("engine") or row.get("backend") or "")
+    return RowSetting(engine=engine, gpu=gpu, features=defaults(engine), unknown_engine=unknown)
 
 
 def row_label(row: Mapping[str, Any]) -> str:
@@ -367,12 +370,17 @@ def observation(row: Mapping[str, Any], setting: RowSetting, model: costmodel.Mo
     conc = int(row.get("concurrency") or row.get("batch_size") or len(requests))
     measured = {m: row.get(col) for m, col in _MEASURED.items()}
     return Observation(engine=setting.engine, gpu=setting.gpu, label=row_label(row), requests=requests,
-                       concurrency=conc, throughput_tokens_per_s=float(measured["throughput"]),
+                       model=model.name, concurrency=conc, throughput_tokens_per_s=float(measured["throughput"]),
                        ttft_ms=measured["ttft"], tpot_ms=measured["tpot"], e2e_ms=measured["e2e"], build=build)
 
 
-def observations(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]]) -> list[Observation]:
+def observations(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]], *,
+                 report: Callable[[str], None] | None = None) -> list[Observation]:
+    """The rows as the fit sees them. ``report`` gets one line per engine name no launch and no
+    known engine matches: its rows run with the generic engine's defaults, which a typo
+    (``vLLM-0.7``) would otherwise leave unnoticed, its pair never used for the engine meant."""
     out = []
+    unknown: dict[tuple[str, str], int] = {}  # (engine name, GPU) -> rows
     for row in frame.iter_rows(named=True):
         setting = row_setting(row, launches)
         model = costmodel.find_model(setting.model)
@@ -380,13 +388,22 @@ def observations(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]]) -
             names = ", ".join(m.name for m in costmodel.MODELS)
             raise ConfigError(f"reference row {row_label(row)} ran {setting.model!r}, which has no simulator "
                               f"model: one of {names}")
+        if setting.unknown_engine is not None:
+            name = (setting.unknown_engine, setting.gpu)
+            unknown[name] = unknown.get(name, 0) + 1
         out.append(observation(row, setting, model))
+    for (name, gpu), count in unknown.items() if report is not None else ():
+        rows = f"{count} row{'s' if count != 1 else ''}"
+        report(f"--reference: {rows} on {gpu} name the engine {name!r}, which raybench does not know: fitted as a "
+               f"generic engine (profile generic/{gpu}, which no vllm, sglang or trtllm backend uses); known engine "
+               f"names: {', '.join(sorted(_KINDS))}; or give --experiment a backend named {name!r}")
     return out
 
 
-def calibrate(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]], *, fitted_on: str) -> list[PairFit]:
-    """One fit per engine x GPU pair present in ``frame`` (already filtered)."""
-    obs = observations(frame, launches)
+def calibrate(frame: pl.DataFrame, launches: Sequence[tuple[Backend, str]], *, fitted_on: str,
+              report: Callable[[str], None] | None = None) -> list[PairFit]:
+    """One fit per engine x GPU pair present in ``frame`` (already filtered); ``report``: see ``observations``."""
+    obs = observations(frame, launches, report=report)
     pairs: dict[str, list[Observation]] = {}
     for o in obs:
         pairs.setdefault(o.key, []).append(o)
@@ -428,7 +445,7 @@ def predicted_row_error(obs: Observation, profile: EngineProfile) -> RowError:
     predicted = predict_metrics(metric_vectors(trace), profile.coefficients)
     measured = {"throughput": obs.throughput_tokens_per_s, "ttft": obs.ttft_ms, "tpot": obs.tpot_ms,
                 "e2e": obs.e2e_ms}
-    return row_errors(obs.key, obs.label, measured, predicted, profile.extrapolated(trace.regimes) or ())
+    return row_errors(obs.key, obs.label, measured, predicted, profile.extrapolated(trace.regimes, obs.model) or ())
 
 
 def error_table(groups: Mapping[str, Sequence[RowError]], worst: int = 8) -> str:

@@ -794,7 +794,7 @@ def calibrate_command(references: tuple[str, ...], only: str | None, experiment_
     else:
         launches = seed_launches()
     fitted_on = f"{' + '.join(references)}" + (f" where {only}" if only else "") + f" ({frame.height} rows)"
-    fits = calibrate(frame, launches, fitted_on=fitted_on)
+    fits = calibrate(frame, launches, fitted_on=fitted_on, report=lambda line: click.echo(line, err=True))
     write_profiles(fits, out)
     click.echo(error_table(fit_groups(fits)))
     click.echo("regimes the fitted rows went through (a prediction needing another one is marked extrapolated):")

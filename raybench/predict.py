@@ -10,7 +10,10 @@ table (a prediction has no per-chunk stream), summary.json with the same fields 
 read it unchanged; the report labels every predicted series "(predicted)". A cell whose run
 went through regimes of the engine model (``features.REGIMES``: mixed steps, prefix hits,
 preemption, ...) that its profile's fit never saw lists them in ``"extrapolated"``: no measured
-row constrained what those steps cost.
+row constrained what those steps cost; so does a cell whose model is not the one its profile was
+fitted on (``other_model``), whatever steps it took. Everything that can stop a cell (no profile,
+an unknown model or GPU, weights that do not fit, requests the server would refuse) is checked
+before the run directory is made (``check_cell``).
 
 No Ray here.
 """
@@ -49,7 +52,7 @@ from raybench.sim.features import (
     sglang_memory_fraction,
 )
 from raybench.sim.prefixcache import PrefixStore
-from raybench.sim.profiles import EngineProfile, load_profiles, pair_key
+from raybench.sim.profiles import OTHER_MODEL, EngineProfile, load_profiles, pair_key
 from raybench.sim.timing import IDLE_GATHER_S
 from raybench.sim.virtual import RequestSpec, Trace, shared_prefix_requests, simulate, warm_up
 from raybench.store.outcome import judge
@@ -376,14 +379,8 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
     fresh server, as for the first cell, with no warm-up."""
     plan = cell_plan(experiment, cell)
     profile = profile_for(plan, profiles, source)
-    model = costmodel.find_model(experiment.model)
-    if model is None:
-        names = ", ".join(m.name for m in costmodel.MODELS)
-        raise ConfigError(f"model {experiment.model!r} has no simulator model: one of {names}")
-    if plan.gpu not in costmodel.GPUS:
-        raise ConfigError.unknown(f"GPU of backend {cell.backend}", plan.gpu, tuple(costmodel.GPUS))
+    cost = cell_cost(experiment, cell, plan, profile)
     try:
-        cost = costmodel.build(model, costmodel.GPUS[plan.gpu], plan.num_gpus, profile, plan.features)
         concurrency = (cell.concurrency if cell.mode is Mode.ONLINE else (cell.batch_size or cell.num_prompts)) or 1
         # an offline engine's simulator keeps no prefix cache of text
         text_block = None if cell.runs_in_engine else text_block_of(plan.features)
@@ -395,6 +392,57 @@ def simulate_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Eng
     except (SimConfigError, KvCapacityError) as err:
         raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
     return trace, profile, plan
+
+
+def cell_cost(experiment: Experiment, cell: Cell, plan: CellPlan, profile: EngineProfile) -> costmodel.CostModel:
+    """The cell's cost model; ConfigError for a model or GPU the simulator has no profile of, or
+    weights that leave no KV pool."""
+    model = costmodel.find_model(experiment.model)
+    if model is None:
+        names = ", ".join(m.name for m in costmodel.MODELS)
+        raise ConfigError(f"model {experiment.model!r} has no simulator model: one of {names}")
+    if plan.gpu not in costmodel.GPUS:
+        raise ConfigError.unknown(f"GPU of backend {cell.backend}", plan.gpu, tuple(costmodel.GPUS))
+    try:
+        return costmodel.build(model, costmodel.GPUS[plan.gpu], plan.num_gpus, profile, plan.features)
+    except SimConfigError as err:
+        raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {err}") from err
+
+
+def check_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, EngineProfile], source: str) -> None:
+    """A ConfigError for what would stop the cell's prediction, found without running it, so that
+    ``predict_run`` stops before it writes anything: no profile for its pair, a model or GPU the
+    simulator does not know, weights that do not fit, a file it cannot read, requests the engine
+    would refuse where that stops the cell (every request of a served cell, any of an offline
+    engine's batch, one of its warm-up). The engine's admission checks depend on the request's
+    lengths and the launch only, so a fresh engine core answers them as the run's would."""
+    plan = cell_plan(experiment, cell)
+    cost = cell_cost(experiment, cell, plan, profile_for(plan, profiles, source))
+    requests = requests_for(cell)
+    core = EngineCore(cost)
+    refusals: dict[tuple[int, int], str | None] = {}
+
+    def refusal(prompt_tokens: int, output_tokens: int) -> str | None:
+        if (prompt_tokens, output_tokens) not in refusals:
+            try:
+                core.add_request(len(refusals), prompt_tokens, output_tokens)
+                refusals[prompt_tokens, output_tokens] = None
+            except KvCapacityError as err:
+                refusals[prompt_tokens, output_tokens] = str(err)
+        return refusals[prompt_tokens, output_tokens]
+
+    refused = [why for r in requests if (why := refusal(r.prompt_tokens, r.output_tokens)) is not None]
+    if refused and (cell.runs_in_engine or len(refused) == len(requests)):
+        every = "" if cell.runs_in_engine else "every request would be refused: "
+        raise ConfigError(f"cell {cell.id}: the simulator cannot run it: {every}{refused[0]}")
+    if cell.runs_in_engine:
+        return
+    for r in requests[:experiment.warmup_requests]:  # a refused warm-up stops the cell in a run too
+        why = refusal(r.prompt_tokens, min(r.output_tokens, WARMUP_MAX_TOKENS))
+        if why is not None:
+            raise ConfigError(f"cell {cell.id}: its warm-up (its first {experiment.warmup_requests} requests with at "
+                              f"most {WARMUP_MAX_TOKENS} output tokens, sent before the cell as `raybench run` sends "
+                              f"them) would be refused, which stops the cell: {why}")
 
 
 #: the most tokens one chunk row holds (CHUNKS_SCHEMA's n_tokens is an int16)
@@ -504,11 +552,12 @@ def predict_cell(experiment: Experiment, cell: Cell, profiles: Mapping[str, Engi
     # every planned request is a row of the prediction: judged like a measured cell, so resume,
     # plan --run-dir, compare and the report treat both alike
     summary.update(judge(range(len(trace.prompt_tokens)), table.column("request_id").to_pylist()).fields())
-    extrapolated = profile.extrapolated(trace.regimes)
+    extrapolated = profile.extrapolated(trace.regimes, experiment.model)
     summary.update(cell=cell.to_json(), raybench_version=raybench.__version__, prediction=True,
                    prompts_sent_before=None if reused is None else reused.to_json(),
                    extrapolated=None if extrapolated is None else list(extrapolated),
-                   predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on, "source": source,
+                   predicted_with={"profile": profile.key, "fitted_on": profile.fitted_on,
+                                   "fitted_model": profile.fitted_model, "source": source,
                                    "features": plan.features.to_json(), "steps": trace.num_steps,
                                    "start_cached_tokens": trace.start_cached_tokens,
                                    "regimes": sorted(trace.regimes),
@@ -527,14 +576,28 @@ def extrapolation_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
     if not cells:
         return []
     total = sum(1 for s in summaries if s.get("extrapolated"))
-    lines = [(f"{total} of {len(summaries)} cells extrapolate: their runs need steps that no row their profile "
+    need = "steps, or a model," if OTHER_MODEL in cells else "steps"
+    lines = [(f"{total} of {len(summaries)} cells extrapolate: their runs need {need} that no row their profile "
               "was fitted on had, so nothing measured constrains what those steps cost")]
     for regime in sorted(cells):
         names = cells[regime]
         shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
         count = f"{len(names)} cell" + ("s" if len(names) != 1 else "")
-        lines.append(f"  {regime}, {count} ({shown}): {REGIMES[regime]}")
+        lines.append(f"  {regime}, {count} ({shown}): {REGIMES.get(regime) or _other_model_line(summaries)}")
     return lines
+
+
+def _other_model_line(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """What OTHER_MODEL means here: the profiles the marked cells used and the models they were fitted on."""
+    fitted: dict[str, list[str]] = {}
+    for s in summaries:
+        if OTHER_MODEL in (s.get("extrapolated") or ()):
+            with_ = s.get("predicted_with") or {}
+            fitted.setdefault(str(with_.get("fitted_model")), []).append(str(with_.get("profile")))
+    on = "; ".join(f"{', '.join(sorted(set(pairs)))} on {model}" for model, pairs in fitted.items())
+    return (f"the cells' model is not the one their profiles were fitted on ({on}), and the fitted constants "
+            "describe that model's kernels; fit profiles on this model's results (raybench calibrate) and pass "
+            "them with --profiles")
 
 
 def resent_prompt_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -555,16 +618,20 @@ def resent_prompt_lines(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *, profiles_path: str | None = None,
                 report: bool = True) -> tuple[RunDir, list[dict[str, Any]]]:
-    """Predict ``cells`` into a new run directory under ``out_root``; returns it and the summaries."""
+    """Predict ``cells`` into a new run directory under ``out_root``; returns it and the summaries.
+    What would stop a cell stops the prediction before anything is written (``check_cell``)."""
+    from raybench.report.build import is_run_dir
+
+    if is_run_dir(out_root):  # RunDir.create would nest the prediction inside that run
+        raise ConfigError(f"--out {out_root} is a run directory; --out takes the root that run directories go "
+                          f"under (e.g. runs), and the prediction goes to ROOT/{experiment.name}-prediction/STAMP")
     try:
         profiles = load_profiles(profiles_path)
     except SimConfigError as err:
         raise ConfigError(f"--profiles: {err}") from err
     source = profiles_path or "the shipped profiles"
-    for cell in cells:  # every pair has a profile, and every file a cell replays reads, before anything is written
-        profile_for(cell_plan(experiment, cell), profiles, source)
-        if cell.dataset_path is not None:
-            file_requests(cell)
+    for cell in cells:
+        check_cell(experiment, cell, profiles, source)
     run_dir = RunDir.create(out_root, f"{experiment.name}-prediction")
     t0 = time.perf_counter()
     servers = {b.name: Server(b, experiment.warmup_requests) for b in experiment.backends}

@@ -406,8 +406,10 @@ def _extrapolated_note(frame: pl.DataFrame) -> str:
     if not marked:
         return ""
     items = "".join(f"<li>{h.esc(cell)}: {h.esc(regimes)}</li>" for cell, regimes in marked)
-    return (f'<p class="flag warning">{len(marked)} predicted cell(s) extrapolate: their runs need steps that '
-            "no row their profile was fitted on had, so nothing measured constrains what those steps cost "
+    # other_model (predict.py): the profile was fitted on another model's rows, whatever the steps
+    what = "steps, or a model (other_model)," if any("other_model" in r for _, r in marked) else "steps"
+    return (f'<p class="flag warning">{len(marked)} predicted cell(s) extrapolate: their runs need {what} that '
+            "no row their profile was fitted on had, so nothing measured constrains what they cost "
             f"(see docs/simulator.md, regimes):</p><ul>{items}</ul>")
 
 

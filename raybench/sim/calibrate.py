@@ -34,9 +34,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from raybench.sim.config import SimConfigError
 from raybench.sim.costmodel import FEATURES, CostModel
 from raybench.sim.engine import KvCapacityError
-from raybench.sim.profiles import NUMBERS, EngineProfile
+from raybench.sim.profiles import LEGACY_FITTED_MODEL, NUMBERS, EngineProfile
 from raybench.sim.virtual import RequestSpec, Trace, simulate
 
 METRICS = ("throughput", "ttft", "tpot", "e2e")
@@ -66,6 +67,7 @@ class Observation:
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     e2e_ms: float | None = None
+    model: str = LEGACY_FITTED_MODEL  # what the row's server ran; the profile records it (fitted_model)
     build: Callable[[float], CostModel] = field(repr=False, compare=False)  # reserve GiB -> cost model
 
     @property
@@ -112,12 +114,19 @@ def predict_metrics(vectors: Mapping[str, np.ndarray], coefficients: Sequence[fl
 
 
 def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> PairFit:
-    """The profile that fits these rows (all of one pair) best; see the module docstring."""
+    """The profile that fits these rows (all of one pair and model) best; see the module docstring.
+    ValueError (its message without the pair, which the caller names) where no reserve on the grid
+    runs every row, or the rows ran several models."""
     first = observations[0]
+    models = sorted({o.model for o in observations})
+    if len(models) > 1:  # one profile's numbers hold for one model's kernels
+        raise ValueError(f"its rows ran {len(models)} models ({', '.join(models)}), and a profile holds for one: "
+                         "calibrate each model's results on their own (one --reference per model)")
     traces: dict[int, dict[str, np.ndarray]] = {}  # rows the KV never limited: one trace for all
     regimes: dict[int, frozenset[str]] = {}
     best: PairFit | None = None
     losses: dict[float, float] = {}
+    why = ""  # why the last reserve tried (the smallest: the largest KV pool) ran no row, where none ran
     for reserve in RESERVE_GRID_GIB:
         vectors, seen = [], set()
         for i, obs in enumerate(observations):
@@ -126,7 +135,8 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
                 seen |= regimes[i]
                 continue
             vec = _vectors(obs, reserve)
-            if vec is None:
+            if isinstance(vec, str):
+                why = f"at {reserve:g} GiB, row {obs.label} cannot run: {vec}"
                 break
             ran = vec.pop("regimes")
             seen |= ran
@@ -143,7 +153,8 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
                              for o, v in zip(observations, vectors))
                 best = PairFit(profile=profile, rows=rows, loss=loss)
     if best is None:
-        raise ValueError(f"{first.key}: no KV reserve on the grid fits every row's requests")
+        raise ValueError(f"no KV reserve on the grid ({RESERVE_GRID_GIB[0]:g} to {RESERVE_GRID_GIB[-1]:g} GiB) runs "
+                         f"every row's requests; {why}")
     alike = [r for r, loss in losses.items() if loss <= best.loss * (1 + EQUAL_FIT)]
     if max(alike) - min(alike) > PINNED_SPAN_GIB:
         regimes = tuple(r for r in best.profile.fitted_regimes or () if r != "kv_limited")
@@ -152,12 +163,16 @@ def fit_pair(observations: Sequence[Observation], *, fitted_on: str = "") -> Pai
     return best
 
 
-def _vectors(obs: Observation, reserve: float) -> dict[str, np.ndarray] | None:
+def _vectors(obs: Observation, reserve: float) -> dict[str, np.ndarray] | str:
+    """The row's metric vectors at ``reserve``; where it cannot run there, why (the weights do not
+    fit the GPU, a request exceeds the KV pool or the context)."""
     try:
         cost = obs.build(reserve)
         trace = simulate(cost, obs.requests, concurrency=obs.concurrency)
-    except (KvCapacityError, ValueError):
-        return None
+    except SimConfigError as err:  # the weights leave no KV pool: the field it names is the simulator's, not the row's
+        return err.allowed
+    except (KvCapacityError, ValueError) as err:
+        return str(err)
     vec: dict = metric_vectors(trace)
     vec["regimes"] = trace.regimes
     return vec
@@ -226,7 +241,8 @@ def _profile(obs: Observation, coefficients: np.ndarray, reserve: float, fitted_
     c = [float(x) for x in coefficients]
     return EngineProfile(engine=obs.engine, gpu=obs.gpu, fixed_step_ms=c[0] * 1e3, per_seq_ms=c[1] * 1e3,
                          moe_read_factor=c[2], compute_factor=c[3], kv_read_factor=c[4], eager_factor=c[5],
-                         reserve_gib=reserve, fitted_on=fitted_on, fitted_regimes=tuple(sorted(regimes)))
+                         reserve_gib=reserve, fitted_model=obs.model, fitted_on=fitted_on,
+                         fitted_regimes=tuple(sorted(regimes)))
 
 
 assert len(FEATURES) == FITTED + 1 and NUMBERS[:FITTED] == tuple(PRIOR)  # the order the design matrix relies on

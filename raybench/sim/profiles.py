@@ -2,11 +2,14 @@
 
 A profile is what ``raybench calibrate`` fits for one (engine, GPU) pair; the shipped defaults
 (``profiles/default.json``) are its output on the seed's output-800 rows. Every number has a
-physical meaning (``FIELD_MEANINGS``, also written into every profiles file):
+physical meaning (``FIELD_MEANINGS``, also written into every profiles file). The numbers hold
+for the model the rows ran (``fitted_model``): another model's kernels reach other fractions of
+peak, so a prediction for it with them is marked extrapolated (``OTHER_MODEL``).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.resources
 import json
@@ -38,10 +41,22 @@ FIELD_MEANINGS = MappingProxyType({
                    "buffers, allocator slack; sets the KV capacity with the memory fraction. Where the pool "
                    "follows a profiling pass (vLLM), that pass's peak activations come on top, computed from "
                    "the launch's step budget (raybench.sim.costmodel.profile_peak_bytes)",
+    "fitted_model": "the model the reference rows ran (a profile's numbers hold for it alone); a prediction for "
+                    "another model is marked extrapolated (other_model); absent: deepseek-ai/DeepSeek-R1, the "
+                    "model of every profile written before the field",
     "fitted_on": "which reference rows the numbers were fitted on",
     "fitted_regimes": "the parts of the engine model those rows exercised (raybench.sim.features.REGIMES); a "
                       "prediction that needs another one is marked extrapolated; null: not recorded",
 })
+
+#: the model of a profile that does not name one: every profile written before ``fitted_model``
+#: existed (the shipped ones, and what ``raybench calibrate`` wrote then) was fitted on the seed's rows
+LEGACY_FITTED_MODEL = "deepseek-ai/DeepSeek-R1"
+#: the mark of a prediction whose profile was fitted on another model's rows: the fitted constants
+#: (kernel efficiencies, per-step overheads, the reserve) describe that model's kernels, not this one's
+OTHER_MODEL = "other_model"
+#: the top-level keys of a profiles file
+FILE_KEYS = ("meaning", "profiles")
 
 NUMBERS = ("fixed_step_ms", "per_seq_ms", "moe_read_factor", "compute_factor", "kv_read_factor", "eager_factor",
            "reserve_gib")
@@ -60,11 +75,12 @@ class EngineProfile:
     kv_read_factor: float
     reserve_gib: float
     eager_factor: float = 1.0  # profiles written before it existed load with the physical value
+    fitted_model: str = LEGACY_FITTED_MODEL
     fitted_on: str = ""
     fitted_regimes: tuple[str, ...] | None = None  # None: the fit's regimes are unknown (written by hand, or older)
 
     def __post_init__(self) -> None:
-        for name in ("engine", "gpu"):
+        for name in ("engine", "gpu", "fitted_model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise SimConfigError(f"profile.{name}", getattr(self, name), "a non-empty name")
         if self.fitted_regimes is not None:
@@ -81,11 +97,24 @@ class EngineProfile:
     def key(self) -> str:
         return pair_key(self.engine, self.gpu)
 
-    def extrapolated(self, regimes: Iterable[str]) -> tuple[str, ...] | None:
-        """The regimes a run went through that this profile's fit never saw (None: unknown)."""
+    def fits_model(self, model: str) -> bool:
+        """Whether ``model`` is the model this profile was fitted on (names and aliases as the simulator
+        knows them, any case)."""
+        from raybench.sim.costmodel import find_model  # costmodel imports this module
+
+        def canonical(name: str) -> str:
+            found = find_model(name)
+            return (found.name if found is not None else name).lower()
+
+        return canonical(model) == canonical(self.fitted_model)
+
+    def extrapolated(self, regimes: Iterable[str], model: str | None = None) -> tuple[str, ...] | None:
+        """The regimes a run went through that this profile's fit never saw (None: unknown), and
+        OTHER_MODEL where the run's ``model`` is not the one the profile was fitted on."""
+        other = model is not None and not self.fits_model(model)
         if self.fitted_regimes is None:
-            return None
-        return tuple(sorted(set(regimes) - set(self.fitted_regimes)))
+            return (OTHER_MODEL,) if other else None
+        return tuple(sorted(set(regimes) - set(self.fitted_regimes) | ({OTHER_MODEL} if other else set())))
 
     @property
     def coefficients(self) -> tuple[float, ...]:
@@ -134,13 +163,21 @@ def _read(path: Path) -> Mapping[str, EngineProfile]:
     items = data.get("profiles") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise SimConfigError("profiles", str(path), 'a JSON object with a non-empty "profiles" list')
-    known = {f.name for f in fields(EngineProfile)}
+    for key in data:  # a key nothing reads is a typo or a field of another tool: saying so beats ignoring it
+        if key not in FILE_KEYS:
+            raise SimConfigError(f"{path}: key", key, f"a profiles file holds {' and '.join(map(repr, FILE_KEYS))} "
+                                 f"only{_did_you_mean(key, FILE_KEYS)}")
+    known = tuple(f.name for f in fields(EngineProfile))
     out: dict[str, EngineProfile] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise SimConfigError(f"profiles[{i}]", item, "an object with the fields of FIELD_MEANINGS")
+        for key in item:  # dropped, a misspelt optional field would silently take its default
+            if key not in known:
+                raise SimConfigError(f"profiles[{i}].{key}", item[key], f"no profile field has that name"
+                                     f"{_did_you_mean(key, known)}; the fields: {', '.join(known)}")
         try:
-            profile = EngineProfile(**{k: v for k, v in item.items() if k in known})
+            profile = EngineProfile(**item)
         except TypeError as err:
             raise SimConfigError(f"profiles[{i}]", item.get("engine"), f"every field of a profile ({err})") from None
         if profile.key in out:  # which of two would be used is nothing a user should have to guess
@@ -148,6 +185,11 @@ def _read(path: Path) -> Mapping[str, EngineProfile]:
                                  "has one earlier in the file")
         out[profile.key] = profile
     return MappingProxyType(out)
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def dump_profiles(profiles: Iterable[EngineProfile], path: str | Path) -> None:

@@ -30,6 +30,7 @@ def test_the_shipped_profiles_are_calibrate_on_the_seed_output_800_rows(publishe
                      "eager_factor", "reserve_gib"):
             assert getattr(fit.profile, name) == pytest.approx(getattr(have, name), rel=1e-4, abs=1e-6), name
         assert fit.profile.fitted_regimes == have.fitted_regimes
+        assert fit.profile.fitted_model == have.fitted_model == "deepseek-ai/DeepSeek-R1"
         assert fit.pool_unpinned is None, fit.profile.key  # every pair's c128 and b1024 rows pin its KV pool
     # what the output-800 rows of vLLM on H200 exercise: the prefix and chunked launch's steps are not among them
     assert load_profiles()["vllm/H200"].fitted_regimes == ("kv_limited", "preemption")

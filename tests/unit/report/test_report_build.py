@@ -134,3 +134,17 @@ def test_repeated_cells_are_one_point_each_and_every_repeat_keeps_its_drilldown(
     html = build_report(run).html.read_text()
     assert sorted(k for k in specs_in(html) if k.startswith("cell-")) == sorted(
         f"cell-sim-online-c{c}-i512-o64{rep}" for c in (4, 16) for rep in ("", "-rep2"))
+
+
+def test_the_extrapolation_note_names_a_model_the_profile_was_not_fitted_on():
+    import polars as pl
+
+    from raybench.report.build import _extrapolated_note
+    from raybench.report.frame import report_frame
+
+    steps = report_frame([{"cell_id": "a", "backend": "vllm", "mode": "online", "series": "s",
+                           "extrapolated": "mixed_steps"}])
+    assert "need steps that" in _extrapolated_note(steps)
+    model = pl.concat([steps, report_frame([{"cell_id": "b", "backend": "vllm", "mode": "online", "series": "s",
+                                             "extrapolated": "other_model, prefix_hits"}])])
+    assert "need steps, or a model (other_model), that" in _extrapolated_note(model)
