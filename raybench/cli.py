@@ -231,7 +231,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--input-len", type=click.IntRange(min=1), default=1024, help="Prompt tokens (prefix: prefix + question).")
 @click.option("--output-len", type=click.IntRange(min=1), default=None, help="Output tokens, forced with ignore_eos and min_tokens. Default: 128; sharegpt: each reply's length; custom: each record's output_tokens (else 128); trace: each line's output_length. Given, it replaces the file's lengths for sharegpt, custom and trace.")
 @click.option("--range-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Lengths drawn from [L(1-r), L(1+r)] (vLLM's meaning); 0 = exact.")
-@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests in the cell. Default: 100; trace: every record (else the first N); prefix: groups x prompts-per-group instead.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None, help="Requests in the cell. Default: 100; sharegpt, custom: 1000 (fewer where fewer records pass); trace: every record (else the first N). Not for prefix (--prefix-groups x --prompts-per-group) or multiturn (--num-sessions).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Cap on requests in flight (the client's semaphore). Default: no cap.")
 @click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), default=math.inf, help="Requests per second (gamma arrivals); inf releases all at once.")
 @click.option("--burstiness", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Gamma shape of the arrivals: 1 = Poisson, < 1 burstier.")
@@ -255,6 +255,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds without a byte before a request is recorded as timed out. Default: none (a request queued at the server may wait long for its first byte).")
 @click.option("--ignore-eos/--no-ignore-eos", default=True, help="Send ignore_eos (vLLM, SGLang and the simulator accept it).")
 @click.option("--min-tokens/--no-min-tokens", default=True, help="Send min_tokens = max_tokens.")
+@click.option("--usage/--no-usage", default=True, help="Send stream_options.include_usage (the server's token counts); --no-usage sends no stream_options, for servers that reject it: output tokens are then counted one per streamed event.")
 @click.option("--continuous-usage/--no-continuous-usage", default=True, help="Ask for usage on every chunk (exact tokens per chunk).")
 @click.option("--keepalive/--no-keepalive", default=True, help="Reuse connections; --no-keepalive opens one per request (servers that close kept-alive connections, e.g. llama.cpp's llama-server).")
 @click.option("--tokenizer", default=None, help="Tokenizer whose vocabulary random prompts draw from: a local directory with tokenizer.json, or a Hugging Face model name. Default: the model's own where it loads (else token ids from --token-id-range's default, said in the output); the simulator's word count with --backend sim.")
@@ -326,7 +327,8 @@ def bench(**opts) -> None:
     check_simulators(experiment)
     client_overrides = {"ignore_eos": opts["ignore_eos"], "send_min_tokens": opts["min_tokens"],
                         "stall_timeout_s": opts["stall_timeout"],
-                        "continuous_usage_stats": opts["continuous_usage"], "endpoint": opts["endpoint"],
+                        "include_usage": opts["usage"], "continuous_usage_stats": opts["continuous_usage"],
+                        "endpoint": opts["endpoint"],
                         "keepalive": opts["keepalive"]}
     _run(experiment, out=opts["out"], address=opts["address"], actors=opts["actors"],
          request_timeout_s=opts["request_timeout"], client_overrides=client_overrides,
@@ -395,6 +397,9 @@ def _bench_sizes(opts: dict) -> tuple[int, int]:
         raise click.UsageError("--dataset-path goes with --dataset sharegpt, custom or trace (and they need it)")
     if dataset in ("sharegpt", "custom"):
         return given or 1000, given or 1000  # vLLM's default; fewer when fewer records pass
+    if given is not None and dataset in ("prefix", "multiturn"):  # it was ignored without a word
+        sizes = "--prefix-groups and --prompts-per-group" if dataset == "prefix" else "--num-sessions"
+        raise click.UsageError(f"--num-prompts does not size --dataset {dataset}: give {sizes} instead")
     if dataset == "prefix":
         n = opts["prefix_groups"] * opts["prompts_per_group"]
         return n, n
@@ -585,8 +590,11 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         raise  # its one line already says what is kept and how to go on
     except RaybenchError:
         # the error line follows; this one says what is kept and how to go on
-        click.echo(f"the run stopped: complete cells are kept in {rd.path}; to run the rest: "
-                   f"{_again(experiment_file, rd.path)}", err=True)
+        complete = len(rd.completed_cells())
+        kept = (f"{complete} complete cell{'s' if complete != 1 else ''} {'are' if complete != 1 else 'is'} kept in "
+                f"{rd.path}; to run the rest" if complete else
+                f"no cell completed (what was recorded is in {rd.path}); to run it again")
+        click.echo(f"the run stopped: {kept}: {_again(experiment_file, rd.path)}", err=True)
         raise
     finally:
         if connected_here:

@@ -58,7 +58,7 @@ def _hint(error: str) -> str:
         ("min_tokens", "--no-min-tokens"),
         ("ignore_eos", "--no-ignore-eos"),
         ("continuous_usage_stats", "--no-continuous-usage"),
-        ("stream_options", "--no-continuous-usage"),
+        ("stream_options", "--no-usage"),
     ):
         if field in error:
             return f" (the server may not accept {field}: try {flag})"

@@ -70,6 +70,7 @@ class Dialect:
 
     ignore_eos: bool = True  # {"ignore_eos": true} forces the output length
     min_tokens: bool = True  # {"min_tokens": N} forces it too (vLLM SamplingParams)
+    include_usage: bool = True  # stream_options.include_usage: the server's token counts; False sends no stream_options
     continuous_usage_stats: bool = True  # stream_options.continuous_usage_stats: usage on every chunk
     token_id_prompts: bool = True  # "prompt": [token ids] on /v1/completions
 
@@ -78,6 +79,7 @@ class Dialect:
         return {
             "ignore_eos": self.ignore_eos,
             "send_min_tokens": self.min_tokens,
+            "include_usage": self.include_usage,
             "continuous_usage_stats": self.continuous_usage_stats,
         }
 

@@ -26,7 +26,8 @@ class ClientConfig:
 
     Output length is forced (``ignore_eos`` and ``min_tokens`` = ``max_tokens``) and counted
     from the server's usage (``include_usage``, ``continuous_usage_stats``): a server that
-    rejects one of these fields can be told not to send it.
+    rejects one of these fields can be told not to send it. Without ``include_usage`` no
+    ``stream_options`` is sent, and output tokens are counted one per streamed event.
     """
 
     base_url: str
@@ -35,7 +36,8 @@ class ClientConfig:
     stream: bool = True
     ignore_eos: bool = True
     send_min_tokens: bool = True
-    continuous_usage_stats: bool = True
+    include_usage: bool = True
+    continuous_usage_stats: bool = True  # sent only with include_usage (vLLM ignores it alone)
     temperature: float | None = 0.0
     top_p: float | None = None  # None: not sent (the server's default)
     top_k: int | None = None
@@ -101,7 +103,7 @@ def request_body(client: ClientConfig, spec: RequestSpec) -> bytes:
     if client.top_k is not None:
         body["top_k"] = client.top_k
     body["stream"] = client.stream
-    if client.stream:
+    if client.stream and client.include_usage:
         options = {"include_usage": True}
         if client.continuous_usage_stats:
             options["continuous_usage_stats"] = True

@@ -4,6 +4,7 @@ The runner is replaced at its seam (no Ray, no sockets): what is checked is the 
 reading of the outcomes it gets back.
 """
 
+import pytest
 import ray
 from click.testing import CliRunner
 
@@ -24,6 +25,7 @@ class _Runner:
 
     def __init__(self, experiment, run_dir, options, report=print):
         self.cells = experiment.cells()
+        self.run_dir = run_dir
 
     def run(self):
         return [{"cell_id": c.id, **o.fields()} for c, o in zip(self.cells, self.outcomes)]
@@ -59,10 +61,15 @@ def test_a_run_whose_cells_are_all_complete_exits_0(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
 
 
-def test_a_run_stopped_by_a_failed_cell_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("complete", [1, 0])
+def test_a_run_stopped_by_a_failed_cell_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch, complete):
     from raybench.errors import BackendError
+    from raybench.store.rundir import write_json_atomic
 
     def fail(self):
+        for cell in self.cells[:complete]:
+            write_json_atomic(self.run_dir.cell_dir(cell.id) / "summary.json",
+                              {"cell_id": cell.id, "cell": cell.to_json(), **judge(range(32), range(32)).fields()})
         raise BackendError("sglang exited with code 3 during cell sim-online-c8-i16-o4")
 
     monkeypatch.setattr(_Runner, "run", fail)
@@ -70,6 +77,8 @@ def test_a_run_stopped_by_a_failed_cell_says_what_is_kept_and_how_to_go_on(tmp_p
     assert result.exit_code == 1, result.output
     (run_dir,) = (tmp_path / "runs" / "x").iterdir()
     *_, kept, error = result.stderr.strip().splitlines()
-    assert kept == (f"the run stopped: complete cells are kept in {run_dir}; to run the rest: "
-                    f"raybench run {tmp_path / 'x.py'} --resume --run-dir {run_dir}")
+    # it said "complete cells are kept" when none was
+    what = (f"1 complete cell is kept in {run_dir}; to run the rest" if complete else
+            f"no cell completed (what was recorded is in {run_dir}); to run it again")
+    assert kept == f"the run stopped: {what}: raybench run {tmp_path / 'x.py'} --resume --run-dir {run_dir}"
     assert error == "Error: sglang exited with code 3 during cell sim-online-c8-i16-o4"

@@ -28,6 +28,11 @@ from raybench.cli import main
         (["--backend", "sim", "--goodput", "latency:5"], "expected KEY:MS with KEY one of ttft, tpot, e2el"),
         (["--backend", "sim", "--goodput", "ttft:-1"], "the SLO must be a finite number of milliseconds > 0"),
         (["--backend", "sim", "--dataset", "prefix", "--input-len", "100", "--prefix-len", "200"], "must be below --input-len"),
+        # these were ignored without a word
+        (["--backend", "sim", "--dataset", "prefix", "--input-len", "3200", "--num-prompts", "50"],
+         "--num-prompts does not size --dataset prefix: give --prefix-groups and --prompts-per-group instead"),
+        (["--backend", "sim", "--dataset", "multiturn", "--num-prompts", "50"],
+         "--num-prompts does not size --dataset multiturn: give --num-sessions instead"),
         ([], "give exactly one of --url"),
         (["--backend", "sim", "--url", "http://127.0.0.1:1"], "give exactly one of --url"),
     ],

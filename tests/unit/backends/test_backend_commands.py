@@ -249,7 +249,8 @@ def test_bad_options_fail_when_built_with_the_field_named(make, message):
 
 def test_dialects():
     assert VLLMBackend().dialect.client_settings() == {"ignore_eos": True, "send_min_tokens": True,
-                                                       "continuous_usage_stats": True}
+                                                       "include_usage": True, "continuous_usage_stats": True}
+    assert Dialect(include_usage=False).client_settings()["include_usage"] is False
     # SGLang 0.4's StreamOptions has include_usage only
     assert SGLangBackend().dialect.client_settings()["continuous_usage_stats"] is False
     assert TRTLLMBackend().dialect == Dialect()
