@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 import orjson
 
-#: max_tokens when a request gives none (OpenAI's documented completions default)
+#: max_tokens when a completions request gives none (OpenAI's documented completions default,
+#: vLLM's CompletionRequest); also a chat request's where the server's context length is unknown
 DEFAULT_MAX_TOKENS = 16
 
 # Top-level fields stay raw JSON until asked for: a 3200-id prompt then costs a byte count,
@@ -82,8 +83,13 @@ def error_body(status: int, message: str, err_type: str, param: str | None = Non
     return orjson.dumps({"error": {"message": message, "type": err_type, "param": param, "code": status}})
 
 
-def parse_generation(raw: bytes, *, chat: bool, served_model: str) -> GenRequest:
-    """Validate a /v1/completions or /v1/chat/completions body; raises ApiError."""
+def parse_generation(raw: bytes, *, chat: bool, served_model: str, context_tokens: int | None = None) -> GenRequest:
+    """Validate a /v1/completions or /v1/chat/completions body; raises ApiError.
+
+    ``context_tokens`` is the server's max_model_len (None: unknown). A chat request without
+    max_tokens gets the context its prompt leaves, as vLLM's ChatCompletionRequest does, so a
+    chat client that sets no length sees answers as long as a real server's, not 16 tokens.
+    """
     try:
         fields = _FIELDS.decode(raw)
     except msgspec.DecodeError:
@@ -98,7 +104,7 @@ def parse_generation(raw: bytes, *, chat: bool, served_model: str) -> GenRequest
     if model is not None and model != served_model:
         raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
     prompt_tokens = _chat_tokens(body) if chat else _prompt_tokens(prompt)
-    max_tokens = _max_tokens(body, chat)
+    max_tokens = _max_tokens(body, chat, prompt_tokens, context_tokens)
     min_tokens = _int_field(body, "min_tokens", 0)
     if min_tokens < 0 or min_tokens > max_tokens:
         raise ApiError(
@@ -174,13 +180,20 @@ def _chat_tokens(body: dict[str, Any]) -> int:
     return max(words, 1)
 
 
-def _max_tokens(body: dict[str, Any], chat: bool) -> int:
+def _max_tokens(body: dict[str, Any], chat: bool, prompt_tokens: int, context_tokens: int | None) -> int:
     name = "max_tokens"
     value = body.get("max_tokens")
     if chat and body.get("max_completion_tokens") is not None:
         name, value = "max_completion_tokens", body["max_completion_tokens"]
     if value is None:
-        return DEFAULT_MAX_TOKENS
+        if not chat or context_tokens is None:
+            return DEFAULT_MAX_TOKENS
+        if prompt_tokens >= context_tokens:  # vLLM refuses it before defaulting, with this message
+            raise ApiError(
+                400, f"This model's maximum context length is {context_tokens} tokens. However, you requested "
+                f"{prompt_tokens} tokens in the messages, Please reduce the length of the messages.",
+                param="messages")
+        return context_tokens - prompt_tokens
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(400, f"{name} must be an integer, got {value!r}.", param=name)
     if value < 1:

@@ -4,8 +4,8 @@ Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET 
 GET /sim/ground_truth?table=chunks|requests (Arrow IPC stream), POST /sim/reset (clears the
 log and the arrival counter), GET /sim/stats (counters and this process's CPU seconds),
 GET /metrics (Prometheus text: running/waiting requests, KV usage, tokens; see metrics.py),
-POST /reset_prefix_cache or /flush_cache (vLLM's and SGLang's: drops the cached prompts no
-running request uses).
+POST /reset_prefix_cache or GET|POST /flush_cache (vLLM's and SGLang's: drops the cached
+prompts no running request uses).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from raybench.sim.httpproto import HttpConnection, HttpRequest
 
 GENERATION_PATHS = {"/v1/completions": False, "/v1/chat/completions": True}
-CACHE_RESET_PATHS = ("/reset_prefix_cache", "/flush_cache")
+# the methods each engine's own route takes: vLLM's reset is POST only, SGLang's
+# @app.api_route("/flush_cache", methods=["GET", "POST"]) answers a plain `curl` too
+CACHE_RESET_METHODS = {"/reset_prefix_cache": ("POST",), "/flush_cache": ("GET", "POST")}
 NOT_OPENAI_BODY = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowedError",
                 411: "BadRequestError", 413: "BadRequestError", 429: "RateLimitError",
@@ -58,6 +60,7 @@ class SimApp:
         self.events_written = 0
         self.tokens_written = 0
         self.metrics = SimMetrics(config.model)
+        self._context_tokens = _context_tokens(config)
         self._streams: set[Stream] = set()
         self._fixed: FixedScheduler | None = None
         self._engine: EngineDriver | None = None
@@ -91,7 +94,7 @@ class SimApp:
             conn.respond(200, orjson.dumps({"version": __version__}))
         elif path == "/sim/ground_truth" and method == "GET":
             self._ground_truth(conn, request)
-        elif path in CACHE_RESET_PATHS and method == "POST":
+        elif method in CACHE_RESET_METHODS.get(path, ()):
             core = self.engine_core  # zero and fixed timing keep no cache: nothing to drop
             freed = core.reset_prefix_cache() if core is not None else 0
             conn.respond(200, orjson.dumps({"status": "reset", "freed_tokens": freed}))
@@ -149,14 +152,14 @@ class SimApp:
         key = self.log.new_request(key_text)
         extra = (b"x-request-id: " + key_text.encode("latin-1", "replace"),)
         try:
-            req = parse_generation(request.body, chat=chat, served_model=self.config.model)
+            req = parse_generation(request.body, chat=chat, served_model=self.config.model,
+                                   context_tokens=self._context_tokens)
         except ApiError as err:
             self._reject(conn, request, key, err.status, err.body(), extra, max_tokens=0, prompt=0)
             return
         fault = self._fault_for(index)
         if fault is not None and self._fault_before_stream(conn, request, req, key, fault, extra):
             return
-        self.metrics.request_arrived(req.prompt_tokens)
         target = self._target_tokens(req, key_text)
         plan = self.plans.get(req, target, self.config.tokens_per_chunk)
         head = conn.head(200, _SSE if req.stream else _JSON, None if req.stream else len(plan.body), extra)
@@ -169,6 +172,8 @@ class SimApp:
                 self._reject(conn, request, key, 400, ApiError(400, str(err)).body(), extra,
                              max_tokens=req.max_tokens, prompt=req.prompt_tokens)
                 return
+        # after admission: vLLM counts only the requests its front end accepts, not those it refuses
+        self.metrics.request_arrived(req.prompt_tokens)
         self._streams.add(stream)
         conn.start(stream)
         if self._fixed is not None:
@@ -257,3 +262,13 @@ class SimApp:
             self._engine.close()
         for conn in list(self.connections):
             conn.abort()
+
+
+def _context_tokens(config: SimConfig) -> int | None:
+    """The served context length (max_model_len): the launch's, else the model's; None when the
+    simulator knows neither (a model it has no profile of, in zero or fixed timing)."""
+    launched = config.engine_features().max_model_len
+    if launched is not None:
+        return launched
+    model = costmodel.find_model(config.model)
+    return model.max_model_len if model is not None else None

@@ -62,8 +62,9 @@ class PlanCache:
         self._plans: dict[PlanKey, ResponsePlan] = {}
 
     def get(self, req: GenRequest, output_tokens: int, k: int, cached_tokens: int = 0) -> ResponsePlan:
-        """``cached_tokens``: prompt tokens the prefix cache served, reported in usage as vLLM's
-        ``prompt_tokens_details.cached_tokens`` (left out when 0)."""
+        """``cached_tokens``: prompt tokens the prefix cache served, reported as vLLM's
+        ``prompt_tokens_details.cached_tokens`` on the final usage only (the include_usage chunk
+        or a whole body), never on continuous-usage chunks, as vLLM does; left out when 0."""
         finish = "length" if output_tokens >= req.max_tokens else "stop"
         key = (req.chat, req.prompt_tokens, output_tokens, finish, k, req.stream,
                req.include_usage, req.continuous_usage, cached_tokens)
@@ -143,7 +144,7 @@ class _StreamBuilder:
         if req.chat:
             role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None}
-            usage = _usage(req.prompt_tokens, 0, self.cached) if req.continuous_usage else None
+            usage = _usage(req.prompt_tokens, 0) if req.continuous_usage else None
             self._event(self._chunk(role, usage), 0, EventKind.EMPTY)
         done = 0
         while done < n:
@@ -159,7 +160,8 @@ class _StreamBuilder:
             else:
                 choice = {"index": 0, "text": text, "logprobs": None,
                           "finish_reason": finish if last else None, "stop_reason": None}
-            usage = _usage(req.prompt_tokens, done, self.cached) if req.continuous_usage else None
+            # continuous usage carries no cached_tokens: vLLM sets prompt_tokens_details on the final usage only
+            usage = _usage(req.prompt_tokens, done) if req.continuous_usage else None
             self._event(self._chunk(choice, usage), step, EventKind.TOKEN)
             if not last:
                 step_events.append(len(self.kinds))

@@ -76,8 +76,9 @@ class Stream:
             self.head = None
 
     def report_cached(self, cached_tokens: int) -> None:
-        """The engine served ``cached_tokens`` of the prompt from its prefix cache: from the
-        next event on, usage says so (events already written end where the new plan's start)."""
+        """The engine served ``cached_tokens`` of the prompt from its prefix cache: the final
+        usage says so. Plans with and without it differ only there, so the events already
+        written end where the new plan's start."""
         if cached_tokens and not self.done:
             plan = self.app.plans.get(self.req, self.plan.output_tokens, self.app.config.tokens_per_chunk,
                                       cached_tokens)
@@ -120,6 +121,8 @@ class Stream:
             return
         head, self.head = self.head, None
         self.conn.transport.writelines([head or b"", self.plan.body])
+        # no SSE event (the ground truth logs none either), but its tokens count in /metrics and /sim/stats
+        self.app.count_written(0, self.plan.output_tokens)
         self._finish(SimStatus.OK, output_tokens=self.plan.output_tokens)
 
     def _write(self, a: int, b: int) -> None:

@@ -6,8 +6,9 @@ import pytest
 from raybench.sim.api import DEFAULT_MAX_TOKENS, ApiError, parse_generation
 
 
-def _parse(body, chat=False, raw=None):
-    return parse_generation(raw if raw is not None else orjson.dumps(body), chat=chat, served_model="m")
+def _parse(body, chat=False, raw=None, context_tokens=None):
+    return parse_generation(raw if raw is not None else orjson.dumps(body), chat=chat, served_model="m",
+                            context_tokens=context_tokens)
 
 
 def test_prompt_counting_and_defaults():
@@ -16,9 +17,21 @@ def test_prompt_counting_and_defaults():
     assert _parse({"prompt": [[5, 6]]}).prompt_tokens == 2
     req = _parse({"messages": [{"role": "system", "content": "be brief"},
                                {"role": "user", "content": [{"type": "text", "text": "hi you"}]}]}, chat=True)
-    assert req.prompt_tokens == 4 and req.max_tokens == DEFAULT_MAX_TOKENS
+    assert req.prompt_tokens == 4 and req.max_tokens == DEFAULT_MAX_TOKENS  # no context length known
     assert _parse({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5,
                    "max_completion_tokens": 9}, chat=True).max_tokens == 9
+
+
+def test_chat_defaults_to_the_context_left_and_completions_to_16():
+    # vLLM: ChatCompletionRequest takes max_model_len - prompt tokens, CompletionRequest 16
+    chat = {"messages": [{"role": "user", "content": "one two three"}]}
+    assert _parse(chat, chat=True, context_tokens=100).max_tokens == 97
+    assert _parse({**chat, "max_tokens": 5}, chat=True, context_tokens=100).max_tokens == 5
+    assert _parse({"prompt": "one two three"}, context_tokens=100).max_tokens == DEFAULT_MAX_TOKENS
+    with pytest.raises(ApiError) as err:
+        _parse(chat, chat=True, context_tokens=3)
+    assert err.value.status == 400 and err.value.param == "messages"
+    assert "maximum context length is 3 tokens" in err.value.message
 
 
 def test_continuous_usage_needs_include_usage():

@@ -1,5 +1,6 @@
 """Cached response bodies: SSE layout, usage counts, k tokens per chunk, steps and pieces."""
 
+import dataclasses
 import math
 
 import orjson
@@ -104,3 +105,23 @@ def test_cache_returns_the_same_plan_and_evicts_beyond_its_budget():
     _plan(301, cache=cache)
     _plan(302, cache=cache)  # over budget: the oldest goes
     assert _plan(300, cache=cache) is not first
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_cached_tokens_ride_the_final_usage_only(chat):
+    """vLLM sets prompt_tokens_details on the final usage, never on continuous-usage chunks."""
+    cache = PlanCache(MODEL, 0)
+    req = parse_generation(orjson.dumps({
+        "max_tokens": 4, "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        **({"messages": [{"role": "user", "content": "a b c"}]} if chat else {"prompt": [1, 2, 3]})}),
+        chat=chat, served_model=MODEL)
+    cached, plain = cache.get(req, 4, 1, cached_tokens=2), cache.get(req, 4, 1)
+    usages = [orjson.loads(p)["usage"] for p in _events(cached.body)[:-1]]
+    assert all("prompt_tokens_details" not in u for u in usages[:-1])
+    assert usages[-1]["prompt_tokens_details"] == {"cached_tokens": 2}
+    # the engine switches a stream to the cached plan after its first token: every event before
+    # the final usage must be byte-for-byte the plain plan's
+    final_usage = cached.num_events - 2
+    assert cached.body[: cached.event_bytes[final_usage]] == plain.body[: plain.event_bytes[final_usage]]
+    whole = cache.get(dataclasses.replace(req, stream=False, include_usage=False, continuous_usage=False), 4, 1, 2)
+    assert orjson.loads(whole.body)["usage"]["prompt_tokens_details"] == {"cached_tokens": 2}
