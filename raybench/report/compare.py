@@ -42,7 +42,7 @@ from raybench.report.build import (
     write_text_atomic,
 )
 from raybench.report.frame import ENGINE_NAMES, CellMode, as_report_frame, combine_runs
-from raybench.report.sources import read_source
+from raybench.report.sources import SIM_ENGINE, read_source
 from raybench.report.style import series_style
 
 INPUT_TOLERANCE = 0.05
@@ -175,7 +175,7 @@ def _untimed_simulator_cells(source: str | Path) -> list[str]:
             timing = (cell.get("simulator") or {}).get("timing")
         except (OSError, ValueError, AttributeError):
             continue  # read_source has named any damaged summary already
-        if cell.get("engine") == "sim" and timing in ("zero", "fixed"):
+        if cell.get("engine") == SIM_ENGINE and timing in ("zero", "fixed"):
             lines.append(f"cell {cell.get('id')}: simulator timing {timing}")
     return lines
 
