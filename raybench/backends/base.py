@@ -130,6 +130,9 @@ class ProcessBackend:
     placement: Placement = Placement()
     host: str | None = None  # address to bind; None: the node's IP (reachable from client nodes)
     ready_timeout_s: float = 1800.0  # DeepSeek-R1 takes many minutes to load
+    # how long the ServerActor may wait for Ray to find it room (its GPUs held by another server or
+    # job) before the run fails; counted apart from ready_timeout_s, which starts once it is placed
+    place_timeout_s: float = 600.0
     stop_grace_s: float = 30.0
     reset_cache: bool = False  # POST the cache-reset endpoint after each cell's warm-up
     dialect: Dialect = Dialect()
@@ -145,7 +148,7 @@ class ProcessBackend:
                 raise ConfigError.invalid("env", self.env, 'names mapped to strings, e.g. {"VLLM_ATTENTION_BACKEND": "FLASHMLA"}')
         object.__setattr__(self, "env", env)
         object.__setattr__(self, "platform", enum_value("platform", Platform, self.platform))
-        for name in ("ready_timeout_s", "stop_grace_s"):
+        for name in ("ready_timeout_s", "place_timeout_s", "stop_grace_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ConfigError.invalid(name, value, "a number of seconds > 0")

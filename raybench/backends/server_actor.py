@@ -5,23 +5,28 @@
       log pump thread ◄── read_log ──        ServerHost: ServerProcess(argv, own process group)
       servers/<name>.log                       + watchdog (kills the group if the actor dies)
 
-The actor reserves the backend's GPUs or custom resources, binds the server to the node's IP
-on a free port, waits for readiness under the backend's deadline, and answers a failure with
-the last 50 lines of the server's log. Its log lives on the GPU node and is pulled into the
-driver's run dir while the server runs. Stopping is SIGTERM, then SIGKILL of the whole group
-after ``stop_grace_s``; a container is removed too. ``guard.ServerGuard`` makes the driver
-stop every server whatever ends the run; the watchdog covers the actor dying unasked.
+The actor reserves the backend's GPUs or custom resources (while Ray finds it no room, the
+driver says so every ``wait_report_s`` and gives up after the backend's ``place_timeout_s``;
+the server's own start-up is not counted), binds the server to the node's IP on a free port,
+waits for readiness under the backend's deadline, and answers a failure with the last 50 lines
+of the server's log. Its log lives on the GPU node and is pulled into the driver's run dir
+while the server runs. Stopping is SIGTERM, then SIGKILL of the whole group after
+``stop_grace_s``; a container is removed too. ``guard.ServerGuard`` makes the driver stop
+every server whatever ends the run; the watchdog covers the actor dying unasked.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +41,13 @@ from raybench.errors import BackendError
 from raybench.priority import current as current_niceness
 from raybench.priority import run_at_normal_priority
 
+log = logging.getLogger(__name__)
+
 LOG_CHUNK_BYTES = 4 * 2**20
 STARTUP_LOG_BYTES = 64 * 2**20  # what the backend reads of the log once ready (vLLM's start-up is far less)
 _PUMP_INTERVAL_S = 1.0
 _CALL_TIMEOUT_S = 60.0
+_WAIT_REPORT_S = 30.0  # a line this often while the server waits for room: no silent hang
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 _VISIBLE_DEVICE_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 
@@ -190,6 +198,10 @@ class _ServerActor:
         self.host = ServerHost(backend, model=model, node_id=context.get_node_id(),
                                node_ip=ray.util.get_node_ip_address(), gpu_ids=gpu_ids, log_label=log_label)
 
+    def placed(self) -> str:
+        """Answers once Ray has placed and built the actor: from then on only the server's start-up is left."""
+        return self.host.node_ip
+
     def start(self) -> ServerInfo | str:
         """The server's info once ready, or the error (with the log's tail) as one message."""
         try:
@@ -268,13 +280,18 @@ class _LogPump:
 class ServerHandle:
     """The driver's side of one ServerActor: start it, pull its log, check it, stop it."""
 
-    def __init__(self, backend: ProcessBackend, *, model: str, log_path: Path) -> None:
+    def __init__(self, backend: ProcessBackend, *, model: str, log_path: Path,
+                 on_wait: Callable[[str], None] | None = None, wait_report_s: float = _WAIT_REPORT_S) -> None:
         self.backend = backend
         self.model = model
         self.log_path = log_path
         self.info: ServerInfo | None = None
+        # told every wait_report_s while Ray finds the actor no room (GPUs held by another job)
+        self.on_wait = on_wait or (lambda line: log.warning("%s", line))
+        self.wait_report_s = wait_report_s
         self._actor: Any = None
         self._pump: _LogPump | None = None
+        self._placed = False
         self._lock = threading.Lock()
 
     @property
@@ -288,19 +305,50 @@ class ServerHandle:
         check_placement(self.backend)
         name = f"raybench:server:{self.backend.name}:{uuid.uuid4().hex[:6]}"
         with self._lock:
-            self._actor = ServerActor.options(name=name, **self.backend.actor_options()).remote(
+            self._actor = actor = ServerActor.options(name=name, **self.backend.actor_options()).remote(
                 self.backend, self.model, str(self.log_path))
-            self._pump = _LogPump(self._actor, self.log_path)
+            self._pump = _LogPump(actor, self.log_path)
         try:
-            result = ray.get(self._actor.start.remote())
+            self._wait_placed(actor)
+            # asked only once placed: an actor given up while it waited never started a server
+            result = ray.get(actor.start.remote())
         except RayActorError as err:
             self.stop()
             raise BackendError(f"the ServerActor of {self.backend.name} died while starting: {err}") from err
+        except BackendError:  # no room in time: the pending actor must not take the GPUs later
+            self.stop()
+            raise
         if isinstance(result, str):
             self.stop()
             raise BackendError(result)
         self.info = result
         return result
+
+    def _wait_placed(self, actor: Any) -> None:
+        """Return once Ray has placed ``actor``; a line every ``wait_report_s`` until then, and a
+        BackendError after the backend's ``place_timeout_s``."""
+        b = self.backend
+        ref = actor.placed.remote()
+        t0 = time.monotonic()
+        while True:
+            left_s = b.place_timeout_s - (time.monotonic() - t0)
+            ready, _ = ray.wait([ref], timeout=max(0.0, min(self.wait_report_s, left_s)))
+            if ready:
+                ray.get(ref)  # RayActorError where the actor died instead of starting
+                with self._lock:
+                    self._placed = True
+                return
+            waited_s = time.monotonic() - t0
+            want = _wanted_resources(b)
+            free = _free_resources(want)
+            if waited_s >= b.place_timeout_s:
+                raise BackendError(
+                    f"{b.name}: Ray found no room for its server in {waited_s:.0f} s: it needs {want or 'nothing'} "
+                    f"on one node, and free/total in the cluster is {free}; another server or Ray job holds them "
+                    "(`ray status`, `ray list actors` show which). Free those GPUs, lower the server's GPUs "
+                    "(tensor parallel size, placement=), add a node, or raise place_timeout_s")
+            self.on_wait(f"  {b.name}: waiting {waited_s:.0f} s for a node with {want or 'room'} for its server "
+                         f"(free/total now: {free}); giving up after {b.place_timeout_s:g} s")
 
     def check_alive(self, during: str) -> None:
         """BackendError with the log's tail if the server has exited (it crashed during ``during``)."""
@@ -326,6 +374,13 @@ class ServerHandle:
             if pump is not None:
                 pump.finish(pull=False)
             return
+        with self._lock:
+            placed = self._placed
+        if not placed:  # no server was started; a call would wait for a node the actor never got
+            ray.kill(actor, no_restart=True)
+            if pump is not None:
+                pump.finish(pull=False)
+            return
         try:
             ray.get(actor.stop.remote(), timeout=self.backend.stop_grace_s + _CALL_TIMEOUT_S)
         except (RayActorError, GetTimeoutError):
@@ -340,12 +395,23 @@ class ServerHandle:
             ray.kill(actor, no_restart=True)
 
 
-def check_placement(backend: ProcessBackend) -> None:
-    """Fail at once when no node could ever hold the server, instead of waiting forever for one."""
-    # every resource actor_options() asks for: a CPU count no node has leaves the actor pending for good too
+def _wanted_resources(backend: ProcessBackend) -> dict[str, float]:
+    """Every resource actor_options() asks for: a CPU count no node has leaves the actor pending too."""
     want = {"GPU": float(backend.reserved_gpus), "CPU": float(backend.placement.num_cpus),
             **{k: float(v) for k, v in backend.placement.resources.items()}}
-    want = {k: v for k, v in want.items() if v > 0}
+    return {k: v for k, v in want.items() if v > 0}
+
+
+def _free_resources(want: dict[str, float]) -> str:
+    """``GPU=0/8, h200-pool=0/1``: free of total in the whole cluster, for what ``want`` names."""
+    keys = list(want) or ["GPU", "CPU"]
+    free, total = ray.available_resources(), ray.cluster_resources()
+    return ", ".join(f"{k}={free.get(k, 0.0):g}/{total.get(k, 0.0):g}" for k in keys)
+
+
+def check_placement(backend: ProcessBackend) -> None:
+    """Fail at once when no node could ever hold the server, instead of waiting forever for one."""
+    want = _wanted_resources(backend)
     if not want:
         return
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]

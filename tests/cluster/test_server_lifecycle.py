@@ -271,6 +271,60 @@ def test_the_log_copy_waits_while_the_server_waits_for_its_gpus(nodes, fake_env,
         handle.stop()
 
 
+@ray.remote(num_gpus=8, num_cpus=0)
+class _GpuHolder:  # another job's actor holding the GPU node's 8 GPUs
+    def ping(self) -> int:
+        return 1
+
+
+def _hold_the_gpus(timeout_s: float = 15.0):
+    holder = _GpuHolder.remote()
+    ray.get(holder.ping.remote(), timeout=timeout_s)
+    return holder
+
+
+def test_a_server_with_no_room_says_so_and_gives_up_after_its_place_timeout(nodes, fake_env, tmp_path):
+    lines = []
+    holder = _hold_the_gpus()
+    try:
+        handle = ServerHandle(VLLMBackend(tp=8, placement=H200, env=fake_env, place_timeout_s=3), model=MODEL,
+                              log_path=tmp_path / "vllm.log", on_wait=lines.append, wait_report_s=1)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match=r"vllm: Ray found no room for its server in 3 s: it needs "
+                                               r"\{'GPU': 8.0, 'H200': 8.0\} on one node, and free/total in the "
+                                               r"cluster is GPU=0/8, H200=8/8; another server or Ray job holds them.*"
+                                               r"Free those GPUs, lower the server's GPUs \(tensor parallel size, "
+                                               r"placement=\), add a node, or raise place_timeout_s"):
+            handle.start()
+        # at the bound, and at once: an actor that never ran is killed, not asked to stop and waited for
+        assert 3 <= time.monotonic() - t0 < 8
+        assert len(lines) >= 2, lines
+        assert all(line.startswith("  vllm: waiting") and "{'GPU': 8.0, 'H200': 8.0}" in line
+                   and "GPU=0/8, H200=8/8" in line and "giving up after 3 s" in line for line in lines), lines
+    finally:
+        ray.kill(holder, no_restart=True)
+    # the actor given up on is gone: the freed GPUs go to the next job, not to a server nobody waits for
+    ray.kill(_hold_the_gpus(), no_restart=True)
+
+
+def test_the_place_timeout_counts_the_wait_for_room_not_the_start_up(nodes, fake_env, tmp_path):
+    lines = []
+    holder = _hold_the_gpus()
+    release = threading.Timer(2.0, lambda: ray.kill(holder, no_restart=True))
+    env = {**fake_env, "RAYBENCH_FAKE_MODE": "slow_start", "RAYBENCH_FAKE_DELAY_S": "6"}
+    handle = ServerHandle(VLLMBackend(tp=8, placement=H200, env=env, place_timeout_s=5, ready_timeout_s=60),
+                          model=MODEL, log_path=tmp_path / "vllm.log", on_wait=lines.append, wait_report_s=1)
+    release.start()
+    try:
+        t0 = time.monotonic()
+        info = handle.start()  # ~2 s without room, then 6 s loading: 8 s in all, more than place_timeout_s
+        assert time.monotonic() - t0 > 2 + 6 and info.url.startswith("http://")
+        assert lines and lines[0].startswith("  vllm: waiting 1 s for a node with {'GPU': 8.0, 'H200': 8.0}"), lines
+    finally:
+        release.join()
+        handle.stop()
+
+
 def test_engine_mode_without_the_package_names_it_and_the_node(nodes):
     specs = RandomWorkload(num_prompts=2, input_len=8, output_len=4, seed=0).build(range(2))
     with pytest.raises(BackendError, match=r"needs the Python package 'vllm' on node 127.0.0.1"):

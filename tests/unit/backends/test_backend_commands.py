@@ -239,6 +239,7 @@ def test_placement_and_actor_options():
         (lambda: VLLMBackend(platform="metal"), "unknown platform 'metal'; available: cuda, rocm"),
         (lambda: Container(image="i", runtime="lxc"), "unknown container.runtime 'lxc'"),
         (lambda: SimBackend(timing="slow"), "unknown sim timing 'slow'"),
+        (lambda: VLLMBackend(place_timeout_s=0), "place_timeout_s=0 is not allowed"),
     ],
 )
 def test_bad_options_fail_when_built_with_the_field_named(make, message):
