@@ -557,6 +557,8 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
 
         load_tokenizer(experiment.tokenizer, revision=experiment.tokenizer_revision)
     rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
+    if rd is not None and rd.path.is_dir():  # a second writer stops here, before Ray starts; held to the report's end
+        click.get_current_context().with_resource(rd.writing())
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
         done = check_resume(cells, rd.completed_cells(), _resume_settings(experiment, cells, client_overrides or {}))
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
@@ -583,7 +585,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
         raise
     if rd is None:  # only now: a refused run leaves no empty directory behind
         rd = RunDir.create(out, experiment.name)
-    rd.path.mkdir(parents=True, exist_ok=True)
+    click.get_current_context().with_resource(rd.writing())  # makes the directory; taken already if it existed
     click.echo(f"run directory: {rd.path}", err=True)
     try:
         summaries = Runner(experiment, rd, run_options, report=_progress_display(no_answer_hint_s)).run()

@@ -633,6 +633,13 @@ def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *
     for cell in cells:
         check_cell(experiment, cell, profiles, source)
     run_dir = RunDir.create(out_root, f"{experiment.name}-prediction")
+    # a new directory, but a `raybench run --run-dir` of it must not write beside the prediction
+    with run_dir.writing():
+        return run_dir, _predict_into(run_dir, experiment, cells, profiles, source, report=report)
+
+
+def _predict_into(run_dir: RunDir, experiment: Experiment, cells: Sequence[Cell], profiles: Mapping[str, EngineProfile],
+                  source: str, *, report: bool) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     servers = {b.name: Server(b, experiment.warmup_requests) for b in experiment.backends}
     predicted = {c.id: predict_cell(experiment, c, profiles, run_dir.cell_dir(c.id), source, servers[c.backend])
@@ -650,4 +657,4 @@ def predict_run(experiment: Experiment, cells: Sequence[Cell], out_root: Path, *
         from raybench.report.build import build_report
 
         build_report(run_dir.path, images=False, drilldowns=False)
-    return run_dir, summaries
+    return summaries

@@ -53,7 +53,7 @@ from raybench.store.outcome import CellOutcome, OutcomeKind, judge
 from raybench.store.metadata import (
     redact_argv,
 )
-from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
+from raybench.store.rundir import RunDir, storage_fix, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA
 from raybench.telemetry.progress import ProgressDisplay
 from raybench.telemetry.scraper import ServerMetricsRecording
@@ -148,19 +148,23 @@ class Runner:
         self.progress = report if isinstance(report, ProgressDisplay) else ProgressDisplay(report=report)
 
     def run(self) -> list[dict[str, Any]]:
-        """Run every cell not yet complete in the run dir; return every cell's summary."""
-        try:
-            return self._run_plan()
-        except StorageError as err:  # disk full: say what is kept and how to go on, in one line
-            raise StorageError(f"{err}; {self._kept_and_resume()}", path=err.path) from None
+        """Run every cell not yet complete in the run dir; return every cell's summary.
 
-    def _kept_and_resume(self) -> str:
+        The run dir is locked for the whole run (``RunDir.writing``): a second writer stops at once.
+        """
+        with self.run_dir.writing():
+            try:
+                return self._run_plan()
+            except StorageError as err:  # disk full: say what is kept and how to go on, in one line
+                raise StorageError(f"{err}; {self._kept_and_resume(err)}", path=err.path) from None
+
+    def _kept_and_resume(self, err: StorageError) -> str:
         kept = len(self.run_dir.cell_ids())
         source = self.options.experiment_file
         again = (f"raybench run {source} --run-dir {self.run_dir.path}" if source is not None
                  else "run the command again")
         return (f"kept: {kept} complete cell{'s' if kept != 1 else ''} in {self.run_dir.path} "
-                f"(the cell being written is not); free disk space, then: {again}")
+                f"(the cell being written is not); {storage_fix(err)}, then: {again}")
 
     def _run_plan(self) -> list[dict[str, Any]]:
         cells = self.experiment.cells()
@@ -181,6 +185,25 @@ class Runner:
         write_json_atomic(self.run_dir.env_json, self.env)
         self.progress.plan([(c.id, c.num_prompts or 0) for c in cells], done=sorted(done))
         check_client_capacity([c for c in cells if c.id not in done], self.options)
+        try:
+            self._run_cells(cells, done)
+        except BaseException:
+            # a run stopped by an error or Ctrl-C still tables the cells that completed; a second
+            # error here (the disk still full) would hide the first, which is the one to report
+            with contextlib.suppress(Exception):
+                if self.run_dir.summaries():
+                    self._write_summary_table()
+            raise
+        summaries = [
+            json.loads((self.run_dir.cell_dir(c.id) / SUMMARY_FILE).read_text())
+            for c in cells
+            if (self.run_dir.cell_dir(c.id) / SUMMARY_FILE).is_file()
+        ]
+        self._write_summary_table()
+        self.progress.finish(summaries)
+        return summaries
+
+    def _run_cells(self, cells: list[Cell], done: set[str]) -> None:
         with ServerGuard() as guard:
             for backend in self.experiment.backends:
                 todo = [c for c in cells if c.backend == backend.name and c.id not in done]
@@ -195,15 +218,10 @@ class Runner:
                             self._run_cell(cell, _HttpCells(self, server))
                 for cell in engine:
                     self._run_cell(cell, _EngineCells(self))
-        summaries = [
-            json.loads((self.run_dir.cell_dir(c.id) / SUMMARY_FILE).read_text())
-            for c in cells
-            if (self.run_dir.cell_dir(c.id) / SUMMARY_FILE).is_file()
-        ]
+
+    def _write_summary_table(self) -> None:
         # every cell of the run dir, not only this invocation's (an --only or --resume adds to earlier ones)
         write_table_atomic(self.run_dir.summary_parquet, summary_frame(self.run_dir.summaries()).to_arrow())
-        self.progress.finish(summaries)
-        return summaries
 
     def _search(self, backend: Backend, cells: list[Cell], done: set[str], guard: ServerGuard) -> None:
         """Bisect the backend's grid cells for the SLOs; the server starts only if a probe must run."""
@@ -258,7 +276,7 @@ class Runner:
             yield _Server(backend, backend.url.rstrip("/"))
             return
         log_path = self.run_dir.server_log(backend.name)
-        handle = ServerHandle(backend, model=model, log_path=log_path)
+        handle = ServerHandle(backend, model=model, log_path=log_path, on_wait=self.report)
         guard.add(handle)
         self.report(f"starting {backend.name} (log: {log_path})")
         try:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raybench.errors import StorageError
-from raybench.store.rundir import storage_errors, tmp_path
+from raybench.store.rundir import replace_durably, storage_errors, tmp_path
 from raybench.store.schema import CHUNKS_SCHEMA, REQUESTS_SCHEMA
 
 REQUESTS_FILE = "requests.parquet"
@@ -99,8 +99,8 @@ class CellWriter:
                 for part in sorted(self.parts_dir.glob(f"{name}-*.parquet")):
                     writer.write_table(pq.read_table(part, schema=schema))
             with storage_errors(self.cell_dir / final):
-                os.replace(tmp, self.cell_dir / final)
-        shutil.rmtree(self.parts_dir)
+                replace_durably(tmp, self.cell_dir / final)
+        shutil.rmtree(self.parts_dir)  # only now: until the merged files are on disk, the parts are the rows
 
     def abort(self) -> None:
         """Keep what arrived as parts; no file that looks like a finished cell, no temporary file."""
@@ -112,12 +112,13 @@ class CellWriter:
 
 
 def _write_part(path: Path, batches: list[pa.RecordBatch], schema: pa.Schema) -> None:
-    """One part, written whole under a temporary name and renamed."""
+    """One part, written whole under a temporary name and renamed (fsynced: a part on disk after a
+    power loss is whole too, which is what resume and ``plan --run-dir`` read)."""
     tmp = tmp_path(path)
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for batch in batches:
             writer.write_batch(batch)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def read_parts(cell_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:

@@ -7,15 +7,21 @@
       cells/<cell_id>/parts/         rows of a cell still running, or stopped mid-way
       cells/<cell_id>/attempts/<n>/  an earlier, unfinished attempt, set aside by a resume
       servers/<name>.log  <name>.json
+      .lock            flock()ed by the one process writing the run dir; holds its pid and host
+
+Every file is written under a temporary name, fsynced, then renamed (and its folder fsynced), so
+neither a crash nor a power loss leaves a half or empty file that looks whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,14 +49,35 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     with storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path(path).write_text(text)
-        os.replace(tmp_path(path), path)
+        replace_durably(tmp_path(path), path)
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
     with storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp_path(path), compression="zstd")
-        os.replace(tmp_path(path), path)
+        replace_durably(tmp_path(path), path)
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """Rename a written temporary file over ``path`` so that a power loss keeps one or the other, whole.
+
+    Without the fsync before it, the file system may commit the rename before the data (ext4's
+    delayed allocation does): after a power cut the name is there and the file is empty. The
+    folder's fsync makes the rename itself survive; a system that cannot fsync a folder skips it.
+    """
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 @contextlib.contextmanager
@@ -64,6 +91,22 @@ def storage_errors(path: Path) -> Iterator[None]:
         raise StorageError.from_os_error(path, err) from None
 
 
+def storage_fix(err: StorageError) -> str:
+    """What to do about a failed write, by its errno: freeing disk space helps only when the disk is full.
+
+    storage_errors() raises the StorageError while handling the OSError (from None, so the line
+    stays one line): that OSError is still its ``__context__``.
+    """
+    code = getattr(err.__context__, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the run directory writable"
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        return "something moved or removed part of the run directory while the run wrote it: leave it to the run"
+    return "fix the write error"
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy scalars
         return obj.item()
@@ -74,11 +117,39 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+LOCK_FILE = ".lock"
+# file systems whose flock() is not supported: the run goes on unlocked rather than not at all
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
 class RunDir:
     """Paths inside one run directory."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None  # .lock's descriptor while this RunDir holds it
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held for as long as this process writes the run dir; a second writer gets a RunError at once.
+
+        Two writers (a run and a --resume of it, or two runs given one --run-dir) would move each
+        other's rows to attempts/ and overwrite each other's summaries. flock() rather than a file's
+        existence: the kernel drops the lock when its process ends, however it ends, so a killed run
+        never leaves a stale lock behind. Re-entrant on one RunDir: the CLI takes it before Ray
+        starts, and the Runner it hands the RunDir to writes under the same lock. Readers (report,
+        compare, plan --run-dir) take no lock.
+        """
+        if self._lock_fd is not None:
+            yield
+            return
+        self._lock_fd = _lock(self.path)
+        try:
+            yield
+        finally:
+            fd, self._lock_fd = self._lock_fd, None
+            if fd >= 0:
+                os.close(fd)
 
     @classmethod
     def create(cls, root: Path | str, experiment: str, now: dt.datetime | None = None) -> RunDir:
@@ -246,6 +317,47 @@ class RunDir:
         order = {c.get("id"): i for i, c in enumerate(cells if isinstance(cells, list) else []) if isinstance(c, dict)}
         found = [summary for _, summary in self._cell_summaries()]
         return sorted(found, key=lambda summary: order.get(summary.get("cell_id"), len(order)))
+
+
+def _lock(run_dir: Path) -> int:
+    """``run_dir``'s lock, taken (its descriptor; -1 where the file system cannot lock), or a RunError naming its holder."""
+    path = run_dir / LOCK_FILE
+    with storage_errors(path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        return -1
+    with storage_errors(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with storage_errors(path):  # who holds it, for the error below; the lock itself is the flock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    except BlockingIOError as err:
+        holder = _holder(fd)
+        os.close(fd)
+        raise RunError(f"another raybench process{holder} is writing {run_dir}: wait for it to finish, or choose "
+                       "another directory (another --run-dir, or none for a new run directory under --out)") from err
+    except OSError as err:
+        os.close(fd)
+        if err.errno in _NO_FLOCK:
+            return -1
+        raise StorageError.from_os_error(path, err) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it: " (pid P on host H)"; "" when unknown (not written yet, say)."""
+    try:
+        pid, host = os.pread(fd, 300, 0).decode().split()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ""
+    return f" (pid {pid} on {host})"
 
 
 # A cell without summary.json is run again by a resume, and set_aside() first moves every file

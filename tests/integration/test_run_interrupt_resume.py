@@ -131,7 +131,8 @@ def test_a_resume_with_other_settings_is_refused_before_anything_starts(tmp_path
         f"Error: cell {cell} is complete in the run directory with other settings (num_prompts=40 there, 500 now; "
         "engine='sim' there, 'vllm' now). Resume with the options the run was started with (see its env.json "
         "\"options\"), or start a new run directory")
-    assert sorted(p.name for p in rd.path.iterdir()) == ["cells", "plan.json"]  # nothing written, no Ray started
+    # nothing written but the lock (taken before the check, so that no other run changes what it reads), no Ray started
+    assert sorted(p.name for p in rd.path.iterdir()) == [".lock", "cells", "plan.json"]
 
 
 # fixed timing: each request takes 0.1 s + 100 x 0.05 s = 5.1 s, two rounds of two: about 10 s a cell,

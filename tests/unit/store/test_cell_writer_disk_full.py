@@ -18,7 +18,7 @@ from raybench.experiment import Experiment, Online, SimBackend
 from raybench.runner import Runner, RunOptions
 from raybench.store import cells as cells_module
 from raybench.store.cells import CHUNKS_FILE, REQUESTS_FILE, CellWriter
-from raybench.store.rundir import RunDir, write_json_atomic, write_table_atomic
+from raybench.store.rundir import RunDir, storage_errors, write_json_atomic, write_table_atomic
 from raybench.store.schema import CHUNKS_SCHEMA, ChunkKind
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
@@ -93,7 +93,8 @@ def test_the_run_says_what_it_kept_and_how_to_resume(tmp_path, monkeypatch):
     where = rd.cell_dir("sim-online-c8-i8-o8") / REQUESTS_FILE
 
     def disk_full(self):
-        raise StorageError.from_os_error(where, ENOSPC)
+        with storage_errors(where):  # as every write of the run dir raises it: the advice follows its errno
+            raise ENOSPC
 
     monkeypatch.setattr(Runner, "_run_plan", disk_full)
     options = RunOptions(experiment_file=tmp_path / "exp.py")
