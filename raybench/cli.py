@@ -552,15 +552,15 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
     from raybench.store.rundir import RunDir
 
     cells = [c for c in experiment.cells() if cell_ids is None or c.id in cell_ids]
-    if experiment.tokenizer is not None:  # a named tokenizer that does not load stops the run before Ray starts
-        from raybench.workloads.tokenizer import load_tokenizer
-
-        load_tokenizer(experiment.tokenizer, revision=experiment.tokenizer_revision)
+    # before Ray starts and before any directory is made: a tokenizer that does not load, or chat
+    # prompts without one, stop the run with one line; the fallback to token ids is said here once
+    sources = _prompt_sources(experiment, cells, client_overrides or {},
+                              report=lambda line: click.echo(line, err=True))
     rd = _chosen_run_dir(out, experiment.name, run_dir, resume)
     if rd is not None and rd.path.is_dir():  # a second writer stops here, before Ray starts; held to the report's end
         click.get_current_context().with_resource(rd.writing())
     if rd is not None and rd.plan_json.is_file():  # refuse a resume with other settings before anything starts
-        done = check_resume(cells, rd.completed_cells(), _resume_settings(experiment, cells, client_overrides or {}))
+        done = check_resume(cells, rd.completed_cells(), _resume_settings(experiment, sources))
         click.echo(f"resuming {rd.path}: {len(done)} of {len(cells)} cells complete, {len(cells) - len(done)} to run", err=True)
     from raybench.runner import RunOptions, Runner, check_client_capacity, check_workloads
 
@@ -574,7 +574,7 @@ def _run(experiment, *, out: Path, address: str | None, actors: int | None, run_
 
     run_options = RunOptions(actors=actors, request_timeout_s=request_timeout_s, client_overrides=client_overrides or {},
                              no_answer_hint_s=no_answer_hint_s,
-                             cell_ids=cell_ids, experiment_file=experiment_file,
+                             cell_ids=cell_ids, experiment_file=experiment_file, prompt_sources=sources,
                              invocation={"argv": list(sys.argv), "options": options or {}})
     try:
         check_hardware(experiment, ray.cluster_resources(), backends={c.backend for c in cells})
@@ -634,15 +634,19 @@ def _check_outcomes(summaries: list[dict], path: Path, experiment_file: Path | N
                    f"their rows are kept in {path}; to run them again: {again}")
 
 
-def _resume_settings(experiment, cells, client_overrides: dict) -> dict:
-    """Each backend's prompt source and sampling, as the runner records them beside its cells."""
+def _prompt_sources(experiment, cells, client_overrides: dict, *, report) -> dict:
+    """Each backend's prompt source (``raybench.prompting``), resolved once for the whole run."""
     from raybench.loadgen.client import ClientConfig
-    from raybench.plan import run_settings
     from raybench.prompting import prompt_sources
 
     chat = "chat" in client_overrides.get("endpoint", ClientConfig.endpoint)
-    # quiet: the runner resolves them again and says a fallback then
-    sources = prompt_sources(experiment, {c.backend for c in cells}, chat=chat, report=lambda line: None)
+    return prompt_sources(experiment, {c.backend for c in cells}, chat=chat, report=report)
+
+
+def _resume_settings(experiment, sources: dict) -> dict:
+    """Each backend's prompt source and sampling, as the runner records them beside its cells."""
+    from raybench.plan import run_settings
+
     return {name: run_settings(source.record, experiment.sampling.to_json(), experiment.backend(name).timing_identity())
             for name, source in sources.items()}
 

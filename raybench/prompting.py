@@ -67,6 +67,7 @@ class PromptSources:
         self._experiment = experiment
         self._report = report
         self._tried: dict[tuple[str, str | None], Tokenizer | ConfigError] = {}
+        self._said: set[tuple[str, str | None]] = set()
 
     def for_backend(self, backend: Backend, *, chat: bool, text: bool) -> PromptSource:
         e = self._experiment
@@ -90,6 +91,11 @@ class PromptSources:
             if text:
                 raise ConfigError(f"{backend.name}: {what} need the model's tokenizer ({loaded}); "
                                   "give --tokenizer NAME_OR_PATH (experiment field tokenizer)")
+            if (e.model, e.tokenizer_revision) not in self._said:  # once a run, and only where ids are sent
+                self._said.add((e.model, e.tokenizer_revision))
+                self._report(f"{loaded}; prompts use token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} "
+                             "instead (give --tokenizer NAME_OR_PATH to draw from the model's vocabulary, or "
+                             "--token-id-range LOW:HIGH)")
             return _id_range(DEFAULT_TOKEN_ID_LOW, DEFAULT_TOKEN_ID_HIGH, text=False, simulator=False,
                              why=str(loaded), tried=e.model)
         return _with_tokenizer(loaded, e.tokenizer_revision, text)
@@ -103,9 +109,6 @@ class PromptSources:
                 if explicit:
                     raise
                 self._tried[key] = err
-                self._report(f"{err}; prompts use token ids {DEFAULT_TOKEN_ID_LOW}..{DEFAULT_TOKEN_ID_HIGH - 1} "
-                             "instead (give --tokenizer NAME_OR_PATH to draw from the model's vocabulary, or "
-                             "--token-id-range LOW:HIGH)")
         return self._tried[key]
 
 

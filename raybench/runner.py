@@ -80,6 +80,9 @@ class RunOptions:
     client_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     cell_ids: frozenset[str] | None = None  # run only these cells (raybench run --only); None: all
     experiment_file: Path | None = None  # recorded in env.json: its text, digest and git commit
+    # each backend's prompt source, where the caller resolved them already (the CLI does, before Ray
+    # starts); None: the runner resolves them
+    prompt_sources: dict[str, PromptSource] | None = None
     invocation: dict[str, Any] = dataclasses.field(default_factory=dict)  # the command line and its overrides
     late_send_threshold_ms: float = DEFAULT_LATE_SEND_THRESHOLD_MS  # p99 send lateness beyond it flags a cell
 
@@ -249,6 +252,9 @@ class Runner:
         write_json_atomic(path, record)
 
     def _prompt_sources(self, cells: list[Cell]) -> dict[str, PromptSource]:
+        given = self.options.prompt_sources
+        if given is not None and {c.backend for c in cells} <= given.keys():
+            return given
         chat = "chat" in self.options.client_overrides.get("endpoint", ClientConfig.endpoint)
         return prompt_sources(self.experiment, {c.backend for c in cells}, chat=chat, report=self.report)
 

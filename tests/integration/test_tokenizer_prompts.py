@@ -131,6 +131,9 @@ def test_chat_without_a_tokenizer_is_refused_on_a_real_server(ray_local, tmp_pat
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "chat prompts need the model's tokenizer" in errors[0]
     assert server.bodies == []
+    # refused before anything was made or said: no run directory, no fallback that does not happen
+    assert not (tmp_path / "bench").exists() and "run directory:" not in result.output
+    assert FALLBACK_LINE not in result.output
 
 
 def test_out_of_vocabulary_request_rows_get_one_hint(ray_local, tmp_path: Path, server: VocabServer) -> None:

@@ -155,10 +155,10 @@ def test_hardware_and_only_are_validated():
 
 
 def test_plan_compares_what_a_run_compares_on_resume_the_simulators_timing_too():
-    from raybench.cli import _resume_settings
+    from raybench.cli import _prompt_sources, _resume_settings
     from raybench.experiment import Experiment, Online, SimBackend
 
     experiment = Experiment(name="t", model="m", backends=(SimBackend(name="s", timing="fixed", ttft_ms=5, itl_ms=1),),
                             online=(Online(concurrency=(1,), input_len=8, output_len=4, num_prompts=2),))
-    settings = _resume_settings(experiment, experiment.cells(), {})
+    settings = _resume_settings(experiment, _prompt_sources(experiment, experiment.cells(), {}, report=print))
     assert settings["s"]["simulator"] == {"timing": "fixed", "tokens_per_chunk": 1, "ttft_ms": 5, "itl_ms": 1}
