@@ -246,7 +246,7 @@ def _parse_extra_body(value: str | None) -> dict:
 @click.option("--search-grid", default=None, help="--search: the ascending values to choose from, e.g. 1,2,4,8,16,32.")
 @click.option("--search-attainment", type=click.FloatRange(0, 1, min_open=True), default=0.99, help="--search: the share of requests that must meet every SLO (0.99: the p99).")
 @click.option("--seed", type=int, default=0, help="Seed for prompts and arrivals.")
-@click.option("--warmup-requests", type=click.IntRange(min=0), default=1, help="Requests sent before the cell and not measured (its first prompts, at most 16 output tokens each): a server that rejects raybench's requests stops the cell with one line. 0 sends none, as vllm bench serve without --num-warmups; the server's own metrics then count only the cell.")
+@click.option("--warmup-requests", type=click.IntRange(min=0), default=1, help="Requests sent before the cell and not measured (its first prompts, at most 16 output tokens each; no more than the cell has): a server that rejects raybench's requests stops the cell with one line. 0 sends none, as vllm bench serve without --num-warmups; the server's own metrics then count only the cell.")
 @click.option("--compat", type=click.Choice(["raybench", "sglang", "vllm"]), default="raybench", help="Whose metric definitions the summary uses.")
 @click.option("--actors", type=click.IntRange(min=1), default=None, help="Load-generator actors. Default: one per 256 streams.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), help="Root of run directories.")

@@ -344,9 +344,8 @@ class ServerHandle:
             if waited_s >= b.place_timeout_s:
                 raise BackendError(
                     f"{b.name}: Ray found no room for its server in {waited_s:.0f} s: it needs {want or 'nothing'} "
-                    f"on one node, and free/total in the cluster is {free}; another server or Ray job holds them "
-                    "(`ray status`, `ray list actors` show which). Free those GPUs, lower the server's GPUs "
-                    "(tensor parallel size, placement=), add a node, or raise place_timeout_s")
+                    f"on one node, and free/total in the cluster is {free}; {_what_to_do(want)}, "
+                    "or raise place_timeout_s")
             self.on_wait(f"  {b.name}: waiting {waited_s:.0f} s for a node with {want or 'room'} for its server "
                          f"(free/total now: {free}); giving up after {b.place_timeout_s:g} s")
 
@@ -407,6 +406,27 @@ def _free_resources(want: dict[str, float]) -> str:
     keys = list(want) or ["GPU", "CPU"]
     free, total = ray.available_resources(), ray.cluster_resources()
     return ", ".join(f"{k}={free.get(k, 0.0):g}/{total.get(k, 0.0):g}" for k in keys)
+
+
+def _what_to_do(want: dict[str, float]) -> str:
+    """Advice for the resources the cluster as a whole has too few of free, or for why none is short."""
+    free = ray.available_resources()
+    short = [k for k, v in want.items() if free.get(k, 0.0) < v]
+    held = "another server or Ray job holds them (`ray status`, `ray list actors` show which)"
+    if not short:
+        # free in all but not on one node, or the actor's worker still starting (a runtime_env being set up)
+        return ("the cluster has them free, but not on one node, or Ray is still starting the server's worker "
+                "(a runtime_env being set up); `ray status` shows which")
+    advice = []
+    if "GPU" in short:
+        advice.append("free those GPUs, lower the server's GPUs (tensor parallel size, placement=)")
+    if "CPU" in short:
+        advice.append("free CPUs or lower placement num_cpus")
+    custom = [k for k in short if k not in ("GPU", "CPU")]
+    if custom:
+        advice.append(f"free {', '.join(custom)} or give placement= another resource")
+    todo = "; ".join(advice)
+    return f"{held} ({', '.join(short)} short). {todo[0].upper()}{todo[1:]}, add a node"
 
 
 def check_placement(backend: ProcessBackend) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from raybench.report.slices import NothingToDraw
 from raybench.report.sources import read_source, rerun_advice
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.outcome import OutcomeKind, outcome_of
-from raybench.store.rundir import safe_name, tmp_path
+from raybench.store.rundir import safe_name
 
 REPORT_FILE = "report.html"
 CHARTS_DIR = "charts"
@@ -81,10 +82,8 @@ def write_images(
         svg = vl_convert.vegalite_to_svg(dict(spec))
         for fmt in formats:
             path = out_dir / f"{safe_name(name)}.{fmt}"
-            if fmt == "png":
-                path.write_bytes(vl_convert.svg_to_png(svg, scale=_PNG_SCALE))
-            else:
-                path.write_text(svg)
+            data = vl_convert.svg_to_png(svg, scale=_PNG_SCALE) if fmt == "png" else svg.encode()
+            _write_bytes_atomic(path, data)
             written.append(path)
     return written
 
@@ -415,9 +414,19 @@ def _extrapolated_note(frame: pl.DataFrame) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Written under a temporary name and renamed: a crash never leaves half a report."""
-    tmp = tmp_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    _write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    # the temporary name is this process's own: a `raybench report` of a run dir whose run is
+    # drawing its own report at the same moment leaves one whole file or the other, never a mix
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_run_report(run_dir: Path, warn: Callable[[str], None]) -> Path | None:

@@ -9,8 +9,9 @@
       servers/<name>.log  <name>.json
       .lock            flock()ed by the one process writing the run dir; holds its pid and host
 
-Every file is written under a temporary name, fsynced, then renamed (and its folder fsynced), so
-neither a crash nor a power loss leaves a half or empty file that looks whole.
+Every file written here (the tables, summaries, plan and env) is written under a temporary name,
+fsynced, then renamed (and its folder fsynced), so neither a crash nor a power loss leaves a half
+or empty file that looks whole. The report's files are only renamed: a report can be drawn again.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _json_default(obj: Any) -> Any:
 
 LOCK_FILE = ".lock"
 # file systems whose flock() is not supported: the run goes on unlocked rather than not at all
-_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)  # ENOTSUP != EOPNOTSUPP on macOS
 
 
 class RunDir:
@@ -137,8 +138,9 @@ class RunDir:
         other's rows to attempts/ and overwrite each other's summaries. flock() rather than a file's
         existence: the kernel drops the lock when its process ends, however it ends, so a killed run
         never leaves a stale lock behind. Re-entrant on one RunDir: the CLI takes it before Ray
-        starts, and the Runner it hands the RunDir to writes under the same lock. Readers (report,
-        compare, plan --run-dir) take no lock.
+        starts, and the Runner it hands the RunDir to writes under the same lock. Readers take no
+        lock (plan --run-dir), nor do report and compare, which add only files of their own, each
+        written whole and renamed.
         """
         if self._lock_fd is not None:
             yield
