@@ -15,6 +15,17 @@ SLO = "ttft:800"
 ARGS = ["--backend", "sim", "--sim-timing", "engine", "--input-len", "1000", "--output-len", "8", "--num-prompts", "8",
         "--goodput", SLO]
 
+# the same cells as a grid of `bench` (ARGS): its simulator, lengths, prompts and SLO
+BRUTE_FORCE = f"""
+from raybench.experiment import Experiment, Online, SimBackend
+
+experiment = Experiment(
+    name="brute", model="deepseek-ai/DeepSeek-R1", backends=(SimBackend(timing="engine"),),
+    online=(Online(concurrency={GRID!r}, input_len=1000, output_len=8, num_prompts=8),),
+    goodput_slos_ms={{"ttft": 800}},
+)
+"""
+
 
 def invoke(args):
     result = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -24,12 +35,16 @@ def invoke(args):
 
 @pytest.mark.slow
 def test_search_matches_a_brute_force_sweep_in_half_the_cells(ray_local, tmp_path):
+    # the brute force: every cell of the grid, one run on one server (as the search's probes run)
+    experiment = tmp_path / "brute.py"
+    experiment.write_text(BRUTE_FORCE)
+    invoke(["run", str(experiment), "--no-report", "--out", str(tmp_path / "brute")])
     passed = {}
-    for c in GRID:  # the brute force: every cell of the grid
-        out = tmp_path / f"brute-{c}"
-        invoke(["bench", *ARGS, "--concurrency", str(c), "--no-report", "--out", str(out)])
-        [summary_file] = out.glob("bench/*/cells/*/summary.json")
-        passed[c] = judge(json.loads(summary_file.read_text()), value=c, attainment=0.99).passed
+    for summary_file in (tmp_path / "brute").glob("brute/*/cells/*/summary.json"):
+        summary = json.loads(summary_file.read_text())
+        c = summary["cell"]["concurrency"]
+        passed[c] = judge(summary, value=c, attainment=0.99).passed
+    assert sorted(passed) == list(GRID)
     brute_best = max((c for c in GRID if passed[c]), default=None)
     print("\nbrute force:", passed)
 
