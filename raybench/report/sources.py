@@ -655,12 +655,26 @@ def vllm_row(record: Mapping[str, Any], *, run: str, index: int = 0) -> dict[str
     }
     row.update(_latency_columns(record, _VLLM_LATENCY_KEYS))
     if row["mean_e2e_latency_ms"] is None and isinstance(e2e, list) and e2e:
-        # E2EL is saved only when asked for (--percentile-metrics); the per-request latencies
-        # (seconds) stay in the file either way.
-        seconds = [_number(v, "latencies") for v in e2e]
-        if None not in seconds:
-            row["mean_e2e_latency_ms"] = sum(seconds) / len(seconds) * 1e3
+        row["mean_e2e_latency_ms"] = _mean_e2el_ms(e2e, completed)
     return row
+
+
+def _mean_e2el_ms(latencies: list[Any], completed: int | None) -> float | None:
+    """vLLM's mean E2EL from the file's per-request ``latencies`` (s), where it saved no ``mean_e2el_ms``.
+
+    E2EL is saved only when asked for (``--percentile-metrics``, "ttft,tpot,itl" by default), but
+    ``latencies`` stay in the file either way, one per request sent: a failed request's is 0.0 (vLLM
+    0.32.0 ``endpoint_request_func.py`` sets it only after a stream with a valid chunk), and vLLM's
+    mean is over the successful ones. None where the positive ones are not exactly the completed ones:
+    which were successful is then unknown, and a mean over the wrong requests is no vLLM figure.
+    """
+    seconds = [_number(v, "latencies") for v in latencies]
+    if None in seconds:
+        return None
+    done = [s for s in seconds if s > 0]
+    if not done or (completed is not None and len(done) != completed):
+        return None
+    return sum(done) / len(done) * 1e3
 
 
 def _int_meta(record: Mapping[str, Any], *keys: str) -> int | None:

@@ -91,11 +91,12 @@ def test_trace_and_multiturn_prompts_are_in_vocabulary_and_exactly_as_long_as_pl
         assert requests["server_prompt_tokens"].to_list() == planned, name
 
 
-def vllm_bench_serve(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: int, seed: int) -> dict:
+def vllm_bench_serve(url: str, model: Path, out: Path, *, num_prompts: int, concurrency: int, seed: int,
+                     output_len: int = OUTPUT_LEN) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     argv = [str(vllm_env.vllm_executable()), "bench", "serve", "--backend", "vllm", "--base-url", url,
             "--endpoint", "/v1/completions", "--model", SERVED_NAME, "--tokenizer", str(model),
-            "--dataset-name", "random", "--random-input-len", str(INPUT_LEN), "--random-output-len", str(OUTPUT_LEN),
+            "--dataset-name", "random", "--random-input-len", str(INPUT_LEN), "--random-output-len", str(output_len),
             "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--temperature", "0",
             "--ignore-eos", "--percentile-metrics", "ttft,tpot,itl,e2el", "--seed", str(seed), "--disable-tqdm", "--save-result", "--result-dir", str(out),
             "--result-filename", "vllm.json"]
@@ -205,6 +206,7 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
                                  f"{', '.join(f'{lag:.0f}' for lag in lags)} ms): agreement not measurable here")
                 ours.append(summary)
                 ours_rel.append(relative_to_server(summary, server))
+                our_cell = cell
                 requests, chunks = read_cell(cell)
                 ours_vllm.append(summarize_cell(requests, chunks, compat="vllm", target_concurrency=concurrency))
             else:
@@ -213,6 +215,7 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
                                           concurrency=concurrency, seed=i)
                 server = as_server_saw_it(before, server_histograms(vllm_server), requests=num_prompts)
                 theirs.append(result)
+                their_file = tmp_path / f"v{i}" / "vllm.json"
                 theirs_rel.append(relative_to_server({key: result[their_key] for _, key, their_key in METRICS}, server))
     table = [f"{'metric':<16}{'raybench':>12}{'rb --compat vllm':>18}{'vllm bench serve':>18}{'diff':>8}"]
     for label, key, their_key in METRICS:
@@ -232,3 +235,23 @@ def test_agrees_with_vllm_bench_serve_on_the_same_server(vllm_server, tiny_model
     (Path(os.environ.get("RAYBENCH_AGREEMENT_TABLE", tmp_path / "agreement.txt"))).write_text("\n".join(table) + "\n")
     for a, c in rows:
         assert abs(a - c) <= TOLERANCE * c, "\n".join(table)
+    compare_reads_a_real_vllm_file(our_cell, their_file, tmp_path / "cmp", concurrency=concurrency)
+
+
+def compare_reads_a_real_vllm_file(cell: Path, vllm_file: Path, out: Path, *, concurrency: int) -> None:
+    """`raybench compare RUN_DIR VLLM_JSON` reads a file `vllm bench serve --save-result` really wrote (not a
+    hand-made one), pairs it with raybench's cell of the same workload, and carries vLLM's figures as written."""
+    written = read_json(vllm_file)
+    proc = subprocess.run(raybench_cmd("compare", str(cell.parent.parent), str(vllm_file), "--no-images",
+                                       "--out", str(out)), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ratios = pl.read_csv(out / "ratios.csv")
+    assert ratios.height == 1, proc.stdout  # the one cell of each: online c8 in64 out256
+    pair = ratios.row(0, named=True)
+    assert (pair["size"], pair["input_len"], pair["output_len"]) == (concurrency, INPUT_LEN, OUTPUT_LEN)
+    ours = read_json(cell / "summary.json")
+    assert pair["throughput_tokens_per_s"] == pytest.approx(written["total_token_throughput"], rel=1e-12)
+    assert pair["reference_throughput_tokens_per_s"] == pytest.approx(ours["total_token_throughput"], rel=1e-12)
+    for ratio, key in (("ttft_ratio", "mean_ttft_ms"), ("tpot_ratio", "mean_tpot_ms"), ("e2e_ratio", "mean_e2el_ms")):
+        assert pair[ratio] == pytest.approx(written[key] / ours[key], rel=1e-9), ratio
+
