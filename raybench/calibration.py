@@ -36,6 +36,7 @@ from raybench.sim.calibrate import METRICS, Observation, PairFit, fit_pair, metr
 from raybench.sim.features import EngineFeatures, defaults
 from raybench.sim.profiles import EngineProfile, uncalibrated
 from raybench.sim.virtual import RequestSpec, shared_prefix_requests, simulate
+from raybench.store.rundir import json_type
 
 FILTER_KEYS = ("backend", "hardware", "mode", "concurrency", "batch_size", "input_len", "output_len", "prefix_len")
 # engine names as the sources write them: raybench's cells (engine), the seed's CSV, and the
@@ -201,7 +202,10 @@ def _with_run_launches(frame: pl.DataFrame, run_dir: Path, summaries: Mapping[st
         seeds.append(cell.get("seed") if isinstance(cell.get("seed"), int) else None)
     for name in unrecorded if report is not None else ():
         why = ("the simulator has no engine model of that server" if name in unmodelled else
-               f"env.json is unreadable: {env}" if isinstance(env, Exception) else "a run of an earlier raybench")
+               f"env.json is unreadable: {env}" if isinstance(env, Exception) else
+               # a damaged file is no older raybench's: saying so would send the user looking for the wrong fix
+               f"env.json holds a JSON {json_type(env)}, not an object" if not isinstance(env, dict) else
+               "a run of an earlier raybench")
         report(f"--reference {run_dir}: env.json records no launch settings of {name} ({why}): its rows take "
                "those of the --experiment or seed server of that name, else of its engine")
     return frame.with_columns(pl.Series("launch", launches, dtype=pl.Utf8),
@@ -247,6 +251,9 @@ def parse_filter(text: str | None) -> dict[str, set[str]]:
         key, sep, values = item.partition("=")
         if not sep or key.strip() not in FILTER_KEYS:
             raise ConfigError(f"--only: {item!r}: expected KEY=V1|V2 with KEY one of {', '.join(FILTER_KEYS)}")
+        if "=" in values:  # no field's value holds '=': another separator (';', '&', ' ') glued two filters together
+            raise ConfigError(f"--only: {item!r}: one KEY=V1|V2 per filter, filters separated by ',', "
+                              "e.g. output_len=800,prefix_len=0")
         if key.strip() in out:  # a second KEY= would silently replace the first's values
             raise ConfigError(f"--only: {key.strip()} is given twice; write several values of one key as "
                               f"{key.strip()}=A|B")

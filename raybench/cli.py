@@ -286,6 +286,7 @@ def bench(**opts) -> None:
     from raybench.experiment import Experiment, ExternalBackend, Online, Sampling, SimBackend
     from raybench.plan import check_simulators
 
+    _check_number_flags(click.get_current_context())
     if (opts["url"] is None) == (opts["backend"] is None):
         raise click.UsageError("give exactly one of --url (a running server) or --backend sim")
     if opts["dataset"] == "prefix" and opts["prefix_len"] >= opts["input_len"]:
@@ -337,6 +338,22 @@ def bench(**opts) -> None:
          options={k: (str(v) if isinstance(v, Path) or v == math.inf else v) for k, v in opts.items()})
 
 
+def _check_number_flags(ctx: click.Context) -> None:
+    """A NaN in a number flag is refused here: click's FloatRange lets it through (every comparison with NaN
+    is false), and a NaN timeout or rate would pass on into the run as no value any flag means.
+
+    An infinite --request-timeout is refused too: aiohttp rounds the deadline up to an integer, so every
+    request would fail with an OverflowError, recorded as a failed row, instead of never timing out.
+    """
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(value, float) and math.isnan(value):
+            raise click.BadParameter("nan is not a number: give one (--help shows the range allowed)", ctx=ctx, param=param)
+        if param.name == "request_timeout" and isinstance(value, float) and math.isinf(value):
+            raise click.BadParameter(f"{value}: give a finite number of seconds; for no practical limit a large one, "
+                                     "e.g. 86400", ctx=ctx, param=param)
+
+
 def _check_ramp_flags(opts: dict) -> None:
     """The ramp's flags go together; named as flags here (the sweep would name its fields, ramp_start...)."""
     given = [flag for flag, key in (("--ramp-up-start", "ramp_up_start"), ("--ramp-up-duration", "ramp_up_duration"))
@@ -353,6 +370,9 @@ def _check_ramp_flags(opts: dict) -> None:
         raise click.UsageError("--ramp-up-strategy without --request-rate ramps the concurrency cap: give "
                                "--ramp-up-duration, the seconds it takes, e.g. --ramp-up-duration 60")
     start, cap = opts["ramp_up_start"], opts["concurrency"]
+    if not math.isfinite(start):  # int(inf) below would raise from deep inside instead of naming the flag
+        raise click.BadParameter(f"{start}: the ramp starts from a finite rate or concurrency, e.g. 1",
+                                 param_hint="--ramp-up-start")
     if math.isinf(opts["request_rate"]) and (start != int(start) or (cap is not None and start > cap)):
         most = "" if cap is None else f" up to --concurrency ({cap})"
         raise click.UsageError(f"--ramp-up-start {start:g}: without --request-rate it is the concurrency the cap "
@@ -457,6 +477,7 @@ def run(experiment_file: Path, out: Path, run_dir: Path | None, resume: bool, ad
     from raybench.experiment import load_experiment
     from raybench.plan import resolve
 
+    _check_number_flags(click.get_current_context())
     prompts = {"tokenizer": tokenizer, "tokenizer_revision": tokenizer_revision,
                "token_id_range": _parse_token_id_range(token_id_range)}
     experiment, cells = resolve(load_experiment(experiment_file), only=only, num_prompts=num_prompts, repeats=repeats,

@@ -604,12 +604,17 @@ def _num_requests(s: Online) -> int:
 def load_experiment(path: str | Path) -> Experiment:
     """Run an experiment file and return its ``experiment``; errors name the file and line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"experiment file {path} does not exist")
+    if not path.is_file():  # a FIFO would block the read, a device never end: name what it is instead
+        raise ConfigError(f"experiment file {path} is not a regular file: give the .py file that defines "
+                          "`experiment = Experiment(...)`")
     try:
         namespace = runpy.run_path(str(path), run_name="__raybench_experiment__")
     except SyntaxError as err:
-        raise ConfigError(f"{path}:{err.lineno}: syntax error: {err.msg}") from err
+        # a null byte fails before any line is read: no line number, and likely not Python at all
+        where = f"{path}:{err.lineno}" if err.lineno is not None else str(path)
+        raise ConfigError(f"{where}: syntax error: {err.msg}") from err
     except ConfigError as err:
         raise ConfigError(f"{_where(path, err)}: {err}") from err
     except TypeError as err:
@@ -621,7 +626,8 @@ def load_experiment(path: str | Path) -> Experiment:
                           "file only defines `experiment = Experiment(...)`") from err
     experiment = namespace.get("experiment")
     if not isinstance(experiment, Experiment):
-        raise ConfigError(f"{path} must define `experiment = Experiment(...)`")
+        found = "" if experiment is None else f" (its `experiment` is of type {type(experiment).__name__})"
+        raise ConfigError(f"{path} must define `experiment = Experiment(...)`{found}")
     return experiment
 
 

@@ -40,6 +40,9 @@ def parse_only(text: str | None) -> dict[str, str]:
         key = key.strip()
         if not sep or key not in PLAN_FIELDS:
             raise ConfigError(f"--only: {item!r}: expected KEY=VALUE with KEY one of {', '.join(PLAN_FIELDS)}")
+        if "=" in value:  # no field's value holds '=': another separator (';', '&', ' ') glued two filters together
+            raise ConfigError(f"--only: {item!r}: one KEY=VALUE per filter, filters separated by ',', "
+                              "e.g. backend=vllm,hardware=H200")
         if key in selection:  # keeping either value alone would drop cells the user asked for
             both = "|".join(dict.fromkeys([selection[key], value.strip()]))
             raise ConfigError(f"--only: {key} is given twice ({key}={selection[key]}, {item}): give several values "

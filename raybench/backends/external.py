@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from raybench.backends.base import BackendKind, Dialect
 from raybench.errors import ConfigError
@@ -27,6 +28,15 @@ class ExternalBackend:
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError.invalid("url", self.url, "an http:// or https:// URL")
+        # else a URL without a host or with a port past 65535 reaches the HTTP client, whose error reads as
+        # a server that does not answer
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - parses the port, which raises ValueError where it is out of range
+        except ValueError as err:
+            raise ConfigError.invalid("url", self.url, f"a URL with a valid host and port 1-65535 ({err})") from None
+        if not parts.hostname:
+            raise ConfigError.invalid("url", self.url, "a URL with a host, such as http://127.0.0.1:8000")
         if self.cache_reset is not None and not self.cache_reset.startswith("/"):
             raise ConfigError.invalid("cache_reset", self.cache_reset, "None or a path such as /flush_cache")
 

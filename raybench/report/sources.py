@@ -77,8 +77,11 @@ def read_source(source: str | Path, *, run: str | None = None) -> SourceRows:
     path = Path(source)
     if path.is_dir():
         return read_run_dir(path, run=run)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path} does not exist: give a run directory, a results file, or {PUBLISHED!r}")
+    if not path.is_file():
+        raise ConfigError(f"{path} is neither a directory nor a regular file: give a run directory, a results file, "
+                          f"or {PUBLISHED!r}")
     if path.suffix.lower() == ".csv":
         return read_reference_csv(path, run=run)
     if path.suffix.lower() in (".json", ".jsonl"):
@@ -203,8 +206,13 @@ def _cell_summary(path: Path) -> dict[str, Any]:
     if not isinstance(summary, dict):
         raise ConfigError(f"{path} holds a JSON {json_type(summary)}, not a cell summary object: {way_out}")
     cell = summary.get("cell")
-    if not isinstance(summary.get("cell_id"), str) and not (isinstance(cell, dict) and isinstance(cell.get("id"), str)):
+    # the id the row takes (raybench_row): a list or a number there would fail later as an unhashable key or a path
+    cell_id = summary.get("cell_id") or (cell.get("id") if isinstance(cell, dict) else None)
+    if cell_id is None:
         raise ConfigError(f"{path} is no cell summary (it names no cell_id): {way_out}")
+    if not isinstance(cell_id, str):
+        raise ConfigError(f"{path}: cell_id={cell_id!r} is not a cell id (a JSON string such as {path.parent.name!r}): "
+                          f"{way_out}")
     return summary
 
 
@@ -275,6 +283,14 @@ def raybench_row(summary: Mapping[str, Any], *, run: str,
     elif engine == SIM_ENGINE or (engine is None and row["backend"] in (simulators or {})):
         row["label"] = series_label(row["backend"], hardware) + SIMULATED
         row["simulates"] = (simulators or {}).get(row["backend"], {}).get(mode)
+    # read as they are by the drill-down and the table, where a text or a one-ended window fails in polars
+    # or a comparison: checked here, where the caller names the file
+    for key in ("lost_actors", "replaced_actors", "retried", "short_output_requests", "steady_state_start_s",
+                "steady_state_end_s"):
+        num(summary, key)
+    if (summary.get("steady_state_start_s") is None) != (summary.get("steady_state_end_s") is None):
+        raise ConfigError("steady_state_start_s and steady_state_end_s are the two ends of one window: both numbers "
+                          "(seconds), or both null where there was none")
     if "elapsed_s" in summary and "duration_s" not in summary:  # engine-mode offline cell
         row.update(
             completed=num(summary, "num_requests", whole=True),
@@ -525,8 +541,10 @@ def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
                     left_out[cell_id] = outcome.line(cell_id)
                 continue
             if _is_vllm(record):
+                _check_result_values(record)
                 rows.append(vllm_row(record, run=name, index=i))
             elif _is_sglang(record):
+                _check_result_values(record)
                 rows.append(sglang_row(record, run=name, index=i))
             else:
                 raise ConfigError(
@@ -545,6 +563,47 @@ def read_results_file(path: Path, *, run: str | None = None) -> SourceRows:
 _MEASURED_COLUMNS = ("duration_s", "request_throughput_per_s", "input_throughput_tokens_per_s",
                      "output_throughput_tokens_per_s", "total_throughput_tokens_per_s",
                      *(f"{stat}_{metric}_ms" for metric in LATENCY_METRICS for stat in LATENCY_STATS))
+
+
+# vLLM / SGLang result field -> the least a measured record can hold there (both clients use these names)
+_RESULT_AT_LEAST = {"num_prompts": 1, "max_concurrency": 1, "completed": 0, "failed": 0, "duration": 0,
+                    "total_input_tokens": 0, "total_output_tokens": 0, "request_throughput": 0, "input_throughput": 0,
+                    "output_throughput": 0, "total_throughput": 0, "total_token_throughput": 0}
+
+
+# token lengths the clients' --metadata or arguments record; a negative one would be the row's length as written
+_RESULT_LENGTHS = ("input_len", "output_len", "prefix_len", "random_input_len", "random_output_len", "random_prefix_len",
+                   "gsp_system_prompt_len", "gsp_question_len", "gsp_output_len")
+
+
+def _check_result_values(record: Mapping[str, Any]) -> None:
+    """ConfigError naming the first field of a vLLM or SGLang result that no benchmark writes (a negative
+    duration or latency, more requests completed than sent), rather than a row drawn or fitted as measured.
+
+    The dstack CSV has its own, stricter check (``_check_csv_values``); these files come from the clients
+    themselves, so only what they cannot have written is refused.
+    """
+    latency_keys = [k for k in record if k.startswith(("mean_", "median_", "p99_")) and k.endswith("_ms")]
+    bounds = (*_RESULT_AT_LEAST.items(), *((k, 0) for k in latency_keys))
+    checks = [(key, least, _num(record, key)) for key, least in bounds]
+    # only a negative length, which would become the row's, is refused here: one that is no number is refused
+    # where the row takes it, and not at all where another key stands before it (SGLang's unused defaults)
+    checks += [(key, 0, _length_or_none(record, key)) for key in _RESULT_LENGTHS]
+    for key, least, value in checks:
+        if value is not None and value < least:
+            raise ConfigError(f"{key}={record[key]!r} is impossible (a benchmark writes {key} >= {least}): the file "
+                              "was edited or is not a result; correct the field or remove the record")
+    completed, sent = _num(record, "completed", whole=True), _num(record, "num_prompts", whole=True)
+    if completed is not None and sent is not None and completed > sent:
+        raise ConfigError(f"completed={completed} is impossible with num_prompts={sent} (more requests completed "
+                          "than were sent): correct the record")
+
+
+def _length_or_none(record: Mapping[str, Any], key: str) -> int | None:
+    try:
+        return _int_meta(record, key)
+    except ConfigError:
+        return None
 
 
 def _note_failures(row: dict[str, Any], where: str, left_out: dict[str, str], marked: list[str]) -> None:
@@ -577,7 +636,14 @@ def _failed_requests(row: dict[str, Any], where: str) -> str | None:
 
 
 def _json_records(path: Path) -> Iterator[Any]:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        kind = "JSONL" if path.suffix.lower() == ".jsonl" else "JSON"
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}): give the {kind} file the "
+                          "benchmark saved, as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:

@@ -171,7 +171,8 @@ def _read(path: Path) -> Mapping[str, EngineProfile]:
     out: dict[str, EngineProfile] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise SimConfigError(f"profiles[{i}]", item, "an object with the fields of FIELD_MEANINGS")
+            # the fields by name: FIELD_MEANINGS is this module's constant, which a user never sees by that name
+            raise SimConfigError(f"profiles[{i}]", item, f"an object with a profile's fields ({', '.join(known)})")
         for key in item:  # dropped, a misspelt optional field would silently take its default
             if key not in known:
                 raise SimConfigError(f"profiles[{i}].{key}", item[key], f"no profile field has that name"

@@ -472,6 +472,15 @@ def test_a_run_that_recorded_no_launch_settings_is_matched_as_before_and_says_so
     assert sorted(p["engine"] for p in json.loads(out.read_text())["profiles"]) == ["sglang", "vllm"]
 
 
+def test_an_env_json_of_the_wrong_json_type_is_said_to_be_damaged_not_an_earlier_raybench_s(raybench_run, tmp_path):
+    run_dir = as_measured(raybench_run, tmp_path / "run")
+    (run_dir / "env.json").write_text("[1, 2]")
+    result = CliRunner().invoke(main, ["calibrate", "--reference", str(run_dir), "--out", str(tmp_path / "p.json")])
+    assert "env.json records no launch settings of vllm-h200 (env.json holds a JSON array, not an object)" \
+        in result.stderr
+    assert "earlier raybench" not in result.stderr
+
+
 def test_a_damaged_launch_record_is_a_one_line_error_naming_it(raybench_run, tmp_path):
     run_dir = as_measured(raybench_run, tmp_path / "run")
     env = json.loads((run_dir / "env.json").read_text())

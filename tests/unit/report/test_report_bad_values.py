@@ -46,6 +46,10 @@ def _damage(run, cell_id, key, value):
     (C4, "cell.prefix_len", "abc", "cell.prefix_len='abc' is not a number"),
     (C4, "cell.input_len", 512.5, "cell.input_len=512.5 is not a whole number"),
     (B32, "tokens_per_second", "many", "tokens_per_second='many' is not a number"),
+    # these three were tracebacks: an unhashable cell id, a comparison with text, a window polars cannot build
+    (C4, "cell_id", [1], r"cell_id=\[1\] is not a cell id"),
+    (C4, "lost_actors", "two", "lost_actors='two' is not a number"),
+    (C4, "steady_state_end_s", None, "steady_state_start_s and steady_state_end_s are the two ends of one window"),
 ])
 def test_a_summary_value_raybench_never_writes_names_the_file_and_the_field(tmp_path, cell_id, key, value, why):
     run = write_run_dir(tmp_path / "e" / "run")
