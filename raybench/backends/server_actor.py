@@ -367,16 +367,14 @@ class ServerHandle:
         with self._lock:
             actor, self._actor = self._actor, None
             pump, self._pump = self._pump, None
+            placed = self._placed
         if actor is None:
             return
-        if not ray.is_initialized():  # Ray is gone, and its actors with it: their watchdogs did the rest
-            if pump is not None:
-                pump.finish(pull=False)
-            return
-        with self._lock:
-            placed = self._placed
-        if not placed:  # no server was started; a call would wait for a node the actor never got
-            ray.kill(actor, no_restart=True)
+        # Ray gone: its actors went with it, and their watchdogs did the rest. Never placed: no server
+        # was started, and a call would wait for a node the actor never got
+        if not ray.is_initialized() or not placed:
+            if ray.is_initialized():
+                ray.kill(actor, no_restart=True)
             if pump is not None:
                 pump.finish(pull=False)
             return

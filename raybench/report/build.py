@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
 import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from raybench.report.slices import NothingToDraw
 from raybench.report.sources import read_source, rerun_advice
 from raybench.report.style import SeriesStyle, series_style
 from raybench.store.outcome import OutcomeKind, outcome_of
-from raybench.store.rundir import safe_name
+from raybench.store.rundir import safe_name, write_bytes_atomic
 
 REPORT_FILE = "report.html"
 CHARTS_DIR = "charts"
@@ -83,7 +82,7 @@ def write_images(
         for fmt in formats:
             path = out_dir / f"{safe_name(name)}.{fmt}"
             data = vl_convert.svg_to_png(svg, scale=_PNG_SCALE) if fmt == "png" else svg.encode()
-            _write_bytes_atomic(path, data)
+            write_bytes_atomic(path, data)
             written.append(path)
     return written
 
@@ -413,20 +412,9 @@ def _extrapolated_note(frame: pl.DataFrame) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Written under a temporary name and renamed: a crash never leaves half a report."""
-    _write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    # the temporary name is this process's own: a `raybench report` of a run dir whose run is
-    # drawing its own report at the same moment leaves one whole file or the other, never a mix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Written whole and renamed: a crash never leaves half a report, and a `raybench report` of a run
+    dir whose run draws its own report at the same moment leaves one whole file or the other."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_run_report(run_dir: Path, warn: Callable[[str], None]) -> Path | None:

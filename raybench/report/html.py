@@ -13,13 +13,14 @@ import html
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from raybench.store.rundir import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,11 @@ def vega_bundle() -> str:
     except (OSError, UnicodeDecodeError):
         pass
     bundle = build()
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # written aside and renamed: a reader, or a second report written at once, sees all of it or none
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(bundle)
-        os.replace(tmp, path)
+        # a reader, or a second report written at once, sees all of it or none
+        write_bytes_atomic(path, bundle.encode("utf-8"))
     except OSError as err:  # a read-only or full disk costs the rebuild next time, nothing more
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         log.debug("cannot keep the Vega bundle in %s: %s", path.parent, err)
     return bundle
 

@@ -17,7 +17,7 @@ import csv
 import importlib.resources
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -492,15 +492,10 @@ _CSV_NOTHING_MEASURED = tuple(k for k in _CSV_AT_LEAST if k.endswith(("_req_s", 
 def _check_csv_values(record: Mapping[str, str], row: Mapping[str, Any]) -> None:
     """ConfigError naming the first field whose value no measurement can have (a negative
     throughput, a zero TTFT, an output of 0 tokens), rather than a row fitted or drawn as measured."""
-    for key, least in _CSV_AT_LEAST.items():
-        value = _num(record, key)
-        if value is not None and value < least:
-            raise ConfigError(f"{key}={record[key]} is impossible (a measured row has {key} >= {least}): "
-                              "correct the row or remove it")
-    completed, sent = row.get("completed"), row.get("num_prompts")
-    if completed is not None and sent is not None and completed > sent:
-        raise ConfigError(f"completed={completed} is impossible with num_prompts={sent} (more requests completed "
-                          "than were sent): correct the row")
+    _refuse_below(record, [(key, least, _num(record, key)) for key, least in _CSV_AT_LEAST.items()],
+                  has="a measured row has", fix="correct the row or remove it")
+    completed = row.get("completed")
+    _refuse_more_completed(completed, row.get("num_prompts"), fix="correct the row")
     if completed == 0:
         # the row is left out as measuring nothing: a rate or latency beside it says completed is mistyped
         for key in _CSV_NOTHING_MEASURED:
@@ -589,14 +584,24 @@ def _check_result_values(record: Mapping[str, Any]) -> None:
     # only a negative length, which would become the row's, is refused here: one that is no number is refused
     # where the row takes it, and not at all where another key stands before it (SGLang's unused defaults)
     checks += [(key, 0, _length_or_none(record, key)) for key in _RESULT_LENGTHS]
+    _refuse_below(record, checks, has="a benchmark writes", show=repr,
+                  fix="the file was edited or is not a result; correct the field or remove the record")
+    _refuse_more_completed(_num(record, "completed", whole=True), _num(record, "num_prompts", whole=True),
+                           fix="correct the record")
+
+
+def _refuse_below(record: Mapping[str, Any], checks: Sequence[tuple[str, float, Any]], *, has: str, fix: str,
+                  show: Callable[[Any], str] = str) -> None:
+    """ConfigError for the first ``(key, least, value)`` whose value is below the least a measurement has."""
     for key, least, value in checks:
         if value is not None and value < least:
-            raise ConfigError(f"{key}={record[key]!r} is impossible (a benchmark writes {key} >= {least}): the file "
-                              "was edited or is not a result; correct the field or remove the record")
-    completed, sent = _num(record, "completed", whole=True), _num(record, "num_prompts", whole=True)
+            raise ConfigError(f"{key}={show(record[key])} is impossible ({has} {key} >= {least}): {fix}")
+
+
+def _refuse_more_completed(completed: int | None, sent: int | None, *, fix: str) -> None:
     if completed is not None and sent is not None and completed > sent:
         raise ConfigError(f"completed={completed} is impossible with num_prompts={sent} (more requests completed "
-                          "than were sent): correct the record")
+                          f"than were sent): {fix}")
 
 
 def _length_or_none(record: Mapping[str, Any], key: str) -> int | None:

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,20 @@ def write_table_atomic(path: Path, table: pa.Table) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp_path(path), compression="zstd")
         replace_durably(tmp_path(path), path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Written whole under a temporary name of its own and renamed, without fsync (for files that can be
+    made again, such as a report): two processes writing one path at once leave one whole file or the
+    other, never a mix, and a failed write leaves the old file and no temporary one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def replace_durably(tmp: Path, path: Path) -> None:

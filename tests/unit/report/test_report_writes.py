@@ -32,10 +32,10 @@ def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(tmp_path: Pa
     path = tmp_path / "report.html"
     write_text_atomic(path, "old")
 
-    def refuse(self, target):
+    def refuse(source, target):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError):
         write_text_atomic(path, "new")
     monkeypatch.undo()
